@@ -50,8 +50,9 @@ class TransferModel(nn.Module):
         # Stored in a plain list so nn.Module does not register (and train, and save) it.
         self._source_head = [source_head.eval().requires_grad_(False)] if source_head is not None else []
         self._groups = list(group_prefixes) + [DepthGroup("head", ("head",))]
-        # Parameters that strategies add (LoRA, adapters) attach to a group by module path prefix.
-        self.extra_groups: dict[str, str] = {}
+        # Module-path prefixes of parameters that did not come with the pre-trained model (the head, and
+        # modules that strategies add: LoRA, adapters). L2-SP and the diagnostics tell them apart by this.
+        self.new_prefixes: set[str] = {"head"}
 
     # ---- forward -------------------------------------------------------------------------------
     def features(self, batch: dict) -> torch.Tensor:
@@ -112,6 +113,10 @@ class TransferModel(nn.Module):
     def group_summary(self) -> list[dict]:
         return [{"index": i, "name": g.name, "params": sum(p.numel() for _, p in ps)}
                 for i, (g, ps) in enumerate(zip(self._groups, self.grouped_parameters()))]
+
+    def is_new_param(self, name: str) -> bool:
+        """True for parameters with no pre-trained value (head, LoRA, adapters)."""
+        return any(_matches(name, p) or f".{p}." in f".{name}" for p in self.new_prefixes)
 
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts."""

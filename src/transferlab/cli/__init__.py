@@ -1,0 +1,45 @@
+"""The `transferlab` command line. Each module in COMMAND_MODULES registers its sub-commands."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from transferlab.cli._common import fail
+
+COMMAND_MODULES = ["transferlab.cli.core"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferlab", description="Adapt pre-trained models to small target "
+                                     "tasks, and measure what adaptation did.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from transferlab.errors import TransferlabError
+
+    try:
+        args.func(args)
+    except TransferlabError as exc:
+        fail(str(exc))
+    except (ValueError, FileNotFoundError, PermissionError) as exc:  # data errors and friends: one line
+        fail(f"{type(exc).__name__}: {exc}")
+    except MemoryError:
+        fail("out of memory: lower --batch-size or --image-size; the last good checkpoint is kept")
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            fail(f"disk full while writing ({exc.filename or 'output'}); the last good checkpoint is kept")
+        fail(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        fail("interrupted; resume with --resume")
+    return 0

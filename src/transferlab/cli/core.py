@@ -1,0 +1,137 @@
+"""Core commands: models, strategies, finetune, evaluate, predict."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from transferlab.cli._common import add_dataclass_options, dataclass_from_args, print_json
+from transferlab.data import DataOptions
+from transferlab.training.config import TrainConfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--groups", metavar="NAME", help="print a model's depth groups with parameter counts")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("strategies", help="list the fine-tuning strategies and their parameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("finetune", help="adapt a pre-trained model to a data set")
+    add_run_options(p)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a run's selected weights, as JSON")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", help="evaluate on other data with the same classes")
+    p.add_argument("--split", choices=["val", "test", "train"], default="val")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label and probability for each input (image path or text)")
+    p.add_argument("--run", required=True)
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) -> None:
+    p.add_argument("--model", required=True, help="registry name, timm architecture, HF directory, hf:<id>")
+    p.add_argument("--data", required=True, help="data folder or file, or 'digits'")
+    if strategy_required:
+        p.add_argument("--strategy", default="full", help="strategy spec, e.g. discriminative:decay=0.5+l2sp")
+    p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
+    p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
+    add_dataclass_options(p, TrainConfig)
+    add_dataclass_options(p, DataOptions, exclude=("seed",))  # --seed seeds both
+
+
+def run_config_from_args(args, strategy: str | None = None):
+    from transferlab.runs import RunConfig
+
+    options = {"source_data": args.source_data} if getattr(args, "source_data", None) else {}
+    return RunConfig(model=args.model, data=args.data, strategy=strategy or args.strategy, weights=args.weights,
+                     train=dataclass_from_args(TrainConfig, args),
+                     data_options=dataclass_from_args(DataOptions, args, seed=args.seed),
+                     strategy_options=options)
+
+
+def cmd_models(args) -> None:
+    from transferlab.models import create_model, list_models, pretrained_cfg
+
+    if args.groups:
+        model = create_model(args.groups, 2)
+        groups = model.group_summary()
+        if args.json:
+            print_json(groups)
+            return
+        for g in groups:
+            print(f"{g['index']:>3}  {g['name']:<20} {g['params']:>12,d}")
+        return
+    entries = [pretrained_cfg(n).to_dict() for n in list_models()]
+    if args.json:
+        print_json(entries)
+        return
+    for e in entries:
+        print(f"{e['name']:<20} {e['modality']:<6} {e['architecture']:<24} {e['license']:<12} {e['weights']}")
+    print("\nAlso: any timm architecture name (random init or --weights FILE), any Hugging Face model "
+          "directory, or hf:<hub id> where a network exists.")
+
+
+def cmd_strategies(args) -> None:
+    from transferlab.strategies import describe, list_strategies
+
+    entries = [describe(cls) for cls in list_strategies()]
+    if args.json:
+        print_json(entries)
+        return
+    for e in entries:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in e["params"])
+        print(f"{e['name']}{':' + params if params else ''}  [{e['role']}]\n    {e['help']}")
+    print("\nCompose with '+', e.g. discriminative:decay=0.5+l2sp:alpha=0.01")
+
+
+def cmd_finetune(args) -> None:
+    from transferlab.runs import finetune
+
+    metrics = finetune(run_config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
+    summary = {k: metrics[k] for k in ("model", "strategy", "val", "test", "trainable_params", "total_params",
+                                       "trainable_share", "train_seconds", "epochs_run", "best_epoch",
+                                       "skipped_inputs") if k in metrics}
+    for key in ("task_module_bytes", "full_checkpoint_bytes"):
+        if key in metrics:
+            summary[key] = metrics[key]
+    print_json(summary)
+    print(f"run written to {args.out} (metrics.json, history.jsonl, checkpoint/)")
+
+
+def cmd_evaluate(args) -> None:
+    from torch.utils.data import DataLoader
+
+    from transferlab.runs import load_run
+    from transferlab.training.evaluate import evaluate
+    from transferlab.training.trainer import resolve_device
+
+    config, data, model, _ = load_run(args.run, args.data)
+    dataset = {"val": data.val, "test": data.test, "train": data.train}[args.split]
+    if dataset is None:
+        from transferlab.errors import ConfigError
+
+        raise ConfigError(f"{config.data} has no {args.split} split")
+    device = resolve_device(config.train.device)
+    model.to(device)
+    loader = DataLoader(dataset, batch_size=config.train.eval_batch_size, collate_fn=data.collate)
+    result = evaluate(model, loader, device)
+    print_json({"run": str(args.run), "data": config.data, "split": args.split, **result,
+                "skipped_inputs": data.skipped.count})
+
+
+def cmd_predict(args) -> None:
+    from transferlab.predict import predict_inputs
+
+    for label, prob, source in predict_inputs(args.run, args.inputs):
+        print(f"{label}\t{prob:.4f}\t{source}")

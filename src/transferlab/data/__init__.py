@@ -1,0 +1,14 @@
+"""Data loading: image folders, text files and scikit-learn's digits, as train/val/test splits.
+
+    bundle = load_data("path/to/data", cfg, DataOptions(max_train=500), tokenizer=None)
+    loader = DataLoader(bundle.train, batch_size=32, shuffle=True, collate_fn=bundle.collate)
+
+Bad user data raises DataError (one line for the CLI); unreadable inputs are skipped and listed in
+``bundle.skipped``.
+"""
+from ._bundle import DataBundle
+from ._errors import DataError, SkipLog
+from ._load import load_data
+from ._options import DataOptions
+
+__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data"]

@@ -1,0 +1,49 @@
+"""DataBundle: the splits of one data set plus what the trainer needs to batch them."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from ._errors import SkipLog
+
+
+@dataclass
+class DataBundle:
+    """Everything ``load_data`` found.
+
+    Dataset items are ``(x, label)``: x is a (3, H, W) float tensor (images) or a str (text);
+    an image item is ``None`` when its file cannot be read. Every dataset has ``.targets``
+    (list[int], for stratification); image datasets also have ``.paths``.
+
+    ``collate`` turns a list of items into a batch dict:
+    images -> {"pixel_values": (B, 3, H, W) float, "labels": (B,) long};
+    text -> the tokenizer's {"input_ids", "attention_mask"[, "token_type_ids"]}: (B, T) long,
+    padded to the longest text in the batch, plus "labels". ``None`` items are dropped, so B can be
+    smaller than the number of items, and 0 when all were dropped (skip such a batch).
+    """
+
+    kind: str  # "image" or "text"
+    classes: list[str]  # sorted class names; label index i <-> classes[i]
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    collate: Callable[[list], dict]
+    skipped: SkipLog  # unreadable inputs found so far (grows while image items are read)
+    source: str  # the path given, or "digits[:spec]"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def summary(self) -> dict:
+        """Sizes and counts as JSON-ready data; "test" is None when there is no test split."""
+        return {
+            "kind": self.kind,
+            "classes": list(self.classes),
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": None if self.test is None else len(self.test),
+            "skipped": self.skipped.count,
+        }

@@ -1,0 +1,155 @@
+"""Image folders in torchvision's ImageFolder layout: ``DIR/<split>/<class>/*.jpg``, or one tree
+``DIR/<class>/*.jpg`` that is split by ``val_fraction``."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._bundle import DataBundle
+from ._errors import DataError, SkipLog
+from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file
+from ._split import VAL_NAMES, sort_labels, stratified_split, stratified_subset
+from ._transforms import eval_transform, image_size, resize_size, train_transform
+
+if TYPE_CHECKING:
+    from transferlab.models._config import PretrainedCfg
+
+    from ._options import DataOptions
+
+logger = logging.getLogger(__name__)
+
+_EXTENSIONS_HINT = "jpg, jpeg, png, bmp, gif, webp, tif, tiff"
+
+
+@dataclass
+class _Split:
+    """One split as found on disk: readable files and their class names."""
+
+    paths: list[str]
+    class_names: list[str]
+
+
+def find_image_splits(root: Path) -> dict[str, Path]:
+    """Map split name -> folder. Without ``train/`` the root itself is the one training tree."""
+    if not (root / "train").is_dir():
+        others = [name for name in (*VAL_NAMES, "test") if (root / name).is_dir()]
+        if others:
+            raise DataError(f"{root} has a {others[0]}/ folder but no train/ folder; "
+                            f"add train/<class>/ folders, or put the class folders directly in {root}")
+        return {"train": root}
+    splits = {"train": root / "train"}
+    found = [name for name in VAL_NAMES if (root / name).is_dir()]
+    if found:
+        splits["val"] = root / found[0]
+        if len(found) > 1:
+            logger.warning("%s: using %s/ as the validation split and ignoring %s",
+                           root, found[0], ", ".join(f"{n}/" for n in found[1:]))
+    if (root / "test").is_dir():
+        splits["test"] = root / "test"
+    return splits
+
+
+def _visible(name: str) -> bool:
+    # Hidden folders such as .ipynb_checkpoints would otherwise become classes.
+    return not name.startswith(".")
+
+
+def _images_under(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if _visible(d))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _visible(f) and is_image_file(f))
+    return found
+
+
+def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = False) -> _Split | None:
+    """Find the class folders and readable images of one split.
+
+    Unreadable files are recorded in ``skipped``. ``labelled_optional``: a folder of images without
+    class folders (an unlabelled test set) is ignored with a warning instead of being an error.
+    """
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d.name))
+    if not class_dirs:
+        loose = [f for f in folder.iterdir() if f.is_file() and is_image_file(f.name)]
+        if loose and labelled_optional:
+            logger.warning("%s holds images but no class folders: ignored as an unlabelled test set", folder)
+            return None
+        if loose:
+            raise DataError(f"{folder} holds images but no class folders; put each class's images in "
+                            f"its own sub-folder ({folder}/<class>/...)")
+        raise DataError(f"{folder} has no class folders and no images; expected {folder}/<class>/<image>")
+    paths: list[str] = []
+    names: list[str] = []
+    for class_dir in class_dirs:
+        files = _images_under(class_dir)
+        if not files:
+            raise DataError(f"class folder {class_dir} holds no images ({_EXTENSIONS_HINT}); "
+                            "add images or remove the folder")
+        good = []
+        for path in files:
+            reason = check_image(path, MAX_PIXELS)
+            if reason is None:
+                good.append(path)
+            else:
+                skipped.add(path, reason)
+        if not good:
+            raise DataError(f"all {len(files)} images in class folder {class_dir} are unreadable; "
+                            "replace them or remove the folder")
+        paths.extend(good)
+        names.extend([class_dir.name] * len(good))
+    return _Split(paths, names)
+
+
+def _targets(split: _Split, index: dict[str, int], folder: Path) -> list[int]:
+    unknown = sorted(set(split.class_names) - set(index))
+    if unknown:
+        raise DataError(f"{folder} has class folder(s) that training lacks: {', '.join(unknown)}; "
+                        "rename or remove them")
+    return [index[name] for name in split.class_names]
+
+
+def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> DataBundle:
+    skipped = SkipLog()
+    folders = find_image_splits(root)
+    train = scan_split(folders["train"], skipped)
+    classes = sort_labels(train.class_names)
+    if len(classes) < 2:
+        raise DataError(f"{folders['train']} has one class only ({classes[0]}); "
+                        "a classifier needs at least 2 class folders")
+    index = {name: i for i, name in enumerate(classes)}
+
+    size = image_size(cfg, options)
+    eval_side = resize_size(size, cfg)
+    # Random crops may keep 60% of the area and are then resized to `size`; decode big enough for that.
+    train_side = 2 * size if options.augment else eval_side
+    train_all = ImageDataset(train.paths, _targets(train, index, folders["train"]),
+                             train_transform(size, cfg, options.augment), skipped, min_side=train_side)
+    evaluate = eval_transform(size, cfg)
+
+    if "val" in folders:
+        val_split = scan_split(folders["val"], skipped)
+        val = ImageDataset(val_split.paths, _targets(val_split, index, folders["val"]),
+                           evaluate, skipped, min_side=eval_side)
+        train_set = train_all
+    else:
+        kept, held = stratified_split(train_all.targets, options.val_fraction, options.seed)
+        val = train_all.subset(held).with_transform(evaluate, eval_side)
+        train_set = train_all.subset(kept)
+    if options.max_train is not None:
+        train_set = train_set.subset(stratified_subset(train_set.targets, options.max_train, options.seed))
+
+    test = None
+    if "test" in folders:
+        test_split = scan_split(folders["test"], skipped, labelled_optional=True)
+        if test_split is not None:
+            test = ImageDataset(test_split.paths, _targets(test_split, index, folders["test"]),
+                                evaluate, skipped, min_side=eval_side)
+
+    missing = sorted(set(classes) - {classes[t] for t in val.targets})
+    if missing:
+        logger.warning("validation split has no images of class(es) %s", ", ".join(missing))
+    return DataBundle(kind="image", classes=classes, train=train_set, val=val, test=test,
+                      collate=ImageCollate(size), skipped=skipped, source=str(root))

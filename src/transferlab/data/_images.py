@@ -1,0 +1,164 @@
+"""Reading image files safely, and the image data set and batch builder.
+
+Nothing but file paths is kept in memory: every item is decoded when it is asked for.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ._errors import SkipLog
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Our own pixel limit, checked from the header before decoding: PIL's default (89M, an error only
+# above 179M) lets one forged header allocate gigabytes. We do not change PIL's module globals.
+MAX_PIXELS = 40_000_000
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _open(fp, path: str, max_pixels: int) -> Image.Image:
+    """Open from the header only, refusing decompression bombs before any pixel is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(fp)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise Image.DecompressionBombError(
+            f"{width}x{height} = {width * height} pixels, above the limit of {max_pixels} (decompression bomb?)")
+    return img
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image that PIL can read"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_image(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Cheap load-time check (header + ``verify()``, no decoding): None when fine, else the reason.
+
+    verify() checks PNG chunk checksums but not JPEG scan data, so a truncated JPEG passes here
+    and is caught at ``__getitem__`` time instead.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        with open(path, "rb") as fp:
+            img = _open(fp, path, max_pixels)
+            img.verify()
+    except Exception as exc:  # any failure means "unreadable"; the reason says which
+        return _reason(exc)
+    return None
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB image; raises on any unreadable input.
+
+    ``min_side``: let JPEG decode at 1/2, 1/4 or 1/8 scale while both sides stay >= min_side
+    (PIL's draft mode), which makes large photos several times cheaper when the model input is small.
+    """
+    with open(path, "rb") as fp:
+        img = _open(fp, path, max_pixels)
+        if min_side is not None:
+            img.draft(None, (min_side, min_side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()  # raises on truncated data: ImageFile.LOAD_TRUNCATED_IMAGES stays False
+    try:
+        img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    except Exception as exc:  # a broken EXIF block should not cost a readable image
+        logger.debug("%s: EXIF orientation ignored (%s)", path, exc)
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB.
+
+    16-bit greyscale is scaled (65535 -> 255), not clipped as ``convert("L")`` would (32-bit "I"
+    images are read in the same 0-65535 range, the range PNG and TIFF 16-bit files give); transparent
+    pixels are composited on white, since their colour values are often arbitrary (black).
+    """
+    if img.mode in _SIXTEEN_BIT:
+        values = np.asarray(img, dtype=np.float64)  # (H, W)
+        img = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0  # float images in [0, 1] or [0, 255]
+        img = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in _WITH_ALPHA or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+class ImageDataset(Dataset):
+    """Items are ``(x, label)`` with x a (3, H, W) float tensor, or ``None`` when the file cannot
+    be read now (then it is recorded in ``skipped`` and the collate function drops it)."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Callable,
+                 skipped: SkipLog, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS) -> None:
+        self.paths = [str(p) for p in paths]
+        self.targets = [int(t) for t in targets]
+        self.transform = transform
+        self.skipped = skipped
+        self.min_side = min_side
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path = self.paths[index]
+        try:
+            img = read_image(path, self.max_pixels, self.min_side)
+        except Exception as exc:  # a bad file must not stop an epoch; it is logged once
+            self.skipped.add(path, _reason(exc))
+            return None
+        # Outside the try: a transform error on a good image is a bug, not a bad file.
+        return self.transform(img), self.targets[index]
+
+    def subset(self, indices: Sequence[int]) -> ImageDataset:
+        return ImageDataset([self.paths[i] for i in indices], [self.targets[i] for i in indices],
+                            self.transform, self.skipped, min_side=self.min_side, max_pixels=self.max_pixels)
+
+    def with_transform(self, transform: Callable, min_side: int | None) -> ImageDataset:
+        return ImageDataset(self.paths, self.targets, transform, self.skipped,
+                            min_side=min_side, max_pixels=self.max_pixels)
+
+
+class ImageCollate:
+    """``[(x, label) | None] -> {"pixel_values": (B, 3, H, W) float, "labels": (B,) long}``.
+
+    ``None`` items (unreadable files) are dropped, so B may be smaller than the batch size; when
+    every item was dropped, B == 0: "pixel_values" is (0, 3, size, size) and "labels" has size 0,
+    and the caller should skip the batch. A class (not a closure) so DataLoader workers can pickle it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        kept = [item for item in items if item is not None]
+        if not kept:
+            return {"pixel_values": torch.empty(0, 3, self.size, self.size),
+                    "labels": torch.empty(0, dtype=torch.long)}
+        return {"pixel_values": torch.stack([x for x, _ in kept]),
+                "labels": torch.tensor([y for _, y in kept], dtype=torch.long)}

@@ -1,0 +1,65 @@
+"""load_data: one entry point that recognises the kind of data set from the path."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._bundle import DataBundle
+from ._digits import is_digits_spec, load_digits_data
+from ._errors import DataError
+from ._image_folder import load_image_folder
+from ._images import is_image_file
+from ._options import DataOptions
+from ._text import find_text_splits, load_text
+from ._text_reader import TEXT_EXTENSIONS
+
+if TYPE_CHECKING:
+    from transferlab.models._config import PretrainedCfg
+
+
+def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None, tokenizer: Any = None) -> DataBundle:
+    """Read a data set and split it into train / val (/ test).
+
+    ``path`` is one of:
+      - ``"digits"`` or ``"digits:0-4"`` (a class subset): scikit-learn's bundled 8x8 digits
+        (write ``./digits`` for a folder of that name);
+      - an image folder: ``DIR/train/<class>/*`` with ``val``/``valid``/``validation``/``dev`` and
+        ``test`` splits, or ``DIR/<class>/*`` split by ``options.val_fraction``;
+      - a text folder with ``train.{tsv,csv,jsonl}`` (and ``dev``/``val``/... and ``test`` files),
+        or a single ``.tsv``/``.csv``/``.jsonl`` file.
+    ``cfg`` is the model's pretrained config (read: modality, input_size, mean, std, interpolation,
+    crop_pct, max_length). ``tokenizer`` is required for text.
+
+    Raises DataError (one line naming the path and the fix) for anything wrong with the data.
+    """
+    options = options if options is not None else DataOptions()
+    spec = str(path)
+    if is_digits_spec(spec):
+        _check_modality(cfg, "image", spec)
+        return load_digits_data(spec, cfg, options)
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder; give an image folder, a .tsv/.csv/.jsonl file, "
+                        "a folder with train.tsv, or 'digits'")
+    if root.is_file():
+        suffix = root.suffix.lower()
+        if suffix in TEXT_EXTENSIONS:
+            _check_modality(cfg, "text", spec)
+            return load_text(root, cfg, options, tokenizer)
+        if is_image_file(root.name):
+            raise DataError(f"{root} is a single image; give the folder that holds the class folders")
+        raise DataError(f"{root}: unknown file format {suffix or '(no extension)'}; "
+                        "use .tsv, .csv or .jsonl for text, or a folder of class folders for images")
+    if find_text_splits(root) is not None:
+        _check_modality(cfg, "text", spec)
+        return load_text(root, cfg, options, tokenizer)
+    _check_modality(cfg, "image", spec)
+    return load_image_folder(root, cfg, options)
+
+
+def _check_modality(cfg: Any, kind: str, spec: str) -> None:
+    modality = getattr(cfg, "modality", None)
+    if modality is not None and modality != kind:
+        name = getattr(cfg, "name", "the model")
+        raise DataError(f"{spec} holds {kind} data but {name} takes {modality} inputs; "
+                        f"choose a{'n' if kind == 'image' else ''} {kind} model")

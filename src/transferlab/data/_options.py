@@ -1,0 +1,81 @@
+"""DataOptions: what the user may change about how a data set is read and split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._errors import DataError
+
+
+@dataclass
+class DataOptions:
+    """How to read, split and preprocess a data set. Every field has a default and a help text
+    (``dataclasses.fields(DataOptions)[i].metadata["help"]``), so the CLI can build its flags."""
+
+    val_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Fraction of the training data held out for validation when the data set "
+                          "has no validation split (stratified by class, seeded)."},
+    )
+    max_train: int | None = field(
+        default=None,
+        metadata={"help": "Use at most this many training examples: a stratified, seeded subsample "
+                          "of the training split. Default: all."},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seed for the validation split and the training subsample."},
+    )
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Augment training images (random resized crop with scale 0.6-1 and a "
+                          "horizontal flip; digits get no flip). No effect on text."},
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Image side in pixels fed to the model. Default: the model's input size."},
+    )
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "Name of the text column (default: 'sentence' or 'text'); "
+                          "a 0-based column index with no_header (default 0)."},
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Name of the label column (default: 'label'); "
+                          "a 0-based column index with no_header (default 1)."},
+    )
+    no_header: bool = field(
+        default=False,
+        metadata={"help": "Text files have no header row: columns are given by index "
+                          "(JSONL rows are then arrays)."},
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Truncate texts to this many tokens. Default: the model's max length."},
+    )
+
+    def __post_init__(self) -> None:
+        # Checked here once, so every reader can trust the values.
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0 < self.val_fraction < 1:
+            raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+        _check_int("max_train", self.max_train, 1)
+        _check_int("seed", self.seed, None)
+        _check_int("image_size", self.image_size, 8)
+        _check_int("max_length", self.max_length, 4)
+        if self.no_header:
+            for name in ("text_column", "label_column"):
+                value = getattr(self, name)
+                if value is not None and not (str(value).isdigit() and str(value).isascii()):
+                    raise DataError(f"with no_header, {name} must be a 0-based column index like '0', got {value!r}")
+        if self.text_column is not None and self.text_column == self.label_column:
+            raise DataError(f"text_column and label_column are both {self.text_column!r}; they must differ")
+
+
+def _check_int(name: str, value: object, minimum: int | None) -> None:
+    if value is None and name != "seed":
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise DataError(f"{name} must be at least {minimum}, got {value}")

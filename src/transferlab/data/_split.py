@@ -1,0 +1,82 @@
+"""Stratified, seeded splits and subsamples, and the one rule for ordering class names."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ._errors import DataError
+
+# Folder and file names that mark a validation split; the first that exists is used.
+VAL_NAMES = ("val", "valid", "validation", "dev")
+# Stream tags keep the validation split and the training subsample independent for one seed.
+_SPLIT_STREAM, _SUBSAMPLE_STREAM = 0, 1
+
+
+def sort_labels(labels: Iterable[str]) -> list[str]:
+    """Distinct labels in class-index order: numeric when all are integers ("2" < "10"), else text."""
+    distinct = set(labels)
+    as_int = {label: _as_int(label) for label in distinct}
+    if distinct and all(v is not None for v in as_int.values()):
+        return sorted(distinct, key=lambda label: (as_int[label], label))
+    return sorted(distinct)
+
+
+def _as_int(label: str) -> int | None:
+    try:
+        return int(label.strip())
+    except ValueError:  # also raised for labels with more digits than Python converts
+        return None
+
+
+def _by_class(targets: Sequence[int]) -> dict[int, np.ndarray]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, t in enumerate(targets):
+        groups[int(t)].append(i)
+    return {c: np.asarray(groups[c]) for c in sorted(groups)}
+
+
+def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into (kept, held_out), holding out about ``fraction`` of each class.
+
+    Every class with at least 2 examples puts at least one in each part, so validation sees
+    every class it can; a class with a single example stays in the kept part.
+    Each class draws from its own seeded stream, so adding a class leaves the others' splits alone.
+    """
+    kept: list[int] = []
+    held: list[int] = []
+    for c, idx in _by_class(targets).items():
+        n = len(idx)
+        k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+        order = np.random.default_rng([seed, _SPLIT_STREAM, c]).permutation(n)
+        held.extend(idx[order[:k]].tolist())
+        kept.extend(idx[order[k:]].tolist())
+    return sorted(kept), sorted(held)
+
+
+def stratified_subset(targets: Sequence[int], n: int, seed: int) -> list[int]:
+    """Indices of a seeded subsample of size ``n`` with class proportions kept (largest remainder),
+    at least one example per class. All indices when ``n >= len(targets)``."""
+    total = len(targets)
+    if n >= total:
+        return list(range(total))
+    groups = _by_class(targets)
+    counts = np.array([len(idx) for idx in groups.values()])
+    if n < len(counts):
+        raise DataError(f"max_train={n} is smaller than the number of classes ({len(counts)}); "
+                        f"use at least {len(counts)} so that every class keeps an example")
+    exact = n * counts / total
+    quota = np.minimum(np.maximum(np.floor(exact).astype(int), 1), counts)
+    # Fix the sum to n one example at a time; at most one step per class either way.
+    while quota.sum() < n:
+        room = np.where(quota < counts, exact - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    while quota.sum() > n:
+        excess = np.where(quota > 1, quota - exact, -np.inf)
+        quota[int(np.argmax(excess))] -= 1
+    chosen: list[int] = []
+    for (c, idx), q in zip(groups.items(), quota):
+        rng = np.random.default_rng([seed, _SUBSAMPLE_STREAM, c])
+        chosen.extend(rng.choice(idx, size=int(q), replace=False).tolist())
+    return sorted(chosen)

@@ -1,0 +1,241 @@
+"""Reading labelled text rows from .tsv, .csv and .jsonl files.
+
+Bad rows (empty text, missing label, wrong field count, invalid JSON) are skipped and recorded in
+the SkipLog as "file:line"; a file that cannot be used at all raises DataError.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import DataError, SkipLog
+
+if TYPE_CHECKING:
+    from ._options import DataOptions
+
+logger = logging.getLogger(__name__)
+
+TEXT_EXTENSIONS = (".tsv", ".csv", ".jsonl")
+TEXT_NAMES = ("sentence", "text")  # detected text columns, in order of preference
+LABEL_NAME = "label"
+_WARN_ROWS = 5  # skipped rows warned about one by one per file; the rest go to one summary line
+_MISSING = object()
+
+
+@dataclass
+class TextRows:
+    """The usable rows of one file, in file order."""
+
+    path: Path
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class _Record:
+    first_line: int  # 1-based physical lines; a quoted CSV field may span several
+    last_line: int
+    value: Any  # list[str] for CSV/TSV; the decoded JSON value for JSONL
+
+
+def _decode(path: Path) -> str:
+    """UTF-8 (a leading BOM dropped, since it would hide the first column name); undecodable bytes
+    become U+FFFD and are counted, so a file in another encoding is noticed, not fatal."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    text = raw.decode("utf-8-sig", errors="replace")
+    replaced = text.count("\ufffd") - raw.count("\ufffd".encode())
+    if replaced > 0:
+        logger.warning("%s: %d byte sequence(s) are not valid UTF-8 and were replaced with U+FFFD; "
+                       "save the file as UTF-8 to keep those characters", path, replaced)
+    return text
+
+
+def _csv_records(path: Path, text: str, delimiter: str) -> Iterator[_Record]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    last = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field above csv's size limit
+            raise DataError(f"{path}:{reader.line_num}: cannot parse the row ({exc}); fix the file") from exc
+        first, last = last + 1, reader.line_num
+        if all(not cell.strip() for cell in row):
+            continue  # blank line
+        yield _Record(first, last, row)
+
+
+class _InvalidJson:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _jsonl_records(text: str) -> Iterator[_Record]:
+    # split("\n"), not splitlines(): JSON strings may hold a raw U+2028, which splitlines() breaks on.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested arrays
+            value = _InvalidJson(f"invalid JSON ({str(exc)[:80]})")
+        yield _Record(number, number, value)
+
+
+def _match(names: list[str], wanted: str) -> str | None:
+    if wanted in names:
+        return wanted
+    folded = [n for n in names if n.strip().lower() == wanted.strip().lower()]
+    return folded[0] if folded else None
+
+
+def _resolve(path: Path, names: list[str], options: DataOptions) -> tuple[str, str]:
+    """Pick the text and label column names from a header (or the first JSON object's keys)."""
+    found = ", ".join(repr(n) for n in names) or "none"
+    hint = "; if the file has no header row, use --no-header"
+    if options.text_column is not None:
+        text = _match(names, options.text_column)
+        if text is None:
+            raise DataError(f"{path}: no text column {options.text_column!r}; columns found: {found}{hint}")
+    else:
+        text = next((m for m in (_match(names, n) for n in TEXT_NAMES) if m is not None), None)
+        if text is None:
+            raise DataError(f"{path}: no text column ('sentence' or 'text'); columns found: {found}; "
+                            f"name it with --text-column{hint}")
+    label = _match(names, options.label_column or LABEL_NAME)
+    if label is None:
+        raise DataError(f"{path}: no label column {options.label_column or LABEL_NAME!r}; columns found: {found}; "
+                        f"name it with --label-column{hint}")
+    if label == text:
+        raise DataError(f"{path}: the text and label columns are both {text!r}; name two different columns")
+    return text, label
+
+
+def _indices(path: Path, options: DataOptions, width: int | None) -> tuple[int, int]:
+    text = int(options.text_column or 0)
+    label = int(options.label_column) if options.label_column is not None else 1
+    if text == label:
+        raise DataError(f"{path}: text and label are both column {text}; give two different column indices")
+    if width is not None and max(text, label) >= width:
+        raise DataError(f"{path}: column index {max(text, label)} is out of range: the first row has "
+                        f"{width} column(s) (indices start at 0)")
+    return text, label
+
+
+def _label(value: Any) -> str | None | _InvalidJson:
+    """A label as a class-name string; None when missing; _InvalidJson for unusable types."""
+    if value is _MISSING or value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):  # JSON true/false: ambiguous as class names
+        return _InvalidJson("label must be a string or an integer, got a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))  # 1.0 -> "1", as JSON writers often emit integers as floats
+    return _InvalidJson(f"label must be a string or an integer, got {type(value).__name__} {str(value)[:40]}")
+
+
+def _get(record: Any, key: Any) -> Any:
+    if isinstance(record, dict):
+        return record.get(key, _MISSING)
+    return record[key] if key < len(record) else _MISSING
+
+
+def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRows:
+    """Usable (text, label) rows of one .tsv/.csv/.jsonl file; bad rows go to ``skipped``."""
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_EXTENSIONS:
+        raise DataError(f"{path}: unknown file format {suffix or '(no extension)'}; use .tsv, .csv or .jsonl")
+    text = _decode(path)
+    if suffix == ".jsonl":
+        records = _jsonl_records(text)
+    else:
+        records = _csv_records(path, text, "\t" if suffix == ".tsv" else ",")
+    rows = TextRows(path)
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"{path}: the file holds no rows")
+
+    def skip(record: _Record, reason: str) -> None:
+        rows.skipped += 1
+        skipped.add(f"{path}:{record.first_line}", reason, log=rows.skipped <= _WARN_ROWS)
+
+    width: int | None = None  # expected CSV field count
+    if suffix == ".jsonl":
+        pending = [first]
+        key_text = key_label = None
+    elif options.no_header:
+        width = len(first.value)
+        key_text, key_label = _indices(path, options, width)
+        pending = [first]
+    else:
+        header = [name.strip() for name in first.value]
+        width = len(header)
+        key_text, key_label = (header.index(n) for n in _resolve(path, header, options))
+        pending = []
+
+    def all_records() -> Iterator[_Record]:
+        yield from pending
+        yield from records
+
+    for record in all_records():
+        value = record.value
+        if isinstance(value, _InvalidJson):
+            skip(record, value.reason)
+            continue
+        if suffix == ".jsonl":
+            wanted = list if options.no_header else dict
+            if not isinstance(value, wanted):
+                skip(record, "expected a JSON array (no-header mode)" if options.no_header else "expected a JSON object")
+                continue
+            if key_text is None:  # columns come from the first usable row
+                if options.no_header:
+                    key_text, key_label = _indices(path, options, None)
+                else:
+                    key_text, key_label = _resolve(path, [str(k) for k in value], options)
+        elif len(value) != width:
+            span = ("" if record.first_line == record.last_line else
+                    f" (the row spans lines {record.first_line}-{record.last_line}: an unclosed quote?)")
+            skip(record, f"expected {width} fields, found {len(value)}{span}")
+            continue
+        raw_text = _get(value, key_text)
+        if raw_text is _MISSING or raw_text is None:
+            skip(record, "missing text")
+            continue
+        if not isinstance(raw_text, str):
+            skip(record, f"text must be a string, got {type(raw_text).__name__}")
+            continue
+        if not raw_text.strip():
+            skip(record, "empty text")
+            continue
+        label = _label(_get(value, key_label))
+        if label is None:
+            skip(record, "missing label")
+            continue
+        if isinstance(label, _InvalidJson):
+            skip(record, label.reason)
+            continue
+        rows.texts.append(raw_text.strip())
+        rows.labels.append(label)
+
+    if rows.skipped:
+        logger.warning("%s: skipped %d row(s); %d usable (see the skip log for each line)",
+                       path, rows.skipped, len(rows.texts))
+    if not rows.texts:
+        reason = f"; all {rows.skipped} row(s) were skipped" if rows.skipped else ""
+        raise DataError(f"{path}: no usable rows (text and label){reason}; check the columns and the delimiter")
+    return rows

@@ -1,0 +1,109 @@
+"""The strategy contract: how a way of adapting a model plugs into the trainer.
+
+A strategy has a *role*:
+- "selection" decides which parameters train, per epoch (full, linear_probe, freeze, gradual_unfreeze, lp_ft,
+  and the parameter-efficient methods, which may also add modules). At most one per composed spec.
+- "lr" scales each depth group's learning rate (discriminative).
+- "regularizer" adds loss terms (l2sp, ewc, lwf).
+Every hook does nothing by default. Hooks must derive their decisions from the epoch number and their own
+saved state only, so that a resumed run makes exactly the decisions the uninterrupted one made.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from transferlab.models import TransferModel
+
+
+@dataclass
+class StrategyContext:
+    """What `on_fit_start` may use: the data, the total epoch count, and a batch iterator factory."""
+
+    total_epochs: int
+    train_batches: Any = None  # callable returning an iterator of training batches on the device
+    device: torch.device | str = "cpu"
+    options: dict = dataclasses.field(default_factory=dict)  # e.g. {"source_data": path}
+
+
+class Strategy:
+    """Base class; subclasses declare `name`, `role`, `help` and a `Params` dataclass."""
+
+    name: ClassVar[str] = ""
+    role: ClassVar[str] = "selection"
+    help: ClassVar[str] = ""
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    # ---- spec --------------------------------------------------------------------------------
+    def spec(self) -> str:
+        """The canonical spec string: name plus every non-default parameter."""
+        defaults = self.Params()
+        changed = [f"{f.name}={_fmt(getattr(self.params, f.name))}" for f in dataclasses.fields(self.params)
+                   if getattr(self.params, f.name) != getattr(defaults, f.name)]
+        return self.name + (":" + ",".join(changed) if changed else "")
+
+    # ---- hooks (all optional) ----------------------------------------------------------------
+    def prepare_model(self, model: "TransferModel") -> None:
+        """Change the model's structure (add LoRA or adapter modules). Called before checkpoints load."""
+
+    def on_fit_start(self, model: "TransferModel", ctx: StrategyContext) -> None:
+        """Snapshot what the strategy needs (pre-trained weights, teacher outputs, Fisher information)."""
+
+    def trainable(self, model: "TransferModel", epoch: int) -> set[str] | None:
+        """Names of the parameters that train in this epoch; None means 'no opinion' (everything)."""
+        return None
+
+    def ever_trainable(self, model: "TransferModel", total_epochs: int) -> set[str] | None:
+        """Parameters that train in some epoch (they go into the optimiser once, at the start)."""
+        names: set[str] = set()
+        for epoch in range(max(total_epochs, 1)):
+            chosen = self.trainable(model, epoch)
+            if chosen is None:
+                return None
+            names |= chosen
+        return names
+
+    def lr_scales(self, model: "TransferModel", epoch: int) -> list[float] | None:
+        """Per depth group multiplier of the base learning rate; None means all 1."""
+        return None
+
+
+    def loss_terms(self, model: "TransferModel", batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra loss terms added to the cross-entropy, by name (logged per epoch)."""
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors to checkpoint (e.g. the Fisher diagonal); plain settings live in the spec."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def names_in_groups(model: "TransferModel", groups: range | list[int]) -> set[str]:
+    wanted = set(groups)
+    return {n for i, params in enumerate(model.grouped_parameters()) if i in wanted for n, _ in params}
+
+
+def head_names(model: "TransferModel") -> set[str]:
+    return names_in_groups(model, [len(model.depth_groups) - 1])
+
+
+def backbone_names(model: "TransferModel") -> set[str]:
+    return {n for n, _ in model.named_parameters()} - head_names(model)

@@ -1,0 +1,87 @@
+"""A spec of several strategies joined with '+', run as one."""
+from __future__ import annotations
+
+import torch
+
+from transferlab.errors import ConfigError
+from transferlab.strategies.base import Strategy, StrategyContext
+
+
+class ComposedStrategy(Strategy):
+    """Runs its parts' hooks in order: trainable sets intersect, lr scales multiply, loss terms add up."""
+
+    name = "composed"
+
+    def __init__(self, parts: list[Strategy]):
+        super().__init__()
+        selections = [p for p in parts if p.role == "selection"]
+        if len(selections) > 1:
+            raise ConfigError(f"contradictory strategies: {' + '.join(p.name for p in selections)} each decide "
+                              f"which parameters train; combine at most one of them with lr strategies "
+                              f"(discriminative) and regularisers (l2sp, ewc, lwf)")
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"strategy given twice in {'+'.join(names)}")
+        if not selections:
+            from transferlab.strategies.layerwise import Full
+
+            parts = [Full()] + parts  # an lr strategy or regulariser alone means everything trains
+        self.parts = parts
+
+    def spec(self) -> str:
+        return "+".join(p.spec() for p in self.parts)
+
+    def prepare_model(self, model):
+        for p in self.parts:
+            p.prepare_model(model)
+
+    def on_fit_start(self, model, ctx: StrategyContext):
+        for p in self.parts:
+            p.on_fit_start(model, ctx)
+
+    def trainable(self, model, epoch):
+        chosen = None
+        for p in self.parts:
+            names = p.trainable(model, epoch)
+            if names is not None:
+                chosen = names if chosen is None else chosen & names
+        return chosen
+
+    def ever_trainable(self, model, total_epochs):
+        chosen = None
+        for p in self.parts:
+            names = p.ever_trainable(model, total_epochs)
+            if names is not None:
+                chosen = names if chosen is None else chosen & names
+        return chosen
+
+    def lr_scales(self, model, epoch):
+        # With an lr strategy present, a selection strategy's default backbone/head ratio steps aside:
+        # `discriminative` alone decides the per-group rates (phases such as lp_ft's still multiply in).
+        has_lr = any(p.role == "lr" for p in self.parts)
+        scales = None
+        for p in self.parts:
+            if has_lr and getattr(p, "defers_lr", False):
+                continue
+            s = p.lr_scales(model, epoch)
+            if s is not None:
+                scales = s if scales is None else [a * b for a, b in zip(scales, s)]
+        return scales
+
+
+    def loss_terms(self, model, batch, logits):
+        terms: dict[str, torch.Tensor] = {}
+        for p in self.parts:
+            terms.update(p.loss_terms(model, batch, logits))
+        return terms
+
+    def state_dict(self):
+        return {f"{p.name}.{k}": v for p in self.parts for k, v in p.state_dict().items()}
+
+    def load_state_dict(self, state):
+        for p in self.parts:
+            prefix = p.name + "."
+            p.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def part(self, name: str) -> Strategy | None:
+        return next((p for p in self.parts if p.name == name), None)

@@ -1,0 +1,61 @@
+"""L2-SP (Li, Grandvalet & Davoine 2018): regularise towards the pre-trained weights, not towards zero."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from transferlab.strategies.base import Strategy
+from transferlab.strategies.registry import register_strategy
+
+
+@register_strategy
+class L2SP(Strategy):
+    name = "l2sp"
+    role = "regularizer"
+    help = ("Li et al. 2018: alpha/2 * ||w - w0||^2 over trainable pre-trained weights (w0: their pre-trained "
+            "values) plus beta/2 * ||w||^2 over new parameters (the head, LoRA, adapters).")
+
+    @dataclass
+    class Params:
+        alpha: float = field(default=0.01, metadata={"help": "strength of the pull towards pre-trained weights"})
+        beta: float = field(default=0.01, metadata={"help": "L2 strength on new parameters"})
+
+        def __post_init__(self):
+            if self.alpha < 0 or self.beta < 0:
+                raise ValueError("alpha and beta must be >= 0")
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.reference: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, model, ctx):
+        # Called on the pre-trained model, before any checkpoint is loaded: these are w0.
+        self.reference = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_new_param(n)}
+
+    def loss_terms(self, model, batch, logits):
+        pull = logits.new_zeros(())
+        decay = logits.new_zeros(())
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name in self.reference:
+                pull = pull + (p - self.reference[name]).pow(2).sum()
+            else:
+                decay = decay + p.pow(2).sum()
+        return {"l2sp_pull": 0.5 * self.params.alpha * pull, "l2sp_new": 0.5 * self.params.beta * decay}
+
+    def state_dict(self):
+        return {}  # w0 is rebuilt from the pre-trained weights on resume
+
+
+def l2sp_linear_closed_form(X: torch.Tensor, y: torch.Tensor, theta0: torch.Tensor, lam: float) -> torch.Tensor:
+    """Minimiser of 1/(2n) ||y - X theta||^2 + lam * ||theta - theta0||^2.
+
+    Setting the gradient -X^T (y - X theta) / n + 2 lam (theta - theta0) to zero gives
+    theta = (X^T X + 2 n lam I)^-1 (X^T y + 2 n lam theta0).  X: (n, d), y: (n,), theta0: (d,).
+    """
+    n, d = X.shape
+    A = X.T @ X + 2 * n * lam * torch.eye(d, dtype=X.dtype)
+    b = X.T @ y + 2 * n * lam * theta0
+    return torch.linalg.solve(A, b)

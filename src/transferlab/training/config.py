@@ -1,0 +1,54 @@
+"""Training settings: one dataclass, every field with a default and a help text (the CLI reads them)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from transferlab.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=5, metadata={"help": "training epochs"})
+    lr: float = field(default=1e-3, metadata={"help": "base learning rate: the new head's; strategies scale "
+                                                        "the other depth groups from it"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd (momentum 0.9, nesterov)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay (not on biases/norms)"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine, linear or constant after warm-up"})
+    warmup: float = field(default=0.1, metadata={"help": "fraction of all steps spent warming up linearly"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 turns clipping off)"})
+    patience: int = field(default=0, metadata={"help": "early stopping after this many epochs without a "
+                                                       "better validation accuracy (0: never)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, shuffling, augmentation"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
+    head_init: str = field(default="random", metadata={
+        "help": "random, or source: start the head from the related source classifier rows (Co-Tuning)"})
+    on_nonfinite: str = field(default="stop", metadata={
+        "help": "stop: end the run at a NaN/inf loss naming the step; skip: skip that step and go on"})
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: choose {', '.join(SCHEDULES)}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.patience < 0:
+            raise ConfigError("--weight-decay, --grad-clip and --patience must be >= 0")
+        if self.head_init not in ("random", "source"):
+            raise ConfigError(f"--head-init must be random or source, got {self.head_init!r}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,56 @@
+"""Optimiser with one parameter group per depth group, and a warm-up + decay schedule by global step."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from transferlab.training.config import TrainConfig
+
+
+def build_optimizer(model, trainable: set[str] | None, config: TrainConfig) -> torch.optim.Optimizer:
+    """Parameter groups per (depth group, decayed or not); each remembers its depth group index.
+
+    Biases and normalisation weights (1-d tensors) get no weight decay, the usual practice.
+    """
+    groups = []
+    for index, named in enumerate(model.grouped_parameters()):
+        decay = [p for n, p in named if (trainable is None or n in trainable) and p.ndim > 1]
+        no_decay = [p for n, p in named if (trainable is None or n in trainable) and p.ndim <= 1]
+        name = model.depth_groups[index].name
+        for params, wd, suffix in ((decay, config.weight_decay, ""), (no_decay, 0.0, "/no_decay")):
+            if params:
+                groups.append({"params": params, "weight_decay": wd, "lr": config.lr, "base_lr": config.lr,
+                               "depth_group": index, "name": name + suffix})
+    if not groups:
+        raise ValueError("the strategy leaves no parameter to train")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def schedule_factor(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Multiplier of each group's base rate at a global step: linear warm-up, then cosine/linear/constant."""
+    warmup = int(config.warmup * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if config.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_group_base_lrs(optimizer, scales: list[float] | None, base_lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["base_lr"] = base_lr * (scales[group["depth_group"]] if scales is not None else 1.0)
+
+
+def apply_schedule(optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def group_lrs(optimizer) -> dict[str, float]:
+    return {g["name"]: g["lr"] for g in optimizer.param_groups}

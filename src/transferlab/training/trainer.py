@@ -1,0 +1,287 @@
+"""The training loop: strategies decide what trains and how fast, the loop does the rest.
+
+Exactness of `--resume`: every decision in an epoch (trainable set, learning rates, shuffling order) is a
+function of the epoch number, the seed and the saved state (weights, optimiser, torch RNG), so a run
+resumed from its last epoch checkpoint makes the same updates bit for bit on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from transferlab.errors import TrainingError
+from transferlab.safe_io import atomic_write_text
+from transferlab.strategies import StrategyContext
+from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from transferlab.training.config import TrainConfig
+from transferlab.training.evaluate import evaluate, to_device
+from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, schedule_factor, \
+    set_group_base_lrs
+
+logger = logging.getLogger(__name__)
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+class Callback:
+    """Per-run hooks; each does nothing by default. State they need on resume they keep themselves."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer", metrics: dict) -> None: ...
+
+
+@dataclass
+class FitState:
+    epoch: int = 0  # next epoch to run
+    step: int = 0
+    best_accuracy: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    skipped_steps: list = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Trainer:
+    def __init__(self, model, strategy, data, config: TrainConfig, out_dir: str | Path,
+                 callbacks: list[Callback] | None = None, strategy_options: dict | None = None):
+        self.model = model
+        self.strategy = strategy
+        self.data = data
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoint"
+        self.callbacks = callbacks or []
+        self.strategy_options = strategy_options or {}
+        self.device = resolve_device(config.device)
+        self.state = FitState()
+        self.optimizer = None
+
+    # ---- data ----------------------------------------------------------------------------------
+    def train_loader(self, epoch: int) -> DataLoader:
+        # The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches.
+        gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return DataLoader(self.data.train, batch_size=self.config.batch_size, shuffle=True, generator=gen,
+                          collate_fn=self.data.collate, num_workers=0)
+
+    def eval_loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False,
+                          collate_fn=self.data.collate, num_workers=0)
+
+    def _plain_train_batches(self):
+        for batch in self.eval_loader(self.data.train):
+            yield to_device(batch, self.device)
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def setup(self, resume: bool) -> None:
+        torch.manual_seed(self.config.seed)
+        self.model.to(self.device)
+        if self.config.head_init == "source":
+            from transferlab.training.head_init import init_head_from_source
+
+            init_head_from_source(self.model, self.eval_loader(self.data.train), self.device)
+        ctx = StrategyContext(total_epochs=self.config.epochs, train_batches=self._plain_train_batches,
+                              device=self.device, options=self.strategy_options)
+        self.strategy.on_fit_start(self.model, ctx)
+        trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
+        self.optimizer = build_optimizer(self.model, trainable, self.config)
+        if resume and (self.ckpt_dir / LAST).is_file():
+            self._restore(self.ckpt_dir / LAST)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, path: Path) -> None:
+        model_state, opt_state, trainer_state, strategy_state, rng = load_checkpoint(path)
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(opt_state)
+        self.strategy.load_state_dict(strategy_state)
+        self.state = FitState(**trainer_state)
+        torch.set_rng_state(rng["torch"])
+        logger.info("resumed from %s at epoch %d", path, self.state.epoch + 1)
+
+    def _configure_epoch(self, epoch: int) -> set[str] | None:
+        trainable = self.strategy.trainable(self.model, epoch)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(trainable is None or name in trainable)
+        set_group_base_lrs(self.optimizer, self.strategy.lr_scales(self.model, epoch), self.config.lr)
+        return trainable
+
+    def _train_mode(self) -> None:
+        """Train mode, except BatchNorm layers whose parameters are all frozen: their running statistics
+        stay as pre-trained. (A frozen layer whose BatchNorm keeps updating its statistics is not frozen:
+        its outputs change. `freeze:train_bn=true` makes BN parameters trainable, and so lets them adapt.)
+        """
+        self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                    module.eval()
+
+    # ---- loop ----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        self.setup(resume)
+        total_steps = self.config.epochs * math.ceil(len(self.data.train) / self.config.batch_size)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        while self.state.epoch < self.config.epochs:
+            epoch = self.state.epoch
+            record = self._run_epoch(epoch, total_steps)
+            self.state.history.append(record)
+            self.state.epoch = epoch + 1
+            stop = self._track_best(record)
+            self._save_last()
+            self._write_history()
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, record)
+            if stop:
+                logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1,
+                            self.config.patience)
+                break
+        return self._finish()
+
+    def _run_epoch(self, epoch: int, total_steps: int) -> dict:
+        self._configure_epoch(epoch)
+        self._train_mode()
+        loader = self.train_loader(epoch)
+        sums = {"loss": 0.0, "correct": 0, "n": 0}
+        term_sums: dict[str, float] = {}
+        start = time.perf_counter()
+        progress = _progress(loader, f"epoch {epoch + 1}/{self.config.epochs}")
+        for batch in progress:
+            if batch["labels"].numel() == 0:
+                continue
+            batch = to_device(batch, self.device)
+            apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
+            logits = self.model(batch)
+            ce = F.cross_entropy(logits, batch["labels"])
+            terms = self.strategy.loss_terms(self.model, batch, logits)
+            loss = ce + sum(terms.values()) if terms else ce
+            if not torch.isfinite(loss):
+                self._handle_nonfinite(loss, epoch)
+                self.state.step += 1
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                               self.config.grad_clip)
+            self.optimizer.step()
+            self.state.step += 1
+            n = batch["labels"].numel()
+            sums["loss"] += ce.item() * n
+            sums["correct"] += (logits.argmax(1) == batch["labels"]).sum().item()
+            sums["n"] += n
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + v.item() * n
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
+        seconds = time.perf_counter() - start
+        self.state.train_seconds += seconds
+        val = evaluate(self.model, self.eval_loader(self.data.val), self.device)
+        n = max(sums["n"], 1)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": sums["loss"] / n, "train_accuracy": sums["correct"] / n,
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "lr": group_lrs(self.optimizer),
+            "seconds": seconds, "samples_per_second": sums["n"] / seconds if seconds > 0 else 0.0,
+            "trainable_params": self.model.count_parameters()[0],
+            **{k: v / n for k, v in term_sums.items()},
+        }
+        logger.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f samples/s",
+                    epoch + 1, self.config.epochs, record["train_loss"], record["train_accuracy"],
+                    val["loss"], val["accuracy"], record["samples_per_second"])
+        return record
+
+    def _handle_nonfinite(self, loss: torch.Tensor, epoch: int) -> None:
+        where = f"step {self.state.step + 1} (epoch {epoch + 1})"
+        if self.config.on_nonfinite == "skip":
+            logger.warning("non-finite loss (%s) at %s: step skipped", loss.item(), where)
+            self.state.skipped_steps.append(self.state.step + 1)
+            return
+        last = self.ckpt_dir / LAST
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingError(f"loss became {loss.item()} at {where}; the run stopped, {kept} "
+                            f"(lower --lr, or --on-nonfinite skip)")
+
+    def _track_best(self, record: dict) -> bool:
+        acc, loss = record["val_accuracy"], record["val_loss"]
+        better = acc > self.state.best_accuracy or (acc == self.state.best_accuracy and loss < self.state.best_loss)
+        if better:
+            self.state.best_accuracy, self.state.best_loss = acc, loss
+            self.state.best_epoch = record["epoch"]
+            self.state.epochs_without_improvement = 0
+            save_weights(self.ckpt_dir / BEST, self.model)
+        else:
+            self.state.epochs_without_improvement += 1
+        return 0 < self.config.patience <= self.state.epochs_without_improvement
+
+    def _save_last(self) -> None:
+        save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, vars(self.state),
+                        self.strategy.state_dict())
+
+    def _write_history(self) -> None:
+        import json
+
+        atomic_write_text(self.out_dir / "history.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in self.state.history))
+
+    def _finish(self) -> dict:
+        from transferlab.safe_io import load_tensors
+
+        final_train_accuracy = self.state.history[-1]["train_accuracy"] if self.state.history else float("nan")
+        self.model.load_state_dict(load_tensors(self.ckpt_dir / BEST))
+        val = evaluate(self.model, self.eval_loader(self.data.val), self.device)
+        test = evaluate(self.model, self.eval_loader(self.data.test), self.device) if self.data.test else None
+        trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
+        total = sum(p.numel() for p in self.model.parameters())
+        n_trainable = sum(p.numel() for n, p in self.model.named_parameters()
+                          if trainable is None or n in trainable)
+        samples = sum(r["samples_per_second"] * r["seconds"] for r in self.state.history)
+        metrics = {
+            "val": {"accuracy": val["accuracy"], "loss": val["loss"], "n": val["n"]},
+            "test": {"accuracy": test["accuracy"], "loss": test["loss"], "n": test["n"]} if test else None,
+            "trainable_params": n_trainable, "total_params": total, "trainable_share": n_trainable / total,
+            "train_seconds": self.state.train_seconds, "epochs_run": len(self.state.history),
+            "best_epoch": self.state.best_epoch, "final_train_accuracy": final_train_accuracy,
+            "samples_per_second": samples / self.state.train_seconds if self.state.train_seconds else 0.0,
+            "peak_memory_mb": peak_memory_mb(self.device), "skipped_steps": self.state.skipped_steps,
+        }
+        for cb in self.callbacks:
+            cb.on_fit_end(self, metrics)
+        return metrics
+
+
+def _progress(iterable, desc: str):
+    """A progress bar on a terminal; plain (per-epoch) log lines otherwise."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, leave=False)
+    return iterable
