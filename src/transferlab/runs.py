@@ -115,6 +115,7 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
                       strategy_options=config.strategy_options)
     metrics = trainer.fit(resume=resume)
+    metrics.update(strategy.save_task_module(model, out) or {})
     metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,
                "classes": list(data.classes), "seed": config.train.seed, **metrics,
                "skipped_inputs": data.skipped.count, "skipped_files": data.skipped.to_list(),

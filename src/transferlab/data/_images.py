@@ -38,7 +38,7 @@ def _open(fp, path: str, max_pixels: int) -> Image.Image:
     width, height = img.size
     if width * height > max_pixels:
         raise Image.DecompressionBombError(
-            f"{width}x{height} = {width * height} pixels, above the limit of {max_pixels} (decompression bomb?)")
+            f"{width}x{height} = {width * height} pixels, above the limit of {max_pixels}")
     return img
 
 

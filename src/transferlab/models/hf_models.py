@@ -65,6 +65,7 @@ def _load_backbone(name_or_dir: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the unused BERT pooler's "unexpected keys" report is expected
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
         try:  # the new head reads pooled token states; BERT's pooler would be an unused layer

@@ -82,6 +82,13 @@ class Strategy:
         """Extra loss terms added to the cross-entropy, by name (logged per epoch)."""
         return {}
 
+    def save_task_module(self, model: "TransferModel", out_dir) -> dict | None:
+        """After training: write the strategy's small task module (PEFT) under `out_dir`.
+
+        Returns facts for metrics.json (e.g. {"task_module": path, "task_module_bytes": n}) or None.
+        """
+        return None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint (e.g. the Fisher diagonal); plain settings live in the spec."""
         return {}

@@ -75,6 +75,12 @@ class ComposedStrategy(Strategy):
             terms.update(p.loss_terms(model, batch, logits))
         return terms
 
+    def save_task_module(self, model, out_dir):
+        facts = {}
+        for p in self.parts:
+            facts.update(p.save_task_module(model, out_dir) or {})
+        return facts or None
+
     def state_dict(self):
         return {f"{p.name}.{k}": v for p in self.parts for k, v in p.state_dict().items()}
 
