@@ -12,10 +12,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from transferlab.data import DataOptions, load_data
 from transferlab.errors import ConfigError
 from transferlab.models import create_model
-from transferlab.safe_io import atomic_write_json, load_tensors
+from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
 from transferlab.training.config import TrainConfig
 from transferlab.training.trainer import BEST, Trainer
@@ -82,9 +84,13 @@ def prepare(config: RunConfig):
         config.classes = list(data.classes)
     elif list(data.classes) != list(config.classes):
         raise ConfigError(f"{config.data}: classes {data.classes} differ from the run's {config.classes}")
-    model = create_model(config.model, len(data.classes), weights=config.weights)
-    model.class_names = list(data.classes)
-    strategy.prepare_model(model)
+    # The new head (and any module a strategy adds) starts from --seed alone, not from whatever the process
+    # drew before: the same run twice in one process, or a resumed run, builds the same model.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = create_model(config.model, len(data.classes), weights=config.weights)
+        model.class_names = list(data.classes)
+        strategy.prepare_model(model)
     return data, model, strategy
 
 
@@ -109,6 +115,9 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
         config = saved
     if overwrite and run_state(out) != "empty":
         _clear_run(out)
+    for folder in (out, out / "checkpoint"):  # temporary files of writes that a kill interrupted
+        for stale in remove_stale_temps(folder):
+            logger.info("removed %s, left by an interrupted write", stale)
     data, model, strategy = prepare(config)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())

@@ -18,25 +18,56 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from transferlab import faults
 from transferlab.errors import UnsafeFileError
+
+TEMP_SUFFIX = ".transferlab-tmp"  # distinctive, so remove_stale_temps deletes only our own
 
 _SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                             "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    A kill leaves the old file or the new one (plus, at worst, a stale `.NAME.*.tmp` that nothing reads;
+    `remove_stale_temps` clears them). Any error (a full disk) removes the temporary file and leaves `path`
+    as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    faults.on_write("start", path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            half = len(data) // 2
+            fh.write(data[:half])
+            faults.on_write("partial", path.name)
+            fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+        faults.on_write("during", path.name)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    faults.on_write("after", path.name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that a killed `atomic_write_bytes` left in `folder`; returns them."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -86,10 +117,11 @@ def check_safetensors_header(path: str | Path) -> dict:
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
             numel = 1
-            for dim in shape:
-                if int(dim) < 0:
+            for dim in (*shape, begin, end):  # JSON ints only: no floats, strings, booleans, negatives
+                if type(dim) is not int or dim < 0:
                     raise ValueError
-                numel *= int(dim)
+            for dim in shape:
+                numel *= dim
             width = _SAFETENSORS_DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError):
             raise UnsafeFileError(f"{path}: safetensors entry {name!r} is malformed") from None

@@ -104,3 +104,15 @@ def test_class_with_only_unreadable_images(tmp_path, save_image, image_cfg):
     (tmp_path / "b" / "1.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="unreadable"):
         load_data(str(tmp_path), image_cfg, DataOptions(image_size=8))
+
+
+def test_load_single_image_for_predictions(tmp_path, save_image, image_cfg):
+    from transferlab.data import load_single_image
+
+    x = load_single_image(str(save_image(tmp_path / "one.png", mode="L")), image_cfg, DataOptions(image_size=16))
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    (tmp_path / "bad.jpg").write_text("not an image")
+    with pytest.raises(DataError, match="cannot read the image"):
+        load_single_image(str(tmp_path / "bad.jpg"), image_cfg)
+    with pytest.raises(DataError, match="no such image file"):
+        load_single_image(str(tmp_path / "missing.jpg"), image_cfg)

@@ -156,3 +156,12 @@ def test_unknown_format_and_single_image(tmp_path, save_image, image_cfg):
 
 def test_image_folder_with_a_text_model(tmp_path, image_tree, text_cfg):
     _raises(image_tree(tmp_path, {"a": 1, "b": 1}), text_cfg, "holds image data")
+
+
+def test_files_without_an_image_extension_are_reported(tmp_path, image_tree, image_cfg, caplog):
+    image_tree(tmp_path, {"a": 2, "b": 2})
+    (tmp_path / "a" / "IMG_0001.HEIC").write_bytes(b"\0")
+    with caplog.at_level("WARNING", logger="transferlab.data"):
+        bundle = load_data(str(tmp_path), image_cfg, DataOptions(image_size=8))
+    assert len(bundle.train) + len(bundle.val) == 4
+    assert any("ignored 1 file(s) without an image extension (.heic: 1)" in r.getMessage() for r in caplog.records)

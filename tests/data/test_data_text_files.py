@@ -67,10 +67,10 @@ def test_empty_lines_and_bad_rows_are_skipped_by_line(tmp_path, text_cfg, tokeni
 
 
 def test_unclosed_quote_is_reported_with_its_span(tmp_path, text_cfg, tokenizer):
-    path = _write(tmp_path / "train.csv", 'text,label\nfine,1\nalso fine,0\n"oops,1\nlost,0\nlost too,1\n')
+    path = _write(tmp_path / "train.csv", 'text,label\nfine,1\nalso fine,0\nok,1\nok too,0\n"oops,1\nlost,0\nlost too,1\n')
     bundle = load_data(str(path), text_cfg, DataOptions(val_fraction=0.5), tokenizer=tokenizer)
     (item,) = bundle.skipped.to_list()
-    assert item["path"] == f"{path}:4" and "unclosed quote" in item["reason"]
+    assert item["path"] == f"{path}:6" and "spans lines 6-8: an unclosed quote" in item["reason"]
 
 
 def test_bad_utf8_bytes_are_replaced_and_counted(tmp_path, text_cfg, tokenizer, caplog):
@@ -156,6 +156,11 @@ def test_one_class_only(tmp_path, text_cfg, tokenizer):
 ])
 def test_unusable_files(tmp_path, text_cfg, tokenizer, name, content, match):
     _raises(_write(tmp_path / name, content), text_cfg, tokenizer, match)
+
+
+def test_too_few_examples_for_a_validation_split(tmp_path, text_cfg, tokenizer):
+    _raises(_write(tmp_path / "two.tsv", "sentence\tlabel\na\t0\nb\t1\n"), text_cfg, tokenizer,
+            "too few examples to hold out a validation split")
 
 
 def test_no_tokenizer_and_wrong_model_kind(tmp_path, text_cfg, image_cfg, tokenizer):

@@ -8,11 +8,18 @@ import sys
 
 from transferlab.cli._common import fail
 
-COMMAND_MODULES = ["transferlab.cli.core"]
+COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gives one line (like every other error), not a usage block."""
+
+    def error(self, message: str) -> "NoReturn":  # noqa: F821
+        fail(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transferlab", description="Adapt pre-trained models to small target "
+    parser = _Parser(prog="transferlab", description="Adapt pre-trained models to small target "
                                      "tasks, and measure what adaptation did.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         fail("out of memory: lower --batch-size or --image-size; the last good checkpoint is kept")
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC
-            fail(f"disk full while writing ({exc.filename or 'output'}); the last good checkpoint is kept")
+            fail(f"disk full while writing {exc.filename or 'an output'}; the files already written (the last "
+                 f"good checkpoint) are kept: free some space, then run again with --resume")
         fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         fail("interrupted; resume with --resume")

@@ -8,7 +8,7 @@ Bad user data raises DataError (one line for the CLI); unreadable inputs are ski
 """
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
-from ._load import load_data
+from ._load import load_data, load_single_image
 from ._options import DataOptions
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data"]
+__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data", "load_single_image"]

@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import ImageCollate
-from ._split import stratified_split, stratified_subset
+from ._split import holdout_split, stratified_subset
 from ._transforms import AUGMENT_SCALE, image_size
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def load_digits_data(spec: str, cfg: PretrainedCfg, options: DataOptions) -> Dat
     size = image_size(cfg, options)
     full = DigitsDataset(images, targets, keep, size, cfg.mean, cfg.std, augment=options.augment)
 
-    kept, held = stratified_split(full.targets, options.val_fraction, options.seed)
+    kept, held = holdout_split(full.targets, options.val_fraction, options.seed, spec)
     train = full.subset(kept)
     val = full.subset(held, augment=False)
     if options.max_train is not None:

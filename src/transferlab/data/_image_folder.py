@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file
-from ._split import VAL_NAMES, sort_labels, stratified_split, stratified_subset
+from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
 from ._transforms import eval_transform, image_size, resize_size, train_transform
 
 if TYPE_CHECKING:
@@ -57,11 +58,22 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _images_under(folder: Path) -> list[str]:
+def _images_under(folder: Path, ignored: Counter) -> list[str]:
+    """Image files anywhere under ``folder``, sorted; other files' extensions are counted in ``ignored``."""
     found = []
+    visited: set[str] = set()  # links are followed (data sets are often linked in); a link cycle must end
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _visible(f) and is_image_file(f))
+        for name in sorted(filter(_visible, filenames)):
+            if is_image_file(name):
+                found.append(os.path.join(dirpath, name))
+            else:
+                ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
     return found
 
 
@@ -83,8 +95,9 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
         raise DataError(f"{folder} has no class folders and no images; expected {folder}/<class>/<image>")
     paths: list[str] = []
     names: list[str] = []
+    ignored: Counter = Counter()
     for class_dir in class_dirs:
-        files = _images_under(class_dir)
+        files = _images_under(class_dir, ignored)
         if not files:
             raise DataError(f"class folder {class_dir} holds no images ({_EXTENSIONS_HINT}); "
                             "add images or remove the folder")
@@ -100,6 +113,10 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
                             "replace them or remove the folder")
         paths.extend(good)
         names.extend([class_dir.name] * len(good))
+    if ignored:  # e.g. .heic phone photos, which would otherwise vanish without a word
+        logger.warning("%s: ignored %d file(s) without an image extension (%s); supported: %s", folder,
+                       sum(ignored.values()), ", ".join(f"{ext}: {n}" for ext, n in ignored.most_common()),
+                       _EXTENSIONS_HINT)
     return _Split(paths, names)
 
 
@@ -135,7 +152,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
                            evaluate, skipped, min_side=eval_side)
         train_set = train_all
     else:
-        kept, held = stratified_split(train_all.targets, options.val_fraction, options.seed)
+        kept, held = holdout_split(train_all.targets, options.val_fraction, options.seed, folders["train"])
         val = train_all.subset(held).with_transform(evaluate, eval_side)
         train_set = train_all.subset(kept)
     if options.max_train is not None:

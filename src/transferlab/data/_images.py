@@ -30,7 +30,7 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _open(fp, path: str, max_pixels: int) -> Image.Image:
+def _open(fp, max_pixels: int) -> Image.Image:
     """Open from the header only, refusing decompression bombs before any pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,7 +60,7 @@ def check_image(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as fp:
-            img = _open(fp, path, max_pixels)
+            img = _open(fp, max_pixels)
             img.verify()
     except Exception as exc:  # any failure means "unreadable"; the reason says which
         return _reason(exc)
@@ -74,7 +74,7 @@ def read_image(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = N
     (PIL's draft mode), which makes large photos several times cheaper when the model input is small.
     """
     with open(path, "rb") as fp:
-        img = _open(fp, path, max_pixels)
+        img = _open(fp, max_pixels)
         if min_side is not None:
             img.draft(None, (min_side, min_side))
         with warnings.catch_warnings():

@@ -4,14 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ._bundle import DataBundle
 from ._digits import is_digits_spec, load_digits_data
 from ._errors import DataError
 from ._image_folder import load_image_folder
-from ._images import is_image_file
+from ._images import MAX_PIXELS, check_image, is_image_file, read_image
 from ._options import DataOptions
 from ._text import find_text_splits, load_text
 from ._text_reader import TEXT_EXTENSIONS
+from ._transforms import eval_transform, image_size, resize_size
 
 if TYPE_CHECKING:
     from transferlab.models._config import PretrainedCfg
@@ -55,6 +58,24 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
         return load_text(root, cfg, options, tokenizer)
     _check_modality(cfg, "image", spec)
     return load_image_folder(root, cfg, options)
+
+
+def load_single_image(path: str, cfg: PretrainedCfg, options: DataOptions | None = None) -> torch.Tensor:
+    """One image file preprocessed as the validation split is: a (3, H, W) float tensor (for predictions).
+
+    Raises DataError when the file is missing or unreadable.
+    """
+    options = options if options is not None else DataOptions()
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such image file")
+    reason = check_image(str(path), MAX_PIXELS)
+    size = image_size(cfg, options)
+    try:
+        if reason is None:
+            return eval_transform(size, cfg)(read_image(str(path), MAX_PIXELS, resize_size(size, cfg)))
+    except Exception as exc:  # decoding failures of any kind: the user gave a bad file
+        reason = f"{type(exc).__name__}: {exc}"
+    raise DataError(f"{path}: cannot read the image ({reason}); give a jpg, png, bmp, gif, webp or tif file")
 
 
 def _check_modality(cfg: Any, kind: str, spec: str) -> None:

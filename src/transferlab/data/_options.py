@@ -60,7 +60,7 @@ class DataOptions:
                 or not 0 < self.val_fraction < 1:
             raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
         _check_int("max_train", self.max_train, 1)
-        _check_int("seed", self.seed, None)
+        _check_int("seed", self.seed, None, optional=False)
         _check_int("image_size", self.image_size, 8)
         _check_int("max_length", self.max_length, 4)
         if self.no_header:
@@ -72,8 +72,8 @@ class DataOptions:
             raise DataError(f"text_column and label_column are both {self.text_column!r}; they must differ")
 
 
-def _check_int(name: str, value: object, minimum: int | None) -> None:
-    if value is None and name != "seed":
+def _check_int(name: str, value: object, minimum: int | None, optional: bool = True) -> None:
+    if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataError(f"{name} must be an integer, got {value!r}")

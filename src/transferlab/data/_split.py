@@ -55,6 +55,15 @@ def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tupl
     return sorted(kept), sorted(held)
 
 
+def holdout_split(targets: Sequence[int], fraction: float, seed: int, source: object) -> tuple[list[int], list[int]]:
+    """``stratified_split`` for a data set without a validation split; an empty hold-out is an error."""
+    kept, held = stratified_split(targets, fraction, seed)
+    if not held:
+        raise DataError(f"{source}: too few examples to hold out a validation split (a class needs at least 2); "
+                        "add examples or a validation split")
+    return kept, held
+
+
 def stratified_subset(targets: Sequence[int], n: int, seed: int) -> list[int]:
     """Indices of a seeded subsample of size ``n`` with class proportions kept (largest remainder),
     at least one example per class. All indices when ``n >= len(targets)``."""

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
-from ._split import VAL_NAMES, sort_labels, stratified_split, stratified_subset
+from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
 from ._text_reader import TEXT_EXTENSIONS, TextRows, read_text_file
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     if "val" in files:
         val = TextDataset(*_as_lists(read_text_file(files["val"], options, skipped), index))
     else:
-        kept, held = stratified_split(train.targets, options.val_fraction, options.seed)
+        kept, held = holdout_split(train.targets, options.val_fraction, options.seed, files["train"])
         train, val = train.subset(kept), train.subset(held)
     if options.max_train is not None:
         train = train.subset(stratified_subset(train.targets, options.max_train, options.seed))

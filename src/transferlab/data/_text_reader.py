@@ -77,7 +77,9 @@ def _csv_records(path: Path, text: str, delimiter: str) -> Iterator[_Record]:
         yield _Record(first, last, row)
 
 
-class _InvalidJson:
+class _Rejected:
+    """Why a value cannot be used (kept in place of the value so the row can be skipped with it)."""
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
@@ -90,7 +92,7 @@ def _jsonl_records(text: str) -> Iterator[_Record]:
         try:
             value = json.loads(line)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested arrays
-            value = _InvalidJson(f"invalid JSON ({str(exc)[:80]})")
+            value = _Rejected(f"invalid JSON ({str(exc)[:80]})")
         yield _Record(number, number, value)
 
 
@@ -134,19 +136,19 @@ def _indices(path: Path, options: DataOptions, width: int | None) -> tuple[int, 
     return text, label
 
 
-def _label(value: Any) -> str | None | _InvalidJson:
-    """A label as a class-name string; None when missing; _InvalidJson for unusable types."""
+def _label(value: Any) -> str | None | _Rejected:
+    """A label as a class-name string; None when missing; _Rejected for unusable types."""
     if value is _MISSING or value is None:
         return None
     if isinstance(value, str):
         return value.strip() or None
     if isinstance(value, bool):  # JSON true/false: ambiguous as class names
-        return _InvalidJson("label must be a string or an integer, got a boolean")
+        return _Rejected("label must be a string or an integer, got a boolean")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))  # 1.0 -> "1", as JSON writers often emit integers as floats
-    return _InvalidJson(f"label must be a string or an integer, got {type(value).__name__} {str(value)[:40]}")
+    return _Rejected(f"label must be a string or an integer, got {type(value).__name__} {str(value)[:40]}")
 
 
 def _get(record: Any, key: Any) -> Any:
@@ -155,83 +157,84 @@ def _get(record: Any, key: Any) -> Any:
     return record[key] if key < len(record) else _MISSING
 
 
+def _shape_problem(record: _Record, jsonl: bool, no_header: bool, width: int | None) -> str | None:
+    """Why a record does not have the shape of a row (None when it does)."""
+    value = record.value
+    if isinstance(value, _Rejected):
+        return value.reason
+    if jsonl:
+        if no_header and not isinstance(value, list):
+            return "expected a JSON array (no-header mode)"
+        if not no_header and not isinstance(value, dict):
+            return "expected a JSON object"
+        return None
+    if len(value) != width:
+        span = ("" if record.first_line == record.last_line else
+                f" (the row spans lines {record.first_line}-{record.last_line}: an unclosed quote?)")
+        return f"expected {width} fields, found {len(value)}{span}"
+    return None
+
+
+def _parse_row(value: Any, text_key: Any, label_key: Any) -> tuple[str, str] | str:
+    """(text, label) of a row, or why the row is skipped."""
+    raw = _get(value, text_key)
+    if raw is _MISSING or raw is None:
+        return "missing text"
+    if not isinstance(raw, str):
+        return f"text must be a string, got {type(raw).__name__}"
+    text = raw.strip()
+    if not text:
+        return "empty text"
+    label = _label(_get(value, label_key))
+    if label is None:
+        return "missing label"
+    if isinstance(label, _Rejected):
+        return label.reason
+    return text, label
+
+
 def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRows:
-    """Usable (text, label) rows of one .tsv/.csv/.jsonl file; bad rows go to ``skipped``."""
+    """Usable (text, label) rows of one .tsv/.csv/.jsonl file; bad rows go to ``skipped``.
+
+    Surrounding whitespace is removed from texts and labels. CSV/TSV columns come from the header
+    row (or, with no_header, from indices); JSONL columns from the first usable object's keys.
+    """
     suffix = path.suffix.lower()
     if suffix not in TEXT_EXTENSIONS:
         raise DataError(f"{path}: unknown file format {suffix or '(no extension)'}; use .tsv, .csv or .jsonl")
+    jsonl = suffix == ".jsonl"
     text = _decode(path)
-    if suffix == ".jsonl":
-        records = _jsonl_records(text)
-    else:
-        records = _csv_records(path, text, "\t" if suffix == ".tsv" else ",")
+    records = _jsonl_records(text) if jsonl else _csv_records(path, text, "\t" if suffix == ".tsv" else ",")
     rows = TextRows(path)
-    first = next(records, None)
-    if first is None:
-        raise DataError(f"{path}: the file holds no rows")
-
-    def skip(record: _Record, reason: str) -> None:
-        rows.skipped += 1
-        skipped.add(f"{path}:{record.first_line}", reason, log=rows.skipped <= _WARN_ROWS)
-
-    width: int | None = None  # expected CSV field count
-    if suffix == ".jsonl":
-        pending = [first]
-        key_text = key_label = None
-    elif options.no_header:
-        width = len(first.value)
-        key_text, key_label = _indices(path, options, width)
-        pending = [first]
-    else:
-        header = [name.strip() for name in first.value]
-        width = len(header)
-        key_text, key_label = (header.index(n) for n in _resolve(path, header, options))
-        pending = []
-
-    def all_records() -> Iterator[_Record]:
-        yield from pending
-        yield from records
-
-    for record in all_records():
-        value = record.value
-        if isinstance(value, _InvalidJson):
-            skip(record, value.reason)
-            continue
-        if suffix == ".jsonl":
-            wanted = list if options.no_header else dict
-            if not isinstance(value, wanted):
-                skip(record, "expected a JSON array (no-header mode)" if options.no_header else "expected a JSON object")
+    columns: tuple[Any, Any] | None = None  # (text key, label key): column indices, or JSON keys
+    width: int | None = None  # the number of fields every CSV/TSV row must have
+    seen = False
+    for record in records:
+        seen = True
+        if columns is None and not jsonl:
+            width = len(record.value)
+            if options.no_header:
+                columns = _indices(path, options, width)
+            else:
+                header = [name.strip() for name in record.value]
+                columns = tuple(header.index(name) for name in _resolve(path, header, options))
                 continue
-            if key_text is None:  # columns come from the first usable row
-                if options.no_header:
-                    key_text, key_label = _indices(path, options, None)
-                else:
-                    key_text, key_label = _resolve(path, [str(k) for k in value], options)
-        elif len(value) != width:
-            span = ("" if record.first_line == record.last_line else
-                    f" (the row spans lines {record.first_line}-{record.last_line}: an unclosed quote?)")
-            skip(record, f"expected {width} fields, found {len(value)}{span}")
-            continue
-        raw_text = _get(value, key_text)
-        if raw_text is _MISSING or raw_text is None:
-            skip(record, "missing text")
-            continue
-        if not isinstance(raw_text, str):
-            skip(record, f"text must be a string, got {type(raw_text).__name__}")
-            continue
-        if not raw_text.strip():
-            skip(record, "empty text")
-            continue
-        label = _label(_get(value, key_label))
-        if label is None:
-            skip(record, "missing label")
-            continue
-        if isinstance(label, _InvalidJson):
-            skip(record, label.reason)
-            continue
-        rows.texts.append(raw_text.strip())
-        rows.labels.append(label)
+        problem = _shape_problem(record, jsonl, options.no_header, width)
+        if problem is None:
+            if columns is None:  # JSONL: the first usable row fixes the columns
+                columns = (_indices(path, options, None) if options.no_header
+                           else _resolve(path, [str(key) for key in record.value], options))
+            parsed = _parse_row(record.value, *columns)
+            if isinstance(parsed, tuple):
+                rows.texts.append(parsed[0])
+                rows.labels.append(parsed[1])
+                continue
+            problem = parsed
+        rows.skipped += 1
+        skipped.add(f"{path}:{record.first_line}", problem, log=rows.skipped <= _WARN_ROWS)
 
+    if not seen:
+        raise DataError(f"{path}: the file holds no rows")
     if rows.skipped:
         logger.warning("%s: skipped %d row(s); %d usable (see the skip log for each line)",
                        path, rows.skipped, len(rows.texts))

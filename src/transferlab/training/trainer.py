@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from transferlab import faults
 from transferlab.errors import TrainingError
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
@@ -29,6 +30,8 @@ from transferlab.training.optim import apply_schedule, build_optimizer, group_lr
     set_group_base_lrs
 
 logger = logging.getLogger(__name__)
+
+_OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
@@ -151,7 +154,12 @@ class Trainer:
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
             epoch = self.state.epoch
-            record = self._run_epoch(epoch, total_steps)
+            try:
+                record = self._run_epoch(epoch, total_steps)
+            except (MemoryError, _OutOfMemoryError) as exc:
+                raise TrainingError(f"out of memory at step {self.state.step + 1} (epoch {epoch + 1}): "
+                                    f"{str(exc).splitlines()[0] if str(exc) else 'MemoryError'}; {self._kept()} "
+                                    f"(lower --batch-size or --image-size)") from None
             self.state.history.append(record)
             self.state.epoch = epoch + 1
             stop = self._track_best(record)
@@ -177,20 +185,28 @@ class Trainer:
             if batch["labels"].numel() == 0:
                 continue
             batch = to_device(batch, self.device)
+            poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
             apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
             logits = self.model(batch)
             ce = F.cross_entropy(logits, batch["labels"])
             terms = self.strategy.loss_terms(self.model, batch, logits)
             loss = ce + sum(terms.values()) if terms else ce
+            if poison:
+                loss = loss * float("nan")
             if not torch.isfinite(loss):
                 self._handle_nonfinite(loss, epoch)
                 self.state.step += 1
                 continue
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                               self.config.grad_clip)
+            # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
+            # (max_norm=inf only measures: the clip coefficient is clamped to exactly 1.)
+            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                  self.config.grad_clip if self.config.grad_clip > 0 else math.inf)
+            if not torch.isfinite(norm):
+                self._handle_nonfinite(norm, epoch, what="gradient norm")
+                self.state.step += 1
+                continue
             self.optimizer.step()
             self.state.step += 1
             n = batch["labels"].numel()
@@ -219,16 +235,19 @@ class Trainer:
                     val["loss"], val["accuracy"], record["samples_per_second"])
         return record
 
-    def _handle_nonfinite(self, loss: torch.Tensor, epoch: int) -> None:
+    def _handle_nonfinite(self, value: torch.Tensor, epoch: int, what: str = "loss") -> None:
         where = f"step {self.state.step + 1} (epoch {epoch + 1})"
         if self.config.on_nonfinite == "skip":
-            logger.warning("non-finite loss (%s) at %s: step skipped", loss.item(), where)
+            logger.warning("non-finite %s (%s) at %s: step skipped", what, value.item(), where)
             self.state.skipped_steps.append(self.state.step + 1)
             return
-        last = self.ckpt_dir / LAST
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise TrainingError(f"loss became {loss.item()} at {where}; the run stopped, {kept} "
+        raise TrainingError(f"{what} became {value.item()} at {where}; the run stopped, {self._kept()} "
                             f"(lower --lr, or --on-nonfinite skip)")
+
+    def _kept(self) -> str:
+        last = self.ckpt_dir / LAST
+        return (f"the last good checkpoint is {last} (continue with --resume)" if last.is_file()
+                else "no checkpoint was written yet")
 
     def _track_best(self, record: dict) -> bool:
         acc, loss = record["val_accuracy"], record["val_loss"]

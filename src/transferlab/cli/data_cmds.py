@@ -1,0 +1,25 @@
+"""Data commands: `data corrupt` (ImageNet-C style corrupted copies of an image folder)."""
+from __future__ import annotations
+
+from transferlab.cli._common import print_json
+
+
+def register(sub) -> None:
+    from transferlab.diagnostics.corrupt import KINDS
+
+    p = sub.add_parser("data", help="data set tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("corrupt", help="write a corrupted copy of an image folder (ImageNet-C style)")
+    c.add_argument("--data", required=True, help="image folder (any layout; it is copied as it is)")
+    c.add_argument("--kind", required=True, choices=KINDS)
+    c.add_argument("--severity", required=True, type=int, choices=range(1, 6), metavar="1..5")
+    c.add_argument("--out", required=True, help="output folder (outside --data)")
+    c.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
+    c.set_defaults(func=cmd_corrupt)
+
+
+def cmd_corrupt(args) -> None:
+    from transferlab.diagnostics.corrupt import corrupt_folder
+
+    r = corrupt_folder(args.data, args.out, args.kind, args.severity, seed=args.seed)
+    print_json(r.to_dict())

@@ -1,0 +1,97 @@
+"""Helpers the diagnostics share: the pre-trained reference of a run, loaders, pooling of activations."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader
+
+from transferlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transferlab.models import TransferModel
+    from transferlab.runs import RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+def reference_is_random(config: "RunConfig") -> bool:
+    """True when the run's 'pre-trained' model is a random initialisation (a timm name without --weights):
+    a fresh build then differs from the one the run started from, so drift has no meaningful reference."""
+    import timm
+
+    from transferlab.models import list_models
+
+    return config.weights is None and config.model not in list_models() and timm.is_model(config.model)
+
+
+def reference_model(config: "RunConfig", strategy=None) -> "TransferModel":
+    """A freshly built pre-trained model for a run (with the strategy's structural changes, e.g. LoRA)."""
+    from transferlab.models import create_model
+
+    if not config.classes:
+        raise ConfigError("the run's config.json lists no classes; was it written by transferlab finetune?")
+    model = create_model(config.model, len(config.classes), weights=config.weights)
+    if strategy is not None:
+        strategy.prepare_model(model)
+    model.eval()
+    return model
+
+
+def split_of(data, split: str):
+    dataset = {"val": data.val, "test": data.test, "train": data.train}.get(split)
+    if dataset is None:
+        raise ConfigError(f"{data.source} has no {split} split")
+    return dataset
+
+
+def make_loader(data, dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=data.collate, num_workers=0)
+
+
+def pool(output, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A module output as (B, D): spatial maps (B, C, H, W) and token states (B, T, H) are mean-pooled
+    (token states over the non-padding tokens); tuples (transformer layers) give their first tensor."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "last_hidden_state"):
+        output = output.last_hidden_state
+    x = output.detach()
+    if x.dim() == 4:  # (B, C, H, W)
+        return x.mean(dim=(2, 3))
+    if x.dim() == 3:  # (B, T, H)
+        if attention_mask is not None and attention_mask.shape[:2] == x.shape[:2]:
+            m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+            return (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return x.mean(1)
+    return x.reshape(x.shape[0], -1)
+
+
+class GroupOutputs:
+    """Forward hooks on every top-level module of each depth group; after a forward pass, `outputs[i]` is
+    the pooled (B, D) output of the module of group i that ran last, i.e. the group's output."""
+
+    def __init__(self, model: "TransferModel"):
+        self.outputs: list[torch.Tensor | None] = [None] * len(model.depth_groups)
+        self.attention_mask: torch.Tensor | None = None
+        self._handles = []
+        for i, modules in enumerate(model.group_modules()):
+            for _, module in modules:
+                self._handles.append(module.register_forward_hook(self._hook(i)))
+
+    def _hook(self, index: int):
+        def fn(module, inputs, output):
+            self.outputs[index] = pool(output, self.attention_mask)
+        return fn
+
+    def run(self, model, batch: dict) -> list[torch.Tensor | None]:
+        self.outputs = [None] * len(self.outputs)
+        self.attention_mask = batch.get("attention_mask")
+        model(batch)
+        return list(self.outputs)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

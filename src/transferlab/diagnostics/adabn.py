@@ -1,0 +1,110 @@
+"""AdaBN (Li et al. 2016): re-estimate every BatchNorm layer's statistics on unlabelled target data.
+
+Running statistics are reset and re-estimated with momentum=None, PyTorch's cumulative moving average: after
+k batches each running mean is the mean of the k per-batch means (and likewise the per-batch unbiased
+variances). Only the statistics change; no weight is trained and no label is read.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from transferlab.diagnostics._common import make_loader, split_of
+from transferlab.diagnostics.bn import batchnorm_layers
+from transferlab.errors import ConfigError
+
+
+@dataclass
+class AdaBNResult:
+    run: str
+    out: str
+    data: str
+    split: str
+    layers: int
+    batches: int
+    images: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def adapt_batchnorm(model, loader, device, max_batches: int | None = None) -> tuple[int, int, int]:
+    """Re-estimate BN statistics in place; returns (layers, batches, examples). Labels are not used."""
+    from transferlab.training.evaluate import to_device
+
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ConfigError("the model has no BatchNorm layers to adapt")
+    model.eval()  # dropout off, and every other layer as deployed
+    saved = []
+    for _, bn in layers:
+        saved.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+        bn.train()
+    batches = examples = 0
+    try:
+        for batch in loader:
+            if max_batches is not None and batches >= max_batches:
+                break
+            n = batch["labels"].numel()
+            if n < 2:  # a batch of one has no variance
+                continue
+            batch = {k: v for k, v in batch.items() if k != "labels"}
+            model(to_device(batch, device))
+            batches += 1
+            examples += n
+    finally:
+        for (_, bn), momentum in zip(layers, saved):
+            bn.momentum = momentum
+        model.eval()
+    if batches == 0:
+        raise ConfigError("no batch of at least 2 examples to estimate BatchNorm statistics on")
+    return len(layers), batches, examples
+
+
+def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: str = "train",
+                 batch_size: int | None = None, overwrite: bool = False) -> AdaBNResult:
+    """Adapt a run's BatchNorm statistics to `data_path` (same classes) and save a new run in `out`.
+
+    `out` gets the run's config.json (its data set to `data_path`, so `transferlab evaluate --run OUT`
+    evaluates on the adapted-to data by default), checkpoint/best.safetensors, and adabn.json.
+    """
+    from transferlab.data import DataOptions
+    from transferlab.runs import load_run
+    from transferlab.safe_io import atomic_write_json
+    from transferlab.training.checkpoint import save_weights
+    from transferlab.training.trainer import BEST, resolve_device
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.resolve() == run_dir.resolve():
+        raise ConfigError("--out must differ from --run: adapt-bn writes a new run")
+    if (out / "config.json").exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a run; choose another --out or pass --overwrite")
+    config, data, model, _ = load_run(run_dir, data_path)
+    if config.data_options.augment:  # estimate statistics on the images as evaluated, not augmented ones
+        from transferlab.data import load_data
+
+        opts = DataOptions(**{**config.data_options.__dict__, "augment": False})
+        data = load_data(data_path, model.cfg, opts, tokenizer=model.tokenizer)
+    device = resolve_device(config.train.device)
+    model.to(device)
+    loader = make_loader(data, split_of(data, split), batch_size or config.train.batch_size)
+    layers, batches, images = adapt_batchnorm(model, loader, device)
+    if (out / "checkpoint").exists():
+        shutil.rmtree(out / "checkpoint")
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    save_weights(out / "checkpoint" / BEST, model)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved["data"] = str(data_path)
+    atomic_write_json(out / "config.json", saved)
+    result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, layers=layers,
+                         batches=batches, images=images)
+    atomic_write_json(out / "adabn.json", {"method": "AdaBN (Li et al. 2016), cumulative average",
+                                           **result.to_dict()})
+    return result

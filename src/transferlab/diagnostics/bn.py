@@ -1,0 +1,180 @@
+"""BatchNorm under covariate shift: how far the target data's statistics are from the stored ones.
+
+For each BatchNorm layer, with the model in eval mode (as deployed: every layer normalises with its running
+statistics), the per-channel mean and variance of the layer's *input* over all target examples (and spatial
+positions) are compared with the running mean and variance by the symmetric KL divergence between the two
+per-channel Gaussians, averaged over channels:
+
+    SKL = KL(p || q) + KL(q || p) = 1/2 [ (s_p + d^2) / s_q + (s_q + d^2) / s_p ] - 1,   d = m_p - m_q
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.diagnostics._common import make_loader, split_of
+
+
+@dataclass
+class BNLayerShift:
+    name: str
+    index: int  # order of the layer in the forward pass
+    group: str  # its depth group
+    channels: int
+    skl: float  # symmetric KL averaged over channels
+
+
+@dataclass
+class BNShiftResult:
+    source: str  # run dir or model name
+    data: str
+    split: str
+    examples: int
+    mean_skl: float
+    layers: list[BNLayerShift] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def symmetric_kl(m_p: torch.Tensor, v_p: torch.Tensor, m_q: torch.Tensor, v_q: torch.Tensor,
+                 eps: float = 1e-5) -> torch.Tensor:
+    """Per-channel symmetric KL between N(m_p, v_p) and N(m_q, v_q)."""
+    v_p, v_q = v_p + eps, v_q + eps
+    d2 = (m_p - m_q) ** 2
+    return 0.5 * ((v_p + d2) / v_q + (v_q + d2) / v_p) - 1.0
+
+
+def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.running_mean is not None]
+
+
+class _Moments:
+    def __init__(self):
+        self.n = 0
+        self.s = self.ss = None
+        self.order = -1
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, B*H*W)
+        s, ss = x.sum(1), (x * x).sum(1)
+        self.s = s if self.s is None else self.s + s
+        self.ss = ss if self.ss is None else self.ss + ss
+        self.n += x.shape[1]
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.s / self.n
+        return mean, (self.ss / self.n - mean ** 2).clamp(min=0)
+
+
+@torch.no_grad()
+def bn_shift(model, loader, device, max_batches: int | None = None) -> tuple[list[BNLayerShift], int]:
+    """(per-layer shift in forward order, examples seen)."""
+    from transferlab.training.evaluate import to_device
+
+    model.eval()
+    layers = batchnorm_layers(model)
+    moments = {name: _Moments() for name, _ in layers}
+    counter = [0]
+    handles = []
+    for name, module in layers:
+        def hook(mod, inputs, name=name):
+            m = moments[name]
+            if m.order < 0:
+                m.order = counter[0]
+                counter[0] += 1
+            m.add(inputs[0])
+        handles.append(module.register_forward_pre_hook(hook))
+    examples = batches = 0
+    try:
+        for batch in loader:
+            if max_batches is not None and batches >= max_batches:
+                break
+            if batch["labels"].numel() == 0:
+                continue
+            model(to_device(batch, device))
+            examples += batch["labels"].numel()
+            batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for name, module in layers:
+        m = moments[name]
+        if m.n == 0:
+            continue
+        mean, var = m.mean_var()
+        skl = symmetric_kl(mean, var, module.running_mean.double(), module.running_var.double(), module.eps)
+        out.append(BNLayerShift(name=name, index=m.order, group=_group_of(model, name),
+                                channels=int(mean.numel()), skl=float(skl.mean())))
+    out.sort(key=lambda layer: layer.index)
+    return out, examples
+
+
+def _group_of(model, module_name: str) -> str:
+    try:
+        return model.depth_groups[model.group_index(module_name)].name
+    except (KeyError, AttributeError):
+        return ""
+
+
+def bn_shift_for(data_path: str, run_dir: str | Path | None = None, model_name: str | None = None,
+                 split: str = "val", image_size: int | None = None, max_batches: int | None = None,
+                 batch_size: int = 64) -> BNShiftResult:
+    """BatchNorm shift of a run's selected weights (or a pre-trained model by name) on a data set."""
+    from transferlab.training.trainer import resolve_device
+
+    if (run_dir is None) == (model_name is None):
+        from transferlab.errors import ConfigError
+
+        raise ConfigError("give either a run directory or a model name")
+    if run_dir is not None:
+        from transferlab.runs import load_run
+
+        config, data, model, _ = load_run(run_dir, data_path)
+        device = resolve_device(config.train.device)
+        source = str(run_dir)
+    else:
+        from transferlab.data import DataOptions, load_data
+        from transferlab.models import create_model
+        from transferlab.runs import RunConfig, prepare
+
+        config = RunConfig(model=model_name, data=data_path, strategy="linear_probe",
+                           data_options=DataOptions(image_size=image_size))
+        data, model, _ = prepare(config)
+        device = resolve_device("auto")
+        source = model_name
+    model.to(device)
+    layers, examples = bn_shift(model, make_loader(data, split_of(data, split), batch_size), device, max_batches)
+    mean = sum(layer.skl for layer in layers) / len(layers) if layers else float("nan")
+    return BNShiftResult(source=source, data=str(data_path), split=split, examples=examples, mean_skl=mean,
+                         layers=layers)
+
+
+def plot_bn_shift(results: list[BNShiftResult], path: str | Path, labels: list[str] | None = None) -> Path:
+    """One line per result: symmetric KL by BatchNorm layer depth (log scale), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, r in enumerate(results):
+        label = labels[i] if labels else r.data
+        ax.plot([layer.index for layer in r.layers], [max(layer.skl, 1e-6) for layer in r.layers], marker=".",
+                label=f"{label} (mean {r.mean_skl:.3g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("BatchNorm layer (input side -> output side)")
+    ax.set_ylabel("symmetric KL, target vs running stats")
+    ax.set_title("BatchNorm statistics shift")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""Feature drift: how far fine-tuning moved each depth group, in weights and in representations.
+
+Per depth group (input side first):
+- weight_change = ||w - w0|| / ||w0|| over the group's pre-trained parameters (w0: a fresh build of the
+  pre-trained model); None for the new head, which has no pre-trained value;
+- cka = linear CKA between the pre-trained and the fine-tuned model's group outputs on target inputs
+  (pooled to (B, D)), averaged over minibatches with the unbiased HSIC estimator (see `cka.py`); None for
+  the head, whose pre-trained counterpart is a random new head.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from transferlab.diagnostics._common import GroupOutputs, make_loader, reference_is_random, reference_model, \
+    split_of
+from transferlab.diagnostics.cka import MinibatchCKA
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupDrift:
+    name: str
+    index: int
+    weight_change: float | None
+    cka: float | None
+
+
+@dataclass
+class DriftResult:
+    run: str
+    data: str
+    split: str
+    examples: int
+    batches: int
+    estimator: str = "linear CKA, unbiased HSIC averaged over minibatches (Nguyen et al. 2021)"
+    note: str = ""
+    groups: list[GroupDrift] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def weight_changes(model, reference) -> list[float | None]:
+    """||w - w0|| / ||w0|| per depth group, over parameters that have a pre-trained value."""
+    ref = dict(reference.named_parameters())
+    diff = [0.0] * len(model.depth_groups)
+    norm = [0.0] * len(model.depth_groups)
+    for name, p in model.named_parameters():
+        if model.is_new_param(name) or name not in ref or ref[name].shape != p.shape:
+            continue
+        g = model.group_index(name)
+        w0 = ref[name].to(p.device, torch.float64)
+        diff[g] += float((p.double() - w0).pow(2).sum())
+        norm[g] += float(w0.pow(2).sum())
+    return [(d ** 0.5) / (n ** 0.5) if n > 0 else None for d, n in zip(diff, norm)]
+
+
+@torch.no_grad()
+def representation_cka(model, reference, loader, device, max_batches: int | None = None,
+                       unbiased: bool = True) -> tuple[list[float | None], int, int]:
+    """(CKA per depth group, examples seen, batches used) between the two models' group outputs."""
+    from transferlab.training.evaluate import to_device
+
+    model.eval()
+    reference.eval()
+    hooks_a, hooks_b = GroupOutputs(model), GroupOutputs(reference)
+    accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
+    examples = batches = 0
+    try:
+        for batch in loader:
+            if max_batches is not None and batches >= max_batches:
+                break
+            if batch["labels"].numel() == 0:
+                continue
+            batch = to_device(batch, device)
+            outs_a, outs_b = hooks_a.run(model, batch), hooks_b.run(reference, batch)
+            for acc, a, b in zip(accs, outs_a, outs_b):
+                if a is not None and b is not None:
+                    acc.update(a, b)
+            examples += batch["labels"].numel()
+            batches += 1
+    finally:
+        hooks_a.close()
+        hooks_b.close()
+    return [acc.value() if acc.batches else None for acc in accs], examples, batches
+
+
+def drift(model, reference, loader, device, max_batches: int | None = None) -> tuple[list[GroupDrift], int, int]:
+    changes = weight_changes(model, reference)
+    ckas, examples, batches = representation_cka(model, reference, loader, device, max_batches)
+    head = len(model.depth_groups) - 1
+    groups = [GroupDrift(g.name, i, changes[i], None if i == head else ckas[i])
+              for i, g in enumerate(model.depth_groups)]
+    return groups, examples, batches
+
+
+def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "val",
+                  max_batches: int | None = None, batch_size: int | None = None) -> DriftResult:
+    """Weight change and CKA per depth group of a run, on its own data (or `data`, same classes)."""
+    from transferlab.runs import load_run
+    from transferlab.training.trainer import resolve_device
+
+    config, bundle, model, strategy = load_run(run_dir, data)
+    device = resolve_device(config.train.device)
+    reference = reference_model(config, strategy)
+    note = ""
+    if reference_is_random(config):
+        note = (f"{config.model} was fine-tuned from a random initialisation (no --weights): the reference is "
+                f"another random draw, so these numbers do not measure drift")
+        logger.warning(note)
+    model.to(device)
+    reference.to(device)
+    loader = make_loader(bundle, split_of(bundle, split), batch_size or config.train.eval_batch_size)
+    groups, examples, batches = drift(model, reference, loader, device, max_batches)
+    return DriftResult(run=str(run_dir), data=config.data, split=split, examples=examples, batches=batches,
+                       note=note, groups=groups)
+
+
+def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] | None = None) -> Path:
+    """CKA (top) and relative weight change (bottom) by depth group, one line per run; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for i, r in enumerate(results):
+        label = labels[i] if labels else r.run
+        xs = [g.index for g in r.groups]
+        top.plot(xs, [g.cka if g.cka is not None else float("nan") for g in r.groups], marker="o", label=label)
+        bottom.plot(xs, [g.weight_change if g.weight_change is not None else float("nan") for g in r.groups],
+                    marker="o", label=label)
+    names = [g.name for g in results[0].groups] if results else []
+    bottom.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    top.set_ylabel("CKA pre-trained vs fine-tuned")
+    bottom.set_ylabel("||w - w0|| / ||w0||")
+    top.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

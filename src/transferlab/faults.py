@@ -1,0 +1,80 @@
+"""Fault injection for the reliability tests. TEST-ONLY: nothing happens unless TRANSFERLAB_FAULT is set.
+
+The reliability tests (tests/reliability/) set the environment variable to make a real process fail at an
+exact point, so "killed during a checkpoint write" is a reproducible test instead of a lucky timing:
+
+    TRANSFERLAB_FAULT="kill_during_write:last.safetensors:2"   # SIGKILL inside the 2nd write of last.safetensors,
+                                                              # after the temporary file is complete, before rename
+    TRANSFERLAB_FAULT="kill_at_step:10"                       # SIGKILL before optimiser step 10 (1-based, global)
+
+A spec is one or more `ACTION:[NAME:]N` items separated by ';'. N counts occurrences in this process
+(writes) or is the trainer's global step number (steps); NAME, for writes only, restricts the count to files
+with that name. Actions:
+
+    kill_during_write   SIGKILL after the temporary file is written and fsynced, before os.replace
+    kill_after_write    SIGKILL right after os.replace
+    enospc_on_write     OSError(ENOSPC) half-way through writing the temporary file (a full disk)
+    kill_at_step        SIGKILL before the step's forward pass
+    oom_at_step         MemoryError before the step's forward pass
+    nan_at_step         the step's loss becomes NaN
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections import Counter
+
+ENV = "TRANSFERLAB_FAULT"
+_ACTIONS = ("kill_during_write", "kill_after_write", "enospc_on_write", "kill_at_step", "oom_at_step",
+            "nan_at_step")
+_write_counts: Counter = Counter()
+
+
+def _plan() -> list[tuple[str, str | None, int]]:
+    spec = os.environ.get(ENV, "")
+    plan = []
+    for item in filter(None, (s.strip() for s in spec.split(";"))):
+        parts = item.split(":")
+        if parts[0] not in _ACTIONS or len(parts) not in (2, 3) or not parts[-1].isdigit():
+            raise ValueError(f"{ENV}: cannot read {item!r}; expected ACTION:[NAME:]N with ACTION one of "
+                             f"{', '.join(_ACTIONS)}")
+        plan.append((parts[0], parts[1] if len(parts) == 3 else None, int(parts[-1])))
+    return plan
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def on_write(stage: str, name: str) -> None:
+    """Called by safe_io.atomic_write_bytes at stages 'start', 'partial' (half the temporary file written),
+    'during' (temporary file complete and fsynced) and 'after' (renamed into place)."""
+    if ENV not in os.environ:
+        return
+    if stage == "start":
+        _write_counts[None] += 1
+        _write_counts[name] += 1
+    for action, target, n in _plan():
+        if _write_counts[target] != n or (target is not None and target != name):
+            continue
+        if stage == "partial" and action == "enospc_on_write":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        if (stage, action) in (("during", "kill_during_write"), ("after", "kill_after_write")):
+            _kill()
+
+
+def on_step(step: int) -> bool:
+    """Called by the trainer before step `step` (1-based); True when this step's loss should become NaN."""
+    if ENV not in os.environ:
+        return False
+    poison = False
+    for action, _, n in _plan():
+        if n != step:
+            continue
+        if action == "kill_at_step":
+            _kill()
+        if action == "oom_at_step":
+            raise MemoryError(f"injected out-of-memory at step {step}")
+        poison = poison or action == "nan_at_step"
+    return poison

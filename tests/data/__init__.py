@@ -1,0 +1,1 @@
+"""Tests of transferlab.data (mirrors src/transferlab/data)."""

@@ -1,0 +1,113 @@
+"""Shared helpers for the reliability tests: a tiny real run, and ways to compare two runs bit for bit."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from transferlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+# A tiny timm architecture (random init) on the bundled digits at 32 px: ~7 steps per epoch.
+RUN_ARGS = ["--model", "test_efficientnet", "--data", "digits", "--image-size", "32", "--max-train", "200",
+            "--epochs", "3"]
+STEPS_PER_EPOCH = 7  # ceil(200 / 32)
+# Wall-clock fields: the only ones allowed to differ between an interrupted run and an uninterrupted one.
+TIMING_KEYS = {"train_seconds", "samples_per_second", "peak_memory_mb", "seconds"}
+
+
+def subprocess_env(fault: str | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFERLAB_FAULT"}
+    # One thread in every subprocess, so an interrupted run and its baseline use the same CPU kernels.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    if fault:
+        env["TRANSFERLAB_FAULT"] = fault
+    return env
+
+
+def run_subprocess(args: list[str], fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m transferlab ARGS` in a fresh process (the only way to test a real SIGKILL)."""
+    return subprocess.run([sys.executable, "-m", "transferlab", *args], env=subprocess_env(fault), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """transferlab.cli.main in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    """The CLI's one error line; fails the test on a traceback or on more than one error line."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("transferlab: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def strip_timing(obj):
+    if isinstance(obj, dict):
+        return {k: strip_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [strip_timing(v) for v in obj]
+    return obj
+
+
+def tensors_and_meta(path: Path) -> tuple[dict, dict]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    ta, _ = tensors_and_meta(a)
+    tb, _ = tensors_and_meta(b)
+    assert sorted(ta) == sorted(tb)
+    for k in ta:
+        assert ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape, k
+        assert torch.equal(_bits(ta[k]), _bits(tb[k])), f"{a.name}: {k} differs"
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().flatten().view(torch.uint8)  # bitwise: NaN == NaN, -0.0 != 0.0
+
+
+def assert_same_run(run: Path, baseline: Path) -> None:
+    """Weights, optimiser, RNG, history and metrics equal bit for bit; only wall-clock fields may differ."""
+    assert (run / "checkpoint" / "best.safetensors").read_bytes() == \
+        (baseline / "checkpoint" / "best.safetensors").read_bytes()
+    assert_same_tensors(run / "checkpoint" / "last.safetensors", baseline / "checkpoint" / "last.safetensors")
+    _, meta_run = tensors_and_meta(run / "checkpoint" / "last.safetensors")
+    _, meta_base = tensors_and_meta(baseline / "checkpoint" / "last.safetensors")
+    assert json.loads(meta_run["optimizer"]) == json.loads(meta_base["optimizer"])
+    assert strip_timing(json.loads(meta_run["trainer_state"])) == strip_timing(json.loads(meta_base["trainer_state"]))
+    for name in ("metrics.json",):
+        got = strip_timing(json.loads((run / name).read_text()))
+        want = strip_timing(json.loads((baseline / name).read_text()))
+        assert got == want, name
+    history = [strip_timing(json.loads(ln)) for ln in (run / "history.jsonl").read_text().splitlines()]
+    want = [strip_timing(json.loads(ln)) for ln in (baseline / "history.jsonl").read_text().splitlines()]
+    assert history == want
+
+
+def stale_temps(run: Path) -> list[Path]:
+    return sorted(run.glob(".*.transferlab-tmp")) + sorted(run.glob("checkpoint/.*.transferlab-tmp"))
+
+
+@pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory) -> Path:
+    """The uninterrupted subprocess run every crash/resume test is compared with."""
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    proc = run_subprocess(["finetune", *RUN_ARGS, "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out
