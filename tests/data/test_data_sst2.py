@@ -14,7 +14,10 @@ def test_sst2_max_train_and_dynamic_padding(sst2, text_cfg, tokenizer):
     assert Counter(bundle.train.targets) == {0: 88, 1: 112}
     again = load_data(str(sst2), text_cfg, DataOptions(max_train=200, seed=0), tokenizer=tokenizer)
     assert again.train.texts == bundle.train.texts
-    assert bundle.test[0] == ("it 's a charming and often affecting journey .", 1)
+    test_items = [bundle.test[i] for i in range(len(bundle.test))]
+    assert ("it 's a charming and often affecting journey .", 1) in test_items
+    lengths = [len(text) for text, _ in test_items]
+    assert lengths == sorted(lengths)  # evaluation sets are sorted by length: less padding
 
     batch = next(iter(DataLoader(bundle.train, batch_size=16, shuffle=False, collate_fn=bundle.collate)))
     ids, mask = batch["input_ids"], batch["attention_mask"]

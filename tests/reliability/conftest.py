@@ -111,3 +111,29 @@ def baseline_run(tmp_path_factory) -> Path:
     proc = run_subprocess(["finetune", *RUN_ARGS, "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 1-epoch run made in this process; tests that change it work on a copy (`run_copy`)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    args = ["finetune", *RUN_ARGS[:-1], "1", "--out", str(out)]
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0 and (out / "metrics.json").is_file()
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder` with its bytes and modification time (ns)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -12,6 +12,7 @@ from ._errors import DataError
 from ._image_folder import load_image_folder
 from ._images import MAX_PIXELS, check_image, is_image_file, read_image
 from ._options import DataOptions
+from ._split import stratified_subset
 from ._text import find_text_splits, load_text
 from ._text_reader import TEXT_EXTENSIONS
 from ._transforms import eval_transform, image_size, resize_size
@@ -36,7 +37,13 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
     Raises DataError (one line naming the path and the fix) for anything wrong with the data.
     """
     options = options if options is not None else DataOptions()
-    spec = str(path)
+    bundle = _load(str(path), cfg, options, tokenizer)
+    if options.max_val is not None and options.max_val < len(bundle.val):
+        bundle.val = bundle.val.subset(stratified_subset(bundle.val.targets, options.max_val, options.seed))
+    return bundle
+
+
+def _load(spec: str, cfg: PretrainedCfg, options: DataOptions, tokenizer: Any) -> DataBundle:
     if is_digits_spec(spec):
         _check_modality(cfg, "image", spec)
         return load_digits_data(spec, cfg, options)

@@ -21,6 +21,11 @@ class DataOptions:
         metadata={"help": "Use at most this many training examples: a stratified, seeded subsample "
                           "of the training split. Default: all."},
     )
+    max_val: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate on at most this many validation examples: a stratified, seeded "
+                          "subsample (SST-2's dev set has 6,735 rows). Default: all."},
+    )
     seed: int = field(
         default=0,
         metadata={"help": "Seed for the validation split and the training subsample."},
@@ -60,6 +65,7 @@ class DataOptions:
                 or not 0 < self.val_fraction < 1:
             raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
         _check_int("max_train", self.max_train, 1)
+        _check_int("max_val", self.max_val, 1)
         _check_int("seed", self.seed, None, optional=False)
         _check_int("image_size", self.image_size, 8)
         _check_int("max_length", self.max_length, 4)

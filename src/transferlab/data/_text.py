@@ -135,9 +135,16 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     test = None
     if "test" in files:
         test = TextDataset(*_as_lists(read_text_file(files["test"], options, skipped), index))
+    # Evaluation order does not matter, so sort by length: batches of similar lengths pad less.
+    val = val.subset(_by_length(val))
+    test = test.subset(_by_length(test)) if test is not None else None
     return DataBundle(kind="text", classes=classes, train=train, val=val, test=test,
                       collate=TextCollate(tokenizer, _max_length(cfg, options, tokenizer)),
                       skipped=skipped, source=str(path))
+
+
+def _by_length(dataset: "TextDataset") -> list[int]:
+    return sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
 
 
 def _as_lists(rows: TextRows, index: dict[str, int]) -> tuple[list[str], list[int]]:

@@ -1,0 +1,349 @@
+"""A comparison grid: strategies x seeds (plus a from-scratch baseline), each cell an ordinary run.
+
+DIR/grid.json                     the grid that was asked (strategies, seeds, the shared run config)
+DIR/runs/<strategy>/<seed>/       one `runs.finetune` run directory per cell
+DIR/runs/<strategy>/<seed>/error.json   written when that cell failed (removed when it later finishes)
+DIR/scratch_init/                 random initial weights (or a random-init model folder) for the baseline
+
+Every cell depends only on its own config and seed (torch is re-seeded before each), so a grid that was killed
+and continued with `resume=True` ends with the same numbers as one that ran straight through.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from transferlab.errors import ConfigError
+from transferlab.runs import RunConfig, finetune, run_state
+from transferlab.safe_io import atomic_write_json, save_tensors
+from transferlab.strategies import parse_strategy
+from transferlab.training.trainer import Callback
+
+logger = logging.getLogger(__name__)
+
+SCRATCH = "scratch"  # the from-scratch baseline's name in the grid, the report and the run folder
+GRID_FORMAT = "transferlab-compare-1"
+
+
+@dataclass
+class GridSpec:
+    """What to compare. `base` carries the model, data, training and data options shared by every cell."""
+
+    base: RunConfig
+    strategies: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scratch: bool = True
+
+    def __post_init__(self):
+        self.strategies = [s.strip() for s in self.strategies]
+        if not self.strategies and not self.scratch:
+            raise ConfigError("nothing to compare: give --strategies (or keep --scratch)")
+        if not self.seeds:
+            raise ConfigError("--seeds must be >= 1")
+        for spec in self.strategies:  # every spec is checked before anything runs
+            parse_strategy(spec)
+        canonical = [parse_strategy(s).spec() for s in self.strategies]
+        dupes = sorted({s for s in canonical if canonical.count(s) > 1})
+        if dupes:
+            raise ConfigError(f"strategy listed twice: {', '.join(dupes)}")
+
+    def to_dict(self) -> dict:
+        return {"format": GRID_FORMAT, "base": self.base.to_dict(), "strategies": self.strategies,
+                "seeds": self.seeds, "scratch": self.scratch}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GridSpec":
+        return cls(base=RunConfig.from_dict(d["base"]), strategies=d["strategies"], seeds=d["seeds"],
+                   scratch=d["scratch"])
+
+
+@dataclass
+class Cell:
+    strategy: str  # the spec as given, or SCRATCH
+    seed: int
+    run_dir: Path
+    config: RunConfig
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.strategy == SCRATCH
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} (seed {self.seed})"
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str  # "finished", "failed", "not run"
+    error: str | None = None
+    metrics: dict | None = None
+    seconds: float = 0.0  # wall time in this invocation (0 for a run finished earlier)
+
+
+def split_strategy_list(text: str) -> list[str]:
+    """Split `--strategies` on commas, keeping a spec's own `key=value,key=value` together.
+
+    `linear_probe,l2sp:alpha=0.1,beta=0.01,full` -> ['linear_probe', 'l2sp:alpha=0.1,beta=0.01', 'full']:
+    a piece with '=' and no ':' before it continues the previous spec (strategy names never hold '=').
+    """
+    specs: list[str] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        head = piece.split("=", 1)[0]
+        if "=" in piece and ":" not in head and "+" not in head and specs:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
+def safe_name(spec: str) -> str:
+    """A folder name for a strategy spec: `freeze:k=4+l2sp:alpha=0.1` -> `freeze-k4+l2sp-alpha0.1`."""
+    name = spec.replace(":", "-").replace("=", "").replace(",", "_")
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name).strip("._") or "strategy"
+    if name != spec.replace(":", "-").replace("=", "").replace(",", "_") or len(name) > 80:
+        name = f"{name[:60]}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"  # lossy: keep it unique
+    return name
+
+
+def run_dir_for(out: Path, strategy: str, seed: int) -> Path:
+    return out / "runs" / (SCRATCH if strategy == SCRATCH else safe_name(strategy)) / str(seed)
+
+
+def plan(spec: GridSpec, out: Path) -> list[Cell]:
+    """Cells in run order: each strategy over the seeds, the scratch baseline last."""
+    cells = []
+    names = {}
+    for strategy in spec.strategies:
+        folder = safe_name(strategy)
+        if folder in names:
+            raise ConfigError(f"strategies {names[folder]!r} and {strategy!r} map to the same folder {folder}")
+        names[folder] = strategy
+        for seed in spec.seeds:
+            cfg = copy.deepcopy(spec.base)
+            cfg.strategy = strategy
+            cfg.train.seed = seed
+            cells.append(Cell(strategy, seed, run_dir_for(out, strategy, seed), cfg))
+    if spec.scratch:
+        for seed in spec.seeds:
+            cells.append(Cell(SCRATCH, seed, run_dir_for(out, SCRATCH, seed), None))  # config made lazily
+    return cells
+
+
+# ---- the from-scratch baseline ---------------------------------------------------------------------------
+def scratch_support(model: str) -> tuple[str, str]:
+    """('weights'|'hf_dir'|'none', reason): how to build `model`'s architecture with random weights."""
+    from transferlab.models import list_models, pretrained_cfg
+    from transferlab.models.timm_models import is_timm_model
+
+    if model in list_models():
+        cfg = pretrained_cfg(model)
+        if cfg.modality == "image" and is_timm_model(cfg.architecture):
+            return "weights", f"{model} with random weights of its architecture {cfg.architecture}"
+        if model == "minilm_l6":
+            return "hf_dir", f"{model}'s BERT config with random weights"
+        return "none", f"no random-init builder is known for registry model {model!r}"
+    if Path(model).is_dir() or model.startswith("hf:"):
+        return "hf_dir", f"{model}'s config with random weights"
+    if is_timm_model(model):
+        return "weights", f"timm architecture {model} with random weights"
+    return "none", f"unknown model {model!r}"
+
+
+def scratch_config(spec: GridSpec, seed: int, out: Path) -> RunConfig:
+    """The baseline's run config: the same model entry (same input config and depth groups) with random
+    initial weights, trained with strategy `full` and the grid's training options."""
+    kind, reason = scratch_support(spec.base.model)
+    cfg = copy.deepcopy(spec.base)
+    cfg.strategy = "full"
+    cfg.train.seed = seed
+    init_dir = out / "scratch_init"
+    if kind == "weights":
+        path = init_dir / f"seed{seed}.safetensors"
+        if not path.is_file():
+            save_tensors(path, _random_timm_state(spec.base.model, seed))
+        cfg.weights = str(path.resolve())
+    elif kind == "hf_dir":
+        folder = init_dir / f"seed{seed}"
+        if not (folder / "config.json").is_file():
+            _write_random_hf_dir(spec.base.model, seed, folder)
+        cfg.model = str(folder.resolve())
+        cfg.weights = None
+    else:
+        raise ConfigError(f"cannot build a from-scratch baseline: {reason}; pass --no-scratch")
+    return cfg
+
+
+def _random_timm_state(model: str, seed: int) -> dict[str, torch.Tensor]:
+    import timm
+
+    from transferlab.models import list_models, pretrained_cfg
+
+    arch = pretrained_cfg(model).architecture if model in list_models() else model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = timm.create_model(arch, pretrained=False)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _write_random_hf_dir(model: str, seed: int, folder: Path) -> None:
+    """A Hugging Face model folder with the source model's config and tokenizer but random weights."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    if model == "minilm_l6":
+        from transferlab.models.hf_models import minilm_dir
+
+        source = str(minilm_dir())
+    else:
+        source = model.removeprefix("hf:")
+    config = AutoConfig.from_pretrained(source)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists()
+                                else _mkdir(folder.parent)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        AutoModel.from_config(config).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    pooling = Path(source) / "1_Pooling"
+    if pooling.is_dir():  # the same pooling as the pre-trained model
+        shutil.copytree(pooling, tmp / "1_Pooling")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # complete folder or none
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- running ---------------------------------------------------------------------------------------------
+def check_grid_dir(out: Path, spec: GridSpec, resume: bool) -> GridSpec:
+    """Refuse to mix a new grid into an old one; with resume, continue the saved grid."""
+    saved_file = out / "grid.json"
+    existing = [p for p in (out / "runs").glob("*/*") if run_state(p) != "empty"] if (out / "runs").is_dir() else []
+    if not resume:
+        if existing or saved_file.is_file():
+            raise ConfigError(f"{out} already holds a comparison; pass --resume to continue it (finished runs are "
+                              "kept) or choose another --out")
+        return spec
+    if saved_file.is_file():
+        saved = GridSpec.from_dict(json.loads(saved_file.read_text()))
+        if saved.to_dict() != spec.to_dict():
+            logger.warning("--resume: continuing the grid saved in %s, not the new arguments", saved_file)
+        return saved
+    return spec
+
+
+def run_grid(spec: GridSpec, out: str | Path, resume: bool = False) -> list[CellResult]:
+    """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on."""
+    out = Path(out)
+    spec = check_grid_dir(out, spec, resume)
+    cells = plan(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "grid.json", spec.to_dict())
+    progress = GridProgress(len(cells))
+    results = []
+    for i, cell in enumerate(cells):
+        progress.start(i, cell)
+        results.append(run_cell(spec, cell, out, resume, progress))
+        progress.done(results[-1])
+    return results
+
+
+def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "GridProgress | None" = None) -> CellResult:
+    state = run_state(cell.run_dir)
+    if state == "finished":
+        logger.info("%s: finished earlier, kept", cell.label)
+        return CellResult(cell, "finished", metrics=read_metrics(cell.run_dir))
+    start = time.perf_counter()
+    try:
+        if cell.config is None:
+            cell.config = scratch_config(spec, cell.seed, out)
+        # Model creation (the new head's init) draws from torch's global RNG: seed it per cell, so a cell's
+        # result does not depend on which cells ran before it in this process (exact --resume of a grid).
+        torch.manual_seed(cell.config.train.seed)
+        _reset_peak_rss()
+        callbacks = [progress.callback()] if progress else None
+        metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished", callbacks=callbacks)
+    except (Exception, MemoryError) as exc:  # one bad cell must not stop the grid
+        error = f"{type(exc).__name__}: {exc}".strip()
+        logger.error("%s failed: %s", cell.label, error)
+        logger.debug("%s", traceback.format_exc())
+        atomic_write_json(cell.run_dir / "error.json", {"strategy": cell.strategy, "seed": cell.seed,
+                                                        "error": error})
+        return CellResult(cell, "failed", error=error, seconds=time.perf_counter() - start)
+    (cell.run_dir / "error.json").unlink(missing_ok=True)
+    return CellResult(cell, "finished", metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _reset_peak_rss() -> None:
+    """On CPU the trainer reports the process's peak RSS; reset it (Linux, proc(5) clear_refs 5) so each
+    cell reports its own peak rather than the grid's so far. Elsewhere the number stays cumulative."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+class GridProgress:
+    """Logs which run of how many, its epoch, and the time left estimated from the runs finished so far."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.index = 0
+        self.cell: Cell | None = None
+        self.run_seconds: list[float] = []
+        self.started = time.perf_counter()
+        self.cell_started = self.started
+
+    def start(self, index: int, cell: Cell) -> None:
+        self.index, self.cell, self.cell_started = index, cell, time.perf_counter()
+        logger.info("run %d/%d: %s -> %s%s", index + 1, self.total, cell.label, cell.run_dir, self._eta(0.0))
+
+    def done(self, result: CellResult) -> None:
+        if result.status == "finished" and result.seconds > 0:
+            self.run_seconds.append(result.seconds)
+        logger.info("run %d/%d: %s %s in %.0f s%s", self.index + 1, self.total, result.cell.label, result.status,
+                    result.seconds, self._eta(1.0))
+
+    def _eta(self, current_done: float) -> str:
+        if not self.run_seconds:
+            return ""
+        per_run = sum(self.run_seconds) / len(self.run_seconds)
+        left = (self.total - self.index - 1 + (1.0 - current_done)) * per_run
+        return f" | about {_fmt_seconds(left)} left"
+
+    def callback(self) -> Callback:
+        progress = self
+
+        class _EpochLog(Callback):
+            def on_epoch_end(self, trainer, record):
+                done = record["epoch"] / trainer.config.epochs
+                logger.info("run %d/%d: %s epoch %d/%d%s", progress.index + 1, progress.total,
+                            progress.cell.label, record["epoch"], trainer.config.epochs, progress._eta(done))
+
+        return _EpochLog()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
