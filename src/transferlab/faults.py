@@ -59,7 +59,7 @@ def on_write(stage: str, name: str) -> None:
         if _write_counts[target] != n or (target is not None and target != name):
             continue
         if stage == "partial" and action == "enospc_on_write":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file name
         if (stage, action) in (("during", "kill_during_write"), ("after", "kill_after_write")):
             _kill()
 

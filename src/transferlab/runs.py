@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from transferlab.data import DataOptions, load_data
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.models import create_model
 from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
@@ -154,6 +154,11 @@ def load_run(run_dir: str | Path, data_path: str | None = None):
     weights = run_dir / "checkpoint" / BEST
     if not weights.is_file():
         raise ConfigError(f"{run_dir} has no trained weights yet ({weights} is missing)")
-    model.load_state_dict(load_tensors(weights))
+    try:
+        model.load_state_dict(load_tensors(weights))
+    except RuntimeError as exc:  # weights of another model: one clear line
+        from transferlab.training.trainer import _first_reason
+
+        raise UnsafeFileError(f"{weights}: does not fit the run's model: {_first_reason(exc)}") from None
     model.eval()
     return config, data, model, strategy

@@ -22,6 +22,16 @@ STEPS_PER_EPOCH = 7  # ceil(200 / 32)
 TIMING_KEYS = {"train_seconds", "samples_per_second", "peak_memory_mb", "seconds"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread, as in the subprocesses: on a shared 2-core machine, 2+ spinning OpenMP threads
+    per process make a 3-epoch tiny run take a minute instead of seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def subprocess_env(fault: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRANSFERLAB_FAULT"}
     # One thread in every subprocess, so an interrupted run and its baseline use the same CPU kernels.
@@ -115,9 +125,10 @@ def baseline_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch run made in this process; tests that change it work on a copy (`run_copy`)."""
+    """A finished run (RUN_ARGS) made in this process: the baseline of in-process fault tests. Tests that
+    change it work on a copy (`run_copy`)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    args = ["finetune", *RUN_ARGS[:-1], "1", "--out", str(out)]
+    args = ["finetune", *RUN_ARGS, "--out", str(out)]
     try:
         code = main(args)
     except SystemExit as exc:

@@ -8,14 +8,20 @@ import sys
 
 from transferlab.cli._common import fail
 
-COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds"]
+COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds",
+                   "transferlab.cli.compare", "transferlab.cli.modules"]
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument gives one line (like every other error), not a usage block."""
 
     def error(self, message: str) -> "NoReturn":  # noqa: F821
-        fail(f"{message} (see '{self.prog} --help')")
+        _fail(f"{message} (see '{self.prog} --help')")
+
+
+def _fail(message: str) -> "NoReturn":  # noqa: F821
+    """One line even when the message quotes user input holding line breaks or control characters."""
+    fail("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except TransferlabError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     except (ValueError, FileNotFoundError, PermissionError) as exc:  # data errors and friends: one line
-        fail(f"{type(exc).__name__}: {exc}")
+        _fail(f"{type(exc).__name__}: {exc}")
     except MemoryError:
-        fail("out of memory: lower --batch-size or --image-size; the last good checkpoint is kept")
+        _fail("out of memory: lower --batch-size or --image-size; the last good checkpoint is kept")
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC
-            fail(f"disk full while writing {exc.filename or 'an output'}; the files already written (the last "
-                 f"good checkpoint) are kept: free some space, then run again with --resume")
-        fail(f"{type(exc).__name__}: {exc}")
+            _fail(f"disk full while writing {exc.filename or 'an output'}; the files already written (the last "
+                  f"good checkpoint) are kept: free some space, then run again with --resume")
+        _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        fail("interrupted; resume with --resume")
+        _fail("interrupted; resume with --resume")
     return 0

@@ -29,6 +29,9 @@ def weight_change(run_dir: str | Path) -> WeightChange:
     config, _, model, _ = load_run(run_dir)
     added = sorted(p for p in model.new_prefixes if p != "head")
     names = [g.name for g in model.depth_groups]
+    if not has_reproducible_start(config.model, config.weights):
+        return WeightChange(names, [None] * len(names), "a timm architecture without --weights starts from "
+                            "random weights: there is no pre-trained w0 to compare with")
     if added:
         return WeightChange(names, [None] * len(names),
                             f"strategy adds modules ({', '.join(added)}); effective merged weights not compared")
@@ -46,3 +49,10 @@ def weight_change(run_dir: str | Path) -> WeightChange:
             base += ref.pow(2).sum().item()
         change.append(math.sqrt(diff) / math.sqrt(base) if base > 0 else None)
     return WeightChange(names, change)
+
+
+def has_reproducible_start(model: str, weights: str | None) -> bool:
+    """Whether `create_model(model, ..., weights)` gives the same starting backbone every time."""
+    from transferlab.models import list_models
+
+    return bool(weights) or model in list_models() or Path(model).is_dir() or model.startswith("hf:")

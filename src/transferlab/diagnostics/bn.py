@@ -122,10 +122,11 @@ def _group_of(model, module_name: str) -> str:
         return ""
 
 
-def bn_shift_for(data_path: str, run_dir: str | Path | None = None, model_name: str | None = None,
+def bn_shift_for(data_path: str | None, run_dir: str | Path | None = None, model_name: str | None = None,
                  split: str = "val", image_size: int | None = None, max_batches: int | None = None,
                  batch_size: int = 64) -> BNShiftResult:
-    """BatchNorm shift of a run's selected weights (or a pre-trained model by name) on a data set."""
+    """BatchNorm shift of a run's selected weights (or a pre-trained model by name) on a data set (default for a
+    run: its own data)."""
     from transferlab.training.trainer import resolve_device
 
     if (run_dir is None) == (model_name is None):
@@ -138,9 +139,13 @@ def bn_shift_for(data_path: str, run_dir: str | Path | None = None, model_name: 
         config, data, model, _ = load_run(run_dir, data_path)
         device = resolve_device(config.train.device)
         source = str(run_dir)
+        data_path = config.data
     else:
-        from transferlab.data import DataOptions, load_data
-        from transferlab.models import create_model
+        if data_path is None:
+            from transferlab.errors import ConfigError
+
+            raise ConfigError("with a model name, give the data to measure")
+        from transferlab.data import DataOptions
         from transferlab.runs import RunConfig, prepare
 
         config = RunConfig(model=model_name, data=data_path, strategy="linear_probe",

@@ -90,4 +90,6 @@ class MinibatchCKA:
     def value(self) -> float:
         if self.batches == 0:
             return float("nan")
-        return _ratio(torch.tensor(self.xy), torch.tensor(self.xx), torch.tensor(self.yy))
+        f64 = torch.float64
+        return _ratio(torch.tensor(self.xy, dtype=f64), torch.tensor(self.xx, dtype=f64),
+                      torch.tensor(self.yy, dtype=f64))

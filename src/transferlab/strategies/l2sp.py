@@ -18,7 +18,7 @@ class L2SP(Strategy):
 
     @dataclass
     class Params:
-        alpha: float = field(default=0.01, metadata={"help": "strength of the pull towards pre-trained weights"})
+        alpha: float = field(default=0.1, metadata={"help": "strength of the pull towards pre-trained weights"})
         beta: float = field(default=0.01, metadata={"help": "L2 strength on new parameters"})
 
         def __post_init__(self):

@@ -165,7 +165,7 @@ class Discriminative(Strategy):
 
     @dataclass
     class Params:
-        decay: float = field(default=0.6, metadata={"help": "ratio between the rates of two adjacent groups"})
+        decay: float = field(default=0.5, metadata={"help": "ratio between the rates of two adjacent groups"})
 
         def __post_init__(self):
             if not 0 < self.decay <= 1:

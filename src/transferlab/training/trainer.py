@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transferlab import faults
-from transferlab.errors import TrainingError
+from transferlab.errors import TrainingError, UnsafeFileError
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -121,11 +121,15 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         model_state, opt_state, trainer_state, strategy_state, rng = load_checkpoint(path)
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(opt_state)
-        self.strategy.load_state_dict(strategy_state)
-        self.state = FitState(**trainer_state)
-        torch.set_rng_state(rng["torch"])
+        try:  # a checkpoint of another model, strategy or version: one clear line, not a traceback
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(opt_state)
+            self.strategy.load_state_dict(strategy_state)
+            self.state = FitState(**trainer_state)
+            torch.set_rng_state(rng["torch"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise UnsafeFileError(f"{path}: does not fit this run, cannot resume from it: "
+                                  f"{_first_reason(exc)}") from None
         logger.info("resumed from %s at epoch %d", path, self.state.epoch + 1)
 
     def _configure_epoch(self, epoch: int) -> set[str] | None:
@@ -295,6 +299,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, metrics)
         return metrics
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The informative line of a load_state_dict error (its first line only names the model class)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _progress(iterable, desc: str):

@@ -42,6 +42,31 @@ def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def claim_prefix(model, prefix: str) -> None:
+    """Make sure parameters under `prefix` (a module the method added) belong to a depth group.
+
+    Groups built from timm's group_matcher list the modules that own parameters (`blocks.0.0.conv`), not the
+    blocks, so an adapter hung on a block (`blocks.0.0.tl_adapter`) would belong to no group. It joins the
+    group of the first parameter under the host module. (Workaround inside this package: TransferModel has
+    no public way to extend a group; see docs/peft.md.)
+    """
+    from transferlab.models.transfer_model import DepthGroup
+
+    try:
+        model.group_index(prefix)
+        return
+    except KeyError:
+        pass
+    host = prefix.rsplit(".", 1)[0]
+    first = next((n for n, _ in model.named_parameters() if n.startswith(host + ".") and not n.startswith(prefix)),
+                 None)
+    if first is None:
+        raise ConfigError(f"cannot place {prefix} in a depth group")
+    index = model.group_index(first)
+    group = model._groups[index]
+    model._groups[index] = DepthGroup(group.name, group.prefixes + (prefix,))
+
+
 class PeftStrategy(Strategy):
     """Base of lora, adapter and bitfit: the new head trains alongside the method's own parameters."""
 

@@ -1,0 +1,97 @@
+"""`transferlab modules list|show|merge|export`: task modules written by lora, adapter and bitfit runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferlab.cli._common import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("modules", help="task modules of parameter-efficient runs: list, show, merge, export")
+    commands = p.add_subparsers(dest="modules_command", required=True)
+
+    q = commands.add_parser("list", help="find task modules under folders (default: the current folder)")
+    q.add_argument("roots", nargs="*", default=["."], metavar="DIR")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_list)
+
+    q = commands.add_parser("show", help="a module's method, base model, trainable parameters, size on disk")
+    q.add_argument("module", metavar="PATH", help="task-module folder, or a run directory holding one")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_show)
+
+    q = commands.add_parser("merge", help="fold a LoRA or BitFit module into the base weights: a plain run "
+                                          "directory whose outputs equal the module's within 1e-5")
+    q.add_argument("module", metavar="PATH")
+    q.add_argument("--out", required=True, help="folder for config.json + checkpoint/best.safetensors")
+    q.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    q.set_defaults(func=cmd_merge)
+
+    q = commands.add_parser("export", help="copy a module into a standalone folder with a README on loading it "
+                                           "(with peft for LoRA)")
+    q.add_argument("module", metavar="PATH")
+    q.add_argument("--out", required=True)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_export)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_list(args) -> None:
+    from transferlab.modules import find_modules, module_summary
+
+    rows = [module_summary(d) for d in find_modules(args.roots)]
+    if args.json:
+        print_json(rows)
+        return
+    if not rows:
+        print(f"no task modules under {', '.join(args.roots)}")
+        return
+    print(f"{'method':<8} {'base':<20} {'classes':>7} {'trainable':>11} {'share':>7} {'size':>9}  path")
+    for r in rows:
+        print(f"{r['method']:<8} {Path(str(r['base_model'])).name[:20]:<20} {len(r['classes']):>7} "
+              f"{r['trainable_params']:>11,d} {100 * r['trainable_share']:>6.2f}% {_human(r['bytes']):>9}  {r['path']}")
+
+
+def cmd_show(args) -> None:
+    from transferlab.modules import module_summary
+
+    s = module_summary(args.module)
+    if args.json:
+        print_json(s)
+        return
+    share = f" = {100 * s['share_of_full_checkpoint']:.2f}% of a full checkpoint ({_human(s['full_checkpoint_bytes'])})" \
+        if s["share_of_full_checkpoint"] else ""
+    print(f"task module   {s['path']}")
+    print(f"method        {s['spec']}  (run strategy: {s['run_strategy']})")
+    print(f"base model    {s['base_model']}  ({s['architecture']}, weights: {s['base_weights'] or 'bundled'})")
+    print(f"fingerprint   sha256 {s['fingerprint']}")
+    print(f"classes       {len(s['classes'])}: {', '.join(map(str, s['classes'][:10]))}"
+          f"{' ...' if len(s['classes']) > 10 else ''}")
+    print(f"trainable     {s['trainable_params']:,d} of {s['total_params']:,d} parameters "
+          f"({100 * s['trainable_share']:.3f}%)")
+    print(f"size on disk  {_human(s['bytes'])}{share}")
+    for name, size in s["files"].items():
+        print(f"  {name:<28} {_human(size):>9}")
+    print(f"mergeable     {'yes (transferlab modules merge)' if s['mergeable'] else 'no (attach it instead)'}")
+
+
+def cmd_merge(args) -> None:
+    from transferlab.modules import write_merged
+
+    report = write_merged(args.module, args.out, overwrite=args.overwrite)
+    print_json(report)
+    print(f"merged model written to {args.out} (evaluate it with: transferlab evaluate --run {args.out})")
+
+
+def cmd_export(args) -> None:
+    from transferlab.modules import export_module
+
+    out = export_module(args.module, args.out, overwrite=args.overwrite)
+    print(f"task module exported to {out} (README.md there says how to load it)")

@@ -1,0 +1,33 @@
+"""Compare fine-tuning strategies side by side: a grid of ordinary runs, a from-scratch baseline, a report.
+
+    spec = GridSpec(base=RunConfig(model="efficientnet_lite0", data="digits"), strategies=["linear_probe", "full"])
+    results = compare(spec, "out")          # runs DIR/runs/<strategy>/<seed>/, writes DIR/report.{md,html} ...
+
+Report sections are registered in `transferlab.compare.report` (`register_section`); diagnostics add theirs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transferlab.compare.grid import SCRATCH, GridSpec, run_grid, split_strategy_list
+from transferlab.compare.report import Section, register_section, write_report
+from transferlab.compare.results import GridResults, collect
+
+__all__ = ["SCRATCH", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
+           "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
+
+
+def compare(spec: GridSpec, out: str | Path, resume: bool = False) -> GridResults:
+    """Run the grid (continuing it with `resume`), then write the report from the runs' metrics.json."""
+    cell_results = run_grid(spec, out, resume=resume)
+    results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
+    write_report(results)
+    return results
+
+
+def report_from_dir(out: str | Path) -> GridResults:
+    """(Re)write the report of a grid folder from what its runs left on disk."""
+    results = collect(out, json.loads((Path(out) / "grid.json").read_text()))
+    write_report(results)
+    return results

@@ -1,0 +1,443 @@
+"""The comparison report: a list of registered sections, each turning the grid's results into content blocks
+(text, bullet lists, tables, figures) plus data for results.json; two renderers write them as Markdown (with
+PNG files beside it) and as one self-contained HTML file (PNGs base64-embedded).
+
+Other packages add sections without touching this file:
+
+    from transferlab.compare.report import Section, Table, register_section
+
+    @register_section("cka", order=65)
+    def cka_section(ctx):            # ctx: ReportContext (results, out dir, a cache shared by sections)
+        ...
+        return Section("Representation similarity (CKA)", [Figure("cka", png, "caption")], data={...})
+
+A section returns None to leave itself out; one that raises is replaced by a note naming the error.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from transferlab.compare.grid import SCRATCH
+from transferlab.compare.results import NEAR_BEST, OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
+from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+# ---- content blocks --------------------------------------------------------------------------------------
+@dataclass
+class Text:
+    text: str  # one paragraph; **bold** is the only markup
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    css_class: str = "results"
+
+
+@dataclass
+class Figure:
+    name: str  # file stem: plots/<name>.png
+    png: bytes
+    caption: str
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list
+    data: dict | None = None  # stored under results.json["sections"][key]
+
+
+@dataclass
+class ReportContext:
+    results: GridResults
+    out: Path
+    cache: dict = field(default_factory=dict)  # shared by sections, e.g. loaded models
+
+
+SectionFn = Callable[[ReportContext], "Section | None"]
+_SECTIONS: dict[str, tuple[int, SectionFn]] = {}
+
+
+def register_section(key: str, order: int = 100) -> Callable[[SectionFn], SectionFn]:
+    """Add a report section under `key` (also its key in results.json); lower `order` comes first."""
+
+    def wrap(fn: SectionFn) -> SectionFn:
+        _SECTIONS[key] = (order, fn)
+        return fn
+
+    return wrap
+
+
+def list_sections() -> list[str]:
+    return [k for k, _ in sorted(_SECTIONS.items(), key=lambda kv: kv[1][0])]
+
+
+# ---- formatting ------------------------------------------------------------------------------------------
+def _pm(mean, std, fmt="{:.3f}") -> str:
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + (f" ± {fmt.format(std)}" if std else "")
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:.1f} points"
+
+
+def _metric_name(results: GridResults) -> str:
+    return "test accuracy" if results.metric == "test_accuracy" else "validation accuracy"
+
+
+# ---- built-in sections -----------------------------------------------------------------------------------
+@register_section("table", order=10)
+def table_section(ctx: ReportContext) -> Section:
+    r = ctx.results
+    has_test = any(s.mean.get("test_accuracy") is not None for s in r.summaries.values())
+    headers = ["strategy", "runs", "val accuracy"] + (["test accuracy"] if has_test else []) + [
+        "trainable params", "share", "train time (s)", "samples/s", "peak memory (MB)", "task module",
+        "best epoch"]
+    rows = []
+    for name in r.strategies:
+        s = r.summaries[name]
+        m, d = s.mean, s.std
+        runs = f"{s.runs}" + (f" ({s.failed} failed)" if s.failed else "")
+        if not s.runs:
+            rows.append([name, runs] + ["failed" if s.failed else "not run"] + ["-"] * (len(headers) - 3))
+            continue
+        row = [name, runs, _pm(m["val_accuracy"], d["val_accuracy"])]
+        if has_test:
+            row.append(_pm(m["test_accuracy"], d["test_accuracy"]))
+        row += [f"{m['trainable_params']:,.0f}", f"{100 * m['trainable_share']:.1f}%",
+                _pm(m["train_seconds"], d["train_seconds"], "{:.1f}"),
+                _pm(m["samples_per_second"], d["samples_per_second"], "{:.1f}"),
+                _pm(m["peak_memory_mb"], d["peak_memory_mb"], "{:.0f}"), _bytes(m["task_module_bytes"]),
+                _pm(m["best_epoch"], d["best_epoch"], "{:.1f}")]
+        rows.append(row)
+    seeds = r.grid["seeds"]
+    blocks = [Text(f"Model **{r.model}** on **{r.data}**; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+                   f"mean ± std over seeds. `{SCRATCH}` is the same architecture trained from random weights "
+                   "with strategy `full`."),
+              Table(headers, rows)]
+    return Section("Results per strategy", blocks,
+                   data={k: v.to_dict() for k, v in r.summaries.items()})
+
+
+@register_section("reading", order=15)
+def reading_section(ctx: ReportContext) -> Section | None:
+    r = ctx.results
+    metric, mname = r.metric, _metric_name(r)
+    ranked = sorted((s for s in r.summaries.values() if s.mean.get(metric) is not None),
+                    key=lambda s: s.mean[metric], reverse=True)
+    transfer = [s for s in ranked if s.strategy != SCRATCH]
+    items, data = [], {}
+    if transfer:
+        best = transfer[0]
+        data["best"] = best.strategy
+        line = f"Best: **{best.strategy}** with {mname} {best.mean[metric]:.3f}"
+        if len(transfer) > 1:
+            margin = best.mean[metric] - transfer[1].mean[metric]
+            data["margin"] = margin
+            line += f", {_points(margin)} ahead of {transfer[1].strategy}"
+        spread = max((s.std.get(metric) or 0.0) for s in transfer[:2])
+        if len(transfer) > 1 and spread and spread >= data["margin"]:
+            line += " (within the spread over seeds: not a clear win)"
+        items.append(line + ".")
+        near = [s for s in transfer if s.mean[metric] >= best.mean[metric] - NEAR_BEST]
+        cheapest = min(near, key=lambda s: s.mean["trainable_params"])
+        data["cheapest_near_best"] = cheapest.strategy
+        if cheapest is best:
+            items.append(f"No strategy with fewer trainable parameters comes within one point of it; "
+                         f"{best.strategy} trains {best.mean['trainable_params']:,.0f} parameters.")
+        else:
+            items.append(f"Cheapest within one point of the best: **{cheapest.strategy}** "
+                         f"({cheapest.mean[metric]:.3f}) trains {cheapest.mean['trainable_params']:,.0f} "
+                         f"parameters ({100 * cheapest.mean['trainable_share']:.1f}%) against "
+                         f"{best.mean['trainable_params']:,.0f} for {best.strategy}.")
+    over = [s for s in ranked if s.overfits]
+    data["overfitting"] = [s.strategy for s in over]
+    if over:
+        items.append("Overfitting (final train accuracy more than "
+                     f"{_points(OVERFIT_THRESHOLD)} above validation accuracy): "
+                     + ", ".join(f"{s.strategy} (gap {s.mean['overfit_gap']:.3f})" for s in over) + ".")
+    elif ranked:
+        items.append(f"No strategy overfits by more than {_points(OVERFIT_THRESHOLD)}.")
+    scratch = r.summaries.get(SCRATCH)
+    if scratch is not None and scratch.mean.get(metric) is not None and transfer:
+        hurt = [s for s in transfer if s.transfer_hurt]
+        data["transfer_hurt"] = [s.strategy for s in hurt]
+        if hurt:
+            items.append("**Transfer hurt** (negative transfer: training from scratch did better) for "
+                         + ", ".join(f"{s.strategy} (gap +{s.negative_transfer_gap:.3f})" for s in hurt) + ".")
+        else:
+            worst = transfer[-1]
+            items.append(f"Transfer helped every strategy: from scratch reached {scratch.mean[metric]:.3f}, "
+                         f"{_points(-worst.negative_transfer_gap)} below the weakest transfer strategy "
+                         f"({worst.strategy}).")
+    failed = [s for s in r.summaries.values() if s.failed]
+    if failed:
+        items.append("Failed runs: " + "; ".join(f"{s.strategy}: {e}" for s in failed for e in s.errors) + ".")
+    if not items:
+        return None
+    return Section("Reading", [Bullets(items)], data=data)
+
+
+@register_section("gaps", order=20)
+def gaps_section(ctx: ReportContext) -> Section:
+    r = ctx.results
+    metric = r.metric
+    rows, data = [], {}
+    for name in r.strategies:
+        s = r.summaries[name]
+        if not s.runs:
+            continue
+        gap = s.negative_transfer_gap
+        nt = "-" if gap is None else f"{gap:+.3f}" + (" **transfer hurt**" if s.transfer_hurt else "")
+        og = s.mean["overfit_gap"]
+        rows.append([name, nt, f"{og:+.3f}" + (" **overfits**" if s.overfits else "")])
+        data[name] = {"negative_transfer_gap": gap, "transfer_hurt": s.transfer_hurt, "overfit_gap": og,
+                      "overfits": s.overfits}
+    text = (f"Negative transfer gap (Wang et al. 2019): {_metric_name(r)} from scratch minus {_metric_name(r)} "
+            "with transfer; a positive gap means transfer hurt. Overfitting gap: final-epoch train accuracy minus "
+            f"validation accuracy, flagged above {OVERFIT_THRESHOLD:.2f}.")
+    if SCRATCH not in r.summaries:
+        text += " The from-scratch baseline was not run (--no-scratch), so there is no transfer gap."
+    data["metric"] = metric
+    return Section("Transfer and overfitting gaps", [Text(text), Table(["strategy", "negative transfer gap",
+                                                                       "overfitting gap"], rows)], data=data)
+
+
+@register_section("learning_curves", order=30)
+def learning_curves_section(ctx: ReportContext) -> Section:
+    from transferlab.compare.plots import learning_curves
+
+    return Section("Learning curves", [Figure("learning_curves", learning_curves(ctx.results),
+                                              "Train and validation loss per epoch, one panel per strategy "
+                                              "(one line pair per seed).")])
+
+
+@register_section("cost", order=40)
+def cost_section(ctx: ReportContext) -> Section:
+    from transferlab.compare.plots import accuracy_vs_params, accuracy_vs_time
+
+    m = _metric_name(ctx.results)
+    return Section("Accuracy against cost", [
+        Figure("accuracy_vs_params", accuracy_vs_params(ctx.results),
+               f"{m} against trainable parameters (log scale), mean ± std over seeds."),
+        Figure("accuracy_vs_time", accuracy_vs_time(ctx.results), f"{m} against training time.")])
+
+
+@register_section("weight_change", order=60)
+def weight_change_section(ctx: ReportContext) -> Section | None:
+    from transferlab.compare.drift import weight_change
+    from transferlab.compare.plots import weight_change_plot
+
+    r = ctx.results
+    changes: dict[str, list] = {}
+    notes, groups = [], None
+    for name in r.strategies:
+        per_seed = []
+        for run in r.finished_runs(name):
+            try:
+                wc = weight_change(run.run_dir)
+            except Exception as exc:  # a diagnostic must not sink the report
+                notes.append(f"{name} (seed {run.seed}): not computed ({type(exc).__name__}: {exc})")
+                continue
+            if wc.note:
+                notes.append(f"{name}: {wc.note}")
+                break
+            groups = groups or wc.groups
+            if wc.groups == groups:
+                per_seed.append(wc.change)
+        if per_seed:
+            changes[name] = [None if any(v[i] is None for v in per_seed) else sum(v[i] for v in per_seed) / len(per_seed)
+                             for i in range(len(groups))]
+    if not changes:
+        return Section("Weight change per depth group", [Text("Not computed: " + ("; ".join(notes) or "no runs"))])
+    blocks = [Figure("weight_change", weight_change_plot(changes, groups),
+                     "Relative weight change ||w - w0|| / ||w0|| per depth group (mean over seeds): w0 is the "
+                     "pre-trained model (for scratch, its random init). The new head has no w0 and is left out.")]
+    table_groups = [i for i, g in enumerate(groups) if any(v[i] is not None for v in changes.values())]
+    rows = [[groups[i]] + ["-" if changes[n][i] is None else f"{changes[n][i]:.4f}" for n in changes]
+            for i in table_groups]
+    blocks.append(Table(["depth group"] + list(changes), rows, css_class="small"))
+    if notes:
+        blocks.append(Bullets(notes))
+    return Section("Weight change per depth group", blocks,
+                   data={"groups": groups, "change": changes, "notes": notes})
+
+
+@register_section("runs", order=90)
+def runs_section(ctx: ReportContext) -> Section:
+    rows = []
+    for run in ctx.results.runs:
+        v = run.values
+        if run.status == "finished":
+            test = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.4f}"
+            rows.append([run.strategy, str(run.seed), run.status, f"{v['val_accuracy']:.4f}", test,
+                         f"{v['final_train_accuracy']:.4f}", f"{v['train_seconds']:.1f}", str(v["best_epoch"]),
+                         run.run_dir])
+        else:
+            rows.append([run.strategy, str(run.seed), run.status + (f": {run.error}" if run.error else ""),
+                         "-", "-", "-", "-", "-", run.run_dir])
+    return Section("Every run", [Table(["strategy", "seed", "status", "val acc", "test acc", "final train acc",
+                                        "train s", "best epoch", "run directory"], rows, css_class="small")])
+
+
+# ---- rendering -------------------------------------------------------------------------------------------
+def build_sections(ctx: ReportContext) -> dict[str, Section]:
+    out = {}
+    for key in list_sections():
+        try:
+            section = _SECTIONS[key][1](ctx)
+        except Exception as exc:
+            logger.exception("report section %s failed", key)
+            section = Section(key, [Text(f"This section could not be made: {type(exc).__name__}: {exc}")])
+        if section is not None:
+            out[key] = section
+    return out
+
+
+def _md_escape_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(results: GridResults, sections: dict[str, Section]) -> str:
+    lines = [f"# Strategy comparison: {results.model} on {results.data}", ""]
+    for section in sections.values():
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Text):
+                lines += [block.text, ""]
+            elif isinstance(block, Bullets):
+                lines += [f"- {item}" for item in block.items] + [""]
+            elif isinstance(block, Table):
+                lines.append("| " + " | ".join(block.headers) + " |")
+                lines.append("|" + "|".join("---" for _ in block.headers) + "|")
+                lines += ["| " + " | ".join(_md_escape_cell(c) for c in row) + " |" for row in block.rows]
+                lines.append("")
+            elif isinstance(block, Figure):
+                lines += [f"![{block.caption}](plots/{block.name}.png)", "", f"*{block.caption}*", ""]
+    lines.append("Numbers: results.json, results.csv (per strategy) and runs.csv (per run); each run's own "
+                 "metrics.json under runs/.")
+    return "\n".join(lines) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+table.small{font-size:0.8em}img{max-width:100%;height:auto}figcaption{font-size:0.85em;color:#555}"""
+
+# Records, once the page has loaded, each image's natural width (0: it did not decode) on the image, and a
+# readiness flag on <body>: readable by a headless browser's --dump-dom (the report test uses this).
+_SCRIPT = """<script>window.addEventListener('load',function(){var imgs=document.images;
+for(var i=0;i<imgs.length;i++){imgs[i].setAttribute('data-natural-width',String(imgs[i].naturalWidth));}
+document.body.setAttribute('data-report-ready','1');});</script>"""
+
+
+def render_html(results: GridResults, sections: dict[str, Section]) -> str:
+    title = html.escape(f"Strategy comparison: {results.model} on {results.data}")
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{title}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{title}</h1>"]
+    for key, section in sections.items():
+        parts.append(f"<section id='{html.escape(key)}'><h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, Text):
+                parts.append(f"<p>{_inline_html(block.text)}</p>")
+            elif isinstance(block, Bullets):
+                parts.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items) + "</ul>")
+            elif isinstance(block, Table):
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+                body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>"
+                               for row in block.rows)
+                parts.append(f"<table class='{block.css_class}'><thead><tr>{head}</tr></thead>"
+                             f"<tbody>{body}</tbody></table>")
+            elif isinstance(block, Figure):
+                data = base64.b64encode(block.png).decode("ascii")
+                parts.append(f"<figure><img alt='{html.escape(block.caption)}' data-name='{block.name}' "
+                             f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block.caption)}"
+                             "</figcaption></figure>")
+        parts.append("</section>")
+    parts += [_SCRIPT, "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def summary_csv(results: GridResults) -> str:
+    header = ["strategy", "runs", "failed"] + [f"{k}_{stat}" for k in SUMMARY_FIELDS for stat in ("mean", "std")] \
+        + ["negative_transfer_gap", "transfer_hurt", "overfits"]
+    rows = []
+    for name in results.strategies:
+        s = results.summaries[name]
+        rows.append([name, s.runs, s.failed] + [_num(d.get(k)) for k in SUMMARY_FIELDS for d in (s.mean, s.std)]
+                    + [_num(s.negative_transfer_gap), s.transfer_hurt, s.overfits])
+    return _csv_text(header, rows)
+
+
+def runs_csv(results: GridResults) -> str:
+    keys = list(SUMMARY_FIELDS) + ["val_loss"]
+    header = ["strategy", "seed", "status", "error"] + keys + ["run_dir"]
+    rows = [[r.strategy, r.seed, r.status, r.error or ""] + [_num(r.values.get(k)) for k in keys] + [r.run_dir]
+            for r in results.runs]
+    return _csv_text(header, rows)
+
+
+def _num(x):
+    return "" if x is None else repr(x) if isinstance(x, float) else x
+
+
+def write_report(results: GridResults) -> dict[str, Path]:
+    """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically."""
+    out = Path(results.out)
+    ctx = ReportContext(results, out)
+    sections = build_sections(ctx)
+    for section in sections.values():
+        for block in section.blocks:
+            if isinstance(block, Figure):
+                atomic_write_bytes(out / "plots" / f"{block.name}.png", block.png)
+    paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "results.json",
+             "csv": out / "results.csv", "runs_csv": out / "runs.csv"}
+    atomic_write_text(paths["markdown"], render_markdown(results, sections))
+    atomic_write_text(paths["html"], render_html(results, sections))
+    atomic_write_json(paths["json"], {**results.to_dict(),
+                                      "sections": {k: s.data for k, s in sections.items() if s.data is not None}})
+    atomic_write_text(paths["csv"], summary_csv(results))
+    atomic_write_text(paths["runs_csv"], runs_csv(results))
+    return paths

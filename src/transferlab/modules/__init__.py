@@ -1,0 +1,18 @@
+"""Task modules: the small pluggable result of a parameter-efficient run, and their life cycle.
+
+    from transferlab.modules import load_task_module, MultiTaskModel, write_merged
+    model = load_task_module("runs/lora")              # base + module, ready to predict
+    tasks = MultiTaskModel.for_module("runs/a")         # one base, several modules, switch by name
+    tasks.attach("a", "runs/a"); tasks.attach("b", "runs/b"); tasks.activate("b")
+    write_merged("runs/lora", "runs/lora_merged")      # LoRA/BitFit folded into a plain checkpoint
+
+The format is described in `_format.py` and docs/peft.md.
+"""
+from transferlab.modules._format import FORMAT, META, STATE, base_fingerprint, check_base, find_modules, \
+    full_checkpoint_bytes, load_task_module, module_summary, read_meta, resolve_module_dir, write_task_module
+from transferlab.modules._merge import export_module, merge_task_module, write_merged
+from transferlab.modules._multi import MultiTaskModel
+
+__all__ = ["FORMAT", "META", "STATE", "MultiTaskModel", "base_fingerprint", "export_module", "check_base", "find_modules",
+           "full_checkpoint_bytes", "load_task_module", "merge_task_module", "module_summary", "read_meta",
+           "resolve_module_dir", "write_merged", "write_task_module"]

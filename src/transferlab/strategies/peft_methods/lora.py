@@ -1,0 +1,200 @@
+"""LoRA (Hu et al. 2021) through the `peft` library: W x + (alpha / r) * B A x, with B = 0 at the start.
+
+peft's `inject_adapter_in_model` wraps each targeted Linear / Conv2d of the backbone in place, so parameter
+names stay `backbone.<layer>.lora_A.<slot>.weight` (the layer's depth group still owns them) and the frozen
+weight becomes `<layer>.base_layer.weight`. The task module is written in peft's own format
+(adapter_config.json + adapter_model.safetensors, keys `base_model.model.<layer>.lora_A.weight`) for the plain
+backbone as its library builds it, so `peft.PeftModel.from_pretrained(backbone, DIR)` loads it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.errors import ConfigError
+from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
+from transferlab.strategies.peft_methods._base import PeftStrategy
+from transferlab.strategies.registry import register_strategy
+
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+_PEFT_PREFIX = "base_model.model."
+
+# Attention projections of BERT-like and other common transformer encoders (matched at the end of a path).
+TEXT_TARGETS = (r"query|key|value|attention\.output\.dense|q_proj|k_proj|v_proj|o_proj|out_proj"
+                r"|q_lin|k_lin|v_lin|out_lin")
+
+
+@register_strategy
+class LoRA(PeftStrategy):
+    method = "lora"
+    name = "lora"
+    new_segments = ("lora_A", "lora_B")
+    help = ("LoRA (Hu et al. 2021) via peft: low-rank updates (alpha/r) B A beside frozen Linear/Conv2d "
+            "layers; default targets are the attention projections (transformers) or every pointwise 1x1 "
+            "convolution (CNNs). The new head trains alongside. Saves a peft-format task module.")
+
+    @dataclass
+    class Params:
+        r: int = field(default=8, metadata={"help": "rank of the update B A"})
+        alpha: float = field(default=16.0, metadata={"help": "scaling numerator: the update is (alpha/r) B A"})
+        dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input"})
+        targets: str = field(default="auto", metadata={
+            "help": "auto (attention projections / pointwise convolutions), or a regex matched at the end of "
+                    "backbone module paths, names separated by |, e.g. query|value"})
+
+        def __post_init__(self):
+            if self.r < 1:
+                raise ValueError(f"r must be >= 1, got {self.r}")
+            if not self.alpha > 0:
+                raise ValueError(f"alpha must be > 0, got {self.alpha}")
+            if not 0 <= self.dropout < 1:
+                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            if self.targets != "auto":
+                try:
+                    re.compile(self.targets)
+                except re.error as exc:
+                    raise ValueError(f"targets={self.targets!r} is not a valid regex: {exc}") from None
+
+    # ---- structure ---------------------------------------------------------------------------
+    def target_modules(self, model) -> list[str]:
+        """Backbone module paths (relative to the backbone) that get a LoRA branch."""
+        from peft.tuners.lora import LoraLayer
+
+        candidates = []
+        for name, module in model.backbone.named_modules():
+            if isinstance(module, LoraLayer):
+                module = module.get_base_layer()
+                candidates.append((name, module))
+            elif isinstance(module, (nn.Linear, nn.Conv2d)) and not _inside_lora(name, model.backbone) \
+                    and not model.is_new_param(f"backbone.{name}"):  # never LoRA on another method's adapter
+                candidates.append((name, module))
+        if self.params.targets == "auto":
+            if model.cfg.modality == "image":
+                chosen = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                          and m.groups == 1]
+            else:
+                chosen = [n for n, m in candidates if isinstance(m, nn.Linear) and _ends_with(TEXT_TARGETS, n)]
+        else:
+            chosen = [n for n, m in candidates if _ends_with(self.params.targets, n)
+                      and not (isinstance(m, nn.Conv2d) and m.groups != 1)]
+        if not chosen:
+            examples = ", ".join(n for n, _ in candidates[:6])
+            raise ConfigError(f"lora: targets={self.params.targets!r} matches no Linear or (non-grouped) Conv2d "
+                              f"layer of {model.cfg.name}; module paths look like: {examples}")
+        return sorted(chosen)
+
+    def lora_config(self, model, targets: list[str]):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.params.r, lora_alpha=self.params.alpha, lora_dropout=self.params.dropout,
+                          target_modules=targets, bias="none", base_model_name_or_path=_base_name(model))
+
+    def add_slot(self, model, slot):
+        from peft import inject_adapter_in_model
+
+        super().add_slot(model, slot)
+        if slot in getattr(model.backbone, "peft_config", {}):
+            return
+        targets = self.target_modules(model)
+        # A fixed seed for the A matrices' init, outside the global RNG: the same spec gives the same start
+        # whatever ran before, and the run's own seeded stream is not shifted.
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Already found a peft_config attribute": slots are intended
+            torch.manual_seed(0)
+            inject_adapter_in_model(self.lora_config(model, targets), model.backbone, adapter_name=slot)
+
+    def slot_parameter_names(self, model, slot):
+        marks = (f".lora_A.{slot}.", f".lora_B.{slot}.")
+        return {n for n, _ in model.named_parameters() if any(m in n for m in marks)}
+
+    @classmethod
+    def set_active(cls, model, slot):
+        from peft.tuners.lora import LoraLayer
+
+        for module in model.backbone.modules():
+            if isinstance(module, LoraLayer):
+                # A layer without this slot skips it in forward: it then computes the base layer alone.
+                module.set_adapter([slot] if slot else [], inference_mode=True)
+
+    def structure(self, model):
+        config = model.backbone.peft_config["default"]
+        return {"targets": sorted(config.target_modules), "r": self.params.r, "alpha": self.params.alpha}
+
+    # ---- task module -------------------------------------------------------------------------
+    def save_slot(self, model, slot, directory: Path):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model.backbone, adapter_name=slot, save_embedding_layers=False)
+        save_tensors(directory / PEFT_WEIGHTS, {_PEFT_PREFIX + k: v for k, v in state.items()},
+                     metadata={"format": "pt"})
+        config = model.backbone.peft_config[slot]
+        config_dict = config.to_dict()
+        config_dict["target_modules"] = sorted(config.target_modules)
+        config_dict["base_model_name_or_path"] = _base_name(model)
+        config_dict.pop("runtime_config", None)
+        atomic_write_json(directory / PEFT_CONFIG, _jsonable(config_dict))
+        return {}  # the LoRA weights live in peft's file; module.safetensors holds head and statistics
+
+    def load_slot(self, model, slot, directory: Path, tensors):
+        from peft import set_peft_model_state_dict
+
+        saved = json.loads((directory / PEFT_CONFIG).read_text())
+        wanted = sorted(saved.get("target_modules") or [])
+        have = sorted(model.backbone.peft_config[slot].target_modules)
+        if wanted != have:
+            raise ConfigError(f"{directory}: the module's LoRA targets differ from what lora "
+                              f"{self.spec()!r} builds on this model")
+        state = {k.removeprefix(_PEFT_PREFIX): v for k, v in load_tensors(directory / PEFT_WEIGHTS).items()}
+        result = set_peft_model_state_dict(model.backbone, state, adapter_name=slot)
+        expected = {n.removeprefix("backbone.") for n in self.slot_parameter_names(model, slot)}
+        missing = sorted(expected & set(result.missing_keys))
+        if result.unexpected_keys or missing:
+            raise ConfigError(f"{directory}: LoRA weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {list(result.unexpected_keys)[:3]})")
+        return {}
+
+    def merge_slot(self, model, slot):
+        """W <- W + (alpha/r) B A for every wrapped layer (peft's merge), then drop the wrappers."""
+        from peft.tuners.lora import LoraLayer
+
+        wrapped = [(n, m) for n, m in model.backbone.named_modules() if isinstance(m, LoraLayer)]
+        for name, module in wrapped:
+            if slot in module.lora_A:
+                module.merge(adapter_names=[slot])
+            parent_name, _, child = name.rpartition(".")
+            parent = model.backbone.get_submodule(parent_name) if parent_name else model.backbone
+            setattr(parent, child, module.get_base_layer())
+        if hasattr(model.backbone, "peft_config"):
+            del model.backbone.peft_config
+
+
+def _ends_with(pattern: str, name: str) -> bool:
+    return re.search(rf"(?:^|\.)(?:{pattern})$", name) is not None
+
+
+def _inside_lora(name: str, backbone: nn.Module) -> bool:
+    return ".lora_" in f".{name}" or ".base_layer" in f".{name}"
+
+
+def _base_name(model) -> str:
+    """What a user passes to the backbone's own library to build the plain backbone."""
+    if model.cfg.modality == "text":
+        return str(getattr(model.backbone.config, "_name_or_path", "") or model.cfg.name)
+    return model.cfg.architecture or model.cfg.name
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in (sorted(obj) if isinstance(obj, set) else obj)]
+    if hasattr(obj, "value") and not isinstance(obj, (str, int, float, bool)):  # enums (PeftType)
+        return obj.value
+    return obj

@@ -1,0 +1,101 @@
+"""The grid: every cell is an ordinary run, a failing cell is recorded, --resume re-runs nothing finished."""
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from tests.compare.conftest import grid_args, load_json
+from transferlab.compare.grid import safe_name, split_strategy_list
+from transferlab.runs import run_state
+
+
+def test_every_cell_is_a_run_dir(grid_dir):
+    runs = grid_dir / "runs"
+    for name in ("linear_probe", "full", "scratch"):
+        assert run_state(runs / name / "0") == "finished", name
+        assert (runs / name / "0" / "history.jsonl").is_file()
+    for name in ("report.md", "report.html", "results.csv", "results.json", "runs.csv", "grid.json"):
+        assert (grid_dir / name).is_file(), name
+    assert not list(grid_dir.rglob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_scratch_is_same_model_entry_with_random_weights(grid_dir, tiny_weights):
+    transfer = load_json(grid_dir / "runs" / "full" / "0" / "config.json")
+    scratch = load_json(grid_dir / "runs" / "scratch" / "0" / "config.json")
+    assert scratch["model"] == transfer["model"] and scratch["strategy"] == "full"
+    assert transfer["weights"] == str(tiny_weights)
+    assert scratch["weights"] != transfer["weights"] and scratch["weights"].startswith(str(grid_dir.resolve()))
+    assert scratch["data_options"] == transfer["data_options"]  # same inputs, same normalisation
+
+
+def test_failing_run_is_recorded_and_the_others_complete(grid_dir):
+    results = load_json(grid_dir / "results.json")
+    status = {r["strategy"]: r for r in results["runs"]}
+    assert status["freeze:k=50"]["status"] == "failed"
+    assert "freeze" in status["freeze:k=50"]["error"] and "depth" in status["freeze:k=50"]["error"]
+    assert all(status[s]["status"] == "finished" for s in ("linear_probe", "full", "scratch"))
+    assert (grid_dir / "runs" / safe_name("freeze:k=50") / "0" / "error.json").is_file()
+    md = (grid_dir / "report.md").read_text()
+    assert "failed" in md and "would freeze the head" in md
+
+
+def test_unknown_strategy_is_refused_before_anything_runs(tmp_path, tiny_weights, capsys):
+    from transferlab.cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(grid_args(out, tiny_weights, "linear_probe,no_such_strategy"))
+    assert exc.value.code == 2
+    assert "no_such_strategy" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):  # a bad key of a known strategy too
+        main(grid_args(out, tiny_weights, "full,l2sp:gamma=1"))
+    assert not out.exists()
+
+
+def test_existing_grid_needs_resume(grid_dir, tiny_weights, capsys):
+    from transferlab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(grid_args(grid_dir, tiny_weights))
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_reruns_nothing_finished(grid_dir, tiny_weights, tmp_path, caplog):
+    from transferlab.cli import main
+
+    out = tmp_path / "copy"
+    shutil.copytree(grid_dir, out)
+    kept = out / "runs" / "linear_probe" / "0" / "metrics.json"
+    before = kept.stat().st_mtime_ns
+    full = out / "runs" / "full" / "0"
+    original = load_json(full / "metrics.json")
+    (full / "metrics.json").unlink()  # an unfinished run: its checkpoints are there, its metrics are not
+    assert run_state(full) == "unfinished"
+    with caplog.at_level(logging.INFO, logger="transferlab.compare"):
+        assert main(grid_args(out, tiny_weights, "linear_probe,full,freeze:k=50", "--resume")) == 0
+    assert kept.stat().st_mtime_ns == before
+    resumed = load_json(full / "metrics.json")
+    assert resumed["val"] == original["val"] and resumed["best_epoch"] == original["best_epoch"]
+    text = caplog.text
+    assert "run 1/4" in text and "finished earlier, kept" in text and "run 4/4" in text
+    results = load_json(out / "results.json")
+    assert {r["strategy"]: r["status"] for r in results["runs"]}["full"] == "finished"
+
+
+def test_split_strategy_list_keeps_spec_parameters_together():
+    assert split_strategy_list("linear_probe, l2sp:alpha=0.1,beta=0.01,full") == \
+        ["linear_probe", "l2sp:alpha=0.1,beta=0.01", "full"]
+    assert split_strategy_list("discriminative:decay=0.5+l2sp:alpha=0.1,beta=0.01,freeze:k=4") == \
+        ["discriminative:decay=0.5+l2sp:alpha=0.1,beta=0.01", "freeze:k=4"]
+
+
+def test_safe_name_is_filesystem_safe_and_distinct():
+    specs = ["freeze:k=4", "freeze:k=40", "discriminative:decay=0.5+l2sp:alpha=0.1,beta=0.01", "a/b:c=..", "full"]
+    names = [safe_name(s) for s in specs]
+    assert len(set(names)) == len(names)
+    for n in names:
+        assert "/" not in n and ":" not in n and not n.startswith(".") and len(n) <= 80
+    assert safe_name("full") == "full"

@@ -1,0 +1,128 @@
+"""Forgetting diagnostics, the source-weights export, and the ewc / lwf strategies."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.diagnostics.conftest import IMAGE_SIZE, tiny_config
+from transferlab.cli import main
+from transferlab.diagnostics.forgetting import forgetting_for_run
+from transferlab.diagnostics.source import source_label_map
+from transferlab.errors import ConfigError
+from transferlab.strategies import StrategyContext, parse_strategy
+
+
+def test_source_label_map_reads_indices_imagenet_names_and_a_map():
+    assert source_label_map(["0", "3"], 5) == [0, 3]
+    assert source_label_map(["ants", "bees"], 1000) == [310, 309]
+    assert source_label_map(["x", "y"], 10, {"x": 2, "y": 7}) == [2, 7]
+    with pytest.raises(ConfigError):
+        source_label_map(["ants"], 5)
+    with pytest.raises(ConfigError):
+        source_label_map(["9"], 5)
+
+
+def test_forgetting_with_source_data_and_the_agreement_proxy(tiny_run, capsys):
+    r = forgetting_for_run(tiny_run, source_data="digits:0-4")
+    assert r.mode == "source_accuracy" and r.source_classes == [0, 1, 2, 3, 4]
+    assert r.forgetting == pytest.approx(r.accuracy_before - r.accuracy_after)
+    assert 0 <= r.agreement <= 1 and r.examples > 100
+    proxy = forgetting_for_run(tiny_run)
+    assert proxy.mode == "agreement_proxy" and proxy.accuracy_before is None and 0 <= proxy.agreement <= 1
+    main(["diagnose", "forgetting", "--run", str(tiny_run), "--json"])
+    assert json.loads(capsys.readouterr().out)["mode"] == "agreement_proxy"
+
+
+def test_export_source_weights_makes_the_run_head_the_source_head(tiny_run, tmp_path):
+    from transferlab.diagnostics.source import export_source_weights
+    from transferlab.models import create_model
+    from transferlab.runs import load_run
+
+    out = tmp_path / "w.safetensors"
+    export_source_weights(tiny_run, out)
+    _, _, trained, _ = load_run(tiny_run)
+    model = create_model("test_efficientnet", 3, weights=str(out))
+    assert torch.equal(model.source_head.weight, trained.head.weight)
+    x = {"pixel_values": torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)}
+    model.eval()
+    assert torch.allclose(model.source_logits(x), trained(x), atol=1e-5)
+
+
+def _model_and_ctx(weights, source_data=None):
+    from transferlab.data import DataOptions, load_data
+    from transferlab.models import create_model
+    from transferlab.training.evaluate import to_device
+
+    model = create_model("test_efficientnet", 5, weights=str(weights))
+    data = load_data("digits:5-9", model.cfg, DataOptions(image_size=IMAGE_SIZE, max_train=40))
+
+    def batches():
+        from torch.utils.data import DataLoader
+
+        for b in DataLoader(data.train, batch_size=16, collate_fn=data.collate):
+            yield to_device(b, "cpu")
+
+    ctx = StrategyContext(total_epochs=1, train_batches=batches,
+                          options={"source_data": source_data} if source_data else {})
+    return model, ctx, next(batches())
+
+
+@pytest.mark.parametrize("source_data", [None, "digits:0-4"])
+def test_ewc_fisher_penalty_and_state(source_weights, source_data):
+    model, ctx, batch = _model_and_ctx(source_weights, source_data)
+    ewc = parse_strategy("ewc:lam=10,samples=12").part("ewc")
+    ewc.on_fit_start(model, ctx)
+    assert ewc.fisher and all(f.min() >= 0 for f in ewc.fisher.values())
+    assert sum(float(f.sum()) for f in ewc.fisher.values()) > 0
+    assert "head.weight" not in ewc.fisher  # the new head has no pre-trained value
+    logits = model(batch)
+    assert float(ewc.loss_terms(model, batch, logits)["ewc"]) == 0.0  # at w0
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(0.01)
+    assert float(ewc.loss_terms(model, batch, logits)["ewc"]) > 0
+    fresh = parse_strategy("ewc:lam=10,samples=12")
+    fresh.load_state_dict(parse_strategy("ewc:lam=10,samples=12").state_dict() | {
+        f"ewc.{k}": v for k, v in ewc.state_dict().items()})
+    assert set(fresh.part("ewc").fisher) == set(ewc.fisher)
+
+
+def test_lwf_distils_the_original_source_head(source_weights):
+    model, ctx, batch = _model_and_ctx(source_weights)
+    lwf = parse_strategy("lwf:alpha=1,temperature=2").part("lwf")
+    lwf.on_fit_start(model, ctx)
+    model.eval()
+    logits = model(batch)
+    assert float(lwf.loss_terms(model, batch, logits)["lwf"]) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    logits = model(batch)
+    term = lwf.loss_terms(model, batch, logits)["lwf"]
+    assert float(term) > 0
+    term.backward()  # the distillation gradient reaches the backbone
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_forgetting_strategies_need_a_source_head(tmp_path):
+    from transferlab.runs import RunConfig, prepare
+    from transferlab.data import DataOptions
+
+    for spec in ("ewc", "lwf"):
+        config = RunConfig(model="test_efficientnet", data="digits:5-9", strategy=spec,
+                           data_options=DataOptions(image_size=IMAGE_SIZE, max_train=20))
+        with pytest.raises(ConfigError, match="source classifier"):
+            prepare(config)
+
+
+def test_lwf_and_ewc_train_end_to_end(source_weights, tmp_path):
+    from transferlab.runs import finetune
+
+    config = tiny_config(source_weights, strategy="lwf+ewc:samples=16")
+    config.strategy_options = {"source_data": "digits:0-4"}
+    metrics = finetune(config, tmp_path / "run")
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert "lwf" in history[0] and "ewc" in history[0]
+    assert history[0]["lwf"] > 0 and history[0]["ewc"] >= 0 and metrics["val"]["n"] > 0
