@@ -28,7 +28,15 @@ from collections import Counter
 ENV = "TRANSFERLAB_FAULT"
 _ACTIONS = ("kill_during_write", "kill_after_write", "enospc_on_write", "kill_at_step", "oom_at_step",
             "nan_at_step")
-_write_counts: Counter = Counter()
+_write_counts: Counter = Counter()  # writes seen in this process since the spec was set (or reset())
+_counted_spec: str | None = None
+
+
+def reset() -> None:
+    """Start counting writes from zero again (tests that inject faults in-process call this)."""
+    global _counted_spec
+    _write_counts.clear()
+    _counted_spec = None
 
 
 def _plan() -> list[tuple[str, str | None, int]]:
@@ -50,8 +58,12 @@ def _kill() -> None:
 def on_write(stage: str, name: str) -> None:
     """Called by safe_io.atomic_write_bytes at stages 'start', 'partial' (half the temporary file written),
     'during' (temporary file complete and fsynced) and 'after' (renamed into place)."""
+    global _counted_spec
     if ENV not in os.environ:
         return
+    if _counted_spec != os.environ[ENV]:  # a new plan counts from zero
+        _write_counts.clear()
+        _counted_spec = os.environ[ENV]
     if stage == "start":
         _write_counts[None] += 1
         _write_counts[name] += 1

@@ -65,6 +65,9 @@ def test_gradual_unfreeze_trains_only_the_unfrozen_top(trained):
     ("freeze:k=2", lambda i, last: i >= 2),
     ("gradual_unfreeze", lambda i, last: i >= last - 1),
     ("full", lambda i, last: True),
+    ("discriminative:decay=0.5", lambda i, last: True),
+    ("l2sp", lambda i, last: True),
+    ("lp_ft:lp_epochs=1", lambda i, last: True),
 ])
 def test_text_model_strategies(trained, tiny_bert_dir, small_text_data, strategy, trains):
     net, before, after, _ = trained(str(tiny_bert_dir), str(small_text_data), strategy, epochs=2)

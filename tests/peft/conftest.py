@@ -29,8 +29,8 @@ def _snapshot(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def train(out: Path, model: str, data: str, strategy: str, weights: str | None = None, epochs: int = 2,
-          lr: float = 3e-3, **data_options) -> TrainedRun:
+def train(out: Path, model: str, data: str, strategy: str, weights: str | None = None, epochs: int = 3,
+          lr: float = 1e-2, **data_options) -> TrainedRun:
     from transferlab.data import DataOptions
     from transferlab.runs import RunConfig, finetune
     from transferlab.training.config import TrainConfig
@@ -75,7 +75,7 @@ def other_tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_runs(tmp_path_factory, tiny_base) -> dict[str, TrainedRun]:
-    """lora, adapter, bitfit on digits 0-4 (2 epochs, 150 training images, 32 px)."""
+    """lora, adapter, bitfit on digits 0-4 (3 epochs, 150 training images, 32 px)."""
     root = tmp_path_factory.mktemp("image_runs")
     return {m: train(root / m, TINY_IMAGE_MODEL, "digits:0-4", m, weights=str(tiny_base), image_size=32,
                      max_train=150) for m in METHODS}

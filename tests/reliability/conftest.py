@@ -115,18 +115,10 @@ def stale_temps(run: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def baseline_run(tmp_path_factory) -> Path:
-    """The uninterrupted subprocess run every crash/resume test is compared with."""
-    out = tmp_path_factory.mktemp("baseline") / "run"
-    proc = run_subprocess(["finetune", *RUN_ARGS, "--out", str(out)])
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
-    """A finished run (RUN_ARGS) made in this process: the baseline of in-process fault tests. Tests that
-    change it work on a copy (`run_copy`)."""
+    """A finished, uninterrupted run (RUN_ARGS) made in this process: the baseline every fault test compares
+    with (one torch thread here and in the subprocesses, so both give the same bits). Tests that change it
+    work on a copy (`run_copy`)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     args = ["finetune", *RUN_ARGS, "--out", str(out)]
     try:
@@ -148,3 +140,20 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under `folder` with its bytes and modification time (ns)."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def inject(monkeypatch):
+    """inject("kill_at_step:3"): a TRANSFERLAB_FAULT plan for this process, counting from zero;
+    inject(None) clears it. Undone after the test."""
+    from transferlab import faults
+
+    def _inject(spec: str | None) -> None:
+        faults.reset()
+        if spec is None:
+            monkeypatch.delenv(faults.ENV, raising=False)
+        else:
+            monkeypatch.setenv(faults.ENV, spec)
+
+    yield _inject
+    faults.reset()

@@ -57,10 +57,12 @@ def test_strategy_spec_parses_or_raises_config_error(spec):
 
 
 # ---- the CLI -------------------------------------------------------------------------------------------------
+# "--" itself is left out: argparse (3.11) turns `--epochs=--` into [] (test_double_dash_value below)
 _OPTION_VALUES = st.one_of(st.sampled_from(["0", "1", "-1", "0.5", "1e-3", "1e309", "-inf", "nan", "", "abc",
-                                            "--", "-", "adamw", "sgd", "cosine", "skip", "source", "cpu",
+                                            "-", "---", "adamw", "sgd", "cosine", "skip", "source", "cpu",
                                             "cuda:7", "auto", "label", "0,1", "é"]),
-                           st.integers(-10**12, 10**12).map(str), st.floats().map(str), st.text(max_size=8))
+                           st.integers(-10**12, 10**12).map(str), st.floats().map(str),
+                           st.text(max_size=8).filter(lambda v: v != "--"))
 _FINETUNE_OPTIONS = ["--epochs", "--lr", "--batch-size", "--eval-batch-size", "--optimizer", "--weight-decay",
                      "--schedule", "--warmup", "--grad-clip", "--patience", "--seed", "--device", "--head-init",
                      "--on-nonfinite", "--val-fraction", "--max-train", "--image-size", "--text-column",
@@ -202,3 +204,21 @@ def test_image_folder_of_garbage_gives_a_bundle_or_a_data_error(files):
 def test_transferlab_errors_are_one_line_by_construction():
     """The CLI prints str(exc) of a TransferlabError as its one line; the fuzzers above rely on that."""
     assert issubclass(ConfigError, TransferlabError)
+
+
+@pytest.mark.xfail(reason="training/config.py (not owned here) accepts NaN/inf --weight-decay and --grad-clip; "
+                          "the first update then turns every weight NaN and the run stops at the next step",
+                   strict=False)
+@pytest.mark.parametrize("name", ["weight_decay", "grad_clip"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nonfinite_float_options_are_rejected(name, value):
+    with pytest.raises(ConfigError):
+        TrainConfig(**{name: value})
+
+
+@pytest.mark.xfail(reason="argparse in Python 3.11 parses `--epochs=--` as [] and TrainConfig then raises "
+                          "TypeError; the fix belongs in cli/_common.dataclass_from_args or the config classes "
+                          "(check types), not owned here", raises=TypeError, strict=False)
+def test_double_dash_value(capsys, monkeypatch):
+    monkeypatch.setattr(core, "cmd_finetune", _validate_only)
+    _assert_exit_0_or_one_line(["finetune", "--model", "m", "--data", "d", "--out", "o", "--epochs=--"], capsys)

@@ -5,7 +5,6 @@ import json
 import re
 
 from tests.reliability.conftest import RUN_ARGS, STEPS_PER_EPOCH, assert_same_run, error_line, run_cli
-from transferlab import faults
 
 
 def test_exploding_lr_stops_with_the_step(tmp_path, capsys):
@@ -18,26 +17,26 @@ def test_exploding_lr_stops_with_the_step(tmp_path, capsys):
     assert not (out / "metrics.json").exists()
 
 
-def test_nan_in_epoch_2_names_the_checkpoint_and_resume_finishes_exactly(tmp_path, capsys, monkeypatch,
+def test_nan_in_epoch_2_names_the_checkpoint_and_resume_finishes_exactly(tmp_path, capsys, inject,
                                                                           finished_run):
     out = tmp_path / "run"
     step = STEPS_PER_EPOCH + 3
-    monkeypatch.setenv(faults.ENV, f"nan_at_step:{step}")
+    inject(f"nan_at_step:{step}")
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--out", str(out)], capsys)
     assert code == 2
     line = error_line(err)
     assert f"loss became nan at step {step} (epoch 2)" in line
     assert str(out / "checkpoint" / "last.safetensors") in line and "--resume" in line
     # the named checkpoint is the good one of epoch 1, and the run continues from it to the exact same end
-    monkeypatch.delenv(faults.ENV)
+    inject(None)
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--out", str(out), "--resume"], capsys)
     assert code == 0, err
     assert_same_run(out, finished_run)
 
 
-def test_on_nonfinite_skip_skips_the_step(tmp_path, capsys, monkeypatch):
+def test_on_nonfinite_skip_skips_the_step(tmp_path, capsys, inject):
     out = tmp_path / "run"
-    monkeypatch.setenv(faults.ENV, "nan_at_step:3")
+    inject("nan_at_step:3")
     code, _, err = run_cli(["finetune", *RUN_ARGS[:-1], "1", "--on-nonfinite", "skip", "--out", str(out)],
                            capsys)
     assert code == 0, err

@@ -43,10 +43,10 @@ def test_outputs_get_normal_permissions(finished_run):
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p
 
 
-def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, inject):
     target = tmp_path / "metrics.json"
     target.write_bytes(b"old")
-    monkeypatch.setenv(faults.ENV, "enospc_on_write:metrics.json:1")
+    inject("enospc_on_write:metrics.json:1")
     with pytest.raises(OSError) as info:
         atomic_write_bytes(target, b"new" * 1000)
     assert info.value.errno == 28 and info.value.filename == str(target)
@@ -63,7 +63,7 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".user-file.tmp", "last.safetensors"]
 
 
-def test_fault_spec_typo_is_an_error(monkeypatch):
-    monkeypatch.setenv(faults.ENV, "kill_during_wirte:1")
+def test_fault_spec_typo_is_an_error(inject):
+    inject("kill_during_wirte:1")
     with pytest.raises(ValueError, match="TRANSFERLAB_FAULT"):
         faults.on_step(1)

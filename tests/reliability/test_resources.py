@@ -11,7 +11,6 @@ import pytest
 
 from tests.reliability.conftest import RUN_ARGS, STEPS_PER_EPOCH, assert_same_run, error_line, run_cli, \
     stale_temps, tensors_and_meta
-from transferlab import faults
 
 
 def _epoch_of_last(run: Path) -> int:
@@ -19,24 +18,24 @@ def _epoch_of_last(run: Path) -> int:
     return json.loads(meta["trainer_state"])["epoch"]
 
 
-def test_disk_full_while_writing_a_checkpoint(tmp_path, capsys, monkeypatch, finished_run):
+def test_disk_full_while_writing_a_checkpoint(tmp_path, capsys, inject, finished_run):
     out = tmp_path / "run"
-    monkeypatch.setenv(faults.ENV, "enospc_on_write:last.safetensors:2")  # epoch 2's checkpoint
+    inject("enospc_on_write:last.safetensors:2")  # epoch 2's checkpoint
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--out", str(out)], capsys)
     assert code == 2
     line = error_line(err)
     assert "disk full" in line and "last.safetensors" in line and "--resume" in line
     assert _epoch_of_last(out) == 1, "epoch 1's checkpoint is intact"
     assert stale_temps(out) == [], "the half-written temporary file is removed"
-    monkeypatch.delenv(faults.ENV)
+    inject(None)
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--out", str(out), "--resume"], capsys)
     assert code == 0, err
     assert_same_run(out, finished_run)
 
 
-def test_out_of_memory_names_the_step_and_checkpoint(tmp_path, capsys, monkeypatch):
+def test_out_of_memory_names_the_step_and_checkpoint(tmp_path, capsys, inject):
     out = tmp_path / "run"
-    monkeypatch.setenv(faults.ENV, f"oom_at_step:{STEPS_PER_EPOCH + 2}")
+    inject(f"oom_at_step:{STEPS_PER_EPOCH + 2}")
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--out", str(out)], capsys)
     assert code == 2
     line = error_line(err)

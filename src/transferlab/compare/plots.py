@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from transferlab.compare.results import GridResults  # noqa: E402
 
@@ -51,6 +52,7 @@ def learning_curves(results: GridResults) -> bytes:
             ax.text(0.5, 0.5, "no finished epoch", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=7)
@@ -58,6 +60,7 @@ def learning_curves(results: GridResults) -> bytes:
         ax.axis("off")
     axes[0][0].set_ylabel("loss")
     fig.suptitle("Learning curves (cross-entropy)", fontsize=10)
+    fig.tight_layout()
     return to_png(fig)
 
 
