@@ -163,11 +163,24 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeFileError(f"{path}: refused to load (only plain tensors are accepted, nothing is "
-                              f"unpickled): {first}") from None
+        raise UnsafeFileError(f"{path}: refused to load (only plain tensors are accepted, nothing was "
+                              f"unpickled or run): {_torch_load_reason(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UnsafeFileError(f"{path}: not a state dict of tensors")
     return dict(state)
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """The informative part of torch.load's refusal, without its advice to retry with weights_only=False."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else "unsupported content"))[:200]
+        if "unsupported GLOBAL" in line or "Unsupported global" in line:
+            return line[:200]
+    if lines and lines[0].startswith("Weights only load failed"):
+        return "it holds more than plain tensors"
+    return (lines[0] if lines else type(exc).__name__)[:200]

@@ -112,3 +112,11 @@ def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
     assert images >= 4 and len(widths) == images
     assert all(int(w) > 0 for w in widths), widths
     assert "<table" in dom and "linear_probe" in dom and "scratch" in dom
+
+
+def test_results_json_carries_each_runs_own_val_and_test(grid_dir):
+    results = load_json(grid_dir / "results.json")
+    for run in results["runs"]:
+        if run["status"] == "finished":
+            m = _metrics(grid_dir, run["strategy"])
+            assert run["val"] == m["val"] and run["test"] == m["test"]

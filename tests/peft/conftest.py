@@ -1,7 +1,7 @@
 """Fixtures for the parameter-efficient methods: tiny runs, trained once per session and shared.
 
 Image runs use the tiny timm architecture with weights saved once (so every run shares one base and its
-fingerprint) on two class splits of digits at 32 px; text runs use the 2-layer BERT on 160 SST-2 rows.
+fingerprint) on two class splits of digits at 16 px; text runs use the 2-layer BERT on 160 SST-2 rows.
 """
 from __future__ import annotations
 
@@ -75,9 +75,9 @@ def other_tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_runs(tmp_path_factory, tiny_base) -> dict[str, TrainedRun]:
-    """lora, adapter, bitfit on digits 0-4 (3 epochs, 150 training images, 32 px)."""
+    """lora, adapter, bitfit on digits 0-4 (3 epochs, 150 training images, 16 px)."""
     root = tmp_path_factory.mktemp("image_runs")
-    return {m: train(root / m, TINY_IMAGE_MODEL, "digits:0-4", m, weights=str(tiny_base), image_size=32,
+    return {m: train(root / m, TINY_IMAGE_MODEL, "digits:0-4", m, weights=str(tiny_base), image_size=16,
                      max_train=150) for m in METHODS}
 
 
@@ -86,7 +86,7 @@ def image_run_high(tmp_path_factory, tiny_base) -> TrainedRun:
     """A second task: lora on digits 5-9, for attaching two modules to one base."""
     root = tmp_path_factory.mktemp("image_high")
     return train(root / "lora_high", TINY_IMAGE_MODEL, "digits:5-9", "lora", weights=str(tiny_base),
-                 image_size=32, max_train=150)
+                 image_size=16, max_train=150)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def _model(kind, tiny_bert_dir, tiny_base):
 def _batch(model):
     gen = torch.Generator().manual_seed(0)
     if model.cfg.modality == "image":
-        return {"pixel_values": torch.randn(3, 3, 32, 32, generator=gen)}
+        return {"pixel_values": torch.randn(3, 3, 16, 16, generator=gen)}
     return dict(model.tokenizer(["a fine film", "not good at all , sadly", "ok"], padding=True,
                                 return_tensors="pt"))
 

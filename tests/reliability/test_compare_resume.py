@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.reliability.conftest import assert_same_run, run_cli, run_subprocess, stale_temps, strip_timing
+from tests.reliability.conftest import assert_same_run, run_cli, run_subprocess, stale_temps
 
 GRID_ARGS = ["compare", "--model", "test_efficientnet", "--data", "digits", "--image-size", "32", "--max-train",
              "200", "--epochs", "2", "--batch-size", "32", "--strategies", "linear_probe,full", "--no-scratch"]
@@ -47,4 +47,4 @@ def test_killed_grid_resumes_to_the_same_results(tmp_path, capsys):
     want = _strip(json.loads((base / "results.json").read_text()))
     assert json.dumps(got, sort_keys=True).replace(str(run), "OUT") == \
         json.dumps(want, sort_keys=True).replace(str(base), "OUT")
-    assert strip_timing({"x": 1}) == {"x": 1}
+    assert '"accuracy"' in json.dumps(got)  # the comparison above compared real numbers

@@ -70,6 +70,7 @@ def test_evil_pickle_as_weights_is_refused(tmp_path, marker, capsys):
         assert code == 2, kind
         line = error_line(err)
         assert str(path) in line or path.name in line, line
+        assert "weights_only" not in line, "never advise the user to unpickle"
         assert not marker.exists(), kind
         assert not (tmp_path / kind / "checkpoint").exists(), kind
 
@@ -177,3 +178,47 @@ def test_lying_safetensors_as_weights_is_one_line(tmp_path, capsys):
     path.write_bytes(LIES["offsets beyond the data"])
     code, _, err = run_cli(["finetune", *RUN_ARGS, "--weights", str(path), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "lie.safetensors" in error_line(err)
+
+
+# ---- task modules ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory) -> Path:
+    from transferlab.cli import main
+
+    out = tmp_path_factory.mktemp("lora") / "run"
+    try:
+        main(["finetune", *RUN_ARGS[:-3], "100", "--epochs", "1", "--strategy", "lora", "--out", str(out)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert (out / "task_module" / "module.safetensors").is_file()
+    return out
+
+
+def _base_model():
+    """The run's base exactly as runs.prepare builds it (random init from --seed 0)."""
+    from transferlab.models import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model("test_efficientnet", 10)
+
+
+@pytest.mark.parametrize("victim", ["module.safetensors", "adapter_model.safetensors"])
+def test_evil_pickle_as_task_module_is_refused(lora_run, tmp_path, marker, capsys, victim):
+    import shutil
+
+    from transferlab.modules import load_task_module
+
+    module = Path(shutil.copytree(lora_run / "task_module", tmp_path / "module"))
+    load_task_module(module, model=_base_model())  # the intact module loads onto its base
+    for kind, path in _evil_files(tmp_path, marker).items():
+        (module / victim).write_bytes(path.read_bytes())
+        with pytest.raises(UnsafeFileError, match=victim):
+            load_task_module(module, model=_base_model())
+        for args in (["modules", "merge", str(module), "--out", str(tmp_path / "merged")],
+                     ["modules", "export", str(module), "--out", str(tmp_path / "exported")]):
+            code, _, err = run_cli(args, capsys)
+            assert code in (0, 2), err  # export copies files without reading them; merge must refuse
+            if code == 2:
+                error_line(err)
+        assert not marker.exists(), kind

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+
+import pytest
+import torch
 
 from tests.reliability.conftest import RUN_ARGS, STEPS_PER_EPOCH, assert_same_run, error_line, run_cli
 
@@ -43,3 +47,30 @@ def test_on_nonfinite_skip_skips_the_step(tmp_path, capsys, inject):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["skipped_steps"] == [3]
     assert metrics["val"]["loss"] == metrics["val"]["loss"]  # finite: the weights were not poisoned
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_gradient_from_a_finite_loss(tmp_path, capsys, monkeypatch, mode):
+    """sqrt(|w - w|) is 0 but its gradient is not finite: the loss check alone would train on it."""
+    from transferlab.strategies.compose import ComposedStrategy
+
+    original, calls = ComposedStrategy.loss_terms, {"n": 0}
+
+    def loss_terms(self, model, batch, logits):
+        terms = dict(original(self, model, batch, logits) or {})
+        calls["n"] += 1
+        if calls["n"] == 3:
+            w = model.head.weight
+            terms["spike"] = torch.sqrt((w - w.detach()).abs()).sum()  # value 0, gradient NaN
+        return terms
+
+    monkeypatch.setattr(ComposedStrategy, "loss_terms", loss_terms)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", *RUN_ARGS[:-1], "1", "--on-nonfinite", mode, "--out", str(out)], capsys)
+    if mode == "stop":
+        assert code == 2
+        assert "gradient norm became nan at step 3 (epoch 1)" in error_line(err)
+        return
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped_steps"] == [3] and math.isfinite(metrics["val"]["loss"])

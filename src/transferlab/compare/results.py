@@ -42,6 +42,8 @@ class RunRecord:
     status: str  # finished, failed, not run
     error: str | None = None
     values: dict = field(default_factory=dict)  # RUN_FIELDS + overfit_gap, from metrics.json
+    val: dict | None = None  # metrics.json's own {"accuracy", "loss", "n"}
+    test: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,7 +101,8 @@ def record_from_dir(strategy: str, seed: int, run_dir: Path) -> RunRecord:
     """A run's record from its directory alone (metrics.json, or error.json for a failed one)."""
     if (run_dir / "metrics.json").is_file():
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        return RunRecord(strategy, seed, str(run_dir), "finished", values=run_values(metrics))
+        return RunRecord(strategy, seed, str(run_dir), "finished", values=run_values(metrics),
+                         val=metrics["val"], test=metrics.get("test"))
     if (run_dir / "error.json").is_file():
         error = json.loads((run_dir / "error.json").read_text()).get("error")
         return RunRecord(strategy, seed, str(run_dir), "failed", error=error)

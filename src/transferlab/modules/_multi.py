@@ -32,7 +32,7 @@ class MultiTaskModel(nn.Module):
         self.methods: dict[str, str] = {}
         self._overrides: dict[str, dict[str, torch.Tensor]] = {}
         self._base_values: dict[str, torch.Tensor] = {}
-        self.base.eval()
+        self.eval()  # for inference: BatchNorm uses its (the active module's) running statistics
 
     @classmethod
     def for_module(cls, path: str | Path) -> "MultiTaskModel":

@@ -56,6 +56,8 @@ class LoRA(PeftStrategy):
                 raise ValueError(f"alpha must be > 0, got {self.alpha}")
             if not 0 <= self.dropout < 1:
                 raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            if not self.targets.strip():
+                raise ValueError("targets must be auto or a regex of module names")
             if self.targets != "auto":
                 try:
                     re.compile(self.targets)
@@ -72,7 +74,7 @@ class LoRA(PeftStrategy):
             if isinstance(module, LoraLayer):
                 module = module.get_base_layer()
                 candidates.append((name, module))
-            elif isinstance(module, (nn.Linear, nn.Conv2d)) and not _inside_lora(name, model.backbone) \
+            elif isinstance(module, (nn.Linear, nn.Conv2d)) and not _inside_lora(name) \
                     and not model.is_new_param(f"backbone.{name}"):  # never LoRA on another method's adapter
                 candidates.append((name, module))
         if self.params.targets == "auto":
@@ -179,7 +181,7 @@ def _ends_with(pattern: str, name: str) -> bool:
     return re.search(rf"(?:^|\.)(?:{pattern})$", name) is not None
 
 
-def _inside_lora(name: str, backbone: nn.Module) -> bool:
+def _inside_lora(name: str) -> bool:
     return ".lora_" in f".{name}" or ".base_layer" in f".{name}"
 
 
