@@ -14,9 +14,10 @@ from safetensors import safe_open
 from transferlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-# A tiny timm architecture (random init) on the bundled digits at 32 px: ~7 steps per epoch.
+# A tiny timm architecture (random init) on the bundled digits at 32 px: 7 steps per epoch. --augment makes
+# every step draw from torch's global RNG (random crops), so a resume that lost the RNG state would show.
 RUN_ARGS = ["--model", "test_efficientnet", "--data", "digits", "--image-size", "32", "--max-train", "200",
-            "--epochs", "3"]
+            "--augment", "--epochs", "3"]
 STEPS_PER_EPOCH = 7  # ceil(200 / 32)
 # Wall-clock fields: the only ones allowed to differ between an interrupted run and an uninterrupted one.
 TIMING_KEYS = {"train_seconds", "samples_per_second", "peak_memory_mb", "seconds"}
