@@ -6,10 +6,10 @@ from transferlab.strategies import list_strategies, parse_strategy
 
 
 def test_composed_spec_round_trips():
-    s = parse_strategy("discriminative:decay=0.4+l2sp:alpha=0.1,beta=0.01")
+    s = parse_strategy("discriminative:decay=0.4+l2sp:alpha=0.2,beta=0.01")
     assert [p.name for p in s.parts] == ["full", "discriminative", "l2sp"]
-    assert s.part("l2sp").params.alpha == 0.1
-    assert s.spec() == "full+discriminative:decay=0.4+l2sp:alpha=0.1"
+    assert s.part("l2sp").params.alpha == 0.2
+    assert s.spec() == "full+discriminative:decay=0.4+l2sp:alpha=0.2"  # defaults are left out
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -85,6 +85,10 @@ def test_adabn_statistics_match_the_data_they_were_estimated_on(tiny_run):
     assert max(layer.skl for layer in after) < 1e-3  # only the unbiased-vs-biased variance differs
     assert sum(layer.skl for layer in before) > sum(layer.skl for layer in after)
     assert [layer.index for layer in after] == list(range(len(after)))
+    stored = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    adapt_batchnorm(model, DataLoader(data.val, batch_size=8, collate_fn=data.collate), "cpu", max_batches=2,
+                    source_weight=1.0)  # all prior: the statistics stay
+    assert all(torch.allclose(model.state_dict()[k], v) for k, v in stored.items())
 
 
 def test_adapt_bn_cli_writes_a_run_that_evaluate_reads(tiny_run, tmp_path, capsys):

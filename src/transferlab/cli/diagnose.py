@@ -45,6 +45,8 @@ def register(sub) -> None:
     a.add_argument("--split", choices=["train", "val", "test"], default="train",
                    help="which split's images to estimate the statistics on")
     a.add_argument("--out", required=True, help="new run directory (transferlab evaluate --run OUT works on it)")
+    a.add_argument("--source-weight", type=float, default=0.0,
+                   help="mix w of the stored statistics back in: w*source + (1-w)*target (default 0: AdaBN)")
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_adapt_bn)
 
@@ -136,7 +138,8 @@ def cmd_bn_shift(args) -> None:
 def cmd_adapt_bn(args) -> None:
     from transferlab.diagnostics.adabn import adapt_bn_run
 
-    r = adapt_bn_run(args.run, args.data, args.out, split=args.split, overwrite=args.overwrite)
+    r = adapt_bn_run(args.run, args.data, args.out, split=args.split, overwrite=args.overwrite,
+                     source_weight=args.source_weight)
     print_json(r.to_dict())
     print(f"adapted run written to {args.out}; evaluate it with: transferlab evaluate --run {args.out}")
 

@@ -3,6 +3,9 @@
 Running statistics are reset and re-estimated with momentum=None, PyTorch's cumulative moving average: after
 k batches each running mean is the mean of the k per-batch means (and likewise the per-batch unbiased
 variances). Only the statistics change; no weight is trained and no label is read.
+
+`source_weight` w mixes the stored (source) statistics back in, as Schneider et al. 2020 do with a prior:
+running = w * source + (1 - w) * target. w = 0 is plain AdaBN.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class AdaBNResult:
     out: str
     data: str
     split: str
+    source_weight: float
     layers: int
     batches: int
     images: int
@@ -33,8 +37,11 @@ class AdaBNResult:
 
 
 @torch.no_grad()
-def adapt_batchnorm(model, loader, device, max_batches: int | None = None) -> tuple[int, int, int]:
+def adapt_batchnorm(model, loader, device, max_batches: int | None = None,
+                    source_weight: float = 0.0) -> tuple[int, int, int]:
     """Re-estimate BN statistics in place; returns (layers, batches, examples). Labels are not used."""
+    if not 0 <= source_weight <= 1:
+        raise ConfigError(f"source weight must be in [0, 1], got {source_weight}")
     from transferlab.training.evaluate import to_device
 
     layers = batchnorm_layers(model)
@@ -42,6 +49,7 @@ def adapt_batchnorm(model, loader, device, max_batches: int | None = None) -> tu
         raise ConfigError("the model has no BatchNorm layers to adapt")
     model.eval()  # dropout off, and every other layer as deployed
     saved = []
+    source = [(bn.running_mean.clone(), bn.running_var.clone()) for _, bn in layers]
     for _, bn in layers:
         saved.append(bn.momentum)
         bn.reset_running_stats()
@@ -65,11 +73,16 @@ def adapt_batchnorm(model, loader, device, max_batches: int | None = None) -> tu
         model.eval()
     if batches == 0:
         raise ConfigError("no batch of at least 2 examples to estimate BatchNorm statistics on")
+    if source_weight > 0:
+        for (_, bn), (mean, var) in zip(layers, source):
+            bn.running_mean.mul_(1 - source_weight).add_(source_weight * mean)
+            bn.running_var.mul_(1 - source_weight).add_(source_weight * var)
     return len(layers), batches, examples
 
 
 def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: str = "train",
-                 batch_size: int | None = None, overwrite: bool = False) -> AdaBNResult:
+                 batch_size: int | None = None, overwrite: bool = False,
+                 source_weight: float = 0.0) -> AdaBNResult:
     """Adapt a run's BatchNorm statistics to `data_path` (same classes) and save a new run in `out`.
 
     `out` gets the run's config.json (its data set to `data_path`, so `transferlab evaluate --run OUT`
@@ -95,7 +108,7 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
     device = resolve_device(config.train.device)
     model.to(device)
     loader = make_loader(data, split_of(data, split), batch_size or config.train.batch_size)
-    layers, batches, images = adapt_batchnorm(model, loader, device)
+    layers, batches, images = adapt_batchnorm(model, loader, device, source_weight=source_weight)
     if (out / "checkpoint").exists():
         shutil.rmtree(out / "checkpoint")
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -103,7 +116,7 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
     saved = json.loads((run_dir / "config.json").read_text())
     saved["data"] = str(data_path)
     atomic_write_json(out / "config.json", saved)
-    result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, layers=layers,
+    result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, source_weight=source_weight, layers=layers,
                          batches=batches, images=images)
     atomic_write_json(out / "adabn.json", {"method": "AdaBN (Li et al. 2016), cumulative average",
                                            **result.to_dict()})

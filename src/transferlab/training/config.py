@@ -1,7 +1,8 @@
 """Training settings: one dataclass, every field with a default and a help text (the CLI reads them)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from transferlab.errors import ConfigError
 
@@ -31,6 +32,15 @@ class TrainConfig:
         "help": "stop: end the run at a NaN/inf loss naming the step; skip: skip that step and go on"})
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = type(f.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a {expected.__name__}, got {value!r}")
+            if expected is float and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
