@@ -14,6 +14,9 @@ from transferlab.compare.grid import SCRATCH, GridSpec, run_grid, split_strategy
 from transferlab.compare.report import Section, register_section, write_report
 from transferlab.compare.results import GridResults, collect
 
+# The diagnostics' sections (CKA by depth, forgetting, BatchNorm shift) register themselves on import.
+from transferlab.diagnostics import report as _diagnostic_sections  # noqa: E402,F401  isort: skip
+
 __all__ = ["SCRATCH", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
            "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
 
