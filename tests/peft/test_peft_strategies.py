@@ -63,11 +63,10 @@ def _batch(model):
                                 return_tensors="pt"))
 
 
-@pytest.mark.parametrize("spec", ["adapter", "adapter:kind=pfeiffer", "lora", "bitfit"])
-@pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.parametrize("kind, spec", [(kind, spec) for kind in ("image", "text")
+                                        for spec in ("adapter", "adapter:kind=pfeiffer", "lora", "bitfit")
+                                        if not (kind == "image" and "pfeiffer" in spec)])
 def test_output_unchanged_before_training(spec, kind, tiny_bert_dir, tiny_base):
-    if kind == "image" and "pfeiffer" in spec:
-        pytest.skip("pfeiffer is a transformer placement")
     model = _model(kind, tiny_bert_dir, tiny_base).eval()
     batch = _batch(model)
     with torch.no_grad():

@@ -66,8 +66,10 @@ def cmd_show(args) -> None:
     if args.json:
         print_json(s)
         return
-    share = f" = {100 * s['share_of_full_checkpoint']:.2f}% of a full checkpoint ({_human(s['full_checkpoint_bytes'])})" \
-        if s["share_of_full_checkpoint"] else ""
+    share = ""
+    if s["share_of_full_checkpoint"]:
+        share = (f" = {100 * s['share_of_full_checkpoint']:.2f}% of a full checkpoint "
+                 f"({_human(s['full_checkpoint_bytes'])})")
     print(f"task module   {s['path']}")
     print(f"method        {s['spec']}  (run strategy: {s['run_strategy']})")
     print(f"base model    {s['base_model']}  ({s['architecture']}, weights: {s['base_weights'] or 'bundled'})")

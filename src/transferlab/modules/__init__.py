@@ -13,6 +13,6 @@ from transferlab.modules._format import FORMAT, META, STATE, base_fingerprint, c
 from transferlab.modules._merge import export_module, merge_task_module, write_merged
 from transferlab.modules._multi import MultiTaskModel
 
-__all__ = ["FORMAT", "META", "STATE", "MultiTaskModel", "base_fingerprint", "export_module", "check_base", "find_modules",
-           "full_checkpoint_bytes", "load_task_module", "merge_task_module", "module_summary", "read_meta",
-           "resolve_module_dir", "write_merged", "write_task_module"]
+__all__ = ["FORMAT", "META", "STATE", "MultiTaskModel", "base_fingerprint", "check_base", "export_module",
+           "find_modules", "full_checkpoint_bytes", "load_task_module", "merge_task_module", "module_summary",
+           "read_meta", "resolve_module_dir", "write_merged", "write_task_module"]

@@ -131,7 +131,7 @@ def write_task_module(strategy, model, directory: Path, run_dir: Path | None = N
     slot_names = strategy.slot_parameter_names(model, DEFAULT_SLOT)
     params = dict(model.named_parameters())
     trainable = sum(params[n].numel() for n in slot_names) + sum(p.numel() for p in model.head.parameters())
-    base_total = backbone_param_count(model) + sum(p.numel() for p in model.head.parameters())
+    total = sum(p.numel() for p in model.parameters())  # as the trainer counts: base + added + head
     files = [f for f in _ALL_FILES if f != META and (directory / f).is_file()]
     full_bytes = full_checkpoint_bytes(model)
     meta = {
@@ -152,7 +152,7 @@ def write_task_module(strategy, model, directory: Path, run_dir: Path | None = N
         "structure": strategy.structure(model),
         "tensors": {"method": sorted(method_tensors), "batchnorm": sorted(changed_bn), "head": sorted(head)},
         "trainable_params": trainable,
-        "total_params": base_total,
+        "total_params": total,
         "files": files,
         "full_checkpoint_bytes": full_bytes,
         "run_config": run_config,
