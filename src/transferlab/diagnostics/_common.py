@@ -95,3 +95,16 @@ class GroupOutputs:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def save_figure(fig, path) -> "Path":
+    """Lay out, write as PNG (making the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.diagnostics._common import make_loader, split_of
+from transferlab.diagnostics._common import save_figure, make_loader, split_of
 
 
 @dataclass
@@ -177,9 +177,4 @@ def plot_bn_shift(results: list[BNShiftResult], path: str | Path, labels: list[s
     ax.set_ylabel("symmetric KL, target vs running stats")
     ax.set_title("BatchNorm statistics shift")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import GroupOutputs, make_loader, reference_is_random, reference_model, \
+from transferlab.diagnostics._common import save_figure, GroupOutputs, make_loader, reference_is_random, reference_model, \
     split_of
 from transferlab.diagnostics.cka import MinibatchCKA
 
@@ -141,9 +141,4 @@ def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] |
     top.set_ylabel("CKA pre-trained vs fine-tuned")
     bottom.set_ylabel("||w - w0|| / ||w0||")
     top.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
