@@ -139,6 +139,7 @@ def _clear_run(out: Path) -> None:
     for name in ("metrics.json", "history.jsonl", "config.json"):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    shutil.rmtree(out / "task_module", ignore_errors=True)  # a PEFT run's module must not outlive its run
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None):
