@@ -39,21 +39,20 @@ class ComposedStrategy(Strategy):
         for p in self.parts:
             p.on_fit_start(model, ctx)
 
-    def trainable(self, model, epoch):
+    def _intersect(self, pick) -> set[str] | None:
+        """Intersection of the parts' parameter sets; parts answering None have no opinion."""
         chosen = None
         for p in self.parts:
-            names = p.trainable(model, epoch)
+            names = pick(p)
             if names is not None:
                 chosen = names if chosen is None else chosen & names
         return chosen
 
+    def trainable(self, model, epoch):
+        return self._intersect(lambda p: p.trainable(model, epoch))
+
     def ever_trainable(self, model, total_epochs):
-        chosen = None
-        for p in self.parts:
-            names = p.ever_trainable(model, total_epochs)
-            if names is not None:
-                chosen = names if chosen is None else chosen & names
-        return chosen
+        return self._intersect(lambda p: p.ever_trainable(model, total_epochs))
 
     def lr_scales(self, model, epoch):
         # With an lr strategy present, a selection strategy's default backbone/head ratio steps aside:
