@@ -108,3 +108,17 @@ def save_figure(fig, path) -> "Path":
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def target_batches(loader, device, max_batches: int | None = None):
+    """Non-empty batches on `device`, at most `max_batches` of them."""
+    from transferlab.training.evaluate import to_device
+
+    used = 0
+    for batch in loader:
+        if max_batches is not None and used >= max_batches:
+            return
+        if batch["labels"].numel() == 0:
+            continue
+        used += 1
+        yield to_device(batch, device)

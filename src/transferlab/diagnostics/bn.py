@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.diagnostics._common import save_figure, make_loader, split_of
+from transferlab.diagnostics._common import save_figure, target_batches, make_loader, split_of
 
 
 @dataclass
@@ -91,12 +91,8 @@ def bn_shift(model, loader, device, max_batches: int | None = None) -> tuple[lis
         handles.append(module.register_forward_pre_hook(hook))
     examples = batches = 0
     try:
-        for batch in loader:
-            if max_batches is not None and batches >= max_batches:
-                break
-            if batch["labels"].numel() == 0:
-                continue
-            model(to_device(batch, device))
+        for batch in target_batches(loader, device, max_batches):
+            model(batch)
             examples += batch["labels"].numel()
             batches += 1
     finally:

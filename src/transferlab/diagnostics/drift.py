@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import save_figure, GroupOutputs, make_loader, reference_is_random, reference_model, \
+from transferlab.diagnostics._common import save_figure, target_batches, GroupOutputs, make_loader, reference_is_random, reference_model, \
     split_of
 from transferlab.diagnostics.cka import MinibatchCKA
 
@@ -73,12 +73,7 @@ def representation_cka(model, reference, loader, device, max_batches: int | None
     accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
     examples = batches = 0
     try:
-        for batch in loader:
-            if max_batches is not None and batches >= max_batches:
-                break
-            if batch["labels"].numel() == 0:
-                continue
-            batch = to_device(batch, device)
+        for batch in target_batches(loader, device, max_batches):
             outs_a, outs_b = hooks_a.run(model, batch), hooks_b.run(reference, batch)
             for acc, a, b in zip(accs, outs_a, outs_b):
                 if a is not None and b is not None:
