@@ -35,6 +35,7 @@ def test_strategies_json(capsys):
     (["--model", "test_efficientnet", "--data", "digits", "--strategy", "magic"], "unknown strategy 'magic'"),
     (["--model", "test_efficientnet", "--data", "/no/such/dir"], "/no/such/dir"),
     (["--model", "test_efficientnet", "--data", "digits", "--epochs", "0"], "--epochs must be >= 1"),
+    (["--model", "test_efficientnet", "--data", "digits", "--bn-stats", "train"], "--bn-stats must be auto or frozen"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     code, _, err = run(capsys, "finetune", *argv, "--out", str(tmp_path / "out"))

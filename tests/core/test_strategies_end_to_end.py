@@ -78,3 +78,20 @@ def test_text_model_strategies(trained, tiny_bert_dir, small_text_data, strategy
     # token_type / position rows never looked up get no gradient, but weight decay moves them too:
     assert expected <= changed | {n for n in expected if n.endswith("token_type_embeddings.weight")}
     assert not (changed & (params - expected))
+
+
+@pytest.mark.parametrize("strategy", ["full", "lp_ft:lp_epochs=1"])
+def test_bn_stats_frozen_trains_weights_but_keeps_running_statistics(trained, strategy):
+    net, before, after, _ = trained(TINY_IMAGE_MODEL, "digits", strategy, bn_stats="frozen")
+    changed = changed_keys(before, after)
+    stats = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert stats and not (stats & changed)
+    params = {n for n, _ in net.named_parameters()}
+    bn_weights = {k for k in params if k.replace(".weight", ".running_mean") in stats}
+    assert bn_weights and params <= changed  # BN affine weights and everything else still train
+
+
+def test_bn_stats_auto_reestimates_statistics_of_trained_layers(trained):
+    net, before, after, _ = trained(TINY_IMAGE_MODEL, "digits", "full")
+    stats = {k for k in before if k.endswith("running_mean")}
+    assert stats <= changed_keys(before, after)

@@ -60,12 +60,12 @@ def test_strategy_spec_parses_or_raises_config_error(spec):
 # "--" itself is left out: argparse (3.11) turns `--epochs=--` into [] (test_double_dash_value below)
 _OPTION_VALUES = st.one_of(st.sampled_from(["0", "1", "-1", "0.5", "1e-3", "1e309", "-inf", "nan", "", "abc",
                                             "-", "---", "adamw", "sgd", "cosine", "skip", "source", "cpu",
-                                            "cuda:7", "auto", "label", "0,1", "é"]),
+                                            "cuda:7", "auto", "frozen", "label", "0,1", "é"]),
                            st.integers(-10**12, 10**12).map(str), st.floats().map(str),
                            st.text(max_size=8).filter(lambda v: v != "--"))
 _FINETUNE_OPTIONS = ["--epochs", "--lr", "--batch-size", "--eval-batch-size", "--optimizer", "--weight-decay",
                      "--schedule", "--warmup", "--grad-clip", "--patience", "--seed", "--device", "--head-init",
-                     "--on-nonfinite", "--val-fraction", "--max-train", "--image-size", "--text-column",
+                     "--on-nonfinite", "--bn-stats", "--val-fraction", "--max-train", "--image-size", "--text-column",
                      "--label-column", "--max-length", "--strategy"]
 _FLAGS = ["--augment", "--no-header", "--resume", "--overwrite", "-v"]
 

@@ -8,6 +8,7 @@ from transferlab.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
+BN_STATS = ("auto", "frozen")
 
 
 @dataclass
@@ -30,6 +31,10 @@ class TrainConfig:
         "help": "random, or source: start the head from the related source classifier rows (Co-Tuning)"})
     on_nonfinite: str = field(default="stop", metadata={
         "help": "stop: end the run at a NaN/inf loss naming the step; skip: skip that step and go on"})
+    bn_stats: str = field(default="auto", metadata={
+        "help": "auto: BatchNorm layers whose parameters are frozen keep their running statistics, the others "
+                "re-estimate them on target batches; frozen: every BatchNorm layer keeps the pre-trained "
+                "statistics (inference mode) even while its weights train"})
 
     def __post_init__(self):
         for f in fields(self):
@@ -59,6 +64,8 @@ class TrainConfig:
             raise ConfigError(f"--head-init must be random or source, got {self.head_init!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        if self.bn_stats not in BN_STATS:
+            raise ConfigError(f"--bn-stats must be {' or '.join(BN_STATS)}, got {self.bn_stats!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

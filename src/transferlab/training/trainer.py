@@ -143,11 +143,16 @@ class Trainer:
         """Train mode, except BatchNorm layers whose parameters are all frozen: their running statistics
         stay as pre-trained. (A frozen layer whose BatchNorm keeps updating its statistics is not frozen:
         its outputs change. `freeze:train_bn=true` makes BN parameters trainable, and so lets them adapt.)
+        With `bn_stats="frozen"` every BatchNorm layer stays in inference mode: its weights may train, but
+        it normalises with the pre-trained running statistics, as in the fine-tuning recipe of the Keras
+        transfer-learning guide for small target sets (small batches give noisy statistics, and a probed
+        head keeps seeing the features it was fitted to).
         """
         self.model.train()
+        keep_all = self.config.bn_stats == "frozen"
         for module in self.model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                if keep_all or not any(p.requires_grad for p in module.parameters(recurse=False)):
                     module.eval()
 
     # ---- loop ----------------------------------------------------------------------------------
