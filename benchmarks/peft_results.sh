@@ -12,23 +12,8 @@ HYM=../shared/data/hymenoptera
 SST=../shared/data/sst2
 TL=.venv/bin/transferlab
 mkdir -p "$OUT"
-run() {  # name, then finetune arguments
-  local name=$1; shift
-  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return 0; fi
-  if [ ! -f "$OUT/$name/metrics.json" ]; then
-    $TL finetune "$@" --out "$OUT/$name" --overwrite > "$OUT/$name.log" 2>&1 || { echo "$name FAILED"; tail -3 "$OUT/$name.log"; return 0; }
-  fi
-  .venv/bin/python - "$OUT/$name/metrics.json" "$name" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-test = m["test"]["accuracy"] if m.get("test") else None
-size = (f"  module {m['task_module_bytes']:,} B = {100 * m['task_module_bytes'] / m['full_checkpoint_bytes']:.2f}% "
-        f"of full {m['full_checkpoint_bytes']:,} B") if "task_module_bytes" in m else ""
-print(f"{sys.argv[2]:<18} val {m['val']['accuracy']:.4f}  test {test if test is None else round(test, 4)}  "
-      f"trainable {m['trainable_params']:,}/{m['total_params']:,} ({100 * m['trainable_share']:.3f}%)  "
-      f"{m['train_seconds']:.0f}s  best epoch {m['best_epoch']}{size}")
-PY
-}
+PY=.venv/bin/python
+source benchmarks/_finetune_rows.sh
 SST_OPTS="--max-train 2000 --max-val 1000 --max-length 64"
 run hym_lora     --model efficientnet_lite0 --data $HYM --strategy lora
 run sst2_lora    --model minilm_l6 --data $SST --strategy lora $SST_OPTS
