@@ -88,3 +88,18 @@ def test_unknown_model_is_a_clear_error():
 def test_lite0_state_dict_maps_every_tensor():
     sd = efficientnet_lite0_state_dict()
     assert len(sd) == 296 and "classifier.weight" in sd and sd["classifier.weight"].shape == (1000, 1280)
+
+
+def test_add_to_group_places_a_module_added_inside_a_block():
+    from torch import nn
+
+    model = create_model("resnet18", num_classes=2)  # timm group_matcher: groups list parameter owners
+    host = model.backbone.layer2[0]
+    host.extra = nn.Linear(4, 4)
+    prefix = next(n for n, m in model.named_modules() if m is host.extra)
+    like = next(n for n, _ in model.named_parameters() if n.startswith(prefix.rsplit(".", 1)[0] + ".conv1"))
+    with pytest.raises(KeyError, match="belongs to no depth group"):
+        model.group_index(prefix + ".weight")
+    index = model.add_to_group(prefix, like=like)
+    assert index == model.group_index(like) == model.group_index(prefix + ".weight")
+    assert sum(len(ps) for ps in model.grouped_parameters()) == len(list(model.named_parameters()))

@@ -98,6 +98,17 @@ class TransferModel(nn.Module):
             raise KeyError(f"parameter {param_name!r} belongs to no depth group")
         return best
 
+    def add_to_group(self, prefix: str, like: str) -> int:
+        """Put the module path `prefix` (a module a strategy added) into the depth group of `like` (a
+        parameter or module path already placed); returns the group's index. Needed where groups list the
+        modules that own parameters (timm's group_matcher gives `blocks.0.0.conv`, not `blocks.0.0`), so a
+        module hung on a block would otherwise belong to no group."""
+        index = self.group_index(like)
+        group = self._groups[index]
+        if prefix not in group.prefixes:
+            self._groups[index] = DepthGroup(group.name, group.prefixes + (prefix,))
+        return index
+
     def grouped_parameters(self) -> list[list[tuple[str, nn.Parameter]]]:
         """Named parameters per depth group, in depth order."""
         out: list[list[tuple[str, nn.Parameter]]] = [[] for _ in self._groups]

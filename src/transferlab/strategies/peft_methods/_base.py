@@ -43,15 +43,8 @@ def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def claim_prefix(model, prefix: str) -> None:
-    """Make sure parameters under `prefix` (a module the method added) belong to a depth group.
-
-    Groups built from timm's group_matcher list the modules that own parameters (`blocks.0.0.conv`), not the
-    blocks, so an adapter hung on a block (`blocks.0.0.tl_adapter`) would belong to no group. It joins the
-    group of the first parameter under the host module. (Workaround inside this package: TransferModel has
-    no public way to extend a group; see docs/peft.md.)
-    """
-    from transferlab.models.transfer_model import DepthGroup
-
+    """Make sure parameters under `prefix` (a module the method added) belong to a depth group: if no group
+    covers it, it joins the group of the first parameter under its host module."""
     try:
         model.group_index(prefix)
         return
@@ -62,9 +55,7 @@ def claim_prefix(model, prefix: str) -> None:
                  None)
     if first is None:
         raise ConfigError(f"cannot place {prefix} in a depth group")
-    index = model.group_index(first)
-    group = model._groups[index]
-    model._groups[index] = DepthGroup(group.name, group.prefixes + (prefix,))
+    model.add_to_group(prefix, like=first)
 
 
 class PeftStrategy(Strategy):
