@@ -1,6 +1,16 @@
-# Shared by core_results.sh and peft_results.sh (sourced, not run): `run NAME finetune-args...` trains
-# OUT/NAME with `transferlab finetune` unless its metrics.json exists, then prints one line of results.
-# Set OUT, TL and PY before sourcing; ONLY=" name name " limits the runs (empty: all).
+# Shared by core_results.sh and peft_results.sh (sourced, not run, from the repository root):
+#   DEFAULT_OUT=/tmp/x; source benchmarks/_finetune_rows.sh "$@"     # arguments: [OUT_DIR] [NAME...]
+# then `run NAME finetune-args...` trains OUT/NAME with `transferlab finetune` unless its metrics.json
+# exists, and prints one line of results; NAMEs given on the command line limit the runs (none: all).
+OUT=${1:-$DEFAULT_OUT}
+shift || true
+ONLY=" $* "
+HYM=../shared/data/hymenoptera
+SST=../shared/data/sst2
+TL=.venv/bin/transferlab
+PY=.venv/bin/python
+mkdir -p "$OUT"
+
 run() {
   local name=$1; shift
   if [ -n "${ONLY// /}" ] && [[ "$ONLY" != *" $name "* ]]; then return 0; fi

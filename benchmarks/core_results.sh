@@ -3,15 +3,8 @@
 # Usage: bash benchmarks/core_results.sh [OUT_DIR] [NAME...]   (about 30-60 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-/tmp/transferlab_core_results}
-shift || true
-ONLY=" $* "
-HYM=../shared/data/hymenoptera
-SST=../shared/data/sst2
-TL=.venv/bin/transferlab
-mkdir -p "$OUT"
-PY=.venv/bin/python
-source benchmarks/_finetune_rows.sh
+DEFAULT_OUT=/tmp/transferlab_core_results
+source benchmarks/_finetune_rows.sh "$@"
 run hym_linear_probe   --model efficientnet_lite0 --data $HYM --strategy linear_probe
 run hym_full           --model efficientnet_lite0 --data $HYM --strategy full
 run hym_discriminative --model efficientnet_lite0 --data $HYM --strategy discriminative

@@ -5,15 +5,8 @@
 # so `full` there is the reference; sst2_full is repeated here (last) to compare on the same machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-/tmp/transferlab_peft_results}
-shift || true
-ONLY=" $* "
-HYM=../shared/data/hymenoptera
-SST=../shared/data/sst2
-TL=.venv/bin/transferlab
-mkdir -p "$OUT"
-PY=.venv/bin/python
-source benchmarks/_finetune_rows.sh
+DEFAULT_OUT=/tmp/transferlab_peft_results
+source benchmarks/_finetune_rows.sh "$@"
 SST_OPTS="--max-train 2000 --max-val 1000 --max-length 64"
 run hym_lora     --model efficientnet_lite0 --data $HYM --strategy lora
 run sst2_lora    --model minilm_l6 --data $SST --strategy lora $SST_OPTS
