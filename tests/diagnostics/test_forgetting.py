@@ -125,3 +125,25 @@ def test_lwf_and_ewc_train_end_to_end(source_weights, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert "lwf" in history[0] and "ewc" in history[0]
     assert history[0]["lwf"] > 0 and history[0]["ewc"] >= 0 and metrics["val"]["n"] > 0
+
+
+def test_ewc_resume_restores_the_fisher_instead_of_recomputing_it(source_weights, tmp_path, monkeypatch):
+    from transferlab.runs import prepare
+    from transferlab.strategies import forgetting
+    from transferlab.training.trainer import Trainer
+
+    config = tiny_config(source_weights, strategy="full+ewc:samples=8")
+    data, model, strategy = prepare(config)
+    Trainer(model, strategy, data, config.train, tmp_path / "run").fit()
+    saved = strategy.part("ewc").fisher
+
+    def no_second_estimate(*args, **kwargs):
+        raise AssertionError("the Fisher diagonal was estimated again on resume")
+
+    monkeypatch.setattr(forgetting, "empirical_fisher", no_second_estimate)
+    data, model, strategy = prepare(config)
+    Trainer(model, strategy, data, config.train, tmp_path / "run").setup(resume=True)
+    restored = strategy.part("ewc").fisher
+    assert set(restored) == set(saved) and all(torch.equal(restored[k], saved[k]) for k in saved)
+    with pytest.raises(ValueError, match="no EWC Fisher"):
+        parse_strategy("ewc").load_state_dict({})

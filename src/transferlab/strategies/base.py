@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class StrategyContext:
-    """What `on_fit_start` may use: the data, the total epoch count, and a batch iterator factory."""
+    """What `on_fit_start` may use: the data, the total epoch count, a batch iterator factory, and whether
+    the run resumes (state a strategy saved with `state_dict` is then restored right after)."""
 
     total_epochs: int
     train_batches: Any = None  # callable returning an iterator of training batches on the device
     device: torch.device | str = "cpu"
     options: dict = dataclasses.field(default_factory=dict)  # e.g. {"source_data": path}
+    resuming: bool = False  # a checkpoint's strategy state (load_state_dict) follows on_fit_start
 
 
 class Strategy:

@@ -58,7 +58,7 @@ class EWC(Strategy):
     def on_fit_start(self, model, ctx):
         _require_source_head(model, "ewc")
         self.reference = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_new_param(n)}
-        if self.fisher:  # restored from a checkpoint already
+        if self.fisher or ctx.resuming:  # restored already, or restored from the checkpoint next
             return
         examples = _source_examples(model, ctx, self.params.samples)
         source = (ctx.options or {}).get("source_data")
@@ -78,6 +78,8 @@ class EWC(Strategy):
 
     def load_state_dict(self, state):
         fisher = {k[len("fisher."):]: v for k, v in state.items() if k.startswith("fisher.")}
+        if not fisher and not self.fisher:
+            raise ValueError("the checkpoint holds no EWC Fisher diagonal")
         if fisher:
             self.fisher = fisher
 

@@ -110,12 +110,13 @@ class Trainer:
             from transferlab.training.head_init import init_head_from_source
 
             init_head_from_source(self.model, self.eval_loader(self.data.train), self.device)
+        resuming = resume and (self.ckpt_dir / LAST).is_file()
         ctx = StrategyContext(total_epochs=self.config.epochs, train_batches=self._plain_train_batches,
-                              device=self.device, options=self.strategy_options)
+                              device=self.device, options=self.strategy_options, resuming=resuming)
         self.strategy.on_fit_start(self.model, ctx)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         self.optimizer = build_optimizer(self.model, trainable, self.config)
-        if resume and (self.ckpt_dir / LAST).is_file():
+        if resuming:
             self._restore(self.ckpt_dir / LAST)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
