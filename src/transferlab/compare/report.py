@@ -427,6 +427,7 @@ def write_report(results: GridResults) -> dict[str, Path]:
     """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically."""
     out = Path(results.out)
     ctx = ReportContext(results, out)
+    logger.info("writing the report to %s (%d sections)", out, len(_SECTIONS))
     sections = build_sections(ctx)
     for section in sections.values():
         for block in section.blocks:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 
 from transferlab.compare.report import Bullets, Figure, Section, Table, Text, register_section
 
@@ -16,9 +17,14 @@ logger = logging.getLogger(__name__)
 MAX_BATCHES = 4
 
 
-def _first_runs(ctx) -> list[tuple[str, str]]:
+def _first_runs(ctx, section: str) -> Iterator[tuple[str, str]]:
+    """(strategy, run folder of its first finished seed), logging progress: each costs model loads and
+    forward passes, and a grid has many."""
     r = ctx.results
-    return [(name, runs[0].run_dir) for name in r.strategies if (runs := r.finished_runs(name))]
+    runs = [(name, runs[0].run_dir) for name in r.strategies if (runs := r.finished_runs(name))]
+    for i, (name, run_dir) in enumerate(runs, 1):
+        logger.info("report section %s: %d/%d %s", section, i, len(runs), name)
+        yield name, run_dir
 
 
 def _png(fig) -> bytes:
@@ -40,7 +46,7 @@ def cka_section(ctx) -> Section | None:
     from transferlab.diagnostics.drift import drift_for_run
 
     results, notes = {}, []
-    for name, run_dir in _first_runs(ctx):
+    for name, run_dir in _first_runs(ctx, "cka"):
         try:
             d = drift_for_run(run_dir, max_batches=MAX_BATCHES)
         except Exception as exc:  # noqa: BLE001
@@ -77,7 +83,7 @@ def forgetting_section(ctx) -> Section | None:
     from transferlab.diagnostics.forgetting import forgetting_for_run
 
     rows, data, notes = [], {}, []
-    for name, run_dir in _first_runs(ctx):
+    for name, run_dir in _first_runs(ctx, "forgetting"):
         source = _source_data(run_dir)
         try:
             f = forgetting_for_run(run_dir, source_data=source)
@@ -118,7 +124,7 @@ def bn_shift_section(ctx) -> Section | None:
     from transferlab.diagnostics.bn import bn_shift_for
 
     rows, data, notes = [], {}, []
-    for name, run_dir in _first_runs(ctx):
+    for name, run_dir in _first_runs(ctx, "bn_shift"):
         try:
             r = bn_shift_for(None, run_dir=run_dir, max_batches=MAX_BATCHES)
         except Exception as exc:  # noqa: BLE001
