@@ -53,6 +53,10 @@ def test_unknown_strategy_is_refused_before_anything_runs(tmp_path, tiny_weights
     with pytest.raises(SystemExit):  # a bad key of a known strategy too
         main(grid_args(out, tiny_weights, "full,l2sp:gamma=1"))
     assert not out.exists()
+    with pytest.raises(SystemExit):  # missing source data too
+        main(grid_args(out, tiny_weights, "full", "--source-data", str(tmp_path / "no_source")))
+    assert "no_source: no such file or folder" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_existing_grid_needs_resume(grid_dir, tiny_weights, capsys):

@@ -55,10 +55,14 @@ def test_report_sections_for_the_comparison_report(tiny_run):
 
     run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
     results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run])
-    ctx = SimpleNamespace(results=results, cache={})
+    ctx = SimpleNamespace(results=results, cache={}, source_data=None)
     cka = report.cka_section(ctx)
     assert cka.blocks[0].png.startswith(b"\x89PNG") and "full" in cka.data
     forgetting = report.forgetting_section(ctx)
     assert forgetting.data["full"]["mode"] == "agreement_proxy"
+    # source data given to the report (compare --source-data, also with --report-only) measures forgetting
+    measured = report.forgetting_section(SimpleNamespace(results=results, cache={}, source_data="digits:0-4"))
+    f = measured.data["full"]
+    assert f["mode"] == "source_accuracy" and f["forgetting"] == pytest.approx(f["accuracy_before"] - f["accuracy_after"])
     bn = report.bn_shift_section(ctx)
     assert bn.data["full"]["mean_skl"] >= 0

@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue a grid in --out: finished runs are kept, unfinished ones resume")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs in --out")
+    p.add_argument("--source-data", help="source-task data, in the source model's label space (e.g. class folders "
+                   "named by ImageNet class): used by ewc, and the report measures every strategy's forgetting on it")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, DataOptions, exclude=("seed",))
     p.set_defaults(func=cmd_compare)
@@ -57,7 +59,8 @@ def grid_spec_from_args(args):
     # The data split and subsample stay fixed (seeded by --seed) across the grid's seeds: strategies and seeds
     # are compared on the same validation set.
     base = RunConfig(model=args.model, data=args.data, weights=args.weights, train=train,
-                     data_options=dataclass_from_args(DataOptions, args, seed=base_seed))
+                     data_options=dataclass_from_args(DataOptions, args, seed=base_seed),
+                     strategy_options={"source_data": args.source_data} if args.source_data else {})
     return GridSpec(base=base, strategies=split_strategy_list(args.strategies),
                     seeds=[base_seed + i for i in range(args.seeds)], scratch=args.scratch)
 
@@ -72,9 +75,9 @@ def cmd_compare(args) -> None:
 
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
-        results = report_from_dir(args.out)
+        results = report_from_dir(args.out, source_data=args.source_data)
     else:
-        _check_model_and_data(args.model, args.data)
+        _check_model_and_data(args.model, args.data, args.source_data)
         results = compare(grid_spec_from_args(args), args.out, resume=args.resume)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
@@ -84,7 +87,7 @@ def cmd_compare(args) -> None:
               + "; ".join(f"{r.strategy} seed {r.seed}: {r.error or r.status}" for r in failed))
 
 
-def _check_model_and_data(model: str, data: str) -> None:
+def _check_model_and_data(model: str, data: str, source_data: str | None = None) -> None:
     """Cheap checks before any run: every cell would fail the same way otherwise."""
     from pathlib import Path
 
@@ -96,5 +99,7 @@ def _check_model_and_data(model: str, data: str) -> None:
     if not (model in list_models() or Path(model).is_dir() or model.startswith("hf:") or is_timm_model(model)):
         raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(list_models())}, a timm "
                           "architecture name, a Hugging Face model directory, or hf:<hub id>")
-    if not is_digits_spec(data) and not Path(data).expanduser().exists():
-        raise ConfigError(f"{data}: no such file or folder; give an image folder, a text file or folder, or 'digits'")
+    for path in (data, source_data):
+        if path and not is_digits_spec(path) and not Path(path).expanduser().exists():
+            raise ConfigError(f"{path}: no such file or folder; give an image folder, a text file or folder, "
+                              "or 'digits'")

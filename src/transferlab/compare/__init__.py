@@ -29,8 +29,9 @@ def compare(spec: GridSpec, out: str | Path, resume: bool = False) -> GridResult
     return results
 
 
-def report_from_dir(out: str | Path) -> GridResults:
-    """(Re)write the report of a grid folder from what its runs left on disk."""
+def report_from_dir(out: str | Path, source_data: str | None = None) -> GridResults:
+    """(Re)write the report of a grid folder from what its runs left on disk; `source_data` measures
+    forgetting for runs that were not given source data."""
     results = collect(out, json.loads((Path(out) / "grid.json").read_text()))
-    write_report(results)
+    write_report(results, source_data=source_data)
     return results

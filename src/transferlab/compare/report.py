@@ -69,6 +69,7 @@ class ReportContext:
     results: GridResults
     out: Path
     cache: dict = field(default_factory=dict)  # shared by sections, e.g. loaded models
+    source_data: str | None = None  # source-task data for runs that were not given any (forgetting)
 
 
 SectionFn = Callable[[ReportContext], "Section | None"]
@@ -423,10 +424,11 @@ def _num(x):
     return "" if x is None else repr(x) if isinstance(x, float) else x
 
 
-def write_report(results: GridResults) -> dict[str, Path]:
-    """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically."""
+def write_report(results: GridResults, source_data: str | None = None) -> dict[str, Path]:
+    """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically.
+    `source_data`: source-task data for the forgetting section where a run has none of its own."""
     out = Path(results.out)
-    ctx = ReportContext(results, out)
+    ctx = ReportContext(results, out, source_data=source_data)
     logger.info("writing the report to %s (%d sections)", out, len(_SECTIONS))
     sections = build_sections(ctx)
     for section in sections.values():
