@@ -103,3 +103,16 @@ def test_safe_name_is_filesystem_safe_and_distinct():
     for n in names:
         assert "/" not in n and ":" not in n and not n.startswith(".") and len(n) <= 80
     assert safe_name("full") == "full"
+
+
+def test_digits_demo_defaults_keep_pretrained_batchnorm_statistics_unless_told_otherwise():
+    from transferlab.cli import build_parser
+    from transferlab.cli.compare import grid_spec_from_args
+
+    spec = grid_spec_from_args(build_parser().parse_args(["compare"]))
+    assert spec.base.data == "digits" and spec.base.train.bn_stats == "frozen"
+    assert spec.base.data_options.image_size == 64 and spec.base.train.epochs == 3
+    spec = grid_spec_from_args(build_parser().parse_args(["compare", "--bn-stats", "auto", "--epochs", "1"]))
+    assert spec.base.train.bn_stats == "auto" and spec.base.train.epochs == 1
+    spec = grid_spec_from_args(build_parser().parse_args(["compare", "--data", "../shared/data/hymenoptera"]))
+    assert spec.base.train.bn_stats == "auto" and spec.base.train.epochs == 5  # defaults only for digits
