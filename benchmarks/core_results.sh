@@ -13,3 +13,4 @@ run hym_lp_ft          --model efficientnet_lite0 --data $HYM --strategy lp_ft
 run hym_full_headinit  --model efficientnet_lite0 --data $HYM --strategy full --head-init source
 run sst2_full          --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64
 run sst2_full_seed1    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 1
+run sst2_full_seed2    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 2
