@@ -14,3 +14,5 @@ run hym_full_headinit  --model efficientnet_lite0 --data $HYM --strategy full --
 run sst2_full          --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64
 run sst2_full_seed1    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 1
 run sst2_full_seed2    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 2
+run sst2_full_seed3    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 3
+run sst2_full_seed4    --model minilm_l6 --data $SST --strategy full --max-train 2000 --max-val 1000 --max-length 64 --seed 4
