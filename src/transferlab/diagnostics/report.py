@@ -101,7 +101,7 @@ def forgetting_section(ctx) -> Section | None:
     blocks = [Table(["strategy", "source acc. before", "after", "forgetting", "source-head agreement"], rows),
               Text("Forgetting = source-task accuracy of the pre-trained model minus that of the fine-tuned "
                    "backbone with the original source head, on the source data given to the run "
-                   "(--source-data). Without source data only the agreement of the two source heads' "
+                   "or to compare (--source-data). Without source data only the agreement of the two source heads' "
                    "predictions on the target validation inputs is shown: a proxy, not an accuracy.")]
     if notes:
         blocks.append(Bullets(notes))
