@@ -34,6 +34,36 @@ def test_forgetting_with_source_data_and_the_agreement_proxy(tiny_run, capsys):
     assert proxy["mode"] == "agreement_proxy" and proxy["accuracy_before"] is None and 0 <= proxy["agreement"] <= 1
 
 
+def test_forgetting_counts_match_a_direct_count_and_a_cache_skips_the_pretrained_model(tiny_run, monkeypatch):
+    from transferlab.diagnostics import forgetting as forgetting_module
+    from transferlab.diagnostics._common import make_loader, reference_model
+    from transferlab.diagnostics.source import load_source_data
+    from transferlab.runs import load_run
+
+    cache: dict = {}
+    r = forgetting_for_run(tiny_run, source_data="digits:0-4", cache=cache)
+    config, _, tuned, _ = load_run(tiny_run)
+    src = load_source_data("digits:0-4", tuned.cfg, image_size=config.data_options.image_size,
+                           seed=config.data_options.seed, val_fraction=config.data_options.val_fraction)
+    counts = {"before": 0, "after": 0, "same": 0, "n": 0}
+    pretrained = reference_model(config)
+    tuned.eval()
+    with torch.no_grad():
+        for batch in make_loader(src, src.val, 32):
+            y = torch.tensor([int(src.classes[i]) for i in batch["labels"]])  # class "3" is source class 3
+            a, b = pretrained.source_logits(batch).argmax(-1), tuned.source_logits(batch).argmax(-1)
+            counts["before"] += (a == y).sum().item()
+            counts["after"] += (b == y).sum().item()
+            counts["same"] += (a == b).sum().item()
+            counts["n"] += len(y)
+    assert r.examples == counts["n"]
+    assert r.accuracy_before == counts["before"] / counts["n"] and r.accuracy_after == counts["after"] / counts["n"]
+    assert r.agreement == counts["same"] / counts["n"]
+    # Again with the cache: the pre-trained model is not even built, and the result is the same.
+    monkeypatch.setattr(forgetting_module, "reference_model", lambda *a, **k: pytest.fail("pre-trained rebuilt"))
+    assert forgetting_for_run(tiny_run, source_data="digits:0-4", cache=cache) == r and len(cache) == 1
+
+
 def test_export_source_weights_makes_the_run_head_the_source_head(tiny_run, tmp_path):
     from transferlab.diagnostics.source import export_source_weights
     from transferlab.models import create_model

@@ -37,42 +37,50 @@ class ForgettingResult:
 
 
 @torch.no_grad()
-def compare_source_heads(original, finetuned, loader, device, label_map: list[int] | None = None) -> dict:
-    """Accuracy (if `label_map` maps data labels to source indices) and agreement of two source heads."""
+def source_predictions(model, loader, device, present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per example, in loader order: the source head's class over all source classes (`all`), over the
+    source classes in `present` only (`restricted`, when given), and the data label (`labels`)."""
     from transferlab.training.evaluate import to_device
 
-    original.eval()
-    finetuned.eval()
-    mapping = torch.tensor(label_map, device=device) if label_map is not None else None
-    n = agree = correct_a = correct_b = rcorrect_a = rcorrect_b = 0
+    model.eval()
+    out: dict[str, list] = {"all": [], "restricted": [], "labels": []}
     for batch in loader:
         if batch["labels"].numel() == 0:
             continue
         batch = to_device(batch, device)
-        la, lb = original.source_logits(batch), finetuned.source_logits(batch)  # (B, S)
-        pa, pb = la.argmax(-1), lb.argmax(-1)
-        agree += (pa == pb).sum().item()
-        n += pa.numel()
-        if mapping is not None:
-            y = mapping[batch["labels"]]
-            correct_a += (pa == y).sum().item()
-            correct_b += (pb == y).sum().item()
-            present = mapping.unique()
-            ra, rb = present[la[:, present].argmax(-1)], present[lb[:, present].argmax(-1)]
-            rcorrect_a += (ra == y).sum().item()
-            rcorrect_b += (rb == y).sum().item()
+        logits = model.source_logits(batch)  # (B, S)
+        out["all"].append(logits.argmax(-1).cpu())
+        out["labels"].append(batch["labels"].cpu())
+        if present is not None:
+            index = present.to(logits.device)
+            out["restricted"].append(index[logits[:, index].argmax(-1)].cpu())
+    return {k: torch.cat(v) if v else torch.empty(0, dtype=torch.long) for k, v in out.items()}
+
+
+def compare_predictions(before: dict, after: dict, mapping: torch.Tensor | None = None) -> dict:
+    """Agreement of two models' source-head predictions and, with `mapping` (data label -> source class),
+    the accuracy of each."""
+    n = after["all"].numel()
     if n == 0:
         raise ConfigError("no readable examples to compare the source heads on")
-    out = {"examples": n, "agreement": agree / n}
+    out = {"examples": n, "agreement": (before["all"] == after["all"]).sum().item() / n}
     if mapping is not None:
-        out.update(accuracy_before=correct_a / n, accuracy_after=correct_b / n,
-                   restricted_accuracy_before=rcorrect_a / n, restricted_accuracy_after=rcorrect_b / n)
+        y = mapping[after["labels"]]
+        out.update(accuracy_before=(before["all"] == y).sum().item() / n,
+                   accuracy_after=(after["all"] == y).sum().item() / n,
+                   restricted_accuracy_before=(before["restricted"] == y).sum().item() / n,
+                   restricted_accuracy_after=(after["restricted"] == y).sum().item() / n)
     return out
 
 
 def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, split: str = "val",
-                       class_map: dict[str, int] | None = None, batch_size: int | None = None) -> ForgettingResult:
-    """Forgetting of a run's source task (with `source_data`) or the agreement proxy on its target data."""
+                       class_map: dict[str, int] | None = None, batch_size: int | None = None,
+                       cache: dict | None = None) -> ForgettingResult:
+    """Forgetting of a run's source task (with `source_data`) or the agreement proxy on its target data.
+
+    `cache` (e.g. a comparison report's): the pre-trained model's predictions are kept there and reused by
+    every run of the same model, weights and data, which would otherwise compute them again each time.
+    """
     from transferlab.runs import _tokenizer_for, load_run
     from transferlab.training.trainer import resolve_device
 
@@ -80,21 +88,31 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
     if model.source_head is None:
         raise ConfigError(f"{config.model} has no source classifier (source head), so forgetting of a source "
                           f"task cannot be measured; fine-tune from --weights that include a classifier")
-    original = reference_model(config)
     device = resolve_device(config.train.device)
     model.to(device)
-    original.to(device)
     bs = batch_size or config.train.eval_batch_size
+    label_map, data = None, bundle
+    if source_data is not None:
+        tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
+        data = load_source_data(source_data, model.cfg, image_size=config.data_options.image_size,
+                                seed=config.data_options.seed, val_fraction=config.data_options.val_fraction,
+                                tokenizer=tokenizer)
+        label_map = source_label_map(list(data.classes), model.source_head.out_features, class_map)
+    mapping = torch.tensor(label_map) if label_map is not None else None
+    present = mapping.unique() if mapping is not None else None
+    loader = make_loader(data, split_of(data, split), bs)
+    # The pre-trained model (source heads need --weights, so it is never a random draw) on the same examples.
+    key = ("forgetting:pretrained", config.model, config.weights, source_data or config.data, split,
+           repr(config.data_options), bs, tuple(label_map or ()))
+    before = cache.get(key) if cache is not None else None
+    if before is None:
+        before = source_predictions(reference_model(config).to(device), loader, device, present)
+        if cache is not None:
+            cache[key] = before
+    stats = compare_predictions(before, source_predictions(model, loader, device, present), mapping)
     if source_data is None:
-        stats = compare_source_heads(original, model, make_loader(bundle, split_of(bundle, split), bs), device)
         return ForgettingResult(run=str(run_dir), mode="agreement_proxy", data=config.data, split=split,
                                 examples=stats["examples"], agreement=stats["agreement"])
-    tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
-    src = load_source_data(source_data, model.cfg, image_size=config.data_options.image_size,
-                           seed=config.data_options.seed, val_fraction=config.data_options.val_fraction,
-                           tokenizer=tokenizer)
-    label_map = source_label_map(list(src.classes), model.source_head.out_features, class_map)
-    stats = compare_source_heads(original, model, make_loader(src, split_of(src, split), bs), device, label_map)
     return ForgettingResult(run=str(run_dir), mode="source_accuracy", data=source_data, split=split,
                             examples=stats["examples"], accuracy_before=stats["accuracy_before"],
                             accuracy_after=stats["accuracy_after"],

@@ -86,7 +86,7 @@ def forgetting_section(ctx) -> Section | None:
     for name, run_dir in _first_runs(ctx, "forgetting"):
         source = _source_data(run_dir) or ctx.source_data
         try:
-            f = forgetting_for_run(run_dir, source_data=source)
+            f = forgetting_for_run(run_dir, source_data=source, cache=ctx.cache)
         except Exception as exc:  # noqa: BLE001  (e.g. no source head: scratch, minilm_l6)
             notes.append(f"{name}: not measurable ({exc})")
             continue
