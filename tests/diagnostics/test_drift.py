@@ -26,6 +26,21 @@ def test_drift_for_run_reports_every_depth_group_in_order(tiny_run):
     assert json.loads(json.dumps(result.to_dict()))["groups"][0]["name"] == result.groups[0].name
 
 
+def test_a_cache_shares_the_pretrained_outputs_and_changes_no_number(tiny_run, monkeypatch):
+    from transferlab.diagnostics import drift as drift_module
+
+    plain = drift_for_run(tiny_run, max_batches=2)
+    calls = []
+    counted = drift_module.group_outputs
+    monkeypatch.setattr(drift_module, "group_outputs", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    cache: dict = {}
+    first = drift_for_run(tiny_run, max_batches=2, cache=cache)
+    assert len(calls) == 2 and len(cache) == 1  # the run's model and the pre-trained one
+    second = drift_for_run(tiny_run, max_batches=2, cache=cache)
+    assert len(calls) == 3  # only the run's model: the pre-trained outputs came from the cache
+    assert plain.to_dict() == first.to_dict() == second.to_dict()
+
+
 def test_a_model_against_its_own_copy_has_no_drift(tiny_run):
     from torch.utils.data import DataLoader
 

@@ -62,33 +62,42 @@ def weight_changes(model, reference) -> list[float | None]:
 
 
 @torch.no_grad()
-def representation_cka(model, reference, loader, device, max_batches: int | None = None,
-                       unbiased: bool = True) -> tuple[list[float | None], int, int]:
-    """(CKA per depth group, examples seen, batches used) between the two models' group outputs."""
-    from transferlab.training.evaluate import to_device
-
+def group_outputs(model, loader, device, max_batches: int | None = None) -> tuple[list[list], int]:
+    """The pooled (B, D) output of every depth group, per batch (None where a group did not run), and the
+    number of examples seen."""
     model.eval()
-    reference.eval()
-    hooks_a, hooks_b = GroupOutputs(model), GroupOutputs(reference)
-    accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
-    examples = batches = 0
+    hooks = GroupOutputs(model)
+    per_batch, examples = [], 0
     try:
         for batch in target_batches(loader, device, max_batches):
-            outs_a, outs_b = hooks_a.run(model, batch), hooks_b.run(reference, batch)
-            for acc, a, b in zip(accs, outs_a, outs_b):
-                if a is not None and b is not None:
-                    acc.update(a, b)
+            per_batch.append(hooks.run(model, batch))
             examples += batch["labels"].numel()
-            batches += 1
     finally:
-        hooks_a.close()
-        hooks_b.close()
-    return [acc.value() if acc.batches else None for acc in accs], examples, batches
+        hooks.close()
+    return per_batch, examples
 
 
-def drift(model, reference, loader, device, max_batches: int | None = None) -> tuple[list[GroupDrift], int, int]:
+@torch.no_grad()
+def representation_cka(model, reference, loader, device, max_batches: int | None = None, unbiased: bool = True,
+                       reference_outputs: list[list] | None = None) -> tuple[list[float | None], int, int]:
+    """(CKA per depth group, examples seen, batches used) between the two models' group outputs.
+    `reference_outputs`: the reference's `group_outputs` on the same loader, when already computed."""
+    outputs, examples = group_outputs(model, loader, device, max_batches)
+    if reference_outputs is None:
+        reference_outputs, _ = group_outputs(reference, loader, device, max_batches)
+    accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
+    for outs_a, outs_b in zip(outputs, reference_outputs, strict=True):
+        for acc, a, b in zip(accs, outs_a, outs_b):
+            if a is not None and b is not None:
+                acc.update(a, b)
+    return [acc.value() if acc.batches else None for acc in accs], examples, len(outputs)
+
+
+def drift(model, reference, loader, device, max_batches: int | None = None,
+          reference_outputs: list[list] | None = None) -> tuple[list[GroupDrift], int, int]:
     changes = weight_changes(model, reference)
-    ckas, examples, batches = representation_cka(model, reference, loader, device, max_batches)
+    ckas, examples, batches = representation_cka(model, reference, loader, device, max_batches,
+                                                  reference_outputs=reference_outputs)
     head = len(model.depth_groups) - 1
     groups = [GroupDrift(g.name, i, changes[i], None if i == head else ckas[i])
               for i, g in enumerate(model.depth_groups)]
@@ -96,8 +105,13 @@ def drift(model, reference, loader, device, max_batches: int | None = None) -> t
 
 
 def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "val",
-                  max_batches: int | None = None, batch_size: int | None = None) -> DriftResult:
-    """Weight change and CKA per depth group of a run, on its own data (or `data`, same classes)."""
+                  max_batches: int | None = None, batch_size: int | None = None,
+                  cache: dict | None = None) -> DriftResult:
+    """Weight change and CKA per depth group of a run, on its own data (or `data`, same classes).
+
+    `cache` (e.g. a comparison report's): the pre-trained model's group outputs are kept there and reused by
+    every run whose reference has the same model, weights, parameters and data.
+    """
     from transferlab.runs import load_run
     from transferlab.training.trainer import resolve_device
 
@@ -111,8 +125,17 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
         logger.warning(note)
     model.to(device)
     reference.to(device)
-    loader = make_loader(bundle, split_of(bundle, split), batch_size or config.train.eval_batch_size)
-    groups, examples, batches = drift(model, reference, loader, device, max_batches)
+    bs = batch_size or config.train.eval_batch_size
+    loader = make_loader(bundle, split_of(bundle, split), bs)
+    reference_outputs = None
+    if cache is not None and not note:  # a random reference is a new draw each time: nothing to share
+        # The parameter names tell a plain pre-trained reference from one a strategy gave modules (LoRA, ...).
+        key = ("drift:pretrained", config.model, config.weights, data or config.data, split,
+               repr(config.data_options), bs, max_batches, tuple(n for n, _ in reference.named_parameters()))
+        if key not in cache:
+            cache[key] = group_outputs(reference, loader, device, max_batches)[0]
+        reference_outputs = cache[key]
+    groups, examples, batches = drift(model, reference, loader, device, max_batches, reference_outputs)
     return DriftResult(run=str(run_dir), data=config.data, split=split, examples=examples, batches=batches,
                        note=note, groups=groups)
 

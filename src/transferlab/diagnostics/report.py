@@ -48,7 +48,7 @@ def cka_section(ctx) -> Section | None:
     results, notes = {}, []
     for name, run_dir in _first_runs(ctx, "cka"):
         try:
-            d = drift_for_run(run_dir, max_batches=MAX_BATCHES)
+            d = drift_for_run(run_dir, max_batches=MAX_BATCHES, cache=ctx.cache)
         except Exception as exc:  # noqa: BLE001
             notes.append(f"{name}: not computed ({type(exc).__name__}: {exc})")
             continue
