@@ -39,6 +39,12 @@ def reference_model(config: "RunConfig", strategy=None) -> "TransferModel":
     return model
 
 
+def pretrained_key(kind: str, config: "RunConfig", data: str, split: str, batch_size: int, *extra) -> tuple:
+    """Cache key (a report's `ctx.cache`) for the pre-trained model's outputs on a run's data: the same for every
+    run of one grid that shares model, weights, data, data options and batching."""
+    return (kind, config.model, config.weights, data, split, repr(config.data_options), batch_size, *extra)
+
+
 def split_of(data, split: str):
     dataset = {"val": data.val, "test": data.test, "train": data.train}.get(split)
     if dataset is None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import save_figure, target_batches, GroupOutputs, make_loader, reference_is_random, reference_model, \
-    split_of
+from transferlab.diagnostics._common import GroupOutputs, make_loader, pretrained_key, reference_is_random, \
+    reference_model, save_figure, split_of, target_batches
 from transferlab.diagnostics.cka import MinibatchCKA
 
 logger = logging.getLogger(__name__)
@@ -80,17 +80,29 @@ def group_outputs(model, loader, device, max_batches: int | None = None) -> tupl
 @torch.no_grad()
 def representation_cka(model, reference, loader, device, max_batches: int | None = None, unbiased: bool = True,
                        reference_outputs: list[list] | None = None) -> tuple[list[float | None], int, int]:
-    """(CKA per depth group, examples seen, batches used) between the two models' group outputs.
-    `reference_outputs`: the reference's `group_outputs` on the same loader, when already computed."""
-    outputs, examples = group_outputs(model, loader, device, max_batches)
-    if reference_outputs is None:
-        reference_outputs, _ = group_outputs(reference, loader, device, max_batches)
+    """(CKA per depth group, examples seen, batches used) between the two models' group outputs, in one pass
+    over the loader. `reference_outputs`: the reference's `group_outputs` on the same loader, when already
+    computed (the reference then does not run)."""
+    model.eval()
+    reference.eval()
+    hooks_a = GroupOutputs(model)
+    hooks_b = GroupOutputs(reference) if reference_outputs is None else None
     accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
-    for outs_a, outs_b in zip(outputs, reference_outputs, strict=True):
-        for acc, a, b in zip(accs, outs_a, outs_b):
-            if a is not None and b is not None:
-                acc.update(a, b)
-    return [acc.value() if acc.batches else None for acc in accs], examples, len(outputs)
+    examples = batches = 0
+    try:
+        for batch in target_batches(loader, device, max_batches):
+            outs_a = hooks_a.run(model, batch)
+            outs_b = hooks_b.run(reference, batch) if hooks_b is not None else reference_outputs[batches]
+            for acc, a, b in zip(accs, outs_a, outs_b):
+                if a is not None and b is not None:
+                    acc.update(a, b)
+            examples += batch["labels"].numel()
+            batches += 1
+    finally:
+        hooks_a.close()
+        if hooks_b is not None:
+            hooks_b.close()
+    return [acc.value() if acc.batches else None for acc in accs], examples, batches
 
 
 def drift(model, reference, loader, device, max_batches: int | None = None,
@@ -130,8 +142,8 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
     reference_outputs = None
     if cache is not None and not note:  # a random reference is a new draw each time: nothing to share
         # The parameter names tell a plain pre-trained reference from one a strategy gave modules (LoRA, ...).
-        key = ("drift:pretrained", config.model, config.weights, data or config.data, split,
-               repr(config.data_options), bs, max_batches, tuple(n for n, _ in reference.named_parameters()))
+        key = pretrained_key("drift", config, data or config.data, split, bs, max_batches,
+                             tuple(n for n, _ in reference.named_parameters()))
         if key not in cache:
             cache[key] = group_outputs(reference, loader, device, max_batches)[0]
         reference_outputs = cache[key]

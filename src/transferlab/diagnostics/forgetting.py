@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import make_loader, reference_model, split_of
+from transferlab.diagnostics._common import make_loader, pretrained_key, reference_model, split_of
 from transferlab.diagnostics.source import load_source_data, source_label_map
 from transferlab.errors import ConfigError
 
@@ -102,8 +102,7 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
     present = mapping.unique() if mapping is not None else None
     loader = make_loader(data, split_of(data, split), bs)
     # The pre-trained model (source heads need --weights, so it is never a random draw) on the same examples.
-    key = ("forgetting:pretrained", config.model, config.weights, source_data or config.data, split,
-           repr(config.data_options), bs, tuple(label_map or ()))
+    key = pretrained_key("forgetting", config, source_data or config.data, split, bs, tuple(label_map or ()))
     before = cache.get(key) if cache is not None else None
     if before is None:
         before = source_predictions(reference_model(config).to(device), loader, device, present)
