@@ -17,10 +17,12 @@ import torch
 from transferlab.data import DataOptions, load_data
 from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.models import create_model
+from transferlab.outputs import RUN_FOLDER, RUN_FORMAT, check_output_path, folder_state, foreign_message, \
+    remove_owned
 from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
 from transferlab.training.config import TrainConfig
-from transferlab.training.trainer import BEST, Trainer
+from transferlab.training.trainer import BEST, Trainer, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class RunConfig:
         return {"model": self.model, "data": self.data, "strategy": self.strategy, "weights": self.weights,
                 "train": asdict(self.train), "data_options": asdict(self.data_options),
                 "strategy_options": self.strategy_options, "classes": self.classes,
-                "format": "transferlab-run-1"}
+                "format": RUN_FORMAT}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -49,21 +51,92 @@ class RunConfig:
                    strategy_options=d.get("strategy_options", {}), classes=d.get("classes"))
 
 
+# Options that may differ on --resume: where the run computes, and what it does at a non-finite loss after it
+# stopped at one. Every other difference would make the resumed run another run.
+RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite")
+
+
 def run_state(out: Path) -> str:
-    """'empty', 'unfinished' (a checkpoint but no metrics) or 'finished'."""
-    if (out / "metrics.json").is_file():
-        return "finished"
-    if (out / "checkpoint").is_dir() or (out / "config.json").is_file():
-        return "unfinished"
-    return "empty"
+    """'empty' (new, or nothing of a run yet), 'unfinished' (a run without metrics), 'finished', or 'foreign'
+    (files that are not a transferlab run: a config.json without the run format, anything else)."""
+    state = folder_state(out, RUN_FOLDER)
+    if state == "new":
+        return "empty"
+    if state == "foreign":
+        return "foreign"
+    return "finished" if (out / "metrics.json").is_file() else "unfinished"
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def run_inputs(config: RunConfig) -> dict[str, object]:
+    """The paths a run reads, by option: an output must not be, contain or sit inside any of them."""
+    from transferlab.data._digits import is_digits_spec
+
+    inputs = {"--data": None if is_digits_spec(config.data) else config.data, "--weights": config.weights,
+              "--source-data": config.strategy_options.get("source_data")}
+    if _is_path_model(config.model):
+        inputs["--model"] = config.model
+    return inputs
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool, inputs: dict[str, object] | None = None) -> str:
+    """Refuse an output folder a run may not use; returns its run_state."""
+    out = check_output_path(out, "--out", inputs)
     state = run_state(out)
+    if state == "foreign":
+        raise ConfigError(foreign_message(out, RUN_FOLDER))
     if state == "finished" and not overwrite:
         raise ConfigError(f"{out} holds a finished run; choose another --out or pass --overwrite")
     if state == "unfinished" and not (resume or overwrite):
         raise ConfigError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite")
+    if state == "empty" and resume:
+        raise ConfigError(f"--resume: {out} holds no run to continue; run without --resume to start one")
+    return state
+
+
+def _is_path_model(model: str) -> bool:
+    from transferlab.models._registry import list_models
+
+    return model not in list_models() and not model.startswith("hf:") and Path(model).expanduser().exists()
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """The config with every path it reads made absolute, so that the run loads from any directory."""
+    from transferlab.data._digits import is_digits_spec
+
+    def absolute(value):
+        if not value or not Path(str(value)).expanduser().exists():
+            return value
+        return str(Path(str(value)).expanduser().resolve())
+
+    config.data = config.data if is_digits_spec(config.data) else absolute(config.data)
+    config.weights = absolute(config.weights)
+    if _is_path_model(config.model):
+        config.model = absolute(config.model)
+    source = config.strategy_options.get("source_data")
+    if source and not is_digits_spec(source):
+        config.strategy_options = {**config.strategy_options, "source_data": absolute(source)}
+    return config
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("train", "data_options", "strategy_options"):
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_differences(saved: RunConfig, new: RunConfig, given: set[str] | None = None) -> dict[str, tuple]:
+    """{key: (saved, new)} for the settings where `new` contradicts the saved run. `given` restricts the check
+    to the keys the user actually passed (the CLI's options; None: all), as flat names like 'train.lr'."""
+    old, now = _flat(saved.to_dict()), _flat(new.to_dict())
+    keys = (set(old) | set(now)) - {"classes", "format"}
+    if given is not None:
+        keys &= given
+    return {k: (old.get(k), now.get(k)) for k in sorted(keys)
+            if old.get(k) != now.get(k) and k not in RESUME_MAY_DIFFER}
 
 
 def prepare(config: RunConfig):
@@ -84,14 +157,21 @@ def prepare(config: RunConfig):
         config.classes = list(data.classes)
     elif list(data.classes) != list(config.classes):
         raise ConfigError(f"{config.data}: classes {data.classes} differ from the run's {config.classes}")
-    # The new head (and any module a strategy adds) starts from --seed alone, not from whatever the process
-    # drew before: the same run twice in one process, or a resumed run, builds the same model.
+    return data, build_model(config, strategy), strategy
+
+
+def build_model(config: RunConfig, strategy=None):
+    """The run's model for its classes (config.classes), with the strategy's structural changes.
+
+    The new head (and any module a strategy adds) starts from --seed alone, not from whatever the process drew
+    before: the same run twice in one process, or a resumed run, builds the same model."""
+    strategy = strategy or parse_strategy(config.strategy)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        model = create_model(config.model, len(data.classes), weights=config.weights)
-        model.class_names = list(data.classes)
+        model = create_model(config.model, len(config.classes), weights=config.weights)
+        model.class_names = list(config.classes)
         strategy.prepare_model(model)
-    return data, model, strategy
+    return model
 
 
 def _tokenizer_for(model_name: str):
@@ -104,21 +184,29 @@ def _tokenizer_for(model_name: str):
 
 
 def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-             callbacks=None) -> dict:
-    """Train (or resume) a run; returns the metrics also written to DIR/metrics.json."""
+             callbacks=None, given: set[str] | None = None) -> dict:
+    """Train (or resume) a run; returns the metrics also written to DIR/metrics.json.
+
+    With `resume`, the saved config is continued; a setting of `config` that contradicts it is refused (only
+    the keys in `given`, when the caller knows which ones the user passed), except RESUME_MAY_DIFFER, which
+    take the new value (a run interrupted on a GPU machine continues with --device cpu)."""
+    config = with_absolute_paths(config)
     out = Path(out)
-    check_out_dir(out, resume, overwrite)
-    if resume and (out / "config.json").is_file():
-        saved = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
-        if saved.to_dict() != config.to_dict():
-            logger.warning("--resume: continuing with the run's saved config, not the new arguments")
-        config = saved
-    if overwrite and run_state(out) != "empty":
-        _clear_run(out)
+    state = check_out_dir(out, resume, overwrite, run_inputs(config))
+    if resume and state == "unfinished":
+        config = _resumed_config(out, config, given)
+    resolve_device(config.train.device)  # a device that is not here: one line, before anything is written
+    parse_strategy(config.strategy).check_epochs(config.train.epochs)
+    if overwrite and state != "empty":
+        for path in remove_owned(out, RUN_FOLDER):
+            logger.debug("--overwrite: removed %s", path)
     for folder in (out, out / "checkpoint"):  # temporary files of writes that a kill interrupted
         for stale in remove_stale_temps(folder):
             logger.info("removed %s, left by an interrupted write", stale)
     data, model, strategy = prepare(config)
+    if len(data.train) < 2:
+        raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
+                          f"least 2")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
@@ -133,25 +221,77 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     return metrics
 
 
-def _clear_run(out: Path) -> None:
-    import shutil
+def _resumed_config(out: Path, config: RunConfig, given: set[str] | None) -> RunConfig:
+    saved = read_run_config(out)
+    if saved is None:  # killed before its config was written: nothing to contradict
+        return config
+    differences = resume_differences(saved, config, given)
+    if differences:
+        listed = "; ".join(f"{_option(k)} {old!r} in the run, {new!r} now" for k, (old, new) in differences.items())
+        raise ConfigError(f"--resume: the arguments contradict the run in {out}: {listed}; drop them to continue "
+                          f"the run as it was, or start a new run in another --out")
+    for key in RESUME_MAY_DIFFER:  # these take the new value when given
+        section, name = key.split(".")
+        if given is None or key in given:
+            new_value = getattr(getattr(config, section), name)
+            if new_value != getattr(getattr(saved, section), name):
+                logger.info("--resume: %s %s (the run had %s)", _option(key), new_value,
+                            getattr(getattr(saved, section), name))
+                setattr(getattr(saved, section), name, new_value)
+    return saved
 
-    for name in ("metrics.json", "history.jsonl", "config.json"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    shutil.rmtree(out / "task_module", ignore_errors=True)  # a PEFT run's module must not outlive its run
+
+def _option(key: str) -> str:
+    """'train.lr' -> '--lr', 'strategy_options.source_data' -> '--source-data'."""
+    return "--" + key.split(".")[-1].replace("_", "-")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig | None:
+    """The RunConfig in run_dir/config.json; None when there is none; ConfigError when it is not a run's."""
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"{cfg_file}: not valid JSON") from None
+    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+        raise ConfigError(f"{cfg_file} is not a transferlab run's config (no format {RUN_FORMAT!r})")
+    try:
+        return RunConfig.from_dict(raw)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{cfg_file}: a run config without {exc}") from None
+
+
+def load_run_model(run_dir: str | Path):
+    """(config, model with the selected weights, strategy) of a run, without reading its data: the classes
+    are in the run's config."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if config is None:
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    if not config.classes:
+        raise ConfigError(f"{run_dir}/config.json names no classes")
+    model = build_model(config)
+    _load_selected_weights(run_dir, model)
+    return config, model, parse_strategy(config.strategy)
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None):
     """(config, data, model with the selected weights, strategy) of a finished or unfinished run."""
     run_dir = Path(run_dir)
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.is_file():
+    config = read_run_config(run_dir)
+    if config is None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
-    config = RunConfig.from_dict(json.loads(cfg_file.read_text()))
     if data_path:
         config.data = data_path
     data, model, strategy = prepare(config)
+    _load_selected_weights(run_dir, model)
+    return config, data, model, strategy
+
+
+def _load_selected_weights(run_dir: Path, model) -> None:
     weights = run_dir / "checkpoint" / BEST
     if not weights.is_file():
         raise ConfigError(f"{run_dir} has no trained weights yet ({weights} is missing)")
@@ -162,4 +302,3 @@ def load_run(run_dir: str | Path, data_path: str | None = None):
 
         raise UnsafeFileError(f"{weights}: does not fit the run's model: {_first_reason(exc)}") from None
     model.eval()
-    return config, data, model, strategy

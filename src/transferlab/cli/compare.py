@@ -25,13 +25,13 @@ def register(sub) -> None:
                        description="Runs every strategy x seed as an ordinary finetune run under OUT/runs/, plus "
                                    "the same architecture trained from scratch, and writes OUT/report.md, "
                                    "OUT/report.html, OUT/results.csv, OUT/results.json.")
-    p.add_argument("--model", default="efficientnet_lite0", help="registry name, timm architecture, HF directory")
-    p.add_argument("--data", default="digits", help="data folder or file, or 'digits'")
-    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+    p.add_argument("--model", help="registry name, timm architecture, HF directory (default: efficientnet_lite0)")
+    p.add_argument("--data", help="data folder or file, or 'digits' (default: digits)")
+    p.add_argument("--strategies",
                    help="comma-separated strategy specs; a spec's own key=value,key=value stay together "
                         f"(default: {DEFAULT_STRATEGIES})")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per strategy: --seed, --seed+1, ... (default: 1)")
-    p.add_argument("--scratch", action=__import__("argparse").BooleanOptionalAction, default=True,
+    p.add_argument("--seeds", type=int, help="seeds per strategy: --seed, --seed+1, ... (default: 1)")
+    p.add_argument("--scratch", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="also train the same architecture from random weights (default: on)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -50,8 +50,11 @@ def grid_spec_from_args(args):
     from transferlab.errors import ConfigError
     from transferlab.runs import RunConfig
 
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    args.model = args.model or "efficientnet_lite0"
+    args.data = args.data or "digits"
+    seeds = 1 if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if args.data.strip() == "digits":
         for key, value in DIGITS_DEFAULTS.items():
             if getattr(args, key, None) is None:
@@ -64,8 +67,18 @@ def grid_spec_from_args(args):
     base = RunConfig(model=args.model, data=args.data, weights=args.weights, train=train,
                      data_options=dataclass_from_args(DataOptions, args, seed=base_seed),
                      strategy_options={"source_data": args.source_data} if args.source_data else {})
-    return GridSpec(base=base, strategies=split_strategy_list(args.strategies),
-                    seeds=[base_seed + i for i in range(args.seeds)], scratch=args.scratch)
+    return GridSpec(base=base, strategies=split_strategy_list(args.strategies or DEFAULT_STRATEGIES),
+                    seeds=[base_seed + i for i in range(seeds)], scratch=args.scratch is not False)
+
+
+def _given(args) -> set[str]:
+    from transferlab.cli.core import given_keys
+
+    given = given_keys(args)
+    given |= {key for key in ("strategies", "scratch") if getattr(args, key) is not None}
+    if args.seeds is not None or args.seed is not None:  # the seed list follows from both
+        given.add("seeds")
+    return given
 
 
 def cmd_compare(args) -> None:
@@ -75,19 +88,30 @@ def cmd_compare(args) -> None:
         from pathlib import Path
 
         from transferlab.errors import ConfigError
+        from transferlab.outputs import check_output_path
 
+        check_output_path(args.out)
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
         results = report_from_dir(args.out, source_data=args.source_data)
     else:
+        given = _given(args)  # before the defaults below fill in what was not passed
+        args.model = args.model or "efficientnet_lite0"
+        args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
-        results = compare(grid_spec_from_args(args), args.out, resume=args.resume)
+        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
           f"(numbers in results.csv, results.json, runs.csv)")
     if failed:
         print(f"{len(failed)} of {len(results.runs)} runs did not finish: "
               + "; ".join(f"{r.strategy} seed {r.seed}: {r.error or r.status}" for r in failed))
+    if results.runs and len(failed) == len(results.runs):
+        from transferlab.errors import TrainingError
+
+        first = failed[0]
+        raise TrainingError(f"every run of the comparison failed (first: {first.strategy} seed {first.seed}: "
+                            f"{first.error or first.status}); the report in {args.out} lists them")
 
 
 def _check_model_and_data(model: str, data: str, source_data: str | None = None) -> None:

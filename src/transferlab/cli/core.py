@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label and probability for each input (image path or text)")
+    p = sub.add_parser("predict", help="label and probability for each input (image path or text), as TSV with "
+                                       "an error column; exit 2 when an input could not be read")
     p.add_argument("--run", required=True)
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.set_defaults(func=cmd_predict)
@@ -43,7 +44,8 @@ def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) 
     p.add_argument("--model", required=True, help="registry name, timm architecture, HF directory, hf:<id>")
     p.add_argument("--data", required=True, help="data folder or file, or 'digits'")
     if strategy_required:
-        p.add_argument("--strategy", default="full", help="strategy spec, e.g. discriminative:decay=0.5+l2sp")
+        p.add_argument("--strategy", help="strategy spec, e.g. discriminative:decay=0.5+l2sp (default: full; "
+                                          "with --resume: the run's)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
     p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
     add_dataclass_options(p, TrainConfig)
@@ -54,10 +56,25 @@ def run_config_from_args(args, strategy: str | None = None):
     from transferlab.runs import RunConfig
 
     options = {"source_data": args.source_data} if getattr(args, "source_data", None) else {}
-    return RunConfig(model=args.model, data=args.data, strategy=strategy or args.strategy, weights=args.weights,
-                     train=dataclass_from_args(TrainConfig, args),
+    return RunConfig(model=args.model, data=args.data, strategy=strategy or getattr(args, "strategy", None) or "full",
+                     weights=args.weights, train=dataclass_from_args(TrainConfig, args),
                      data_options=dataclass_from_args(DataOptions, args, seed=args.seed),
                      strategy_options=options)
+
+
+def given_keys(args) -> set[str]:
+    """The run-config keys (flat, as runs.resume_differences names them) that the user passed."""
+    import dataclasses
+
+    given = set()
+    for key in ("model", "data", "strategy", "weights"):
+        if getattr(args, key, None) is not None:
+            given.add(key)
+    if getattr(args, "source_data", None):
+        given.add("strategy_options.source_data")
+    for section, cls in (("train", TrainConfig), ("data_options", DataOptions)):
+        given |= {f"{section}.{f.name}" for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return given
 
 
 def cmd_models(args) -> None:
@@ -98,7 +115,8 @@ def cmd_strategies(args) -> None:
 def cmd_finetune(args) -> None:
     from transferlab.runs import finetune
 
-    metrics = finetune(run_config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
+    metrics = finetune(run_config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite,
+                       given=given_keys(args))
     summary = {k: metrics[k] for k in ("model", "strategy", "val", "test", "trainable_params", "total_params",
                                        "trainable_share", "train_seconds", "epochs_run", "best_epoch",
                                        "skipped_inputs") if k in metrics}
@@ -122,7 +140,7 @@ def cmd_evaluate(args) -> None:
         from transferlab.errors import ConfigError
 
         raise ConfigError(f"{config.data} has no {args.split} split")
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, fallback=True)
     model.to(device)
     loader = DataLoader(dataset, batch_size=config.train.eval_batch_size, collate_fn=data.collate)
     result = evaluate(model, loader, device)
@@ -131,7 +149,16 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from transferlab.predict import predict_inputs
+    """One TSV line per input: label, probability, input, error (empty when the input was read)."""
+    from transferlab.data import DataError
+    from transferlab.predict import predict_inputs, tsv_field
 
-    for label, prob, source in predict_inputs(args.run, args.inputs):
-        print(f"{label}\t{prob:.4f}\t{source}")
+    failed = 0
+    print("label\tprobability\tinput\terror")
+    for p in predict_inputs(args.run, args.inputs):
+        failed += p.error is not None
+        probability = "" if p.probability is None else f"{p.probability:.4f}"
+        print("\t".join([tsv_field(p.label or ""), probability, tsv_field(p.input), tsv_field(p.error or "")]),
+              flush=True)
+    if failed:
+        raise DataError(f"{failed} of {len(args.inputs)} inputs could not be read (see the error column)")

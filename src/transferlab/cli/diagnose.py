@@ -54,6 +54,7 @@ def register(sub) -> None:
                                              "the source head (sequential-task experiments)")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True, help="FILE.safetensors")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing FILE.safetensors")
     e.set_defaults(func=cmd_export_source)
 
 
@@ -147,4 +148,4 @@ def cmd_adapt_bn(args) -> None:
 def cmd_export_source(args) -> None:
     from transferlab.diagnostics.source import export_source_weights
 
-    print_json(export_source_weights(args.run, args.out))
+    print_json(export_source_weights(args.run, args.out, overwrite=args.overwrite))

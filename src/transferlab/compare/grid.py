@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from transferlab.errors import ConfigError
-from transferlab.runs import RunConfig, finetune, run_state
+from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, check_output_path, foreign_message, folder_state
+from transferlab.runs import RunConfig, finetune, run_inputs, run_state
 from transferlab.safe_io import atomic_write_json, save_tensors
 from transferlab.strategies import parse_strategy
 from transferlab.training.trainer import Callback
@@ -31,7 +32,6 @@ from transferlab.training.trainer import Callback
 logger = logging.getLogger(__name__)
 
 SCRATCH = "scratch"  # the from-scratch baseline's name in the grid, the report and the run folder
-GRID_FORMAT = "transferlab-compare-1"
 
 
 @dataclass
@@ -232,8 +232,15 @@ def _mkdir(path: Path) -> Path:
 
 
 # ---- running ---------------------------------------------------------------------------------------------
-def check_grid_dir(out: Path, spec: GridSpec, resume: bool) -> GridSpec:
-    """Refuse to mix a new grid into an old one; with resume, continue the saved grid."""
+def check_grid_dir(out: Path, spec: GridSpec, resume: bool, given: set[str] | None = None) -> GridSpec:
+    """Refuse to mix a new grid into an old one, or into someone else's folder; with resume, continue the
+    saved grid (arguments that contradict it are refused, naming the differences)."""
+    check_output_path(out, "--out", run_inputs(spec.base))
+    state = folder_state(out, GRID_FOLDER)
+    if state == "foreign":
+        raise ConfigError(foreign_message(out, GRID_FOLDER))
+    if resume and state == "new":
+        raise ConfigError(f"--resume: {out} holds no comparison to continue; run without --resume to start one")
     saved_file = out / "grid.json"
     existing = [p for p in (out / "runs").glob("*/*") if run_state(p) != "empty"] if (out / "runs").is_dir() else []
     if not resume:
@@ -243,16 +250,35 @@ def check_grid_dir(out: Path, spec: GridSpec, resume: bool) -> GridSpec:
         return spec
     if saved_file.is_file():
         saved = GridSpec.from_dict(json.loads(saved_file.read_text()))
-        if saved.to_dict() != spec.to_dict():
-            logger.warning("--resume: continuing the grid saved in %s, not the new arguments", saved_file)
+        differences = grid_differences(saved, spec, given)
+        if differences:
+            raise ConfigError(f"--resume: the arguments contradict the comparison in {out}: {'; '.join(differences)}; "
+                              "drop them to continue it as it was, or choose another --out")
         return saved
     return spec
 
 
-def run_grid(spec: GridSpec, out: str | Path, resume: bool = False) -> list[CellResult]:
+def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = None) -> list[str]:
+    """What `new` asks for that contradicts the saved grid (strategies, seeds, scratch, the shared run config);
+    `given` restricts it to the keys the user passed (None: all)."""
+    from transferlab.runs import resume_differences, with_absolute_paths
+
+    out = []
+    for key in ("strategies", "seeds", "scratch"):
+        if (given is None or key in given) and getattr(saved, key) != getattr(new, key):
+            out.append(f"--{key} {getattr(saved, key)!r} in the grid, {getattr(new, key)!r} now")
+    base = with_absolute_paths(copy.deepcopy(new.base))
+    for key, (old, now) in resume_differences(with_absolute_paths(copy.deepcopy(saved.base)), base, given).items():
+        out.append(f"{key} {old!r} in the grid, {now!r} now")
+    return out
+
+
+def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None) \
+        -> list[CellResult]:
     """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on."""
     out = Path(out)
-    spec = check_grid_dir(out, spec, resume)
+    spec = check_grid_dir(out, spec, resume, given)
+    spec.base = _absolute_base(spec.base)
     cells = plan(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "grid.json", spec.to_dict())
@@ -263,6 +289,12 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False) -> list[Cell
         results.append(run_cell(spec, cell, out, resume, progress))
         progress.done(results[-1])
     return results
+
+
+def _absolute_base(base: RunConfig) -> RunConfig:
+    from transferlab.runs import with_absolute_paths
+
+    return with_absolute_paths(copy.deepcopy(base))
 
 
 def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "GridProgress | None" = None) -> CellResult:

@@ -99,6 +99,7 @@ def load_digits_data(spec: str, cfg: PretrainedCfg, options: DataOptions) -> Dat
     train = full.subset(kept)
     val = full.subset(held, augment=False)
     if options.max_train is not None:
-        train = train.subset(stratified_subset(train.targets, options.max_train, options.seed))
+        train = train.subset(stratified_subset(train.targets, options.max_train, options.seed,
+                                               option="--max-train"))
     return DataBundle(kind="image", classes=[str(d) for d in digits], train=train, val=val, test=None,
                       collate=ImageCollate(size), skipped=SkipLog(), source=spec)

@@ -156,7 +156,8 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
         val = train_all.subset(held).with_transform(evaluate, eval_side)
         train_set = train_all.subset(kept)
     if options.max_train is not None:
-        train_set = train_set.subset(stratified_subset(train_set.targets, options.max_train, options.seed))
+        train_set = train_set.subset(stratified_subset(train_set.targets, options.max_train, options.seed,
+                                                       option="--max-train"))
 
     test = None
     if "test" in folders:

@@ -39,7 +39,8 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
     options = options if options is not None else DataOptions()
     bundle = _load(str(path), cfg, options, tokenizer)
     if options.max_val is not None and options.max_val < len(bundle.val):
-        bundle.val = bundle.val.subset(stratified_subset(bundle.val.targets, options.max_val, options.seed))
+        bundle.val = bundle.val.subset(stratified_subset(bundle.val.targets, options.max_val, options.seed,
+                                                         option="--max-val"))
     return bundle
 
 

@@ -63,7 +63,7 @@ class DataOptions:
         # Checked here once, so every reader can trust the values.
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
                 or not 0 < self.val_fraction < 1:
-            raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+            raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
         _check_int("max_train", self.max_train, 1)
         _check_int("max_val", self.max_val, 1)
         _check_int("seed", self.seed, None, optional=False)
@@ -73,15 +73,21 @@ class DataOptions:
             for name in ("text_column", "label_column"):
                 value = getattr(self, name)
                 if value is not None and not (str(value).isdigit() and str(value).isascii()):
-                    raise DataError(f"with no_header, {name} must be a 0-based column index like '0', got {value!r}")
+                    raise DataError(f"with --no-header, {flag(name)} must be a 0-based column index like '0', "
+                                    f"got {value!r}")
         if self.text_column is not None and self.text_column == self.label_column:
-            raise DataError(f"text_column and label_column are both {self.text_column!r}; they must differ")
+            raise DataError(f"--text-column and --label-column are both {self.text_column!r}; they must differ")
+
+
+def flag(name: str) -> str:
+    """A field's command-line spelling (``max_val`` -> ``--max-val``): messages name what the user typed."""
+    return "--" + name.replace("_", "-")
 
 
 def _check_int(name: str, value: object, minimum: int | None, optional: bool = True) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DataError(f"{name} must be an integer, got {value!r}")
+        raise DataError(f"{flag(name)} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise DataError(f"{name} must be at least {minimum}, got {value}")
+        raise DataError(f"{flag(name)} must be at least {minimum}, got {value}")

@@ -64,16 +64,19 @@ def holdout_split(targets: Sequence[int], fraction: float, seed: int, source: ob
     return kept, held
 
 
-def stratified_subset(targets: Sequence[int], n: int, seed: int) -> list[int]:
+def stratified_subset(targets: Sequence[int], n: int, seed: int, option: str = "--max-train") -> list[int]:
     """Indices of a seeded subsample of size ``n`` with class proportions kept (largest remainder),
-    at least one example per class. All indices when ``n >= len(targets)``."""
+    at least one example per class. All indices when ``n >= len(targets)``.
+
+    ``option`` is the flag that gave ``n`` (``--max-train``, ``--max-val``), named in the error message.
+    """
     total = len(targets)
     if n >= total:
         return list(range(total))
     groups = _by_class(targets)
     counts = np.array([len(idx) for idx in groups.values()])
     if n < len(counts):
-        raise DataError(f"max_train={n} is smaller than the number of classes ({len(counts)}); "
+        raise DataError(f"{option} {n} is smaller than the number of classes ({len(counts)}); "
                         f"use at least {len(counts)} so that every class keeps an example")
     exact = n * counts / total
     quota = np.minimum(np.maximum(np.floor(exact).astype(int), 1), counts)

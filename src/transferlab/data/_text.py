@@ -131,7 +131,8 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
         kept, held = holdout_split(train.targets, options.val_fraction, options.seed, files["train"])
         train, val = train.subset(kept), train.subset(held)
     if options.max_train is not None:
-        train = train.subset(stratified_subset(train.targets, options.max_train, options.seed))
+        train = train.subset(stratified_subset(train.targets, options.max_train, options.seed,
+                                               option="--max-train"))
     test = None
     if "test" in files:
         test = TextDataset(*_as_lists(read_text_file(files["test"], options, skipped), index))

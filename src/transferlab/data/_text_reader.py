@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ TEXT_NAMES = ("sentence", "text")  # detected text columns, in order of preferen
 LABEL_NAME = "label"
 _WARN_ROWS = 5  # skipped rows warned about one by one per file; the rest go to one summary line
 _MISSING = object()
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TextRows:
     path: Path
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # where each row starts in the file (1-based)
     skipped: int = 0
 
 
@@ -43,7 +46,7 @@ class TextRows:
 class _Record:
     first_line: int  # 1-based physical lines; a quoted CSV field may span several
     last_line: int
-    value: Any  # list[str] for CSV/TSV; the decoded JSON value for JSONL
+    value: Any  # list[str] for CSV/TSV; the decoded JSON value for JSONL; _Rejected when unparsable
 
 
 def _decode(path: Path) -> str:
@@ -61,20 +64,74 @@ def _decode(path: Path) -> str:
     return text
 
 
-def _csv_records(path: Path, text: str, delimiter: str) -> Iterator[_Record]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    last = 0
+class _Lines:
+    """The physical lines of a text as csv reads them (newline="": \n, \r\n or \r, kept), counted, with a way
+    to jump ahead: after a row csv cannot parse, reading goes on where that row ends. Lines are sliced from
+    the text (io.StringIO would hold another copy, at 4 bytes a character)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self.number = 0  # lines handed out so far
+        self.offset = 0  # characters handed out so far
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.offset >= len(self._text):
+            raise StopIteration
+        match = _LINE_END.search(self._text, self.offset)
+        end = match.end() if match else len(self._text)
+        line = self._text[self.offset:end]
+        self.number += 1
+        self.offset = end
+        return line
+
+    def skip_to(self, offset: int) -> None:
+        while self.offset < offset and next(self, None) is not None:
+            pass
+
+
+def _record_end(text: str, start: int, delimiter: str) -> int:
+    """Where the CSV record starting at ``start`` ends (past its line break), by the csv module's default
+    quoting: a field that opens with a quote runs to its closing quote, line breaks included ("" is a quote
+    inside it); anywhere else a quote is an ordinary character."""
+    special = re.compile(f"[{re.escape(delimiter)}\r\n]")
+    i, n = start, len(text)
+    while i < n:
+        if text[i] == '"':  # a quoted field: find the quote that closes it
+            j = i + 1
+            while (j := text.find('"', j)) >= 0 and text.startswith('""', j):
+                j += 2
+            if j < 0:
+                return n
+            i = j + 1
+        match = special.search(text, i)
+        if match is None:
+            return n
+        if match.group() == delimiter:
+            i = match.end()
+            continue
+        return match.end() + (1 if text.startswith("\r\n", match.start()) else 0)
+    return n
+
+
+def _csv_records(text: str, delimiter: str) -> Iterator[_Record]:
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
     while True:
+        start, first = lines.offset, lines.number + 1
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:  # e.g. a field above csv's size limit
-            raise DataError(f"{path}:{reader.line_num}: cannot parse the row ({exc}); fix the file") from exc
-        first, last = last + 1, reader.line_num
+        except csv.Error as exc:  # a field above csv's size limit (131,072 characters): this row only
+            lines.skip_to(_record_end(text, start, delimiter))
+            yield _Record(first, lines.number, _Rejected(f"cannot parse the row ({exc})"))
+            continue
         if all(not cell.strip() for cell in row):
             continue  # blank line
-        yield _Record(first, last, row)
+        yield _Record(first, lines.number, row)
 
 
 class _Rejected:
@@ -204,14 +261,16 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
         raise DataError(f"{path}: unknown file format {suffix or '(no extension)'}; use .tsv, .csv or .jsonl")
     jsonl = suffix == ".jsonl"
     text = _decode(path)
-    records = _jsonl_records(text) if jsonl else _csv_records(path, text, "\t" if suffix == ".tsv" else ",")
+    records = _jsonl_records(text) if jsonl else _csv_records(text, "\t" if suffix == ".tsv" else ",")
     rows = TextRows(path)
     columns: tuple[Any, Any] | None = None  # (text key, label key): column indices, or JSON keys
     width: int | None = None  # the number of fields every CSV/TSV row must have
     seen = False
     for record in records:
         seen = True
-        if columns is None and not jsonl:
+        if columns is None and not jsonl and isinstance(record.value, _Rejected) and not options.no_header:
+            raise DataError(f"{path}:{record.first_line}: cannot read the header row: {record.value.reason}")
+        if columns is None and not jsonl and not isinstance(record.value, _Rejected):
             width = len(record.value)
             if options.no_header:
                 columns = _indices(path, options, width)
@@ -228,6 +287,7 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
             if isinstance(parsed, tuple):
                 rows.texts.append(parsed[0])
                 rows.labels.append(parsed[1])
+                rows.lines.append(record.first_line)
                 continue
             problem = parsed
         rows.skipped += 1

@@ -10,7 +10,6 @@ running = w * source + (1 - w) * target. w = 0 is plain AdaBN.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,10 +93,14 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
     from transferlab.training.checkpoint import save_weights
     from transferlab.training.trainer import BEST, resolve_device
 
-    run_dir, out = Path(run_dir), Path(out)
-    if out.resolve() == run_dir.resolve():
-        raise ConfigError("--out must differ from --run: adapt-bn writes a new run")
-    if (out / "config.json").exists() and not overwrite:
+    from transferlab.outputs import RUN_FOLDER, check_output_path, remove_owned, require_writable
+
+    run_dir = Path(run_dir)
+    from transferlab.data._digits import is_digits_spec
+
+    out = check_output_path(out, "--out", {"--run": run_dir,
+                                            "--data": None if is_digits_spec(str(data_path)) else data_path})
+    if require_writable(out, RUN_FOLDER) == "ours" and not overwrite:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --overwrite")
     config, data, model, _ = load_run(run_dir, data_path)
     if config.data_options.augment:  # estimate statistics on the images as evaluated, not augmented ones
@@ -105,16 +108,16 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
 
         opts = DataOptions(**{**config.data_options.__dict__, "augment": False})
         data = load_data(data_path, model.cfg, opts, tokenizer=model.tokenizer)
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, fallback=True)
     model.to(device)
     loader = make_loader(data, split_of(data, split), batch_size or config.train.batch_size)
     layers, batches, images = adapt_batchnorm(model, loader, device, source_weight=source_weight)
-    if (out / "checkpoint").exists():
-        shutil.rmtree(out / "checkpoint")
+    if out.exists():  # only now, with the adapted model in hand: a failure above leaves --out as it was
+        remove_owned(out, RUN_FOLDER)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     save_weights(out / "checkpoint" / BEST, model)
     saved = json.loads((run_dir / "config.json").read_text())
-    saved["data"] = str(data_path)
+    saved["data"] = data_path if is_digits_spec(str(data_path)) else str(Path(data_path).resolve())
     atomic_write_json(out / "config.json", saved)
     result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, source_weight=source_weight, layers=layers,
                          batches=batches, images=images)

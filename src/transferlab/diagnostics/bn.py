@@ -133,7 +133,7 @@ def bn_shift_for(data_path: str | None, run_dir: str | Path | None = None, model
         from transferlab.runs import load_run
 
         config, data, model, _ = load_run(run_dir, data_path)
-        device = resolve_device(config.train.device)
+        device = resolve_device(config.train.device, fallback=True)
         source = str(run_dir)
         data_path = config.data
     else:
@@ -149,6 +149,11 @@ def bn_shift_for(data_path: str | None, run_dir: str | Path | None = None, model
         data, model, _ = prepare(config)
         device = resolve_device("auto")
         source = model_name
+    if not batchnorm_layers(model):
+        from transferlab.errors import ConfigError
+
+        raise ConfigError(f"{source} has no BatchNorm layers ({model.cfg.architecture}): there are no running "
+                          f"statistics to compare with the data")
     model.to(device)
     layers, examples = bn_shift(model, make_loader(data, split_of(data, split), batch_size), device, max_batches)
     mean = sum(layer.skl for layer in layers) / len(layers) if layers else float("nan")

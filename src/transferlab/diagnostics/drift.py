@@ -128,7 +128,7 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
     from transferlab.training.trainer import resolve_device
 
     config, bundle, model, strategy = load_run(run_dir, data)
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, fallback=True)
     reference = reference_model(config, strategy)
     note = ""
     if reference_is_random(config):

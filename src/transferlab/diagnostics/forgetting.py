@@ -88,7 +88,7 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
     if model.source_head is None:
         raise ConfigError(f"{config.model} has no source classifier (source head), so forgetting of a source "
                           f"task cannot be measured; fine-tune from --weights that include a classifier")
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, fallback=True)
     model.to(device)
     bs = batch_size or config.train.eval_batch_size
     label_map, data = None, bundle

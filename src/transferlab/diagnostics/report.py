@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 
 from transferlab.compare.report import Bullets, Figure, Section, Table, Text, register_section
+from transferlab.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,11 @@ def bn_shift_section(ctx) -> Section | None:
     for name, run_dir in _first_runs(ctx, "bn_shift"):
         try:
             r = bn_shift_for(None, run_dir=run_dir, max_batches=MAX_BATCHES)
+        except ConfigError as exc:
+            if "no BatchNorm layers" in str(exc):  # a text model: the section has nothing to say
+                continue
+            notes.append(f"{name}: not computed ({exc})")
+            continue
         except Exception as exc:  # noqa: BLE001
             notes.append(f"{name}: not computed ({type(exc).__name__}: {exc})")
             continue

@@ -60,19 +60,42 @@ def hf_depth_groups(backbone: nn.Module) -> list[DepthGroup]:
     return groups
 
 
+_PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_model_dir(directory: Path) -> None:
+    """A local Hugging Face model folder: its config.json, and weights in safetensors (pickled weights are
+    never loaded: transformers' own torch.load refuses most of them anyway, with a long traceback)."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"--model {directory} is a folder but not a Hugging Face model (no config.json); give a "
+                          f"registry name, a timm architecture, or a model folder saved with save_pretrained")
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in _PICKLE_WEIGHTS for p in directory.glob(pattern))
+    if pickles:
+        raise ConfigError(f"--model {directory}: its weights are pickles ({', '.join(pickles[:3])}), which transferlab "
+                          f"does not load; save the model with save_pretrained(..., safe_serialization=True)")
+    raise ConfigError(f"--model {directory}: no weights file (*.safetensors) in the folder")
+
+
 def _load_backbone(name_or_dir: str):
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the unused BERT pooler's "unexpected keys" report is expected
     hf_logging.disable_progress_bar()
+    is_dir = Path(name_or_dir).is_dir()
+    if is_dir:
+        check_model_dir(Path(name_or_dir))
+    # A local folder loads safetensors only; a hub id may still fall back to what the hub holds.
+    safe = {"use_safetensors": True} if is_dir else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
         try:  # the new head reads pooled token states; BERT's pooler would be an unused layer
-            backbone = AutoModel.from_pretrained(name_or_dir, add_pooling_layer=False)
+            backbone = AutoModel.from_pretrained(name_or_dir, add_pooling_layer=False, **safe)
         except TypeError:
-            backbone = AutoModel.from_pretrained(name_or_dir)
-    except OSError as exc:
+            backbone = AutoModel.from_pretrained(name_or_dir, **safe)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load Hugging Face model {name_or_dir!r}: {exc}".splitlines()[0]) from None
     return backbone, tokenizer
 

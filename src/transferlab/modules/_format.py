@@ -11,19 +11,25 @@
 
 A module refuses to load onto a base it was not made for: the architecture must match, and a sha256 over a few
 named backbone weight tensors (no method ever trains a weight matrix) must equal the one recorded.
+
+A module is also a file someone may hand over: `read_meta`, which every reader goes through, accepts only the
+file names above (no paths) and no symlinks among them, so a crafted metadata file cannot make `show`, `export`
+or `merge` read or write anything outside the module's folder.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from transferlab.errors import ConfigError, UnsafeFileError
-from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
+from transferlab.outputs import MODULE_FILES
+from transferlab.safe_io import atomic_write_json, check_safetensors_header, load_tensors, save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,9 @@ FORMAT = "transferlab-task-module-1"
 META = "transferlab_module.json"
 STATE = "module.safetensors"
 _ALL_FILES = (META, STATE, "adapter_config.json", "adapter_model.safetensors")
+assert set(_ALL_FILES) == MODULE_FILES  # outputs.py's list is what --overwrite may delete: keep them one list
+_MEMBERS = MODULE_FILES - {META}  # what meta["files"] may name
+_NEEDED = {"lora": (STATE, "adapter_config.json", "adapter_model.safetensors")}  # the rest need STATE only
 _NEW_MARKS = (".lora_", ".tl_adapter.")
 
 
@@ -171,10 +180,10 @@ def write_task_module(strategy, model, directory: Path, run_dir: Path | None = N
 def resolve_module_dir(path: str | Path) -> Path:
     """A task-module folder, or a run directory holding one in task_module/."""
     path = Path(path)
-    if (path / META).is_file():
-        return path
-    if (path / "task_module" / META).is_file():
-        return path / "task_module"
+    for directory in (path, path / "task_module"):
+        marker = directory / META
+        if marker.is_file() or marker.is_symlink():  # a symlinked marker is found here and refused by read_meta
+            return directory
     if not path.exists():
         raise ConfigError(f"no task module at {path}: the path does not exist")
     raise ConfigError(f"no task module at {path} (no {META}; runs of lora, adapter or bitfit write one to "
@@ -182,14 +191,83 @@ def resolve_module_dir(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict]:
+    """(module folder, metadata), after checking that every file the metadata names is a plain file of the
+    module's own: every reader (list, show, merge, export, load_task_module, MultiTaskModel) comes here."""
     directory = resolve_module_dir(path)
+    _refuse_symlinks(directory)
     try:
         meta = json.loads((directory / META).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UnsafeFileError(f"{directory / META}: not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UnsafeFileError(f"{directory / META}: not a {FORMAT} file")
+    _check_listed_files(directory, meta)
     return directory, meta
+
+
+def _refuse_symlinks(directory: Path) -> None:
+    """A module's own files are plain files: a symlink among them could lead anywhere (/etc/..., another
+    user's files), and export would copy whatever it points to. The folder itself may be reached through a
+    symlink; its files are then the real folder's files."""
+    for name in sorted(MODULE_FILES):
+        if (directory / name).is_symlink():
+            raise UnsafeFileError(f"{directory / name} is a symbolic link; a task module's files must be plain "
+                                  f"files inside its folder (refused, nothing was read)")
+
+
+def _name_problem(name) -> str | None:
+    """Why an entry of meta["files"] is not one of a module's own file names, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "is empty or not a file name"
+    if any(not ch.isprintable() for ch in name):
+        return "holds control characters"
+    if os.path.isabs(name):
+        return "is an absolute path"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return "is a path, not a file name"
+    if name not in _MEMBERS:
+        return f"is not one of a task module's files ({', '.join(sorted(_MEMBERS))})"
+    return None
+
+
+def _check_listed_files(directory: Path, meta: dict) -> None:
+    """meta["files"]: names from the known set only (a name is joined to the folder, and export joins it to
+    --out too, so `../x` or `/x` would read and write outside both), each present once as a plain file."""
+    where = directory / META
+    files = meta.get("files")
+    if not isinstance(files, list):
+        raise UnsafeFileError(f"{where}: 'files' is not a list of file names")
+    for name in files:
+        problem = _name_problem(name)
+        if problem:
+            raise UnsafeFileError(f"{where}: files entry {name!r} {problem}; refused (nothing was read or written)")
+    if len(set(files)) != len(files):
+        raise UnsafeFileError(f"{where}: 'files' lists a file twice")
+    for name in _NEEDED.get(meta.get("method"), (STATE,)):
+        if name not in files:
+            raise UnsafeFileError(f"{where}: 'files' does not list {name}, which a {meta.get('method')} module "
+                                  f"is made of")
+    for name in files:
+        if not (directory / name).is_file():
+            raise UnsafeFileError(f"{where} lists {name}, which is missing from {directory}")
+
+
+def check_module_files(directory: Path, meta: dict) -> None:
+    """Every listed file is what its name says (a safetensors whose header fits the file, or a JSON object),
+    and module.safetensors holds the tensors the metadata lists: before export copies them, since a copied
+    pickle would be run by whoever loads it with torch.load."""
+    for name in meta["files"]:
+        path = directory / name
+        if name.endswith(".safetensors"):
+            check_safetensors_header(path)
+        elif name.endswith(".json"):
+            try:
+                obj = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise UnsafeFileError(f"{path}: not valid JSON") from None
+            if not isinstance(obj, dict):
+                raise UnsafeFileError(f"{path}: not a JSON object")
+    read_module_tensors(directory, meta)
 
 
 def strategy_for(meta: dict):
@@ -212,7 +290,10 @@ def build_base(meta: dict):
 
 def read_module_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
     tensors = load_tensors(directory / STATE)
-    listed = set(meta["tensors"]["method"]) | set(meta["tensors"]["batchnorm"]) | set(meta["tensors"]["head"])
+    try:
+        listed = set(meta["tensors"]["method"]) | set(meta["tensors"]["batchnorm"]) | set(meta["tensors"]["head"])
+    except (KeyError, TypeError):
+        raise UnsafeFileError(f"{directory / META}: 'tensors' is not a table of tensor lists") from None
     if set(tensors) != listed:
         raise UnsafeFileError(f"{directory / STATE}: its tensors differ from those {META} lists")
     return tensors
@@ -282,10 +363,13 @@ def module_summary(path: str | Path) -> dict:
 
 
 def find_modules(roots: list[str | Path]) -> list[Path]:
+    """Module folders under `roots`. Symlinked directories below a root are not entered (os.walk's default):
+    a link could pull in folders from anywhere or loop, and a module would be listed under two names. A root
+    (or a module folder) named on the command line may itself be a symlink."""
     found = []
     for root in roots:
         root = Path(root)
         if not root.exists():
             raise ConfigError(f"{root} does not exist")
-        found += [p.parent for p in root.rglob(META)]
+        found += [Path(folder) for folder, _, names in os.walk(root) if META in names]
     return sorted(set(found))

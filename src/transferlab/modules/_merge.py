@@ -7,14 +7,15 @@ architecture, so inference costs nothing extra; its outputs are checked against 
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import torch
 
 from transferlab.errors import ConfigError
-from transferlab.modules._format import load_task_module, read_meta, strategy_for
-from transferlab.safe_io import atomic_write_json
+from transferlab.modules._format import META, check_module_files, load_task_module, read_meta, strategy_for
+from transferlab.outputs import MODULE_EXPORT, RUN_FOLDER, RUN_FORMAT, FolderKind, check_output_path, real, \
+    remove_owned, require_writable
+from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TOLERANCE = 1e-5
 
@@ -59,24 +60,53 @@ def write_merged(path: str | Path, out: str | Path, overwrite: bool = False) -> 
     so `transferlab evaluate --run OUT` and `predict --run OUT` use it; merge.json says where it came from."""
     from transferlab.training.checkpoint import save_weights
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; choose another --out or pass --overwrite")
-        for name in ("config.json", "merge.json", "metrics.json", "history.jsonl"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    model, report = merge_task_module(path)
-    _, meta = read_meta(path)
+    directory, meta = read_meta(path)
+    out, state = check_out(out, directory, RUN_FOLDER, overwrite)
+    run_config = merged_run_config(meta)
+    model, report = merge_task_module(directory)  # everything that can fail happens before anything is written
+    if state == "ours":
+        remove_owned(out, RUN_FOLDER)
+    # config.json first: it marks the folder as a run, so an interrupted merge can be redone with --overwrite
+    atomic_write_json(out / "config.json", run_config)
     save_weights(out / "checkpoint" / "best.safetensors", model)
-    run_config = meta.get("run_config")
-    if run_config:
-        run_config = {**run_config, "strategy": "full", "classes": meta["head"]["classes"]}
-        atomic_write_json(out / "config.json", run_config)
     report["checkpoint"] = str(out / "checkpoint" / "best.safetensors")
     report["checkpoint_bytes"] = (out / "checkpoint" / "best.safetensors").stat().st_size
     atomic_write_json(out / "merge.json", report)
     return report
+
+
+def merged_run_config(meta: dict) -> dict:
+    """The merged run's config.json: the module's run with strategy full, always in the run format (so a later
+    --overwrite recognises the folder as ours)."""
+    from transferlab.runs import RunConfig
+
+    source = meta.get("run_config")
+    if not isinstance(source, dict):
+        # A module saved outside a run (the Python API) records no data or training options: name the base,
+        # and leave the data empty, so `transferlab evaluate --run OUT --data DATA` still loads the model.
+        source = RunConfig(model=meta["base"]["model"], data="", weights=meta["base"].get("weights")).to_dict()
+    return {**source, "strategy": "full", "classes": meta["head"]["classes"], "format": RUN_FORMAT}
+
+
+def module_inputs(directory: Path) -> dict[str, Path]:
+    """The inputs an output must stay clear of: the module folder, and the run holding it in task_module/
+    (writing into the run would mix the merged model with the run's own checkpoint)."""
+    inputs = {}
+    folder = real(directory)
+    if folder.name == "task_module" and (folder.parent / "config.json").is_file():
+        inputs["the module's run"] = folder.parent
+    inputs["the task module"] = Path(directory)
+    return inputs
+
+
+def check_out(out, directory: Path, kind: FolderKind, overwrite: bool) -> tuple[Path, str]:
+    """(--out, its folder_state), or a ConfigError: empty, a file, overlapping the module or its run, a folder
+    of someone else's files (even with --overwrite), or an earlier output of ours without --overwrite."""
+    out = check_output_path(out, "--out", inputs=module_inputs(directory))
+    state = require_writable(out, kind)
+    if state == "ours" and not overwrite:
+        raise ConfigError(f"--out {out} holds a transferlab {kind.name}; choose another --out or pass --overwrite")
+    return out, state
 
 
 _README = """# Task module: {spec} on {base_model}
@@ -112,16 +142,21 @@ The backbone then gives the features transferlab's model gives; the head is `mod
 
 def export_module(path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Copy a task module into a standalone folder, with a README on loading it."""
-    from transferlab.modules._format import META, read_meta
-    from transferlab.safe_io import atomic_write_text
-
     directory, meta = read_meta(path)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} is not empty; choose another --out or pass --overwrite")
+    out, state = check_out(out, directory, MODULE_EXPORT, overwrite)
+    check_module_files(directory, meta)  # a pickle or a lying header is refused before anything is copied
+    readme = _readme(meta, real(out).name)
+    if state == "ours":
+        remove_owned(out, MODULE_EXPORT)
     out.mkdir(parents=True, exist_ok=True)
-    for name in list(meta["files"]) + [META]:
-        shutil.copyfile(directory / name, out / name)
+    for name in meta["files"]:
+        atomic_write_bytes(out / name, (directory / name).read_bytes())
+    atomic_write_text(out / "README.md", readme)
+    atomic_write_bytes(out / META, (directory / META).read_bytes())  # last: a folder without it is no module
+    return out
+
+
+def _readme(meta: dict, dirname: str) -> str:
     peft = ""
     if meta["method"] == "lora":
         if meta["base"]["modality"] == "text":
@@ -132,13 +167,12 @@ def export_module(path: str | Path, out: str | Path, overwrite: bool = False) ->
             build = (f"import timm\n    backbone = timm.create_model({meta['base']['architecture']!r}, num_classes=0)"
                      f"  # + its pre-trained weights")
         pooling = meta["head"]["pooling"]
-        peft = _PEFT.format(build=build, dirname=out.name, pooling=pooling if meta["base"]["modality"] == "text"
+        peft = _PEFT.format(build=build, dirname=dirname, pooling=pooling if meta["base"]["modality"] == "text"
                             else "timm's global average pool", pool_note=" over the attention mask"
                             if meta["base"]["modality"] == "text" and pooling == "mean" else "")
     fp = meta["base"]["fingerprint"]
-    atomic_write_text(out / "README.md", _README.format(
+    return _README.format(
         spec=meta["spec"], base_model=meta["base"]["model"], method=meta["method"],
         classes=", ".join(map(str, meta["head"]["classes"])), trainable=meta["trainable_params"],
         total=meta["total_params"], fp_tensors=", ".join(fp["tensors"]), fingerprint=fp["sha256"],
-        dirname=out.name, peft=peft))
-    return out
+        dirname=dirname, peft=peft)

@@ -55,6 +55,9 @@ class Strategy:
         return self.name + (":" + ",".join(changed) if changed else "")
 
     # ---- hooks (all optional) ----------------------------------------------------------------
+    def check_epochs(self, total_epochs: int) -> None:
+        """Raise ConfigError when the strategy cannot do what it says in `total_epochs` epochs."""
+
     def prepare_model(self, model: "TransferModel") -> None:
         """Change the model's structure (add LoRA or adapter modules). Called before checkpoints load."""
 

@@ -31,6 +31,10 @@ class ComposedStrategy(Strategy):
     def spec(self) -> str:
         return "+".join(p.spec() for p in self.parts)
 
+    def check_epochs(self, total_epochs):
+        for p in self.parts:
+            p.check_epochs(total_epochs)
+
     def prepare_model(self, model):
         for p in self.parts:
             p.prepare_model(model)

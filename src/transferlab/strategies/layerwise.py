@@ -14,9 +14,13 @@ def _backbone_scales(model, backbone_lr: float) -> list[float]:
     return [backbone_lr] * (n - 1) + [1.0]
 
 
+MAX_RATE_RATIO = 1e3  # a relative rate above this is a typo; with MAX_LR it keeps optimiser arithmetic finite
+
+
 def _check_positive(name: str, value: float):
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not 0 < value <= MAX_RATE_RATIO:
+        raise ValueError(f"{name} must be > 0 and at most {MAX_RATE_RATIO:g} (a ratio of learning rates), "
+                         f"got {value}")
 
 
 @register_strategy
@@ -141,6 +145,14 @@ class LinearProbeThenFinetune(Strategy):
             if self.lp_epochs < 1:
                 raise ValueError(f"lp_epochs must be >= 1, got {self.lp_epochs}")
             _check_positive("ft_lr", self.ft_lr)
+
+    def check_epochs(self, total_epochs: int) -> None:
+        if total_epochs <= self.params.lp_epochs:
+            from transferlab.errors import ConfigError
+
+            raise ConfigError(f"lp_ft probes for lp_epochs={self.params.lp_epochs} epochs and fine-tunes after "
+                              f"them: --epochs {total_epochs} leaves no fine-tuning epoch (use --epochs "
+                              f"{self.params.lp_epochs + 1} or more, or linear_probe)")
 
     def in_probe_phase(self, epoch: int) -> bool:
         return epoch < self.params.lp_epochs

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from transferlab.errors import ConfigError
@@ -9,6 +10,11 @@ from transferlab.errors import ConfigError
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 BN_STATS = ("auto", "frozen")
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it; seed * 100_003 + epoch stays in int64
+# Far above any useful rate, and far below where float32 optimiser arithmetic overflows (AdamW's step size is
+# lr / (1 - beta1^t), up to 10 lr): a larger value only ever gave an overflow inside the optimiser.
+MAX_LR = 1e9
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 @dataclass
@@ -48,8 +54,12 @@ class TrainConfig:
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"--lr must be a positive number up to {MAX_LR:g}, got {self.lr}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
         if self.optimizer not in OPTIMIZERS:

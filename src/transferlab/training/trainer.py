@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from transferlab import faults
-from transferlab.errors import TrainingError, UnsafeFileError
+from transferlab.errors import ConfigError, TrainingError, UnsafeFileError
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -47,6 +47,25 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer", metrics: dict) -> None: ...
 
 
+class NoSingletonBatches(BatchSampler):
+    """Batches of `batch_size`; a last batch of a single example joins the one before it. In training mode
+    BatchNorm cannot normalise one example (one value per channel at small image sizes), so a training set of
+    33 with batch size 32 would stop; merged, every training-set size of 2 or more works."""
+
+    def __init__(self, sampler, batch_size: int):
+        super().__init__(sampler, batch_size, drop_last=False)
+
+    def __iter__(self):
+        batches = list(super().__iter__())
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2] = batches[-2] + batches.pop()
+        yield from batches
+
+    def __len__(self) -> int:
+        n, full = len(self.sampler), super().__len__()
+        return full - 1 if full > 1 and n % self.batch_size == 1 else full
+
+
 @dataclass
 class FitState:
     epoch: int = 0  # next epoch to run
@@ -60,10 +79,37 @@ class FitState:
     skipped_steps: list = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, fallback: bool = False) -> torch.device:
+    """The torch device for --device; ConfigError when it is not here (with `fallback`, for commands that only
+    evaluate a run trained elsewhere: the CPU, with a log line)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from None
+    problem = _unavailable(device)
+    if problem is None:
+        return device
+    if fallback:
+        logger.info("the run's device %s is not available here (%s): using the CPU", name, problem)
+        return torch.device("cpu")
+    raise ConfigError(f"--device {name}: {problem} (use --device cpu or auto)")
+
+
+def _unavailable(device: torch.device) -> str | None:
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "no CUDA device is available here"
+        if device.index is not None and device.index >= count:
+            return f"there are only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "no Apple MPS device is available here"
+    return f"transferlab trains on cpu, cuda or mps, not {device.type}"
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -89,10 +135,12 @@ class Trainer:
 
     # ---- data ----------------------------------------------------------------------------------
     def train_loader(self, epoch: int) -> DataLoader:
-        # The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches.
+        # The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches. The loader
+        # draws its base seed from `gen` before the sampler's permutation, as DataLoader(shuffle=True) does.
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return DataLoader(self.data.train, batch_size=self.config.batch_size, shuffle=True, generator=gen,
-                          collate_fn=self.data.collate, num_workers=0)
+        sampler = NoSingletonBatches(RandomSampler(self.data.train, generator=gen), self.config.batch_size)
+        return DataLoader(self.data.train, batch_sampler=sampler, generator=gen, collate_fn=self.data.collate,
+                          num_workers=0)
 
     def eval_loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False,
@@ -159,7 +207,7 @@ class Trainer:
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         self.setup(resume)
-        total_steps = self.config.epochs * math.ceil(len(self.data.train) / self.config.batch_size)
+        total_steps = self.config.epochs * len(NoSingletonBatches(range(len(self.data.train)), self.config.batch_size))
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
@@ -217,7 +265,14 @@ class Trainer:
                 self._handle_nonfinite(norm, epoch, what="gradient norm")
                 self.state.step += 1
                 continue
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingError(f"the optimiser step overflowed at step {self.state.step + 1} (epoch "
+                                    f"{epoch + 1}): the learning rate times its group's scale is too large for "
+                                    f"float32; {self._kept()} (lower --lr)") from None
             self.state.step += 1
             n = batch["labels"].numel()
             sums["loss"] += ce.item() * n

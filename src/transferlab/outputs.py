@@ -1,0 +1,220 @@
+"""Where transferlab may write, and what it may delete.
+
+- An output path is never empty (an unset shell variable), never an existing file where a folder is meant (or
+  a folder where a file is meant), and never equal to, inside, or containing one of the command's inputs.
+  Paths are compared after resolving symlinks, `..`, `./` and trailing slashes.
+- A folder is written into only when it is new, empty, or holds what transferlab wrote there: its marker file
+  (a run's `config.json`, a comparison's `grid.json`, a task module's metadata) carries transferlab's format
+  key. A folder with a `config.json` of its own, or any other file, is someone else's.
+- What `--overwrite` deletes is the list of names that kind of folder is made of, nothing else; a file it does
+  not know is kept (and logged), and a sub-folder is removed only once it is empty.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transferlab.errors import ConfigError
+from transferlab.safe_io import TEMP_SUFFIX
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FolderKind:
+    """A kind of folder transferlab writes: its marker file, the formats that marker may carry, and every
+    name it is made of (files at the top, and the files of each sub-folder)."""
+
+    name: str
+    marker: str
+    formats: frozenset[str]
+    files: frozenset[str]
+    folders: dict[str, frozenset[str]] = field(default_factory=dict)
+    residue: frozenset[str] = frozenset()  # files a failed or killed start may leave without the marker
+
+    def owns(self, relative: str) -> bool:
+        parts = Path(relative).parts
+        if len(parts) == 1:
+            return parts[0] in self.files or parts[0] in self.folders or _is_temp(parts[0])
+        if len(parts) == 2 and parts[0] in self.folders:
+            return parts[1] in self.folders[parts[0]] or _is_temp(parts[1])
+        return False
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def real(path: str | Path) -> Path:
+    """The path with `~`, symlinks, `.` and `..` resolved (the parts that do not exist yet kept as given)."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def overlap(a: str | Path, b: str | Path) -> str | None:
+    """'equal', 'inside' (a inside b), 'contains' (b inside a) or None."""
+    ra, rb = real(a), real(b)
+    if ra == rb:
+        return "equal"
+    if rb in ra.parents:
+        return "inside"
+    if ra in rb.parents:
+        return "contains"
+    return None
+
+
+def check_output_path(path: str | Path | None, option: str = "--out", inputs: dict[str, object] | None = None,
+                      expect: str = "folder") -> Path:
+    """The output path, or a ConfigError naming the option: empty, the wrong kind of thing, or overlapping an
+    input (`inputs` maps an option name to a path, or to None / a non-path value such as 'digits')."""
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{option} is empty (an unset shell variable?): give a {expect} path")
+    text = str(path)
+    if any(not ch.isprintable() for ch in text):
+        raise ConfigError(f"{option} {text!r} holds control characters")
+    out = Path(text).expanduser()
+    if expect == "folder" and out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out} is an existing file, not a folder")
+    if expect == "file" and out.is_dir():
+        raise ConfigError(f"{option} {out} is a folder; give a file name")
+    if expect == "file" and text.endswith(("/", os.sep)):
+        raise ConfigError(f"{option} {text} ends with a path separator; give a file name")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+    for name, value in (inputs or {}).items():
+        if not isinstance(value, (str, Path)) or not str(value).strip() or not Path(str(value)).expanduser().exists():
+            continue
+        where = overlap(out, value)
+        if where == "equal":
+            raise ConfigError(f"{option} {out} is {name} itself; write the output elsewhere")
+        if where == "inside":
+            raise ConfigError(f"{option} {out} is inside {name} {value}; write the output outside it")
+        if where == "contains":
+            raise ConfigError(f"{option} {out} contains {name} {value}; write the output elsewhere")
+    return out
+
+
+def read_marker(folder: Path, kind: FolderKind) -> dict | None:
+    """The marker file's JSON object when it carries one of the kind's formats, else None."""
+    marker = folder / kind.marker
+    if not marker.is_file():
+        return None
+    try:
+        obj = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(obj, dict) and obj.get("format") in kind.formats:
+        return obj
+    return None
+
+
+def folder_state(folder: str | Path, kind: FolderKind) -> str:
+    """'new' (missing or empty, or holding only the kind's start-up residue), 'ours' (the marker carries the
+    kind's format) or 'foreign' (anything else: a file, or a folder of someone else's files)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return "new"
+    if not folder.is_dir():
+        return "foreign"
+    if read_marker(folder, kind) is not None:
+        return "ours"
+    names = [p.name for p in folder.iterdir()]
+    if all(n in kind.residue or _is_temp(n) for n in names):
+        return "new"
+    return "foreign"
+
+
+def foreign_message(folder: Path, kind: FolderKind, option: str = "--out") -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())[:4] if folder.is_dir() else []
+    listed = f" ({', '.join(names)}{', ...' if len(names) == 4 else ''})" if names else ""
+    return (f"{option} {folder} holds files that are not a transferlab {kind.name}{listed}; choose a new or empty "
+            f"folder (nothing was changed)")
+
+
+def require_writable(folder: str | Path, kind: FolderKind, option: str = "--out") -> str:
+    """folder_state, with 'foreign' raised as a ConfigError."""
+    folder = Path(folder)
+    state = folder_state(folder, kind)
+    if state == "foreign":
+        raise ConfigError(foreign_message(folder, kind, option))
+    return state
+
+
+def remove_owned(folder: str | Path, kind: FolderKind) -> list[Path]:
+    """Delete the files `kind` is made of (and temporaries of interrupted writes) in a folder that is ours;
+    sub-folders go only when nothing else is left in them. Returns what was removed."""
+    folder = Path(folder)
+    if folder_state(folder, kind) == "foreign":  # never reached through the commands; a last guard
+        raise ConfigError(foreign_message(folder, kind))
+    removed: list[Path] = []
+    for sub, names in kind.folders.items():
+        d = folder / sub
+        if d.is_symlink() or not d.is_dir():
+            continue
+        removed += _unlink_names(d, names)
+        _rmdir_if_empty(d)
+    removed += _unlink_names(folder, kind.files | kind.residue)
+    return removed
+
+
+def _unlink_names(folder: Path, names: Iterable[str]) -> list[Path]:
+    removed = []
+    for p in sorted(folder.iterdir()):
+        if (p.name in names or _is_temp(p.name)) and (p.is_file() or p.is_symlink()):
+            p.unlink()
+            removed.append(p)
+    kept = [p.name for p in folder.iterdir() if p.name not in names]
+    if kept:
+        logger.info("kept %s in %s: not written by transferlab", ", ".join(sorted(kept)[:5]), folder)
+    return removed
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: a file that is not ours stays, and so does its folder
+        pass
+
+
+# ---- the folders transferlab writes -------------------------------------------------------------------------
+RUN_FORMAT = "transferlab-run-1"
+MODULE_FORMAT = "transferlab-task-module-1"
+GRID_FORMAT = "transferlab-compare-1"
+MODULE_FILES = frozenset({"transferlab_module.json", "module.safetensors", "adapter_config.json",
+                          "adapter_model.safetensors"})
+
+# A run (finetune, adapt-bn, modules merge): config.json marks it; the rest is what those commands write.
+RUN_FOLDER = FolderKind(
+    name="run", marker="config.json", formats=frozenset({RUN_FORMAT}),
+    files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json"}),
+    folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES},
+    residue=frozenset({"error.json"}))  # a grid cell that failed before its config was written
+# A task module exported by `modules export`: the module's files and a README.
+MODULE_EXPORT = FolderKind(name="task module export", marker="transferlab_module.json",
+                           formats=frozenset({MODULE_FORMAT}), files=MODULE_FILES | {"README.md"})
+
+# A comparison (compare): grid.json marks it; its cells are runs under runs/<strategy>/<seed>/.
+GRID_FOLDER = FolderKind(
+    name="comparison", marker="grid.json", formats=frozenset({GRID_FORMAT}),
+    files=frozenset({"grid.json", "report.md", "report.html", "results.json", "results.csv", "runs.csv"}),
+    folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset()})
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_plot_path(path: str | Path | None, option: str = "--plot", inputs: dict[str, object] | None = None) \
+        -> Path | None:
+    """A PNG output: an existing file is replaced only when it is a PNG (a plot written before)."""
+    if path is None:
+        return None
+    out = check_output_path(path, option, inputs, expect="file")
+    if out.is_file():
+        with open(out, "rb") as fh:
+            if fh.read(8) != PNG_MAGIC:
+                raise ConfigError(f"{option} {out} exists and is not a PNG image; it is not replaced")
+    return out
