@@ -78,7 +78,7 @@ def run_inputs(config: RunConfig) -> dict[str, object]:
     return inputs
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool, inputs: dict[str, object] | None = None) -> str:
+def check_out_dir(out: str | Path, resume: bool, overwrite: bool, inputs: dict[str, object] | None = None) -> str:
     """Refuse an output folder a run may not use; returns its run_state."""
     out = check_output_path(out, "--out", inputs)
     state = run_state(out)
@@ -191,7 +191,7 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     the keys in `given`, when the caller knows which ones the user passed), except RESUME_MAY_DIFFER, which
     take the new value (a run interrupted on a GPU machine continues with --device cpu)."""
     config = with_absolute_paths(config)
-    out = Path(out)
+    out = check_output_path(out, "--out", run_inputs(config))  # before Path(""), which is the current folder
     state = check_out_dir(out, resume, overwrite, run_inputs(config))
     if resume and state == "unfinished":
         config = _resumed_config(out, config, given)

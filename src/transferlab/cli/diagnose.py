@@ -70,7 +70,9 @@ def _num(x, fmt=".4f") -> str:
 
 def cmd_drift(args) -> None:
     from transferlab.diagnostics.drift import drift_for_run, plot_drift
+    from transferlab.outputs import check_plot_path
 
+    check_plot_path(args.plot, inputs={"--data": args.data})  # before minutes of work
     result = drift_for_run(args.run, args.data, split=args.split, max_batches=args.max_batches,
                            batch_size=args.batch_size)
     if args.plot:
@@ -122,7 +124,9 @@ def cmd_forgetting(args) -> None:
 
 def cmd_bn_shift(args) -> None:
     from transferlab.diagnostics.bn import bn_shift_for, plot_bn_shift
+    from transferlab.outputs import check_plot_path
 
+    check_plot_path(args.plot, inputs={"--data": args.data})
     r = bn_shift_for(args.data, run_dir=args.run, model_name=args.model, split=args.split,
                      image_size=args.image_size, max_batches=args.max_batches)
     if args.plot:

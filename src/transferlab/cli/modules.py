@@ -36,12 +36,10 @@ def register(sub) -> None:
 
 
 def _human(n: int) -> str:
-    """Binary units, spelled as such (KiB = 1024 bytes), so no one reads them as the report's decimal kB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Binary units spelled as such (KiB = 1024 B), as every command and the comparison report write them."""
+    from transferlab.units import human_bytes
+
+    return human_bytes(n)
 
 
 def cmd_list(args) -> None:
@@ -90,7 +88,8 @@ def cmd_merge(args) -> None:
 
     report = write_merged(args.module, args.out, overwrite=args.overwrite)
     print_json(report)
-    print(f"merged model written to {args.out} (evaluate it with: transferlab evaluate --run {args.out})")
+    data = "" if report.get("data") else " --data DATA"  # the module recorded no data set to evaluate on
+    print(f"merged model written to {args.out} (evaluate it with: transferlab evaluate --run {args.out}{data})")
 
 
 def cmd_export(args) -> None:

@@ -276,7 +276,7 @@ def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = No
 def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None) \
         -> list[CellResult]:
     """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on."""
-    out = Path(out)
+    out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder
     spec = check_grid_dir(out, spec, resume, given)
     spec.base = _absolute_base(spec.base)
     cells = plan(spec, out)

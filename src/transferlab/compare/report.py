@@ -98,12 +98,9 @@ def _pm(mean, std, fmt="{:.3f}") -> str:
 
 
 def _bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+    from transferlab.units import human_bytes
+
+    return human_bytes(n)
 
 
 def _points(x: float) -> str:
@@ -120,7 +117,7 @@ def table_section(ctx: ReportContext) -> Section:
     r = ctx.results
     has_test = any(s.mean.get("test_accuracy") is not None for s in r.summaries.values())
     headers = ["strategy", "runs", "val accuracy"] + (["test accuracy"] if has_test else []) + [
-        "trainable params", "share", "train time (s)", "samples/s", "peak memory (MB)", "task module",
+        "trainable params", "share", "train time (s)", "samples/s", "peak memory (MiB)", "task module",
         "best epoch"]
     rows = []
     for name in r.strategies:

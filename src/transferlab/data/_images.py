@@ -42,7 +42,8 @@ def _open(fp, max_pixels: int) -> Image.Image:
     return img
 
 
-def _reason(exc: BaseException) -> str:
+def unreadable_reason(exc: BaseException) -> str:
+    """Why an image could not be read, for skip lists and error messages (shared with `data corrupt`)."""
     if isinstance(exc, UnidentifiedImageError):
         return "not an image that PIL can read"
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
@@ -63,7 +64,7 @@ def check_image(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
             img = _open(fp, max_pixels)
             img.verify()
     except Exception as exc:  # any failure means "unreadable"; the reason says which
-        return _reason(exc)
+        return unreadable_reason(exc)
     return None
 
 
@@ -130,7 +131,7 @@ class ImageDataset(Dataset):
         try:
             img = read_image(path, self.max_pixels, self.min_side)
         except Exception as exc:  # a bad file must not stop an epoch; it is logged once
-            self.skipped.add(path, _reason(exc))
+            self.skipped.add(path, unreadable_reason(exc))
             return None
         # Outside the try: a transform error on a good image is a bug, not a bad file.
         return self.transform(img), self.targets[index]

@@ -10,7 +10,7 @@ from ._bundle import DataBundle
 from ._digits import is_digits_spec, load_digits_data
 from ._errors import DataError
 from ._image_folder import load_image_folder
-from ._images import MAX_PIXELS, check_image, is_image_file, read_image
+from ._images import MAX_PIXELS, check_image, is_image_file, read_image, unreadable_reason
 from ._options import DataOptions
 from ._split import stratified_subset
 from ._text import find_text_splits, load_text
@@ -82,8 +82,10 @@ def load_single_image(path: str, cfg: PretrainedCfg, options: DataOptions | None
         if reason is None:
             return eval_transform(size, cfg)(read_image(str(path), MAX_PIXELS, resize_size(size, cfg)))
     except Exception as exc:  # decoding failures of any kind: the user gave a bad file
-        reason = f"{type(exc).__name__}: {exc}"
-    raise DataError(f"{path}: cannot read the image ({reason}); give a jpg, png, bmp, gif, webp or tif file")
+        reason = unreadable_reason(exc)
+    advice = (f"shrink it below {MAX_PIXELS:,} pixels" if reason.startswith("decompression bomb")
+              else "give a jpg, png, bmp, gif, webp or tif file")
+    raise DataError(f"{path}: cannot read the image ({reason}); {advice}")
 
 
 def _check_modality(cfg: Any, kind: str, spec: str) -> None:

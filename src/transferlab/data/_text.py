@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
+from ._labels import unknown_label_hint, warn_about_labels
 from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
 from ._text_reader import TEXT_EXTENSIONS, TextRows, read_text_file
 
@@ -101,12 +102,13 @@ def _max_length(cfg: PretrainedCfg, options: DataOptions, tokenizer: Any) -> int
     return length
 
 
-def _targets(rows: TextRows, index: dict[str, int]) -> list[int]:
+def _targets(rows: TextRows, index: dict[str, int], no_header: bool = False) -> list[int]:
     unknown = sort_labels(set(rows.labels) - set(index))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:_SHOWN_LABELS])
         more = f" and {len(unknown) - _SHOWN_LABELS} more" if len(unknown) > _SHOWN_LABELS else ""
-        raise DataError(f"{rows.path} has label(s) that training lacks: {shown}{more}; "
+        hint = unknown_label_hint(rows, unknown, index, no_header)
+        raise DataError(f"{rows.path} has label(s) that training lacks: {shown}{more}{hint}; "
                         "fix them or add training examples")
     return [index[label] for label in rows.labels]
 
@@ -119,6 +121,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     if files is None:
         raise DataError(f"{path} has no train.tsv, train.csv or train.jsonl and no image class folders")
     train_rows = read_text_file(files["train"], options, skipped)
+    warn_about_labels(train_rows, options.no_header)
     classes = sort_labels(train_rows.labels)
     if len(classes) < 2:
         raise DataError(f"{files['train']} has one class only ({classes[0]!r}); a classifier needs at least 2 labels")
@@ -126,7 +129,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     train = TextDataset(train_rows.texts, _targets(train_rows, index))
 
     if "val" in files:
-        val = TextDataset(*_as_lists(read_text_file(files["val"], options, skipped), index))
+        val = TextDataset(*_as_lists(read_text_file(files["val"], options, skipped), index, options.no_header))
     else:
         kept, held = holdout_split(train.targets, options.val_fraction, options.seed, files["train"])
         train, val = train.subset(kept), train.subset(held)
@@ -135,7 +138,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
                                                option="--max-train"))
     test = None
     if "test" in files:
-        test = TextDataset(*_as_lists(read_text_file(files["test"], options, skipped), index))
+        test = TextDataset(*_as_lists(read_text_file(files["test"], options, skipped), index, options.no_header))
     # Evaluation order does not matter, so sort by length: batches of similar lengths pad less.
     val = val.subset(_by_length(val))
     test = test.subset(_by_length(test)) if test is not None else None
@@ -148,5 +151,5 @@ def _by_length(dataset: "TextDataset") -> list[int]:
     return sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
 
 
-def _as_lists(rows: TextRows, index: dict[str, int]) -> tuple[list[str], list[int]]:
-    return rows.texts, _targets(rows, index)
+def _as_lists(rows: TextRows, index: dict[str, int], no_header: bool) -> tuple[list[str], list[int]]:
+    return rows.texts, _targets(rows, index, no_header)

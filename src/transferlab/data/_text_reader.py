@@ -167,7 +167,8 @@ def _resolve(path: Path, names: list[str], options: DataOptions) -> tuple[str, s
     if options.text_column is not None:
         text = _match(names, options.text_column)
         if text is None:
-            raise DataError(f"{path}: no text column {options.text_column!r}; columns found: {found}{hint}")
+            raise DataError(f"{path}: no text column {options.text_column!r} (--text-column); columns found: "
+                            f"{found}{hint}")
     else:
         text = next((m for m in (_match(names, n) for n in TEXT_NAMES) if m is not None), None)
         if text is None:
@@ -178,7 +179,8 @@ def _resolve(path: Path, names: list[str], options: DataOptions) -> tuple[str, s
         raise DataError(f"{path}: no label column {options.label_column or LABEL_NAME!r}; columns found: {found}; "
                         f"name it with --label-column{hint}")
     if label == text:
-        raise DataError(f"{path}: the text and label columns are both {text!r}; name two different columns")
+        raise DataError(f"{path}: the text and label columns are both {text!r}; name two different columns with "
+                        "--text-column and --label-column")
     return text, label
 
 
@@ -186,10 +188,13 @@ def _indices(path: Path, options: DataOptions, width: int | None) -> tuple[int, 
     text = int(options.text_column or 0)
     label = int(options.label_column) if options.label_column is not None else 1
     if text == label:
-        raise DataError(f"{path}: text and label are both column {text}; give two different column indices")
+        raise DataError(f"{path}: text and label are both column {text}; give two different column indices with "
+                        "--text-column and --label-column (defaults 0 and 1)")
     if width is not None and max(text, label) >= width:
-        raise DataError(f"{path}: column index {max(text, label)} is out of range: the first row has "
-                        f"{width} column(s) (indices start at 0)")
+        flag = "--label-column" if label >= width else "--text-column"
+        default = "" if getattr(options, flag[2:].replace("-", "_")) is not None else ", the default"
+        raise DataError(f"{path}: column index {max(text, label)} is out of range ({flag}{default}): the first row "
+                        f"has {width} column(s) (indices start at 0)")
     return text, label
 
 
@@ -221,7 +226,7 @@ def _shape_problem(record: _Record, jsonl: bool, no_header: bool, width: int | N
         return value.reason
     if jsonl:
         if no_header and not isinstance(value, list):
-            return "expected a JSON array (no-header mode)"
+            return "expected a JSON array (--no-header)"
         if not no_header and not isinstance(value, dict):
             return "expected a JSON object"
         return None

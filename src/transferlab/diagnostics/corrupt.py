@@ -106,7 +106,7 @@ def corrupt_folder(src: str | Path, out: str | Path, kind: str, severity: int, s
     Unreadable images (decompression bombs included) are left out of the copy, not copied as they are: a bomb
     in the output would hit the next reader. They are listed in `skipped`, with links that lead out of `src`.
     """
-    from transferlab.data._images import _reason, is_image_file, read_image
+    from transferlab.data._images import is_image_file, read_image, unreadable_reason
     from transferlab.safe_io import atomic_write_bytes
 
     check(kind, severity)
@@ -124,7 +124,7 @@ def corrupt_folder(src: str | Path, out: str | Path, kind: str, severity: int, s
         try:  # the data loader's reader: our pixel limit from the header, full decode, EXIF rotation applied
             img = read_image(str(path))
         except Exception as exc:  # PIL raises many types (OSError, ValueError, SyntaxError, bomb errors)
-            skipped.append({"path": rel.as_posix(), "reason": _reason(exc)})
+            skipped.append({"path": rel.as_posix(), "reason": unreadable_reason(exc)})
             continue
         # Outside the try: a corruption that fails on a readable image is a bug, not a bad file.
         result = corrupt_image(img, kind, severity, _image_rng(seed, kind, severity, rel))

@@ -7,6 +7,7 @@ architecture, so inference costs nothing extra; its outputs are checked against 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import torch
@@ -69,6 +70,7 @@ def write_merged(path: str | Path, out: str | Path, overwrite: bool = False) -> 
     # config.json first: it marks the folder as a run, so an interrupted merge can be redone with --overwrite
     atomic_write_json(out / "config.json", run_config)
     save_weights(out / "checkpoint" / "best.safetensors", model)
+    report["data"] = run_config["data"]  # "" when the module recorded no run: evaluate then needs --data
     report["checkpoint"] = str(out / "checkpoint" / "best.safetensors")
     report["checkpoint_bytes"] = (out / "checkpoint" / "best.safetensors").stat().st_size
     atomic_write_json(out / "merge.json", report)
@@ -150,10 +152,17 @@ def export_module(path: str | Path, out: str | Path, overwrite: bool = False) ->
         remove_owned(out, MODULE_EXPORT)
     out.mkdir(parents=True, exist_ok=True)
     for name in meta["files"]:
-        atomic_write_bytes(out / name, (directory / name).read_bytes())
+        atomic_write_bytes(out / name, _read_plain(directory / name))
     atomic_write_text(out / "README.md", readme)
-    atomic_write_bytes(out / META, (directory / META).read_bytes())  # last: a folder without it is no module
+    atomic_write_bytes(out / META, _read_plain(directory / META))  # last: a folder without it is no module
     return out
+
+
+def _read_plain(path: Path) -> bytes:
+    """The file's bytes, refusing a symlink put in its place after read_meta checked the folder."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def _readme(meta: dict, dirname: str) -> str:

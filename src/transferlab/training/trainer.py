@@ -58,7 +58,8 @@ class NoSingletonBatches(BatchSampler):
     def __iter__(self):
         batches = list(super().__iter__())
         if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2] = batches[-2] + batches.pop()
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
         yield from batches
 
     def __len__(self) -> int:
