@@ -71,8 +71,8 @@ def test_predict_prints_label_and_probability(capsys, tmp_path, tiny_bert_dir, s
     assert run(capsys, "finetune", "--model", str(tiny_bert_dir), "--data", str(small_text_data),
                "--strategy", "full", "--epochs", "1", "--out", str(out))[0] == 0
     code, text, _ = run(capsys, "predict", "--run", str(out), "a gorgeous, moving film", "dreadful")
-    lines = text.strip().splitlines()
-    assert code == 0 and len(lines) == 2
-    for line, source in zip(lines, ["a gorgeous, moving film", "dreadful"]):
-        label, prob, echoed = line.split("\t")
-        assert label in ("0", "1") and 0.5 <= float(prob) <= 1.0 and echoed == source
+    lines = text.splitlines()
+    assert code == 0 and lines[0] == "label\tprobability\tinput\terror" and len(lines) == 3
+    for line, source in zip(lines[1:], ["a gorgeous, moving film", "dreadful"]):
+        label, prob, echoed, error = line.split("\t")
+        assert label in ("0", "1") and 0.5 <= float(prob) <= 1.0 and echoed == source and error == ""

@@ -219,7 +219,6 @@ def test_evil_pickle_as_task_module_is_refused(lora_run, tmp_path, marker, capsy
         for args in (["modules", "merge", str(module), "--out", str(tmp_path / "merged")],
                      ["modules", "export", str(module), "--out", str(tmp_path / "exported")]):
             code, _, err = run_cli(args, capsys)
-            assert code in (0, 2), err  # export copies files without reading them; merge must refuse
-            if code == 2:
-                error_line(err)
+            assert code == 2, err  # both check every tensor file before they write anything
+            error_line(err)
         assert not marker.exists(), kind
