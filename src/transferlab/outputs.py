@@ -68,21 +68,21 @@ def overlap(a: str | Path, b: str | Path) -> str | None:
 
 def check_output_path(path: str | Path | None, option: str = "--out", inputs: dict[str, object] | None = None,
                       expect: str = "folder") -> Path:
-    """The output path, or a ConfigError naming the option: empty, the wrong kind of thing, or overlapping an
-    input (`inputs` maps an option name to a path, or to None / a non-path value such as 'digits')."""
+    """The output path, resolved, or a ConfigError naming the option: empty, the wrong kind of thing, or
+    overlapping an input (`inputs` maps an option name to a path, or to None / a non-path value such as
+    'digits'). Callers write to the returned path, so the checks hold for what is written."""
     if path is None or not str(path).strip():
         raise ConfigError(f"{option} is empty (an unset shell variable?): give a {expect} path")
     text = str(path)
     if any(not ch.isprintable() for ch in text):
         raise ConfigError(f"{option} {text!r} holds control characters")
     out = Path(text).expanduser()
-    if expect == "folder" and out.exists() and not out.is_dir():
+    resolved = real(out)  # `a/x/..` is `a` even when a/x does not exist; Path.is_dir would say no
+    if expect == "folder" and resolved.exists() and not resolved.is_dir():
         raise ConfigError(f"{option} {out} is an existing file, not a folder")
-    if expect == "file" and out.is_dir():
+    if expect == "file" and (resolved.is_dir() or out.name in ("", ".", "..") or text.endswith(("/", os.sep))):
         raise ConfigError(f"{option} {out} is a folder; give a file name")
-    if expect == "file" and text.endswith(("/", os.sep)):
-        raise ConfigError(f"{option} {text} ends with a path separator; give a file name")
-    for parent in out.parents:
+    for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
     for name, value in (inputs or {}).items():
@@ -95,7 +95,7 @@ def check_output_path(path: str | Path | None, option: str = "--out", inputs: di
             raise ConfigError(f"{option} {out} is inside {name} {value}; write the output outside it")
         if where == "contains":
             raise ConfigError(f"{option} {out} contains {name} {value}; write the output elsewhere")
-    return out
+    return resolved  # what is checked is what gets written: `a/x/..` and symlinks resolved once, here
 
 
 def read_marker(folder: Path, kind: FolderKind) -> dict | None:

@@ -286,6 +286,9 @@ def load_run(run_dir: str | Path, data_path: str | None = None):
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
     if data_path:
         config.data = data_path
+    if not str(config.data).strip():
+        raise ConfigError(f"{run_dir} records no data set (a model merged from a task module made outside a run): "
+                          f"pass --data")
     data, model, strategy = prepare(config)
     _load_selected_weights(run_dir, model)
     return config, data, model, strategy

@@ -45,7 +45,7 @@ def test_text_reader_gives_a_bundle_or_a_data_error(tokenizer, contents, suffix,
             bundle = load_data(str(path), TEXT_CFG, options, tokenizer=tokenizer)
         except DataError as exc:
             message = str(exc)
-            assert "\n" not in message and (str(path) in message or "max_train" in message)
+            assert "\n" not in message and (str(path) in message or "--max-train" in message)
             return
     assert isinstance(bundle, DataBundle) and len(bundle.classes) >= 2
     assert len(bundle.train) >= 1 and all(0 <= t < len(bundle.classes) for t in bundle.train.targets)

@@ -20,12 +20,14 @@ TINY = ["--model", "test_efficientnet", "--image-size", "32", "--epochs", "1", "
 
 
 def tree_hash(root: Path, skip: Path | None = None) -> dict[str, str]:
-    """sha256 of every file under root (symlinks by their target), except under `skip`."""
+    """sha256 of every file under root (symlinks by their target, folders as such), except under `skip`."""
     out = {}
     for p in sorted(root.rglob("*")):
         if skip is not None and (p == skip or skip in p.parents):
             continue
-        if p.is_symlink():
+        if p.is_dir() and not p.is_symlink():
+            out[str(p.relative_to(root))] = "folder"
+        elif p.is_symlink():
             out[str(p.relative_to(root))] = "link:" + os.readlink(p)
         elif p.is_file():
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()

@@ -13,7 +13,8 @@ def register(sub) -> None:
     c.add_argument("--data", required=True, help="image folder (any layout; it is copied as it is)")
     c.add_argument("--kind", required=True, choices=KINDS)
     c.add_argument("--severity", required=True, type=int, choices=range(1, 6), metavar="1..5")
-    c.add_argument("--out", required=True, help="output folder (outside --data)")
+    c.add_argument("--out", required=True, help="output folder: new or empty, outside --data (unreadable images "
+                                                "and links out of --data are left out and listed in 'skipped')")
     c.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     c.set_defaults(func=cmd_corrupt)
 

@@ -72,11 +72,11 @@ def cmd_drift(args) -> None:
     from transferlab.diagnostics.drift import drift_for_run, plot_drift
     from transferlab.outputs import check_plot_path
 
-    check_plot_path(args.plot, inputs={"--data": args.data})  # before minutes of work
+    plot = check_plot_path(args.plot, inputs={"--data": args.data})  # before minutes of work
     result = drift_for_run(args.run, args.data, split=args.split, max_batches=args.max_batches,
                            batch_size=args.batch_size)
-    if args.plot:
-        plot_drift([result], args.plot)
+    if plot:
+        plot_drift([result], plot)
     if args.json:
         print_json({"groups": [{"name": g.name, "weight_change": g.weight_change, "cka": g.cka}
                                for g in result.groups], "examples": result.examples, "note": result.note})
@@ -126,11 +126,11 @@ def cmd_bn_shift(args) -> None:
     from transferlab.diagnostics.bn import bn_shift_for, plot_bn_shift
     from transferlab.outputs import check_plot_path
 
-    check_plot_path(args.plot, inputs={"--data": args.data})
+    plot = check_plot_path(args.plot, inputs={"--data": args.data})
     r = bn_shift_for(args.data, run_dir=args.run, model_name=args.model, split=args.split,
                      image_size=args.image_size, max_batches=args.max_batches)
-    if args.plot:
-        plot_bn_shift([r], args.plot)
+    if plot:
+        plot_bn_shift([r], plot)
     if args.json:
         print_json(r.to_dict())
         return

@@ -1,12 +1,12 @@
 """Reading labelled text rows from .tsv, .csv and .jsonl files.
 
-Bad rows (empty text, missing label, wrong field count, invalid JSON) are skipped and recorded in
-the SkipLog as "file:line"; a file that cannot be used at all raises DataError.
+Bad rows (empty text, missing label, wrong field count, invalid JSON, a field above csv's size limit of
+131,072 characters) are skipped and recorded in the SkipLog as "file:line"; a file that cannot be used at all
+raises DataError.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -67,7 +67,7 @@ def _decode(path: Path) -> str:
 class _Lines:
     """The physical lines of a text as csv reads them (newline="": \n, \r\n or \r, kept), counted, with a way
     to jump ahead: after a row csv cannot parse, reading goes on where that row ends. Lines are sliced from
-    the text (io.StringIO would hold another copy, at 4 bytes a character)."""
+    the text (an io.StringIO would hold another copy, at up to 4 bytes a character)."""
 
     def __init__(self, text: str) -> None:
         self._text = text

@@ -134,6 +134,7 @@ def corrupt_folder(src: str | Path, out: str | Path, kind: str, severity: int, s
         result.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         atomic_write_bytes(target, buf.getvalue())
         images += 1
+    skipped.sort(key=lambda item: item["path"])
     _log_skipped(src, skipped)
     return CorruptResult(data=str(src), out=str(out), kind=kind, severity=severity, seed=seed, images=images,
                          copied=copied, skipped=skipped)
@@ -173,9 +174,10 @@ def _input_files(src: Path) -> tuple[list[tuple[Path, Path]], list[dict]]:
     while stack:
         folder, rel, chain = stack.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            skipped.append({"path": (rel.as_posix() or ".") + "/", "reason": f"cannot list ({exc.strerror})"})
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:  # an unreadable sub-folder costs its files, not the run
+            skipped.append({"path": rel.as_posix() + "/", "reason": f"cannot list the folder ({exc.strerror})"})
             continue
         for entry in entries:
             if entry.name.startswith("."):  # hidden files and folders (.git, .ipynb_checkpoints) are no data
