@@ -212,3 +212,56 @@ def test_nonfinite_float_options_are_rejected(name, value):
 def test_double_dash_value(capsys, monkeypatch):
     monkeypatch.setattr(core, "cmd_finetune", _validate_only)
     _assert_exit_0_or_one_line(["finetune", "--model", "m", "--data", "d", "--out", "o", "--epochs=--"], capsys)
+
+
+# ---- the CLI, on past the configuration checks to the first training step -----------------------------------
+class _FirstStepDone(BaseException):
+    """Raised at the second optimiser step: the run started, built its model and data, and made one update.
+    A BaseException, so the CLI's error handling does not turn it into an error line."""
+
+
+_VALID = {  # values a user would give (some extreme); the odd ones of _OPTION_VALUES are mixed in below
+    "--lr": ["1e-3", "0.5", "1e9", "1e-30"], "--batch-size": ["1", "2", "7", "1000"],
+    "--eval-batch-size": ["1", "3", "1000"], "--optimizer": ["adamw", "sgd"], "--weight-decay": ["0", "0.1", "100"],
+    "--schedule": ["cosine", "linear", "constant"], "--warmup": ["0", "0.5", "0.99"],
+    "--grad-clip": ["0", "1", "1e-9"], "--patience": ["0", "1"], "--seed": ["0", "1", "4294967295"],
+    "--device": ["cpu", "auto", "cuda", "cuda:1", "mps"], "--head-init": ["random", "source"],
+    "--on-nonfinite": ["stop", "skip"], "--bn-stats": ["auto", "frozen"], "--val-fraction": ["0.1", "0.5", "0.9"],
+    "--strategy": ["linear_probe", "freeze:k=1", "lp_ft:lp_epochs=1", "gradual_unfreeze", "lora", "bitfit",
+                   "adapter", "l2sp", "lwf", "ewc", "discriminative:decay=0.5", "full:backbone_lr=1000",
+                   "freeze:k=99", "lora:r=1+l2sp"],
+    "--image-size": ["8", "16", "24", "7"], "--max-train": ["2", "3", "11", "33", "1"],
+}
+_RUN_OPTION = st.sampled_from(sorted(_VALID)).flatmap(
+    lambda k: st.tuples(st.just(k), st.one_of(st.sampled_from(_VALID[k]), st.sampled_from(_VALID[k]),
+                                              st.sampled_from(_VALID[k]), _OPTION_VALUES)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(options=st.lists(_RUN_OPTION, max_size=4, unique_by=lambda kv: kv[0]),
+       flags=st.lists(st.sampled_from(["--augment", "--overwrite"]), max_size=2, unique=True))
+def test_finetune_starts_training_or_gives_one_line(options, flags, capsys, monkeypatch, tmp_path_factory):
+    from transferlab import faults
+
+    def stop_after_first_step(step: int) -> bool:
+        if step >= 2:
+            raise _FirstStepDone
+        return False
+
+    monkeypatch.setattr(faults, "on_step", stop_after_first_step)
+    out = tmp_path_factory.mktemp("fuzzrun") / "run"
+    given = dict(options)
+    sizes = {"--image-size": given.pop("--image-size", "16"), "--max-train": given.pop("--max-train", "12")}
+    argv = ["finetune", "--model", "test_efficientnet", "--data", "digits:0-2", "--epochs", "2", "--out", str(out),
+            *itertools.chain.from_iterable(sizes.items()), *itertools.chain.from_iterable(given.items()), *flags]
+    try:
+        code, _, err = run_cli(_join_dash_values(argv), capsys)
+    except _FirstStepDone:
+        return  # the run got through set-up and its first update
+    assert "Traceback" not in err, (argv, err)
+    if code in (0, None):
+        return
+    assert code == 2, (argv, code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("transferlab: error: "), (argv, err)
