@@ -55,5 +55,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"good checkpoint) are kept: free some space, then run again with --resume")
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        _fail("interrupted; resume with --resume")
+        resumable = args.command in ("finetune", "compare")
+        _fail("interrupted" + ("; continue with --resume" if resumable else ""))
     return 0
