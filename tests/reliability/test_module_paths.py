@@ -160,19 +160,7 @@ def test_list_does_not_follow_symlinked_folders(run, tree, capsys):
 
 
 # ---- pickles handed over as a module -------------------------------------------------------------------------
-class _Exploit:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-@pytest.fixture
-def marker() -> Path:
-    path = Path("/tmp") / f"transferlab-pwned-{uuid.uuid4().hex}"
-    yield path
-    path.unlink(missing_ok=True)
+from tests.reliability.test_hostile_files import _Exploit, marker  # noqa: E402,F401  the same exploit
 
 
 @pytest.mark.parametrize("victim", ["module.safetensors", "adapter_model.safetensors"])

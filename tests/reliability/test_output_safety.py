@@ -272,13 +272,18 @@ def test_predict_answers_every_input_and_escapes_fields(image_run, images, tmp_p
 
 
 # ---- export-source -------------------------------------------------------------------------------------------
+def _peft_run(images: Path, tmp_path: Path, capsys, strategy: str) -> Path:
+    run = tmp_path / f"{strategy}_run"
+    code, _, err = run_cli(["finetune", *TINY, "--data", str(images), "--strategy", strategy, "--out", str(run)],
+                           capsys)
+    assert code == 0, err
+    return run
+
+
 def test_export_source_merges_lora_and_never_overwrites_silently(images, tmp_path, capsys):
     from transferlab.models import create_model
 
-    run = tmp_path / "lora_run"
-    code, _, err = run_cli(["finetune", *TINY, "--data", str(images), "--strategy", "lora", "--out", str(run)],
-                           capsys)
-    assert code == 0, err
+    run = _peft_run(images, tmp_path, capsys, "lora")
     out = tmp_path / "source.safetensors"
     code, _, err = run_cli(["export-source", "--run", str(run), "--out", str(out)], capsys)
     assert code == 0, err
@@ -295,10 +300,7 @@ def test_export_source_merges_lora_and_never_overwrites_silently(images, tmp_pat
 
 
 def test_export_source_refuses_an_adapter_run(images, tmp_path, capsys):
-    run = tmp_path / "adapter_run"
-    code, _, err = run_cli(["finetune", *TINY, "--data", str(images), "--strategy", "adapter", "--out", str(run)],
-                           capsys)
-    assert code == 0, err
+    run = _peft_run(images, tmp_path, capsys, "adapter")
     out = tmp_path / "source.safetensors"
     code, _, err = run_cli(["export-source", "--run", str(run), "--out", str(out)], capsys)
     assert code == 2 and "adapter" in error_line(err)
