@@ -27,7 +27,7 @@ def weight_change(run_dir: str | Path) -> WeightChange:
     from transferlab.runs import load_run
 
     config, _, model, _ = load_run(run_dir)
-    added = sorted(p for p in model.new_prefixes if p != "head")
+    added = sorted(model.new_markers)
     names = [g.name for g in model.depth_groups]
     if not has_reproducible_start(config.model, config.weights):
         return WeightChange(names, [None] * len(names), "a timm architecture without --weights starts from "

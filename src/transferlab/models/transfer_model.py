@@ -50,9 +50,12 @@ class TransferModel(nn.Module):
         # Stored in a plain list so nn.Module does not register (and train, and save) it.
         self._source_head = [source_head.eval().requires_grad_(False)] if source_head is not None else []
         self._groups = list(group_prefixes) + [DepthGroup("head", ("head",))]
-        # Module-path prefixes of parameters that did not come with the pre-trained model (the head, and
-        # modules that strategies add: LoRA, adapters). L2-SP and the diagnostics tell them apart by this.
+        # Parameters that did not come with the pre-trained model, which L2-SP, EWC, drift and BitFit leave
+        # out: `new_prefixes` are module paths anchored at the model's root (the new head), `new_markers` are
+        # module-name segments of modules strategies add anywhere inside (LoRA's `lora_A`, adapters). Kept apart
+        # so that a pre-trained `backbone.head.norm` (timm ConvNeXt) is not taken for the new `head`.
         self.new_prefixes: set[str] = {"head"}
+        self.new_markers: set[str] = set()
 
     # ---- forward -------------------------------------------------------------------------------
     def features(self, batch: dict) -> torch.Tensor:
@@ -127,7 +130,8 @@ class TransferModel(nn.Module):
 
     def is_new_param(self, name: str) -> bool:
         """True for parameters with no pre-trained value (head, LoRA, adapters)."""
-        return any(_matches(name, p) or f".{p}." in f".{name}" for p in self.new_prefixes)
+        return (any(_matches(name, p) for p in self.new_prefixes)
+                or any(f".{m}." in f".{name}" for m in self.new_markers))
 
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts."""

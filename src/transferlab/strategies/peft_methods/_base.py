@@ -63,7 +63,7 @@ class PeftStrategy(Strategy):
 
     role = "selection"
     method: ClassVar[str] = ""
-    # Module-name segments of the parameters the method adds (TransferModel.new_prefixes).
+    # Module-name segments of the parameters the method adds (TransferModel.new_markers).
     new_segments: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params=None):
@@ -88,7 +88,7 @@ class PeftStrategy(Strategy):
 
     # ---- method hooks ------------------------------------------------------------------------
     def register_new(self, model) -> None:
-        model.new_prefixes.update(self.new_segments)
+        model.new_markers.update(self.new_segments)
 
     def add_slot(self, model, slot: str) -> None:
         self.register_new(model)
