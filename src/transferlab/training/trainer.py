@@ -177,6 +177,9 @@ class Trainer:
             self.strategy.load_state_dict(strategy_state)
             self.state = FitState(**trainer_state)
             torch.set_rng_state(rng["torch"])
+            cuda_states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
+            if cuda_states and torch.cuda.is_available():  # a CPU machine resuming a GPU run has none to set
+                torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise UnsafeFileError(f"{path}: does not fit this run, cannot resume from it: "
                                   f"{_first_reason(exc)}") from None
@@ -190,7 +193,9 @@ class Trainer:
         return trainable
 
     def _train_mode(self) -> None:
-        """Train mode, except BatchNorm layers whose parameters are all frozen: their running statistics
+        """Train mode, except the modules of depth groups whose parameters are all frozen, which run in eval
+        mode as a whole (dropout off: a linear probe fits its head on the deterministic features it is
+        evaluated on), and BatchNorm layers whose parameters are all frozen: their running statistics
         stay as pre-trained. (A frozen layer whose BatchNorm keeps updating its statistics is not frozen:
         its outputs change. `freeze:train_bn=true` makes BN parameters trainable, and so lets them adapt.)
         With `bn_stats="frozen"` every BatchNorm layer stays in inference mode: its weights may train, but
@@ -199,6 +204,13 @@ class Trainer:
         head keeps seeing the features it was fitted to).
         """
         self.model.train()
+        groups = zip(self.model.group_modules(), self.model.grouped_parameters())
+        for modules, params in groups:  # a frozen depth group runs as deployed: dropout off
+            if params and not any(p.requires_grad for _, p in params):
+                for _, module in modules:
+                    module.eval()
+        if not any(p.requires_grad for p in self.model.backbone.parameters()):
+            self.model.backbone.eval()  # also what the root module governs (timm's pre-logits dropout)
         keep_all = self.config.bn_stats == "frozen"
         for module in self.model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -212,6 +224,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
+            if self._should_stop():  # restored from a run that had already stopped early
+                logger.info("early stopping: the run had stopped after epoch %d", self.state.epoch)
+                break
             epoch = self.state.epoch
             try:
                 record = self._run_epoch(epoch, total_steps)
@@ -325,6 +340,9 @@ class Trainer:
             save_weights(self.ckpt_dir / BEST, self.model)
         else:
             self.state.epochs_without_improvement += 1
+        return self._should_stop()
+
+    def _should_stop(self) -> bool:
         return 0 < self.config.patience <= self.state.epochs_without_improvement
 
     def _save_last(self) -> None:

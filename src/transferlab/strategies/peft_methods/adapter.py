@@ -133,8 +133,7 @@ class Adapter(PeftStrategy):
         kind = self.resolved_kind(model)
         sites = self.sites(model)
         shapes = _block_shapes(model, sites) if kind == "parallel" else {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # a fixed init outside the run's RNG stream (as for LoRA)
+        with torch.random.fork_rng(devices=[]):  # init from the run's seeded stream, as for LoRA
             for site in sites:
                 host = model.backbone.get_submodule(site)
                 if not hasattr(host, SEGMENT):

@@ -105,11 +105,11 @@ class LoRA(PeftStrategy):
         if slot in getattr(model.backbone, "peft_config", {}):
             return
         targets = self.target_modules(model)
-        # A fixed seed for the A matrices' init, outside the global RNG: the same spec gives the same start
-        # whatever ran before, and the run's own seeded stream is not shifted.
+        # The A matrices' init draws from the global RNG as it stands: a run builds its model right after
+        # seeding it with --seed (runs.build_model), so seeds vary the init; fork_rng leaves the stream after
+        # the call as it was, so the run's later draws do not depend on the method.
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Already found a peft_config attribute": slots are intended
-            torch.manual_seed(0)
             inject_adapter_in_model(self.lora_config(model, targets), model.backbone, adapter_name=slot)
 
     def slot_parameter_names(self, model, slot):
