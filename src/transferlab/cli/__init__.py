@@ -24,6 +24,14 @@ def _fail(message: str) -> "NoReturn":  # noqa: F821
     fail("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message))
 
 
+def _show_traceback(args) -> None:
+    """With -v, an error that is not one of transferlab's own (which name their cause) shows where it arose."""
+    if getattr(args, "verbose", False):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transferlab", description="Adapt pre-trained models to small target "
                                      "tasks, and measure what adaptation did.")
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransferlabError as exc:
         _fail(str(exc))
     except (ValueError, FileNotFoundError, PermissionError) as exc:  # data errors and friends: one line
+        _show_traceback(args)
         _fail(f"{type(exc).__name__}: {exc}")
     except MemoryError:
         _fail("out of memory: lower --batch-size or --image-size; the last good checkpoint is kept")
@@ -53,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno == 28:  # ENOSPC
             _fail(f"disk full while writing {exc.filename or 'an output'}; the files already written (the last "
                   f"good checkpoint) are kept: free some space, then run again with --resume")
+        _show_traceback(args)
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         resumable = args.command in ("finetune", "compare")

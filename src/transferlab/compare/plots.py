@@ -1,25 +1,18 @@
 """The report's figures, as PNG bytes (matplotlib, no display needed)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from transferlab.figures import new_figure, png_bytes
 
-from transferlab.compare.results import GridResults  # noqa: E402
+from transferlab.compare.results import GridResults
 
 
-def to_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+to_png = png_bytes
 
 
 def _history(run_dir: str) -> list[dict]:
@@ -34,7 +27,7 @@ def learning_curves(results: GridResults) -> bytes:
     names = results.strategies
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, sharey=True)
+    fig, axes = new_figure(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, names):
         runs = [r for r in results.runs if r.strategy == name]
         drawn = False
@@ -65,7 +58,7 @@ def learning_curves(results: GridResults) -> bytes:
 
 
 def _scatter(results: GridResults, xkey: str, xlabel: str, logx: bool) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     metric = results.metric
     for i, name in enumerate(results.strategies):
         s = results.summaries[name]
@@ -94,7 +87,7 @@ def accuracy_vs_time(results: GridResults) -> bytes:
 
 def weight_change_plot(changes: dict[str, "list[float | None]"], groups: list[str]) -> bytes:
     """Relative weight change per depth group, one line per strategy (log scale when the range is wide)."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(groups) + 2), 4))
+    fig, ax = new_figure(figsize=(max(6, 0.45 * len(groups) + 2), 4))
     positive = []
     for i, (name, values) in enumerate(changes.items()):
         xs = [j for j, v in enumerate(values) if v is not None]

@@ -104,16 +104,10 @@ class GroupOutputs:
 
 
 def save_figure(fig, path) -> "Path":
-    """Lay out, write as PNG (making the folder) and close a matplotlib figure."""
-    import matplotlib.pyplot as plt
-    from pathlib import Path
+    """Lay out and write a figure as PNG (making the folder)."""
+    from transferlab.figures import save_png
 
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def target_batches(loader, device, max_batches: int | None = None):

@@ -163,12 +163,9 @@ def bn_shift_for(data_path: str | None, run_dir: str | Path | None = None, model
 
 def plot_bn_shift(results: list[BNShiftResult], path: str | Path, labels: list[str] | None = None) -> Path:
     """One line per result: symmetric KL by BatchNorm layer depth (log scale), saved as PNG."""
-    import matplotlib
+    from transferlab.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = new_figure(figsize=(8, 4))
     for i, r in enumerate(results):
         label = labels[i] if labels else r.data
         ax.plot([layer.index for layer in r.layers], [max(layer.skl, 1e-6) for layer in r.layers], marker=".",

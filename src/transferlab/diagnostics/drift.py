@@ -154,12 +154,9 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
 
 def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] | None = None) -> Path:
     """CKA (top) and relative weight change (bottom) by depth group, one line per run; saved as PNG."""
-    import matplotlib
+    from transferlab.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = new_figure(2, 1, figsize=(8, 6), sharex=True)
     for i, r in enumerate(results):
         label = labels[i] if labels else r.run
         xs = [g.index for g in r.groups]

@@ -6,7 +6,6 @@ batches), and turns a failure into a note: a diagnostic must not sink the report
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 
@@ -29,22 +28,15 @@ def _first_runs(ctx, section: str) -> Iterator[tuple[str, str]]:
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    from transferlab.figures import png_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 @register_section("cka", order=65)
 def cka_section(ctx) -> Section | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from transferlab.diagnostics.drift import drift_for_run
+    from transferlab.figures import new_figure
 
     results, notes = {}, []
     for name, run_dir in _first_runs(ctx, "cka"):
@@ -61,7 +53,7 @@ def cka_section(ctx) -> Section | None:
         return Section("Representation similarity to the pre-trained model (CKA)",
                        [Text("Not computed: " + ("; ".join(notes) or "no finished runs"))])
     groups = [g.name for g in next(iter(results.values())).groups][:-1]  # the head has no pre-trained output
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = new_figure(figsize=(8, 3.5))
     for name, d in results.items():
         ax.plot(range(len(groups)), [g.cka for g in d.groups[:-1]], marker="o", label=name)
     ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right", fontsize=8)

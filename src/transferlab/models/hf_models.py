@@ -1,6 +1,7 @@
 """Text backbones from Hugging Face transformers: the bundled all-MiniLM-L6-v2 and any model directory."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import replace
@@ -78,23 +79,39 @@ def check_model_dir(directory: Path) -> None:
     raise ConfigError(f"--model {directory}: no weights file (*.safetensors) in the folder")
 
 
-def _load_backbone(name_or_dir: str):
-    from transformers import AutoModel, AutoTokenizer
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' verbosity at error and its progress bars off while a model loads, then as they were: the
+    unused BERT pooler's "unexpected keys" report is expected, and a library must not change the caller's
+    logging for good."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # the unused BERT pooler's "unexpected keys" report is expected
+    verbosity, bars_off = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled() is False
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if not bars_off:
+            hf_logging.enable_progress_bar()
+
+
+def _load_backbone(name_or_dir: str):
+    from transformers import AutoModel, AutoTokenizer
+
     is_dir = Path(name_or_dir).is_dir()
     if is_dir:
         check_model_dir(Path(name_or_dir))
     # A local folder loads safetensors only; a hub id may still fall back to what the hub holds.
     safe = {"use_safetensors": True} if is_dir else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
-        try:  # the new head reads pooled token states; BERT's pooler would be an unused layer
-            backbone = AutoModel.from_pretrained(name_or_dir, add_pooling_layer=False, **safe)
-        except TypeError:
-            backbone = AutoModel.from_pretrained(name_or_dir, **safe)
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
+            try:  # the new head reads pooled token states; BERT's pooler would be an unused layer
+                backbone = AutoModel.from_pretrained(name_or_dir, add_pooling_layer=False, **safe)
+            except TypeError:
+                backbone = AutoModel.from_pretrained(name_or_dir, **safe)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load Hugging Face model {name_or_dir!r}: {exc}".splitlines()[0]) from None
     return backbone, tokenizer
