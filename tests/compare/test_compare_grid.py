@@ -116,3 +116,17 @@ def test_digits_demo_defaults_keep_pretrained_batchnorm_statistics_unless_told_o
     assert spec.base.train.bn_stats == "auto" and spec.base.train.epochs == 1
     spec = grid_spec_from_args(build_parser().parse_args(["compare", "--data", "../shared/data/hymenoptera"]))
     assert spec.base.train.bn_stats == "auto" and spec.base.train.epochs == 5  # defaults only for digits
+
+
+def test_the_library_builds_the_grid_the_cli_builds():
+    from transferlab.cli import build_parser
+    from transferlab.cli.compare import grid_spec_from_args
+    from transferlab.compare import grid_spec
+
+    for argv, kwargs in ((["compare"], {}),
+                         (["compare", "--epochs", "1", "--seeds", "2", "--strategies", "full"],
+                          {"epochs": 1, "seeds": 2, "strategies": "full"}),
+                         (["compare", "--data", "/some/images", "--lr", "0.1"], {"data": "/some/images", "lr": 0.1})):
+        assert grid_spec_from_args(build_parser().parse_args(argv)).to_dict() == grid_spec(**kwargs).to_dict()
+    assert grid_spec().base.train.bn_stats == "frozen" and grid_spec().base.data_options.image_size == 64
+    assert grid_spec(data="/some/images").base.data_options.image_size is None

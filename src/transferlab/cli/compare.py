@@ -1,23 +1,16 @@
 """`transferlab compare`: strategies side by side on one model and data set, with a report."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from transferlab.cli._common import add_dataclass_options, dataclass_from_args
+from transferlab.cli._common import add_dataclass_options
 from transferlab.data import DataOptions
 from transferlab.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STRATEGIES = "linear_probe,freeze,discriminative,l2sp,lp_ft,full"
-# The main job (`make demo`): the real pre-trained efficientnet_lite0 on digits in minutes on 2 CPU cores.
-# Applied only when --data is digits and the option was not given. At 32 px the deepest feature maps are 1x1,
-# at 64 px 2x2: BatchNorm batch statistics rest on a handful of values per channel, and a model trained on them
-# meets different (running) statistics at evaluation. Measured at 64 px with --bn-stats auto: full 0.517 val
-# accuracy at 0.93 train accuracy, lp_ft collapsing after its probe; with the pre-trained statistics kept
-# (--bn-stats frozen): full 0.953, lp_ft 0.913 (README, docs/compare.md).
-DIGITS_DEFAULTS = {"image_size": 64, "max_train": 500, "max_val": 300, "epochs": 3, "batch_size": 32, "lr": 2e-3,
-                   "bn_stats": "frozen"}
+from transferlab.compare.grid import DEFAULT_STRATEGIES, DIGITS_DEFAULTS  # noqa: E402  the library's
 
 
 def register(sub) -> None:
@@ -47,28 +40,15 @@ def register(sub) -> None:
 
 def grid_spec_from_args(args):
     from transferlab.compare import GridSpec, split_strategy_list
-    from transferlab.errors import ConfigError
-    from transferlab.runs import RunConfig
+    from transferlab.compare import grid_spec
 
+    options = {f.name: getattr(args, f.name) for cls in (TrainConfig, DataOptions) for f in dataclasses.fields(cls)
+               if getattr(args, f.name, None) is not None}
     args.model = args.model or "efficientnet_lite0"
     args.data = args.data or "digits"
-    seeds = 1 if args.seeds is None else args.seeds
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if args.data.strip() == "digits":
-        for key, value in DIGITS_DEFAULTS.items():
-            if getattr(args, key, None) is None:
-                setattr(args, key, value)
-                logger.info("digits: --%s %s (the demo default)", key.replace("_", "-"), value)
-    train = dataclass_from_args(TrainConfig, args)
-    base_seed = train.seed
-    # The data split and subsample stay fixed (seeded by --seed) across the grid's seeds: strategies and seeds
-    # are compared on the same validation set.
-    base = RunConfig(model=args.model, data=args.data, weights=args.weights, train=train,
-                     data_options=dataclass_from_args(DataOptions, args, seed=base_seed),
-                     strategy_options={"source_data": args.source_data} if args.source_data else {})
-    return GridSpec(base=base, strategies=split_strategy_list(args.strategies or DEFAULT_STRATEGIES),
-                    seeds=[base_seed + i for i in range(seeds)], scratch=args.scratch is not False)
+    return grid_spec(model=args.model, data=args.data, strategies=args.strategies or DEFAULT_STRATEGIES,
+                     seeds=args.seeds, scratch=args.scratch is not False, weights=args.weights,
+                     source_data=args.source_data, **options)
 
 
 def _given(args) -> set[str]:

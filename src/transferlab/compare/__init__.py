@@ -1,7 +1,8 @@
 """Compare fine-tuning strategies side by side: a grid of ordinary runs, a from-scratch baseline, a report.
 
-    spec = GridSpec(base=RunConfig(model="efficientnet_lite0", data="digits"), strategies=["linear_probe", "full"])
-    results = compare(spec, "out")          # runs DIR/runs/<strategy>/<seed>/, writes DIR/report.{md,html} ...
+    results = compare(grid_spec(), "out")   # the grid `transferlab compare` runs (the digits demo defaults)
+    spec = grid_spec(data="path/to/images", strategies="linear_probe,full", seeds=3, epochs=5)
+    results = compare(spec, "out2")         # runs DIR/runs/<strategy>/<seed>/, writes DIR/report.{md,html} ...
 
 Report sections are registered in `transferlab.compare.report` (`register_section`); diagnostics add theirs.
 """
@@ -10,14 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transferlab.compare.grid import SCRATCH, GridSpec, run_grid, split_strategy_list
+from transferlab.compare.grid import DEFAULT_STRATEGIES, SCRATCH, GridSpec, grid_spec, run_grid, split_strategy_list
 from transferlab.compare.report import Section, register_section, write_report
 from transferlab.compare.results import GridResults, collect
 
 # The diagnostics' sections (CKA by depth, forgetting, BatchNorm shift) register themselves on import.
 from transferlab.diagnostics import report as _diagnostic_sections  # noqa: E402,F401  isort: skip
 
-__all__ = ["SCRATCH", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
+__all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
            "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
 
 
