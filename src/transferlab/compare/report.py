@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 from transferlab.compare.grid import SCRATCH
-from transferlab.compare.results import NEAR_BEST, OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
+from transferlab.compare.results import OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
+from transferlab.compare.significance import RULE
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -147,61 +148,84 @@ def table_section(ctx: ReportContext) -> Section:
 
 @register_section("reading", order=15)
 def reading_section(ctx: ReportContext) -> Section | None:
+    """Every flag and every "best" sentence here goes through `significance.compare_accuracies` (one rule,
+    stated in the report): a difference inside its noise band is reported as "within noise", never as a verdict."""
     r = ctx.results
     metric, mname = r.metric, _metric_name(r)
     ranked = sorted((s for s in r.summaries.values() if s.mean.get(metric) is not None),
                     key=lambda s: s.mean[metric], reverse=True)
     transfer = [s for s in ranked if s.strategy != SCRATCH]
-    items, data = [], {}
+    items, data = [], {"rule": RULE}
     if transfer:
         best = transfer[0]
         data["best"] = best.strategy
-        line = f"Best: **{best.strategy}** with {mname} {best.mean[metric]:.3f}"
+        line = f"Best: **{best.strategy}** ({mname} {best.mean[metric]:.3f})"
         if len(transfer) > 1:
-            margin = best.mean[metric] - transfer[1].mean[metric]
-            data["margin"] = margin
-            line += f", {_points(margin)} ahead of {transfer[1].strategy}"
-        spread = max((s.std.get(metric) or 0.0) for s in transfer[:2])
-        if len(transfer) > 1 and spread and spread >= data["margin"]:
-            line += " (within the spread over seeds: not a clear win)"
+            diffs = {s.strategy: r.compare(best.strategy, s.strategy) for s in transfer[1:]}
+            tied = [s for s in transfer[1:] if not diffs[s.strategy].significant]
+            data["margin"] = diffs[transfer[1].strategy].difference
+            data["margin_se"] = diffs[transfer[1].strategy].se
+            data["not_separable_from"] = [s.strategy for s in tied]
+            if tied:
+                line += "; not separable from " + ", ".join(
+                    f"{s.strategy} ({s.mean[metric]:.3f})" for s in tied) + " within noise"
+            else:
+                d = diffs[transfer[1].strategy]
+                line += f", ahead of {transfer[1].strategy} ({d.b:.3f}) beyond noise: {d.text}"
         items.append(line + ".")
-        near = [s for s in transfer if s.mean[metric] >= best.mean[metric] - NEAR_BEST]
+        # cheapest strategy that the best does not beat beyond noise
+        near = [best] + [s for s in transfer[1:] if s.strategy in data.get("not_separable_from", [])]
         cheapest = min(near, key=lambda s: s.mean["trainable_params"])
         data["cheapest_near_best"] = cheapest.strategy
         if cheapest is best:
-            items.append(f"No strategy with fewer trainable parameters comes within one point of it; "
+            items.append(f"No strategy with fewer trainable parameters is within noise of it; "
                          f"{best.strategy} trains {best.mean['trainable_params']:,.0f} parameters.")
         else:
-            items.append(f"Cheapest within one point of the best: **{cheapest.strategy}** "
+            items.append(f"Cheapest within noise of the best: **{cheapest.strategy}** "
                          f"({cheapest.mean[metric]:.3f}) trains {cheapest.mean['trainable_params']:,.0f} "
                          f"parameters ({100 * cheapest.mean['trainable_share']:.1f}%) against "
                          f"{best.mean['trainable_params']:,.0f} for {best.strategy}.")
     over = [s for s in ranked if s.overfits]
     data["overfitting"] = [s.strategy for s in over]
     if over:
-        items.append("Overfitting (final train accuracy more than "
-                     f"{_points(OVERFIT_THRESHOLD)} above validation accuracy): "
-                     + ", ".join(f"{s.strategy} (gap {s.mean['overfit_gap']:.3f})" for s in over) + ".")
+        items.append("Overfitting (train accuracy more than "
+                     f"{_points(OVERFIT_THRESHOLD)} above validation accuracy in the selected epoch, beyond noise): "
+                     + ", ".join(f"{s.strategy} (gap {_band(s.overfit_test)})" for s in over) + ".")
     elif ranked:
-        items.append(f"No strategy overfits by more than {_points(OVERFIT_THRESHOLD)}.")
+        items.append(f"No strategy overfits by more than {_points(OVERFIT_THRESHOLD)} beyond noise "
+                     "(train minus validation accuracy of the selected epoch).")
     scratch = r.summaries.get(SCRATCH)
     if scratch is not None and scratch.mean.get(metric) is not None and transfer:
+        sc = scratch.mean[metric]
         hurt = [s for s in transfer if s.transfer_hurt]
+        helped = [s for s in transfer if s.vs_scratch and s.vs_scratch["significant"] and not s.transfer_hurt]
+        noise = [s for s in transfer if s.vs_scratch and not s.vs_scratch["significant"]]
         data["transfer_hurt"] = [s.strategy for s in hurt]
-        if hurt:
-            items.append("**Transfer hurt** (negative transfer: training from scratch did better) for "
-                         + ", ".join(f"{s.strategy} (gap +{s.negative_transfer_gap:.3f})" for s in hurt) + ".")
-        else:
-            worst = transfer[-1]
-            items.append(f"Transfer helped every strategy: from scratch reached {scratch.mean[metric]:.3f}, "
-                         f"{_points(-worst.negative_transfer_gap)} below the weakest transfer strategy "
-                         f"({worst.strategy}).")
+        data["transfer_helped"] = [s.strategy for s in helped]
+        data["transfer_within_noise"] = [s.strategy for s in noise]
+        for s in hurt:
+            items.append(f"**Transfer hurt** for {s.strategy}: scratch {sc:.3f} vs {s.mean[metric]:.3f}, "
+                         f"difference {_band(s.vs_scratch)}.")
+        for s in noise:
+            items.append(f"{s.strategy} vs scratch: {s.mean[metric]:.3f} vs {sc:.3f}, within noise "
+                         f"({_band(s.vs_scratch)}): neither transfer hurt nor helped measurably.")
+        if helped:
+            items.append(f"Transfer helped beyond noise (scratch {sc:.3f}): " + ", ".join(
+                f"{s.strategy} ({s.mean[metric]:.3f}, {_band(s.vs_scratch, sign=-1)})" for s in helped) + ".")
     failed = [s for s in r.summaries.values() if s.failed]
     if failed:
         items.append("Failed runs: " + "; ".join(f"{s.strategy}: {e}" for s in failed for e in s.errors) + ".")
     if not items:
         return None
+    items.append(f"Noise rule: {RULE} (with one seed, the binomial error alone).")
     return Section("Reading", [Bullets(items)], data=data)
+
+
+def _band(diff: dict | None, sign: int = 1) -> str:
+    """'+0.007 ± 0.027' from a Difference.to_dict(); sign=-1 shows b - a."""
+    if not diff:
+        return "-"
+    return f"{sign * diff['difference']:+.3f} ± {diff['se']:.3f}"
 
 
 @register_section("gaps", order=20)
@@ -214,14 +238,21 @@ def gaps_section(ctx: ReportContext) -> Section:
         if not s.runs:
             continue
         gap = s.negative_transfer_gap
-        nt = "-" if gap is None else f"{gap:+.3f}" + (" **transfer hurt**" if s.transfer_hurt else "")
+        if gap is None:
+            nt = "-"
+        else:
+            nt = _band(s.vs_scratch) + (" **transfer hurt**" if s.transfer_hurt
+                                        else "" if s.vs_scratch["significant"] else " within noise")
         og = s.mean["overfit_gap"]
-        rows.append([name, nt, f"{og:+.3f}" + (" **overfits**" if s.overfits else "")])
-        data[name] = {"negative_transfer_gap": gap, "transfer_hurt": s.transfer_hurt, "overfit_gap": og,
-                      "overfits": s.overfits}
+        og_text = "-" if og is None else _band(s.overfit_test) + (" **overfits**" if s.overfits else "")
+        rows.append([name, nt, og_text])
+        data[name] = {"negative_transfer_gap": gap, "negative_transfer_se": (s.vs_scratch or {}).get("se"),
+                      "transfer_hurt": s.transfer_hurt, "overfit_gap": og,
+                      "overfit_se": (s.overfit_test or {}).get("se"), "overfits": s.overfits}
     text = (f"Negative transfer gap (Wang et al. 2019): {_metric_name(r)} from scratch minus {_metric_name(r)} "
-            "with transfer; a positive gap means transfer hurt. Overfitting gap: final-epoch train accuracy minus "
-            f"validation accuracy, flagged above {OVERFIT_THRESHOLD:.2f}.")
+            "with transfer, ± its standard error; flagged as transfer that hurt only when positive beyond noise "
+            f"({RULE}). Overfitting gap: train accuracy minus validation accuracy of the same (selected) epoch, "
+            f"flagged above {OVERFIT_THRESHOLD:.2f} when also beyond noise.")
     if SCRATCH not in r.summaries:
         text += " The from-scratch baseline was not run (--no-scratch), so there is no transfer gap."
     data["metric"] = metric
@@ -297,13 +328,18 @@ def runs_section(ctx: ReportContext) -> Section:
         if run.status == "finished":
             test = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.4f}"
             rows.append([run.strategy, str(run.seed), run.status, f"{v['val_accuracy']:.4f}", test,
-                         f"{v['final_train_accuracy']:.4f}", f"{v['train_seconds']:.1f}", str(v["best_epoch"]),
-                         run.run_dir])
+                         f"{v['final_train_accuracy']:.4f}", _acc4(v.get("best_epoch_train_accuracy")),
+                         f"{v['train_seconds']:.1f}", str(v["best_epoch"]), run.run_dir])
         else:
             rows.append([run.strategy, str(run.seed), run.status + (f": {run.error}" if run.error else ""),
-                         "-", "-", "-", "-", "-", run.run_dir])
+                         "-", "-", "-", "-", "-", "-", run.run_dir])
     return Section("Every run", [Table(["strategy", "seed", "status", "val acc", "test acc", "final train acc",
-                                        "train s", "best epoch", "run directory"], rows, css_class="small")])
+                                        "train acc (best epoch)", "train s", "best epoch", "run directory"], rows,
+                                       css_class="small")])
+
+
+def _acc4(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 # ---- rendering -------------------------------------------------------------------------------------------
