@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def to_device(batch: dict, device) -> dict:
@@ -10,23 +9,25 @@ def to_device(batch: dict, device) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> dict:
-    """Mean cross-entropy and accuracy over a loader: {"loss", "accuracy", "n"}."""
+def evaluate(model, loader, device, objective=None) -> dict:
+    """The objective's mean loss and accuracy over a loader: {"loss", "accuracy", "n"} (default:
+    cross-entropy and accuracy)."""
+    from transferlab.training.objectives import Classification
+
+    objective = objective or Classification()
     was_training = model.training
     model.eval()
-    total_loss, correct, n = 0.0, 0, 0
+    sums = {"loss": 0.0, "correct": 0, "n": 0}
     for batch in loader:
         if batch["labels"].numel() == 0:
             continue
         batch = to_device(batch, device)
-        logits = model(batch)
-        total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        correct += (logits.argmax(1) == batch["labels"]).sum().item()
-        n += batch["labels"].numel()
+        part = objective.batch_sums(model(batch), batch["labels"])
+        sums["loss"] += part["loss"]
+        sums["correct"] = None if part["correct"] is None else sums["correct"] + part["correct"]
+        sums["n"] += part["n"]
     model.train(was_training)
-    if n == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
-    return {"loss": total_loss / n, "accuracy": correct / n, "n": n}
+    return objective.summary(sums)
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
@@ -26,6 +25,7 @@ from transferlab.strategies import StrategyContext
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, to_device
+from transferlab.training.objectives import Classification
 from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, schedule_factor, \
     set_group_base_lrs
 
@@ -121,7 +121,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class Trainer:
     def __init__(self, model, strategy, data, config: TrainConfig, out_dir: str | Path,
-                 callbacks: list[Callback] | None = None, strategy_options: dict | None = None):
+                 callbacks: list[Callback] | None = None, strategy_options: dict | None = None,
+                 objective=None):
         self.model = model
         self.strategy = strategy
         self.data = data
@@ -133,6 +134,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.state = FitState()
         self.optimizer = None
+        self.objective = objective or Classification()
 
     # ---- data ----------------------------------------------------------------------------------
     def train_loader(self, epoch: int) -> DataLoader:
@@ -262,9 +264,9 @@ class Trainer:
             poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
             apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
             logits = self.model(batch)
-            ce = F.cross_entropy(logits, batch["labels"])
+            task_loss = self.objective.loss(logits, batch["labels"])
             terms = self.strategy.loss_terms(self.model, batch, logits)
-            loss = ce + sum(terms.values()) if terms else ce
+            loss = task_loss + sum(terms.values()) if terms else task_loss
             if poison:
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
@@ -291,8 +293,9 @@ class Trainer:
                                     f"float32; {self._kept()} (lower --lr)") from None
             self.state.step += 1
             n = batch["labels"].numel()
-            sums["loss"] += ce.item() * n
-            sums["correct"] += (logits.argmax(1) == batch["labels"]).sum().item()
+            sums["loss"] += task_loss.item() * n
+            correct = self.objective.correct(logits, batch["labels"])
+            sums["correct"] = None if correct is None or sums["correct"] is None else sums["correct"] + correct
             sums["n"] += n
             for k, v in terms.items():
                 term_sums[k] = term_sums.get(k, 0.0) + v.item() * n
@@ -300,20 +303,21 @@ class Trainer:
                 progress.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
         seconds = time.perf_counter() - start
         self.state.train_seconds += seconds
-        val = evaluate(self.model, self.eval_loader(self.data.val), self.device)
+        val = evaluate(self.model, self.eval_loader(self.data.val), self.device, self.objective)
         n = max(sums["n"], 1)
         record = {
             "epoch": epoch + 1,
-            "train_loss": sums["loss"] / n, "train_accuracy": sums["correct"] / n,
+            "train_loss": sums["loss"] / n,
+            "train_accuracy": None if sums["correct"] is None else sums["correct"] / n,
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
             "lr": group_lrs(self.optimizer),
             "seconds": seconds, "samples_per_second": sums["n"] / seconds if seconds > 0 else 0.0,
             "trainable_params": self.model.count_parameters()[0],
             **{k: v / n for k, v in term_sums.items()},
         }
-        logger.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f samples/s",
-                    epoch + 1, self.config.epochs, record["train_loss"], record["train_accuracy"],
-                    val["loss"], val["accuracy"], record["samples_per_second"])
+        logger.info("epoch %d/%d: train loss %.4f acc %s | val loss %.4f acc %s | %.1f samples/s",
+                    epoch + 1, self.config.epochs, record["train_loss"], _fmt(record["train_accuracy"]),
+                    val["loss"], _fmt(val["accuracy"]), record["samples_per_second"])
         return record
 
     def _handle_nonfinite(self, value: torch.Tensor, epoch: int, what: str = "loss") -> None:
@@ -332,8 +336,7 @@ class Trainer:
 
     def _track_best(self, record: dict) -> bool:
         acc, loss = record["val_accuracy"], record["val_loss"]
-        better = acc > self.state.best_accuracy or (acc == self.state.best_accuracy and loss < self.state.best_loss)
-        if better:
+        if self.objective.improves(acc, loss, self.state.best_accuracy, self.state.best_loss):
             self.state.best_accuracy, self.state.best_loss = acc, loss
             self.state.best_epoch = record["epoch"]
             self.state.epochs_without_improvement = 0
@@ -360,8 +363,9 @@ class Trainer:
 
         final_train_accuracy = self.state.history[-1]["train_accuracy"] if self.state.history else float("nan")
         self.model.load_state_dict(load_tensors(self.ckpt_dir / BEST))
-        val = evaluate(self.model, self.eval_loader(self.data.val), self.device)
-        test = evaluate(self.model, self.eval_loader(self.data.test), self.device) if self.data.test else None
+        val = evaluate(self.model, self.eval_loader(self.data.val), self.device, self.objective)
+        test = (evaluate(self.model, self.eval_loader(self.data.test), self.device, self.objective)
+                if self.data.test else None)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         total = sum(p.numel() for p in self.model.parameters())
         n_trainable = sum(p.numel() for n, p in self.model.named_parameters()
@@ -379,6 +383,10 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, metrics)
         return metrics
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def _first_reason(exc: BaseException) -> str:
