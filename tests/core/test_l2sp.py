@@ -41,3 +41,45 @@ def test_closed_form_matches_gradient_descent():
     # and the pull is real: the solution sits between least squares and theta0
     ls = torch.linalg.lstsq(X, y).solution
     assert (closed - theta0).norm() < (ls - theta0).norm()
+
+
+def test_a_linear_head_trained_with_l2sp_through_the_trainer_ends_at_the_closed_form(tmp_path):
+    """The product's path, not a helper: Trainer + l2sp (SGD, no weight decay, constant schedule, full batch) on
+    a linear model y = X theta whose pre-trained theta0 is the reference. The objective is 1/(2n)||y - X theta||^2
+    + alpha/2 ||theta - theta0||^2, whose minimiser is the closed form with lam = alpha/2."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from transferlab.data import DataBundle
+    from transferlab.data._errors import SkipLog
+    from transferlab.models._config import PretrainedCfg
+    from transferlab.models.transfer_model import TransferModel
+    from transferlab.strategies import parse_strategy
+    from transferlab.training.checkpoint import load_checkpoint
+    from transferlab.training.config import TrainConfig
+    from transferlab.training.objectives import SquaredError
+    from transferlab.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    n, d, alpha = 64, 4, 0.6
+    X = torch.randn(n, d)
+    y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(n)
+    theta0 = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    cfg = PretrainedCfg(name="linear", modality="image", architecture="linear")
+    model = TransferModel(cfg, nn.Identity(), d, 1, [])
+    model.head = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.head.weight.copy_(theta0[None])
+    model.new_prefixes = set()  # theta is the pre-trained weight here: L2-SP pulls it to theta0
+    data = DataBundle(kind="image", classes=["y"], train=TensorDataset(X, y), val=TensorDataset(X, y), test=None,
+                      collate=lambda items: {"pixel_values": torch.stack([x for x, _ in items]),
+                                             "labels": torch.stack([t for _, t in items])},
+                      skipped=SkipLog(), source="synthetic")
+    config = TrainConfig(epochs=300, lr=0.1, batch_size=n, optimizer="sgd", weight_decay=0.5, schedule="constant",
+                         warmup=0.0, grad_clip=0.0)
+    strategy = parse_strategy(f"l2sp:alpha={alpha},beta=0")
+    # weight_decay=0.5 would pull theta to 0 as well; anchored parameters must get none of it
+    Trainer(model, strategy, data, config, tmp_path, objective=SquaredError()).fit()
+    state = load_checkpoint(tmp_path / "checkpoint" / "last.safetensors")[0]
+    closed = l2sp_linear_closed_form(X.double(), y.double(), theta0.double(), alpha / 2)
+    assert torch.allclose(state["head.weight"][0].double(), closed, atol=1e-4), (state["head.weight"], closed)

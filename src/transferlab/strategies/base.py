@@ -78,6 +78,11 @@ class Strategy:
             names |= chosen
         return names
 
+    def anchored_parameters(self, model: "TransferModel") -> set[str]:
+        """Parameters the strategy pulls towards a reference value (L2-SP's and EWC's w0): the optimiser
+        gives them no decoupled weight decay towards 0, or they would be pulled to w0 and to 0 at once."""
+        return set()
+
     def lr_scales(self, model: "TransferModel", epoch: int) -> list[float] | None:
         """Per depth group multiplier of the base learning rate; None means all 1."""
         return None

@@ -58,6 +58,9 @@ class ComposedStrategy(Strategy):
     def ever_trainable(self, model, total_epochs):
         return self._intersect(lambda p: p.ever_trainable(model, total_epochs))
 
+    def anchored_parameters(self, model):
+        return set().union(*(p.anchored_parameters(model) for p in self.parts))
+
     def lr_scales(self, model, epoch):
         # With an lr strategy present, a selection strategy's default backbone/head ratio steps aside:
         # `discriminative` alone decides the per-group rates (phases such as lp_ft's still multiply in).

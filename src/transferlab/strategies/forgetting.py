@@ -66,6 +66,9 @@ class EWC(Strategy):
         self.fisher = empirical_fisher(model, examples, list(self.reference))
         logger.info("ewc: Fisher diagonal from %d examples (%s)", len(examples), self.fisher_source)
 
+    def anchored_parameters(self, model):
+        return set(self.reference)
+
     def loss_terms(self, model, batch, logits):
         pull = logits.new_zeros(())
         for name, p in model.named_parameters():

@@ -1,4 +1,11 @@
-"""L2-SP (Li, Grandvalet & Davoine 2018): regularise towards the pre-trained weights, not towards zero."""
+"""L2-SP (Li, Grandvalet & Davoine 2018): regularise towards the pre-trained weights, not towards zero.
+
+The pull is a loss term, so its gradient alpha (w - w0) goes through the optimiser like the task's gradient.
+Under SGD that is the paper's penalty exactly. Under Adam(W) every coordinate's gradient is divided by its own
+running RMS, so the pull's effective strength differs per coordinate (the reason Loshchilov & Hutter 2019
+decouple weight decay from Adam): alpha sets the penalty in the loss, not a uniform decay rate towards w0.
+The weights L2-SP anchors get no decoupled weight decay towards 0 (`anchored_parameters`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,6 +39,9 @@ class L2SP(Strategy):
     def on_fit_start(self, model, ctx):
         # Called on the pre-trained model, before any checkpoint is loaded: these are w0.
         self.reference = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_new_param(n)}
+
+    def anchored_parameters(self, model):
+        return set(self.reference)
 
     def loss_terms(self, model, batch, logits):
         pull = logits.new_zeros(())

@@ -8,15 +8,18 @@ import torch
 from transferlab.training.config import TrainConfig
 
 
-def build_optimizer(model, trainable: set[str] | None, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model, trainable: set[str] | None, config: TrainConfig,
+                    anchored: set[str] = frozenset()) -> torch.optim.Optimizer:
     """Parameter groups per (depth group, decayed or not); each remembers its depth group index.
 
-    Biases and normalisation weights (1-d tensors) get no weight decay, the usual practice.
+    Biases and normalisation weights (1-d tensors) get no weight decay, the usual practice; nor do `anchored`
+    parameters, which a regulariser pulls towards their pre-trained values (l2sp, ewc).
     """
     groups = []
     for index, named in enumerate(model.grouped_parameters()):
-        decay = [p for n, p in named if (trainable is None or n in trainable) and p.ndim > 1]
-        no_decay = [p for n, p in named if (trainable is None or n in trainable) and p.ndim <= 1]
+        chosen = [(n, p) for n, p in named if trainable is None or n in trainable]
+        decay = [p for n, p in chosen if p.ndim > 1 and n not in anchored]
+        no_decay = [p for n, p in chosen if p.ndim <= 1 or n in anchored]
         name = model.depth_groups[index].name
         for params, wd, suffix in ((decay, config.weight_decay, ""), (no_decay, 0.0, "/no_decay")):
             if params:

@@ -166,7 +166,8 @@ class Trainer:
                               device=self.device, options=self.strategy_options, resuming=resuming)
         self.strategy.on_fit_start(self.model, ctx)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
-        self.optimizer = build_optimizer(self.model, trainable, self.config)
+        self.optimizer = build_optimizer(self.model, trainable, self.config,
+                                         anchored=self.strategy.anchored_parameters(self.model))
         if resuming:
             self._restore(self.ckpt_dir / LAST)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
