@@ -51,9 +51,10 @@ class RunConfig:
                    strategy_options=d.get("strategy_options", {}), classes=d.get("classes"))
 
 
-# Options that may differ on --resume: where the run computes, and what it does at a non-finite loss after it
-# stopped at one. Every other difference would make the resumed run another run.
-RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite")
+# Options that may differ on --resume: where the run computes, how many processes read its data, how often it
+# checkpoints (none of these changes a result), and what it does at a non-finite loss after it stopped at one.
+# Every other difference would make the resumed run another run.
+RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite", "train.workers", "train.checkpoint_every_steps")
 
 
 def run_state(out: Path) -> str:

@@ -4,7 +4,18 @@ import torch
 from tests.conftest import TINY_IMAGE_MODEL
 from tests.core.conftest import build
 from transferlab.strategies import StrategyContext
-from transferlab.strategies.l2sp import l2sp_linear_closed_form
+
+
+def l2sp_linear_closed_form(X: torch.Tensor, y: torch.Tensor, theta0: torch.Tensor, lam: float) -> torch.Tensor:
+    """Minimiser of 1/(2n) ||y - X theta||^2 + lam * ||theta - theta0||^2.
+
+    Setting the gradient -X^T (y - X theta) / n + 2 lam (theta - theta0) to zero gives
+    theta = (X^T X + 2 n lam I)^-1 (X^T y + 2 n lam theta0).  X: (n, d), y: (n,), theta0: (d,).
+    """
+    n, d = X.shape
+    A = X.T @ X + 2 * n * lam * torch.eye(d, dtype=X.dtype)
+    b = X.T @ y + 2 * n * lam * theta0
+    return torch.linalg.solve(A, b)
 
 
 def test_penalty_matches_reference_computation():

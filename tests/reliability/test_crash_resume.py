@@ -53,3 +53,34 @@ def test_killed_five_times_then_resumed_equals_uninterrupted_run(tmp_path, finis
     assert proc.returncode == 0, proc.stderr
     assert stale_temps(run) == [], "temporary files of interrupted writes are cleaned up on resume"
     assert_same_run(run, finished_run)  # the uninterrupted run (made in-process, also one thread)
+
+
+def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint(tmp_path):
+    """--checkpoint-every-steps 3: killed before step 12 (epoch 2, its 5th batch), the run resumes from the
+    checkpoint of step 9 (inside epoch 2) and ends bit for bit like the same run uninterrupted."""
+    every = ["--checkpoint-every-steps", "3"]
+    baseline, run = tmp_path / "baseline", tmp_path / "run"
+    assert run_subprocess(["finetune", *RUN_ARGS, *every, "--out", str(baseline)]).returncode == 0
+    proc = run_subprocess(["finetune", *RUN_ARGS, *every, "--out", str(run)], fault="kill_at_step:12")
+    assert proc.returncode == KILLED, proc.stderr
+    with safe_open(str(run / "checkpoint" / "last.safetensors"), framework="pt") as fh:
+        state = json.loads(fh.metadata()["trainer_state"])
+    assert (state["epoch"], state["step"], state["batch_in_epoch"]) == (1, 9, 2), state
+    proc = run_subprocess(["finetune", *RUN_ARGS, *every, "--out", str(run), "--resume"])
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(run, baseline)
+
+
+def test_workers_change_nothing(tmp_path, finished_run):
+    """Two DataLoader worker processes read and augment the examples: each example's augmentation comes from
+    its own seed, so the run equals the one made in the training process."""
+    from tests.reliability.conftest import strip_timing
+
+    run = tmp_path / "run"
+    proc = run_subprocess(["finetune", *RUN_ARGS, "--workers", "2", "--out", str(run)])
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "checkpoint" / "best.safetensors").read_bytes() == \
+        (finished_run / "checkpoint" / "best.safetensors").read_bytes()
+    got = [strip_timing(json.loads(ln)) for ln in (run / "history.jsonl").read_text().splitlines()]
+    want = [strip_timing(json.loads(ln)) for ln in (finished_run / "history.jsonl").read_text().splitlines()]
+    assert got == want

@@ -194,7 +194,7 @@ def test_a_last_batch_of_one_example_trains(tmp_path, capsys):
     assert code == 0, err
     history = json.loads((out / "history.jsonl").read_text().splitlines()[0])
     assert history["samples_per_second"] > 0
-    from transferlab.training.trainer import NoSingletonBatches
+    from transferlab.training.batches import NoSingletonBatches
 
     sizes = [len(b) for b in NoSingletonBatches(range(33), 32)]
     assert sizes == [33] and len(NoSingletonBatches(range(33), 32)) == 1

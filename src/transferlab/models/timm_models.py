@@ -6,7 +6,7 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models._manipulate import group_with_matcher  # timm: groups parameters stem -> head
+from timm.models._manipulate import MATCH_PREV_GROUP, group_with_matcher  # timm: orders parameters stem -> head
 from torch import nn
 
 from transferlab.errors import ConfigError
@@ -22,25 +22,78 @@ def is_timm_model(name: str) -> bool:
     return timm.is_model(name)
 
 
-def timm_depth_groups(model: nn.Module) -> list[DepthGroup]:
-    """Depth groups from timm's own `group_matcher` (the regexes ordering parameters stem -> head).
+def timm_depth_groups(model: nn.Module, prefix: str = "backbone.") -> list[DepthGroup]:
+    """Depth groups of any timm model, as the modules that make up each group, in forward order.
 
-    timm groups parameter names; we turn each group into module-path prefixes so that modules added
-    later (LoRA, adapters) inside a layer fall in that layer's group.
+    timm's `group_matcher(coarse=True)` orders the parameters stem -> head; a part it merges into the
+    previous group (`MATCH_PREV_GROUP`: EfficientNet's conv_head+bn2, a ViT's final norm) is kept as its own
+    group. Each group is then given by its coarsest modules (`layer1`, `blocks.0`, `conv_stem`+`bn1`) rather
+    than the leaves that own parameters, so that the output of a group's last module (what diagnostics hook)
+    is the group's output, and modules added later inside a block (LoRA, adapters) fall in its group.
+    Parameter-free modules between two groups (resnet's act1+maxpool) join the group they follow; those after
+    the last group (pooling, the reset classifier) stay outside, they are the head's input.
     """
-    named = [(n, p) for n, p in model.named_parameters()]
-    ordered = group_with_matcher(named, model.group_matcher(coarse=True), return_values=False)
+    matcher = _split_merged_tail(model.group_matcher(coarse=True))
+    ordered = group_with_matcher(model.named_parameters(), matcher, return_values=False)
+    param_groups = [names for _, names in sorted(ordered.items()) if names]
+    owner = {n: i for i, names in enumerate(param_groups) for n in names}
+    # The depth groups of the parameters under each module (recursively): {} for parameter-free modules.
+    below: dict[str, set[int]] = {name: {owner[f"{name}.{n}" if name else n] for n, _ in m.named_parameters()}
+                                  for name, m in model.named_modules()}
+    units: list[list[str]] = [[] for _ in param_groups]
+    _collect(model, "", below, owner, units)
     groups = []
-    items = [names for _, names in sorted(ordered.items()) if names]
-    for i, names in enumerate(items):
-        prefixes = sorted({"backbone." + n.rsplit(".", 1)[0] for n in names})
-        groups.append(DepthGroup(_group_name(prefixes, i, len(items)), tuple(prefixes)))
+    used = {"head"}
+    for i, modules in enumerate(units):
+        name = _group_name([m for m in modules if m not in below or below[m]], i, len(units))
+        if name in used:  # e.g. ConvNeXt's backbone.head (final norm): not the new head
+            name = _group_name(sorted({n.rsplit(".", 1)[0] for n in param_groups[i]}), i, len(units))
+        used.add(name)
+        groups.append(DepthGroup(name, tuple(prefix + m for m in modules)))
     return groups
+
+
+def _split_merged_tail(matcher):
+    """timm's matcher with MATCH_PREV_GROUP parts (merged into the group before) sorted last but kept apart."""
+    if not isinstance(matcher, dict):
+        return matcher
+    out = {}
+    for key, spec in matcher.items():
+        if isinstance(spec, (list, tuple)):
+            spec = [(regex, (float("inf"),) if suffix == MATCH_PREV_GROUP else suffix) for regex, suffix in spec]
+        out[key] = spec
+    return out
+
+
+def _collect(module: nn.Module, path: str, below: dict, owner: dict, units: list) -> None:
+    """Walk the module tree in registration (= forward, in timm) order, appending to `units[g]` the coarsest
+    modules (and parameters held directly by a mixed module) whose parameters all belong to group g."""
+    join = (lambda n: f"{path}.{n}") if path else (lambda n: n)
+    for name, _ in module.named_parameters(recurse=False):  # a ViT's cls_token / pos_embed
+        units[owner[join(name)]].append(join(name))
+    children = [(join(n), c) for n, c in module.named_children()]
+    last = max((k for k, (p, _) in enumerate(children) if below[p]), default=-1)
+    pending: list[str] = []  # parameter-free modules not yet placed
+    current = None  # the group of the last placed module at this level
+    for k, (child_path, child) in enumerate(children):
+        groups = below[child_path]
+        if not groups:
+            if k < last:
+                pending.append(child_path)
+            continue
+        # parameter-free modules before this one go after the previous group's modules, else before this one's
+        units[current if current is not None else min(groups)].extend(pending)
+        if len(groups) == 1:
+            units[min(groups)].append(child_path)
+        else:
+            _collect(child, child_path, below, owner, units)
+        pending = []
+        current = max(below[child_path])
 
 
 def _group_name(prefixes: list[str], index: int, count: int) -> str:
     """The longest common dotted prefix of a group's modules, or stem/final/groupN."""
-    parts = [p.split(".")[1:] for p in prefixes]
+    parts = [p.split(".") for p in prefixes]
     common = []
     for level in zip(*parts):
         if len(set(level)) != 1:
@@ -62,7 +115,9 @@ def _split_source_head(model: nn.Module) -> nn.Linear | None:
     return source
 
 
-def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | None) -> TransferModel:
+def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | None,
+           group_names: dict[str, str] | None = None) -> TransferModel:
+    """A TransferModel on timm's `arch`; `group_names` renames depth groups (e.g. {"final": "final_conv"})."""
     source_classes = cfg.num_source_classes or 1000
     if state_dict is not None:
         classifier = timm.create_model(arch, pretrained=False).pretrained_cfg.get("classifier", "")
@@ -77,8 +132,9 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
     source_head = _split_source_head(model) if state_dict is not None else None
     if source_head is None:
         model.reset_classifier(0)
-    groups = [DepthGroup(g.name, g.prefixes) for g in timm_depth_groups(model)]
-    # reset_classifier(0) leaves an Identity: the head group of timm's matcher may now be empty.
+    # After reset_classifier(0) the classifier is a parameter-free Identity, outside every group.
+    renames = group_names or {}
+    groups = [DepthGroup(renames.get(g.name, g.name), g.prefixes) for g in timm_depth_groups(model)]
     return TransferModel(cfg, model, model.num_features, num_classes, groups, source_head=source_head)
 
 
@@ -124,11 +180,5 @@ def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
 @register_model(EFFICIENTNET_LITE0)
 def efficientnet_lite0(num_classes: int, weights: str | None = None) -> TransferModel:
     state = load_state_dict_file(weights) if weights else efficientnet_lite0_state_dict()
-    model = _build("tf_efficientnet_lite0", EFFICIENTNET_LITE0, num_classes, state)
-    # One group per stage is what the issue asks for: stem, blocks.0..6, final conv+norm, head.
-    backbone = model.backbone
-    groups = [DepthGroup("stem", ("backbone.conv_stem", "backbone.bn1"))]
-    groups += [DepthGroup(f"blocks.{i}", (f"backbone.blocks.{i}",)) for i in range(len(backbone.blocks))]
-    groups.append(DepthGroup("final_conv", ("backbone.conv_head", "backbone.bn2")))
-    model._groups = groups + [DepthGroup("head", ("head",))]
-    return model
+    # timm's groups: stem, one per stage (blocks.0..6), the final conv+norm (conv_head, bn2), head.
+    return _build("tf_efficientnet_lite0", EFFICIENTNET_LITE0, num_classes, state, {"final": "final_conv"})

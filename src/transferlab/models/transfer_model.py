@@ -103,9 +103,9 @@ class TransferModel(nn.Module):
 
     def add_to_group(self, prefix: str, like: str) -> int:
         """Put the module path `prefix` (a module a strategy added) into the depth group of `like` (a
-        parameter or module path already placed); returns the group's index. Needed where groups list the
-        modules that own parameters (timm's group_matcher gives `blocks.0.0.conv`, not `blocks.0.0`), so a
-        module hung on a block would otherwise belong to no group."""
+        parameter or module path already placed); returns the group's index. Groups are module-level, so a
+        module added inside a block already belongs to that block's group; this places one added where no
+        group's prefix covers it (e.g. beside the backbone's top-level modules)."""
         index = self.group_index(like)
         group = self._groups[index]
         if prefix not in group.prefixes:

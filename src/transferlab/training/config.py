@@ -37,6 +37,12 @@ class TrainConfig:
         "help": "random, or source: start the head from the related source classifier rows (Co-Tuning)"})
     on_nonfinite: str = field(default="stop", metadata={
         "help": "stop: end the run at a NaN/inf loss naming the step; skip: skip that step and go on"})
+    workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes that read and augment examples (0: in the training process); "
+                "results do not depend on it"})
+    checkpoint_every_steps: int = field(default=0, metadata={
+        "help": "also checkpoint every N optimiser steps inside an epoch, so --resume continues mid-epoch "
+                "(0: at epoch ends only)"})
     bn_stats: str = field(default="auto", metadata={
         "help": "auto: BatchNorm layers whose parameters are frozen keep their running statistics, the others "
                 "re-estimate them on target batches; frozen: every BatchNorm layer keeps the pre-trained "
@@ -68,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}: choose {', '.join(SCHEDULES)}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.workers < 0 or self.checkpoint_every_steps < 0:
+            raise ConfigError("--workers and --checkpoint-every-steps must be >= 0")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.patience < 0:
             raise ConfigError("--weight-decay, --grad-clip and --patience must be >= 0")
         if self.head_init not in ("random", "source"):

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
 from transferlab import faults
 from transferlab.errors import ConfigError, TrainingError, UnsafeFileError
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
+from transferlab.training.batches import EpochBatches, NoSingletonBatches, SeededItems
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, to_device
@@ -47,26 +48,6 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer", metrics: dict) -> None: ...
 
 
-class NoSingletonBatches(BatchSampler):
-    """Batches of `batch_size`; a last batch of a single example joins the one before it. In training mode
-    BatchNorm cannot normalise one example (one value per channel at small image sizes), so a training set of
-    33 with batch size 32 would stop; merged, every training-set size of 2 or more works."""
-
-    def __init__(self, sampler, batch_size: int):
-        super().__init__(sampler, batch_size, drop_last=False)
-
-    def __iter__(self):
-        batches = list(super().__iter__())
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            last = batches.pop()
-            batches[-1] = batches[-1] + last
-        yield from batches
-
-    def __len__(self) -> int:
-        n, full = len(self.sampler), super().__len__()
-        return full - 1 if full > 1 and n % self.batch_size == 1 else full
-
-
 @dataclass
 class FitState:
     epoch: int = 0  # next epoch to run
@@ -78,6 +59,10 @@ class FitState:
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
     skipped_steps: list = field(default_factory=list)
+    # Inside an epoch (checkpoint_every_steps): batches of the current epoch done, and their running sums, so a
+    # run resumed there finishes the epoch with the record an uninterrupted run writes.
+    batch_in_epoch: int = 0
+    epoch_sums: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str, fallback: bool = False) -> torch.device:
@@ -137,17 +122,23 @@ class Trainer:
         self.objective = objective or Classification()
 
     # ---- data ----------------------------------------------------------------------------------
-    def train_loader(self, epoch: int) -> DataLoader:
+    def train_loader(self, epoch: int, start: int = 0) -> DataLoader:
         # The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches. The loader
         # draws its base seed from `gen` before the sampler's permutation, as DataLoader(shuffle=True) does.
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        sampler = NoSingletonBatches(RandomSampler(self.data.train, generator=gen), self.config.batch_size)
-        return DataLoader(self.data.train, batch_sampler=sampler, generator=gen, collate_fn=self.data.collate,
-                          num_workers=0)
+        sampler = EpochBatches(RandomSampler(self.data.train, generator=gen), self.config.batch_size,
+                               self.config.seed, epoch, start=start)
+        return DataLoader(SeededItems(self.data.train), batch_sampler=sampler, generator=gen,
+                          collate_fn=self.data.collate, **self._worker_options())
 
     def eval_loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False,
-                          collate_fn=self.data.collate, num_workers=0)
+                          collate_fn=self.data.collate, **self._worker_options())
+
+    def _worker_options(self) -> dict:
+        workers = self.config.workers
+        return {"num_workers": workers, "pin_memory": self.device.type == "cuda",
+                "persistent_workers": False, **({"prefetch_factor": 2} if workers else {})}
 
     def _plain_train_batches(self):
         for batch in self.eval_loader(self.data.train):
@@ -223,7 +214,8 @@ class Trainer:
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         self.setup(resume)
-        total_steps = self.config.epochs * len(NoSingletonBatches(range(len(self.data.train)), self.config.batch_size))
+        self._batches_per_epoch = len(NoSingletonBatches(range(len(self.data.train)), self.config.batch_size))
+        total_steps = self.config.epochs * self._batches_per_epoch
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
@@ -253,57 +245,26 @@ class Trainer:
     def _run_epoch(self, epoch: int, total_steps: int) -> dict:
         self._configure_epoch(epoch)
         self._train_mode()
-        loader = self.train_loader(epoch)
-        sums = {"loss": 0.0, "correct": 0, "n": 0}
-        term_sums: dict[str, float] = {}
+        done = self.state.batch_in_epoch  # > 0 when resuming inside this epoch
+        partial = self.state.epoch_sums or {}
+        sums = {"loss": partial.get("loss", 0.0), "correct": partial.get("correct", 0), "n": partial.get("n", 0)}
+        term_sums: dict[str, float] = dict(partial.get("terms", {}))
+        seconds_before = partial.get("seconds", 0.0)
         start = time.perf_counter()
-        progress = _progress(loader, f"epoch {epoch + 1}/{self.config.epochs}")
-        for batch in progress:
-            if batch["labels"].numel() == 0:
-                continue
-            batch = to_device(batch, self.device)
-            poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
-            apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
-            logits = self.model(batch)
-            task_loss = self.objective.loss(logits, batch["labels"])
-            terms = self.strategy.loss_terms(self.model, batch, logits)
-            loss = task_loss + sum(terms.values()) if terms else task_loss
-            if poison:
-                loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                self._handle_nonfinite(loss, epoch)
-                self.state.step += 1
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
-            # (max_norm=inf only measures: the clip coefficient is clamped to exactly 1.)
-            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                  self.config.grad_clip if self.config.grad_clip > 0 else math.inf)
-            if not torch.isfinite(norm):
-                self._handle_nonfinite(norm, epoch, what="gradient norm")
-                self.state.step += 1
-                continue
-            try:
-                self.optimizer.step()
-            except RuntimeError as exc:
-                if "overflow" not in str(exc):
-                    raise
-                raise TrainingError(f"the optimiser step overflowed at step {self.state.step + 1} (epoch "
-                                    f"{epoch + 1}): the learning rate times its group's scale is too large for "
-                                    f"float32; {self._kept()} (lower --lr)") from None
-            self.state.step += 1
-            n = batch["labels"].numel()
-            sums["loss"] += task_loss.item() * n
-            correct = self.objective.correct(logits, batch["labels"])
-            sums["correct"] = None if correct is None or sums["correct"] is None else sums["correct"] + correct
-            sums["n"] += n
-            for k, v in terms.items():
-                term_sums[k] = term_sums.get(k, 0.0) + v.item() * n
-            if hasattr(progress, "set_postfix"):
+        progress = _progress(self.train_loader(epoch, start=done), f"epoch {epoch + 1}/{self.config.epochs}")
+        for position, batch in enumerate(progress, start=done):
+            if batch["labels"].numel() > 0:
+                self._train_step(batch, epoch, total_steps, sums, term_sums)
+            self.state.batch_in_epoch = position + 1
+            if self._checkpoint_due():
+                self.state.epoch_sums = {**sums, "terms": dict(term_sums),
+                                         "seconds": seconds_before + time.perf_counter() - start}
+                self._save_last()
+            if hasattr(progress, "set_postfix") and sums["n"]:
                 progress.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
-        seconds = time.perf_counter() - start
+        seconds = seconds_before + time.perf_counter() - start
         self.state.train_seconds += seconds
+        self.state.batch_in_epoch, self.state.epoch_sums = 0, {}
         val = evaluate(self.model, self.eval_loader(self.data.val), self.device, self.objective)
         n = max(sums["n"], 1)
         record = {
@@ -320,6 +281,53 @@ class Trainer:
                     epoch + 1, self.config.epochs, record["train_loss"], _fmt(record["train_accuracy"]),
                     val["loss"], _fmt(val["accuracy"]), record["samples_per_second"])
         return record
+
+    def _checkpoint_due(self) -> bool:
+        """A mid-epoch checkpoint every checkpoint_every_steps optimiser steps (the epoch's end writes its own)."""
+        every = self.config.checkpoint_every_steps
+        return every > 0 and self.state.step > 0 and self.state.step % every == 0 \
+            and self.state.batch_in_epoch < self._batches_per_epoch
+
+    def _train_step(self, batch: dict, epoch: int, total_steps: int, sums: dict, term_sums: dict) -> None:
+        batch = to_device(batch, self.device)
+        poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
+        apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
+        logits = self.model(batch)
+        task_loss = self.objective.loss(logits, batch["labels"])
+        terms = self.strategy.loss_terms(self.model, batch, logits)
+        loss = task_loss + sum(terms.values()) if terms else task_loss
+        if poison:
+            loss = loss * float("nan")
+        if not torch.isfinite(loss):
+            self._handle_nonfinite(loss, epoch)
+            self.state.step += 1
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
+        # (max_norm=inf only measures: the clip coefficient is clamped to exactly 1.)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                              self.config.grad_clip if self.config.grad_clip > 0 else math.inf)
+        if not torch.isfinite(norm):
+            self._handle_nonfinite(norm, epoch, what="gradient norm")
+            self.state.step += 1
+            return
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):
+                raise
+            raise TrainingError(f"the optimiser step overflowed at step {self.state.step + 1} (epoch "
+                                f"{epoch + 1}): the learning rate times its group's scale is too large for "
+                                f"float32; {self._kept()} (lower --lr)") from None
+        self.state.step += 1
+        n = batch["labels"].numel()
+        sums["loss"] += task_loss.item() * n
+        correct = self.objective.correct(logits, batch["labels"])
+        sums["correct"] = None if correct is None or sums["correct"] is None else sums["correct"] + correct
+        sums["n"] += n
+        for k, v in terms.items():
+            term_sums[k] = term_sums.get(k, 0.0) + v.item() * n
 
     def _handle_nonfinite(self, value: torch.Tensor, epoch: int, what: str = "loss") -> None:
         where = f"step {self.state.step + 1} (epoch {epoch + 1})"

@@ -1,0 +1,73 @@
+"""The training batches of one epoch: a seeded order, no batch of a single example, and every example's
+augmentation drawn from its own seed.
+
+Why per-example seeds: random augmentation (crops, flips) draws from torch's global generator. Drawn in one
+stream, each image's crop would depend on everything drawn before it: on how many DataLoader workers share the
+work, and on where a resumed epoch starts. Seeded by (run seed, epoch, index), an example gets the same
+augmentation with 0 or 8 workers, and a run resumed in the middle of an epoch continues exactly.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import BatchSampler, Dataset
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one example's augmentation in one epoch (splitmix64's finaliser over the three)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (x ^ (x >> 31)) >> 1
+
+
+class NoSingletonBatches(BatchSampler):
+    """Batches of `batch_size`; a last batch of a single example joins the one before it. In training mode
+    BatchNorm cannot normalise one example (one value per channel at small image sizes), so a training set of
+    33 with batch size 32 would stop; merged, every training-set size of 2 or more works."""
+
+    def __init__(self, sampler, batch_size: int):
+        super().__init__(sampler, batch_size, drop_last=False)
+
+    def __iter__(self):
+        batches = list(super().__iter__())
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
+        yield from batches
+
+    def __len__(self) -> int:
+        n, full = len(self.sampler), super().__len__()
+        return full - 1 if full > 1 and n % self.batch_size == 1 else full
+
+
+class EpochBatches(NoSingletonBatches):
+    """One epoch's batches from `start` on, each example as (index, its augmentation seed)."""
+
+    def __init__(self, sampler, batch_size: int, seed: int, epoch: int, start: int = 0):
+        super().__init__(sampler, batch_size)
+        self.seed, self.epoch, self.start = seed, epoch, start
+
+    def __iter__(self):
+        for position, batch in enumerate(super().__iter__()):
+            if position >= self.start:  # the order is drawn whole, so skipping keeps the rest in place
+                yield [(i, item_seed(self.seed, self.epoch, i)) for i in batch]
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.start)
+
+
+class SeededItems(Dataset):
+    """`base[index]` with torch's generator seeded for that example alone (and restored after), so whatever the
+    item's transform draws comes from the example's own seed. Keys are (index, seed) pairs."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.base[index]
