@@ -4,7 +4,7 @@ PNG files beside it) and as one self-contained HTML file (PNGs base64-embedded).
 
 Other packages add sections without touching this file:
 
-    from transferlab.compare.report import Section, Table, register_section
+    from transferlab.sections import Section, Table, register_section
 
     @register_section("cka", order=65)
     def cka_section(ctx):            # ctx: ReportContext (results, out dir, a cache shared by sections)
@@ -29,66 +29,19 @@ from transferlab.compare.grid import SCRATCH
 from transferlab.compare.results import OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
 from transferlab.compare.significance import RULE
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from transferlab.sections import (_SECTIONS, Bullets, Figure, Section, Table, Text,  # noqa: F401  (re-exported)
+                                  list_sections, register_section)
 
 logger = logging.getLogger(__name__)
 
 
-# ---- content blocks --------------------------------------------------------------------------------------
-@dataclass
-class Text:
-    text: str  # one paragraph; **bold** is the only markup
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    css_class: str = "results"
-
-
-@dataclass
-class Figure:
-    name: str  # file stem: plots/<name>.png
-    png: bytes
-    caption: str
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list
-    data: dict | None = None  # stored under results.json["sections"][key]
-
-
+# ---- the context sections get ---------------------------------------------------------------------------
 @dataclass
 class ReportContext:
     results: GridResults
     out: Path
     cache: dict = field(default_factory=dict)  # shared by sections, e.g. loaded models
     source_data: str | None = None  # source-task data for runs that were not given any (forgetting)
-
-
-SectionFn = Callable[[ReportContext], "Section | None"]
-_SECTIONS: dict[str, tuple[int, SectionFn]] = {}
-
-
-def register_section(key: str, order: int = 100) -> Callable[[SectionFn], SectionFn]:
-    """Add a report section under `key` (also its key in results.json); lower `order` comes first."""
-
-    def wrap(fn: SectionFn) -> SectionFn:
-        _SECTIONS[key] = (order, fn)
-        return fn
-
-    return wrap
-
-
-def list_sections() -> list[str]:
-    return [k for k, _ in sorted(_SECTIONS.items(), key=lambda kv: kv[1][0])]
 
 
 # ---- formatting ------------------------------------------------------------------------------------------

@@ -10,5 +10,7 @@ from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._load import load_data, load_single_image
 from ._options import DataOptions
+from ._source import load_source_data, source_label_map
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data", "load_single_image"]
+__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data", "load_single_image", "load_source_data",
+           "source_label_map"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from transferlab.compare.report import Bullets, Figure, Section, Table, Text, register_section
+from transferlab.sections import Bullets, Figure, Section, Table, Text, register_section
 from transferlab.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -1,62 +1,14 @@
-"""The source task: labelled source data in the source classifier's label space, and source models.
+"""Source models: a run turned into a `--weights` file whose head becomes the next run's source head.
 
-Source data is any data set `load_data` reads (an image folder, `digits:0-4`, ...) whose class names are
-source class indices ("310", "309") or, for a 1000-class ImageNet head, ImageNet class names ("ants" and
-"bees" match 310 'ant' and 309 'bee'; a trailing plural 's' is ignored). `class_map` ({"ants": 310})
-overrides both.
+Source data (a data set in the source classifier's label space) is read by `transferlab.data`
+(`load_source_data`, `source_label_map`), which the strategies (EWC) use too.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from transferlab.data import load_source_data, source_label_map  # noqa: F401  (the diagnostics' own names)
 from transferlab.errors import ConfigError
-
-
-def source_label_map(class_names: list[str], num_source_classes: int,
-                     class_map: dict[str, int] | None = None) -> list[int]:
-    """Source class index for each class name of a source data set, in the data set's label order."""
-    class_map = class_map or {}
-    out = []
-    for name in class_names:
-        if name in class_map:
-            index = int(class_map[name])
-        elif name.strip().isdigit():
-            index = int(name)
-        else:
-            index = _imagenet_index(name) if num_source_classes == 1000 else None
-            if index is None:
-                raise ConfigError(f"source class folder {name!r} is neither a source class index nor a known "
-                                  f"class name; rename it to the index (e.g. 310) or pass a class map")
-        if not 0 <= index < num_source_classes:
-            raise ConfigError(f"source class {name!r} -> {index} is outside the source head's "
-                              f"{num_source_classes} classes")
-        out.append(index)
-    return out
-
-
-def _imagenet_index(name: str) -> int | None:
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    wanted = {name.lower().replace("_", " ").strip()}
-    wanted.add(next(iter(wanted)).removesuffix("s"))
-    for i in range(1000):
-        synonyms = {s.strip().lower() for s in info.index_to_description(i).split(",")}
-        if wanted & synonyms:
-            return i
-    return None
-
-
-def load_source_data(path: str, cfg, image_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
-                     tokenizer=None):
-    """A source data set read with the model's preprocessing, and its labels mapped to source indices."""
-    from transferlab.data import DataOptions, load_data
-
-    options = DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
-    data = load_data(path, cfg, options, tokenizer=tokenizer)
-    return data
 
 
 def export_source_weights(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
@@ -105,9 +57,3 @@ def _merge_peft(model, strategy) -> None:
                                   f"adapters are extra layers); export its task module instead "
                                   f"(transferlab modules export)")
             part.merge_slot(model, DEFAULT_SLOT)
-
-
-@torch.no_grad()
-def predicted_source_labels(model, batch: dict) -> torch.Tensor:
-    """The source head's own predictions (B,), used where no true source labels exist."""
-    return model.source_logits(batch).argmax(-1)

@@ -8,7 +8,8 @@ from transferlab.strategies.base import Strategy, StrategyContext
 
 
 class ComposedStrategy(Strategy):
-    """Runs its parts' hooks in order: trainable sets intersect, lr scales multiply, loss terms add up."""
+    """Runs its parts' hooks in order: trainable sets intersect, lr scales multiply, loss terms add up.
+    The parser (`parse_strategy`) puts `full` first where no part selects what trains."""
 
     name = "composed"
 
@@ -22,10 +23,6 @@ class ComposedStrategy(Strategy):
         names = [p.name for p in parts]
         if len(set(names)) != len(names):
             raise ConfigError(f"strategy given twice in {'+'.join(names)}")
-        if not selections:
-            from transferlab.strategies.layerwise import Full
-
-            parts = [Full()] + parts  # an lr strategy or regulariser alone means everything trains
         self.parts = parts
 
     def spec(self) -> str:

@@ -90,7 +90,7 @@ class EWC(Strategy):
 def _source_examples(model, ctx, limit: int) -> list[tuple[dict, int]]:
     """Up to `limit` (single-example batch, source label) pairs: true labels from ctx.options['source_data'],
     else the source head's argmax on the target training inputs."""
-    from transferlab.training.evaluate import to_device
+    from transferlab.nn_utils import to_device
 
     device = ctx.device
     source_path = (ctx.options or {}).get("source_data")
@@ -98,7 +98,7 @@ def _source_examples(model, ctx, limit: int) -> list[tuple[dict, int]]:
     if source_path:
         from torch.utils.data import DataLoader
 
-        from transferlab.diagnostics.source import load_source_data, source_label_map
+        from transferlab.data import load_source_data, source_label_map
 
         # The target batches tell the image size the run uses (DataOptions are not in the context).
         first = next(iter(ctx.train_batches()), None) if ctx.train_batches else None

@@ -86,4 +86,6 @@ def parse_strategy(spec: str) -> ComposedStrategy:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"empty strategy spec; choose from {', '.join(sorted(_STRATEGIES))}")
     parts = [parse_one(piece) for piece in spec.split("+")]
+    if not any(p.role == "selection" for p in parts):
+        parts = [parse_one("full")] + parts  # an lr strategy or regulariser alone means everything trains
     return ComposedStrategy(parts)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import torch
 
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+from transferlab.nn_utils import to_device  # noqa: F401  (the layers above import it from here too)
 
 
 @torch.no_grad()
