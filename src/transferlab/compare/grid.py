@@ -116,10 +116,6 @@ class Cell:
     config: RunConfig
 
     @property
-    def is_scratch(self) -> bool:
-        return self.strategy == SCRATCH
-
-    @property
     def label(self) -> str:
         return f"{self.strategy} (seed {self.seed})"
 

@@ -16,14 +16,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def reference_is_random(config: "RunConfig") -> bool:
-    """True when the run's 'pre-trained' model is a random initialisation (a timm name without --weights):
-    a fresh build then differs from the one the run started from, so drift has no meaningful reference."""
-    import timm
+def has_reproducible_start(model: str, weights: str | None) -> bool:
+    """Whether building `model` again (with `weights`) gives the backbone a run of it started from, as
+    `create_model` dispatches: yes for a registry model, an HF directory or `hf:<hub id>` (pre-trained weights)
+    and anything given --weights; no for a timm architecture without --weights, a random init that is a new
+    draw on every build (drift then has no meaningful reference). Names `create_model` refuses: yes (no run
+    of them exists to be random)."""
+    from pathlib import Path
 
     from transferlab.models import list_models
+    from transferlab.models.timm_models import is_timm_model
 
-    return config.weights is None and config.model not in list_models() and timm.is_model(config.model)
+    if weights or model in list_models() or Path(model).is_dir() or model.startswith("hf:"):
+        return True
+    return not is_timm_model(model)
 
 
 def reference_model(config: "RunConfig", strategy=None) -> "TransferModel":

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from transferlab.diagnostics._common import save_figure, target_batches, make_loader, split_of
+from transferlab.nn_utils import is_batchnorm
 
 
 @dataclass
@@ -49,7 +50,7 @@ def symmetric_kl(m_p: torch.Tensor, v_p: torch.Tensor, m_q: torch.Tensor, v_q: t
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m)
             and m.running_mean is not None]
 
 

@@ -2,7 +2,8 @@
 
 Per depth group (input side first):
 - weight_change = ||w - w0|| / ||w0|| over the group's pre-trained parameters (w0: a fresh build of the
-  pre-trained model); None for the new head, which has no pre-trained value;
+  pre-trained model), of the effective weights (LoRA merged; see `weights.py`); None for the new head, which
+  has no pre-trained value, and for adapter runs (extra layers beside unchanged backbone weights);
 - cka = linear CKA between the pre-trained and the fine-tuned model's group outputs on target inputs
   (pooled to (B, D)), averaged over minibatches with the unbiased HSIC estimator (see `cka.py`); None for
   the head, whose pre-trained counterpart is a random new head.
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import GroupOutputs, make_loader, pretrained_key, reference_is_random, \
-    reference_model, save_figure, split_of, target_batches
+from transferlab.diagnostics._common import GroupOutputs, has_reproducible_start, make_loader, \
+    pretrained_key, reference_model, save_figure, split_of, target_batches
 from transferlab.diagnostics.cka import MinibatchCKA
+from transferlab.diagnostics.weights import model_weight_change, run_weight_change
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +45,6 @@ class DriftResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@torch.no_grad()
-def weight_changes(model, reference) -> list[float | None]:
-    """||w - w0|| / ||w0|| per depth group, over parameters that have a pre-trained value."""
-    ref = dict(reference.named_parameters())
-    diff = [0.0] * len(model.depth_groups)
-    norm = [0.0] * len(model.depth_groups)
-    for name, p in model.named_parameters():
-        if model.is_new_param(name) or name not in ref or ref[name].shape != p.shape:
-            continue
-        g = model.group_index(name)
-        w0 = ref[name].to(p.device, torch.float64)
-        diff[g] += float((p.double() - w0).pow(2).sum())
-        norm[g] += float(w0.pow(2).sum())
-    return [(d ** 0.5) / (n ** 0.5) if n > 0 else None for d, n in zip(diff, norm)]
 
 
 @torch.no_grad()
@@ -106,8 +92,12 @@ def representation_cka(model, reference, loader, device, max_batches: int | None
 
 
 def drift(model, reference, loader, device, max_batches: int | None = None,
-          reference_outputs: list[list] | None = None) -> tuple[list[GroupDrift], int, int]:
-    changes = weight_changes(model, reference)
+          reference_outputs: list[list] | None = None,
+          changes: list[float | None] | None = None) -> tuple[list[GroupDrift], int, int]:
+    """(per-group drift, examples, batches). `changes`: the weight changes, when already computed
+    (`model_weight_change` with the run's strategy, which merges added modules); else of `model` as it is."""
+    if changes is None:
+        changes, _ = model_weight_change(model, reference)
     ckas, examples, batches = representation_cka(model, reference, loader, device, max_batches,
                                                   reference_outputs=reference_outputs)
     head = len(model.depth_groups) - 1
@@ -131,7 +121,7 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
     device = resolve_device(config.train.device, fallback=True)
     reference = reference_model(config, strategy)
     note = ""
-    if reference_is_random(config):
+    if not has_reproducible_start(config.model, config.weights):
         note = (f"{config.model} was fine-tuned from a random initialisation (no --weights): the reference is "
                 f"another random draw, so these numbers do not measure drift")
         logger.warning(note)
@@ -147,9 +137,10 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
         if key not in cache:
             cache[key] = group_outputs(reference, loader, device, max_batches)[0]
         reference_outputs = cache[key]
-    groups, examples, batches = drift(model, reference, loader, device, max_batches, reference_outputs)
+    changes, weight_note = run_weight_change(config, model, reference, strategy)
+    groups, examples, batches = drift(model, reference, loader, device, max_batches, reference_outputs, changes)
     return DriftResult(run=str(run_dir), data=config.data, split=split, examples=examples, batches=batches,
-                       note=note, groups=groups)
+                       note="; ".join(n for n in (note, weight_note) if n), groups=groups)
 
 
 def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] | None = None) -> Path:

@@ -20,6 +20,7 @@ def export_source_weights(run_dir: str | Path, out: str | Path, overwrite: bool 
     A LoRA or BitFit run is merged into its base first (the file then has the plain architecture's names);
     an adapter run is refused: its adapters are layers the plain architecture does not have.
     """
+    from transferlab.models.heads import linear_weights
     from transferlab.outputs import check_output_path
     from transferlab.runs import load_run_model
     from transferlab.safe_io import save_tensors
@@ -36,8 +37,9 @@ def export_source_weights(run_dir: str | Path, out: str | Path, overwrite: bool 
     _merge_peft(model, strategy)
     classifier = model.cfg.classifier or backbone.pretrained_cfg.get("classifier", "classifier")
     state = {k: v for k, v in backbone.state_dict().items()}
-    state[f"{classifier}.weight"] = model.head.weight.detach()
-    state[f"{classifier}.bias"] = model.head.bias.detach()
+    weight, bias = linear_weights(model.head, "export-source (timm's classifier is one linear layer)")
+    state[f"{classifier}.weight"] = weight.detach()
+    state[f"{classifier}.bias"] = bias.detach()
     save_tensors(out, state, metadata={"format": "transferlab-source-weights-1", "source_run": str(run_dir),
                                       "classes": ",".join(config.classes or [])})
     return {"out": str(out), "arch": model.cfg.architecture or config.model, "classes": config.classes,

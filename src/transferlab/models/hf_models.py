@@ -7,12 +7,14 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
 from transferlab.models._registry import register_model
-from transferlab.models.transfer_model import DepthGroup, TransferModel
+from transferlab.models.heads import DEFAULT_HEAD
+from transferlab.models.transfer_model import DepthGroup, TransferModel, run_until_module
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,53 @@ def hf_depth_groups(backbone: nn.Module) -> list[DepthGroup]:
     if after:
         groups.append(DepthGroup("final", tuple(after)))
     return groups
+
+
+class HFCuts:
+    """Cut points of a Hugging Face encoder (`TransferModel.forward_until` / `forward_from`).
+
+    h_k = {"hidden": (B, T, H) token states after group k, "attention_mask": (B, T) the input's 0/1 mask}.
+    `until` runs the model's own forward and stops after group k's last module (a hook). `features_from`
+    builds the layers' attention mask from the 0/1 mask as the model does (transformers' bidirectional mask,
+    or `get_extended_attention_mask` where that is what the version has), runs the remaining layers, then the
+    final group's modules, then the model's pooling.
+    """
+
+    def __init__(self, backbone: nn.Module, groups: list[DepthGroup]):
+        layers_name, layers = _layer_list(backbone)
+        self.layers = [f"backbone.{layers_name}.{i}" for i in range(len(layers))]
+        self.final = list(groups[-1].prefixes) if groups[-1].name == "final" else []
+        self.ends = [groups[0].prefixes[-1]] + self.layers + self.final[-1:]
+
+    def until(self, model: TransferModel, batch: dict, k: int) -> dict:
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+        out = run_until_module(model, self.ends[k], lambda: model.backbone(**inputs))
+        hidden = out[0] if isinstance(out, tuple) else out
+        mask = batch.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return {"hidden": hidden, "attention_mask": mask}
+
+    def features_from(self, model: TransferModel, h: dict, k: int) -> torch.Tensor:
+        hidden, mask = h["hidden"], h["attention_mask"]  # (B, T, H), (B, T)
+        if k < len(self.layers):  # groups 0..L-1 are embeddings, layer.0..layer.L-2: layers k.. remain
+            layer_mask = _layer_mask(model.backbone, hidden, mask)
+            for path in self.layers[k:]:
+                out = model.get_submodule(path)(hidden, layer_mask)
+                hidden = out[0] if isinstance(out, tuple) else out
+        if k <= len(self.layers):  # the final group has not run yet
+            for path in self.final:
+                hidden = model.get_submodule(path)(hidden)
+        return model.pool_tokens(hidden, mask)  # (B, H)
+
+
+def _layer_mask(backbone: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
+    """The attention mask the encoder's layers receive, built from the (B, T) 0/1 mask as the model does."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:  # transformers 4: the extended (B, 1, 1, T) additive mask
+        return backbone.get_extended_attention_mask(mask, mask.shape)
+    return create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=mask)
 
 
 _PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -117,7 +166,8 @@ def _load_backbone(name_or_dir: str):
     return backbone, tokenizer
 
 
-def from_hf(name_or_dir: str, num_classes: int, cfg: PretrainedCfg | None = None) -> TransferModel:
+def from_hf(name_or_dir: str, num_classes: int, cfg: PretrainedCfg | None = None,
+            head: str = DEFAULT_HEAD) -> TransferModel:
     """Any Hugging Face encoder (directory or hub id), with a new classification head."""
     backbone, tokenizer = _load_backbone(name_or_dir)
     is_dir = Path(name_or_dir).is_dir()
@@ -128,8 +178,9 @@ def from_hf(name_or_dir: str, num_classes: int, cfg: PretrainedCfg | None = None
             weights=str(name_or_dir), pooling=pooling,
             max_length=min(int(getattr(tokenizer, "model_max_length", 128) or 128), 128))
     hidden = backbone.config.hidden_size
-    return TransferModel(cfg, backbone, hidden, num_classes, hf_depth_groups(backbone),
-                         tokenizer=tokenizer, pooling=cfg.pooling)
+    groups = hf_depth_groups(backbone)
+    return TransferModel(cfg, backbone, hidden, num_classes, groups, tokenizer=tokenizer, pooling=cfg.pooling,
+                         head=head, cuts=HFCuts(backbone, groups))
 
 
 def minilm_dir() -> Path:
@@ -147,9 +198,9 @@ MINILM_L6 = PretrainedCfg(
 
 
 @register_model(MINILM_L6)
-def minilm_l6(num_classes: int, weights: str | None = None) -> TransferModel:
+def minilm_l6(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     if weights:
         raise ConfigError("minilm_l6 carries its own weights; pass a model directory instead of --weights")
     directory = minilm_dir()
     cfg = replace(MINILM_L6, pooling=read_pooling(directory))  # the package's own record decides
-    return from_hf(str(directory), num_classes, cfg=cfg)
+    return from_hf(str(directory), num_classes, cfg=cfg, head=head)

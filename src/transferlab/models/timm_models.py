@@ -12,7 +12,8 @@ from torch import nn
 from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
 from transferlab.models._registry import register_model
-from transferlab.models.transfer_model import DepthGroup, TransferModel
+from transferlab.models.heads import DEFAULT_HEAD
+from transferlab.models.transfer_model import DepthGroup, TransferModel, run_until_module
 from transferlab.safe_io import load_state_dict_file
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,49 @@ def _collect(module: nn.Module, path: str, below: dict, owner: dict, units: list
         current = max(below[child_path])
 
 
+class TimmCuts:
+    """Cut points of a timm backbone (`TransferModel.forward_until` / `forward_from`).
+
+    The steps are the groups' modules, in forward order, as they were when the model was built (a module a
+    strategy adds later is not a step; a module it swaps in at a step's path is called, paths are looked up at
+    call time). `until` runs timm's own forward and stops after group k's last module (a hook), so h_k is that
+    module's output: (B, C, H, W) for a CNN stage, (B, N, D) tokens for a ViT (prefix tokens included), (B, C)
+    after ConvNeXt's pooling+norm head module. `features_from` calls the steps after it and then timm's
+    `forward_head` (pooling, which after `reset_classifier(0)` ends in an Identity), unless a step already is
+    the module `forward_head` runs (ConvNeXt's `head`). Two parts of `forward_features` are not plain module
+    calls and are handled here: a ViT's `_pos_embed` (cls token + position embedding, then its `pos_drop`)
+    replaces the `pos_drop` step. `TransferModel.check_cut_points` catches any other architecture whose
+    forward is not this walk.
+    """
+
+    def __init__(self, backbone: nn.Module, groups: list[DepthGroup]):
+        modules = {f"backbone.{n}" for n, _ in backbone.named_modules() if n}
+        self.steps: list[str] = []
+        self.ends: list[int] = []  # per backbone group, the index of its last step
+        for group in groups:
+            self.steps += [p for p in group.prefixes if p in modules]
+            self.ends.append(len(self.steps) - 1)
+        classifier = backbone.pretrained_cfg.get("classifier", "") or ""
+        parent = classifier.rpartition(".")[0]
+        self.head_is_step = bool(parent) and f"backbone.{parent}" in self.steps
+        self.pos_embed_step = "backbone.pos_drop" if hasattr(backbone, "_pos_embed") else None
+
+    @classmethod
+    def for_groups(cls, backbone: nn.Module, groups: list[DepthGroup]) -> "TimmCuts | None":
+        cuts = cls(backbone, groups)
+        ends = [-1] + cuts.ends
+        return cuts if all(b > a for a, b in zip(ends, ends[1:])) else None  # every group has a module
+
+    def until(self, model: TransferModel, batch: dict, k: int) -> torch.Tensor:
+        return run_until_module(model, self.steps[self.ends[k]], lambda: model.backbone(batch["pixel_values"]))
+
+    def features_from(self, model: TransferModel, h: torch.Tensor, k: int) -> torch.Tensor:
+        x = h
+        for path in self.steps[self.ends[k] + 1:]:
+            x = model.backbone._pos_embed(x) if path == self.pos_embed_step else model.get_submodule(path)(x)
+        return x if self.head_is_step else model.backbone.forward_head(x)  # (B, D)
+
+
 def _group_name(prefixes: list[str], index: int, count: int) -> str:
     """The longest common dotted prefix of a group's modules, or stem/final/groupN."""
     parts = [p.split(".") for p in prefixes]
@@ -116,7 +160,7 @@ def _split_source_head(model: nn.Module) -> nn.Linear | None:
 
 
 def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | None,
-           group_names: dict[str, str] | None = None) -> TransferModel:
+           group_names: dict[str, str] | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """A TransferModel on timm's `arch`; `group_names` renames depth groups (e.g. {"final": "final_conv"})."""
     source_classes = cfg.num_source_classes or 1000
     if state_dict is not None:
@@ -135,10 +179,11 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
     # After reset_classifier(0) the classifier is a parameter-free Identity, outside every group.
     renames = group_names or {}
     groups = [DepthGroup(renames.get(g.name, g.name), g.prefixes) for g in timm_depth_groups(model)]
-    return TransferModel(cfg, model, model.num_features, num_classes, groups, source_head=source_head)
+    return TransferModel(cfg, model, model.num_features, num_classes, groups, source_head=source_head, head=head,
+                         cuts=TimmCuts.for_groups(model, groups))
 
 
-def from_timm(arch: str, num_classes: int, weights: str | None = None) -> TransferModel:
+def from_timm(arch: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """Any timm architecture: random init, or weights from a safetensors / weights-only .pth file."""
     dc = timm.create_model(arch, pretrained=False).pretrained_cfg
     size = dc.get("input_size", (3, 224, 224))[-1]
@@ -149,7 +194,7 @@ def from_timm(arch: str, num_classes: int, weights: str | None = None) -> Transf
         std=tuple(dc.get("std", (0.229, 0.224, 0.225))), interpolation=dc.get("interpolation", "bicubic"),
         crop_pct=dc.get("crop_pct", 0.875), stem=dc.get("first_conv", ""), classifier=dc.get("classifier", ""))
     state = load_state_dict_file(weights) if weights else None
-    return _build(arch, cfg, num_classes, state)
+    return _build(arch, cfg, num_classes, state, head=head)
 
 
 EFFICIENTNET_LITE0 = PretrainedCfg(
@@ -178,7 +223,7 @@ def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
 
 
 @register_model(EFFICIENTNET_LITE0)
-def efficientnet_lite0(num_classes: int, weights: str | None = None) -> TransferModel:
+def efficientnet_lite0(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     state = load_state_dict_file(weights) if weights else efficientnet_lite0_state_dict()
     # timm's groups: stem, one per stage (blocks.0..6), the final conv+norm (conv_head, bn2), head.
-    return _build("tf_efficientnet_lite0", EFFICIENTNET_LITE0, num_classes, state, {"final": "final_conv"})
+    return _build("tf_efficientnet_lite0", EFFICIENTNET_LITE0, num_classes, state, {"final": "final_conv"}, head=head)

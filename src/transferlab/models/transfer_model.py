@@ -8,11 +8,13 @@ use these groups and never attribute names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from transferlab.models._config import PretrainedCfg
+from transferlab.models.heads import DEFAULT_HEAD, build_head
 
 
 @dataclass(frozen=True)
@@ -27,24 +29,61 @@ def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+class CutPoints(Protocol):
+    """How a model kind runs its backbone in two parts, split after a depth group (see `forward_until`)."""
+
+    def until(self, model: "TransferModel", batch: dict, k: int) -> Any: ...
+
+    def features_from(self, model: "TransferModel", h: Any, k: int) -> torch.Tensor: ...
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the wanted output is captured."""
+
+
+def run_until_module(model: nn.Module, path: str, run) -> Any:
+    """Call `run()` (a forward pass) and return the output of the module at `path` the first time it runs,
+    stopping the pass there. The module is looked up now, so one a strategy swapped in is the one hooked."""
+    captured = []
+
+    def hook(_module, _inputs, output):
+        captured.append(output)
+        raise _Stop
+
+    handle = model.get_submodule(path).register_forward_hook(hook)
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"module {path} did not run in the forward pass")
+    return captured[0]
+
+
 class TransferModel(nn.Module):
     """Backbone + new head, with ordered depth groups.
 
-    `backbone(batch) -> features` is wrapped by `features()`; the head maps pooled features (B, D) to
-    logits (B, C). The source head (the pre-trained classifier, when the source task had one) is kept
+    `backbone(batch) -> features` is wrapped by `features()`; the head (built from a spec by
+    `models.heads`, `linear` by default, its parameters under `head.`) maps pooled features (B, D) to
+    logits (B, C). `forward_until` / `forward_from` split the forward pass after any depth group. The source head (the pre-trained classifier, when the source task had one) is kept
     outside the module tree: it is not trained, not saved in checkpoints, and is rebuilt from the
     pre-trained weights when needed (forgetting diagnostics, `--head-init source`).
     """
 
     def __init__(self, cfg: PretrainedCfg, backbone: nn.Module, feature_dim: int, num_classes: int,
                  group_prefixes: list[DepthGroup], source_head: nn.Linear | None = None,
-                 tokenizer=None, pooling: str = "mean"):
+                 tokenizer=None, pooling: str = "mean", head: str = DEFAULT_HEAD,
+                 cuts: CutPoints | None = None):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.num_classes = num_classes
-        self.head = nn.Linear(feature_dim, num_classes)
+        self.head = build_head(head, feature_dim, num_classes)
+        self._cuts = cuts
+        self._cuts_checked = False
         self.pooling = pooling
         self.tokenizer = tokenizer
         # Stored in a plain list so nn.Module does not register (and train, and save) it.
@@ -64,14 +103,66 @@ class TransferModel(nn.Module):
             return self.backbone(batch["pixel_values"])
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         hidden = self.backbone(**inputs).last_hidden_state  # (B, T, H)
+        return self.pool_tokens(hidden, batch["attention_mask"])
+
+    def pool_tokens(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states (B, T, H) -> (B, H): the first token ("cls") or the mean over unmasked tokens."""
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits for the target classes, (B, C)."""
         return self.head(self.features(batch))
+
+    # ---- cut points ----------------------------------------------------------------------------
+    @property
+    def num_backbone_groups(self) -> int:
+        """K: the backbone's depth groups are 0..K-1, the head is group K."""
+        return len(self._groups) - 1
+
+    def forward_until(self, batch: dict, k: int) -> Any:
+        """h_k, the output of depth group k (0 <= k < K): what the rest of the model needs to go on.
+
+        Image models: a tensor, e.g. (B, C, H, W) after a CNN stage, (B, N, D) tokens after a ViT block.
+        Text models: {"hidden": (B, T, H), "attention_mask": (B, T)}. The first call also checks, once,
+        that the two halves together give the model's own features (see `check_cut_points`).
+        """
+        self._check_cut(k)
+        if not self._cuts_checked:
+            self.check_cut_points(batch)
+        return self._cuts.until(self, batch, k)
+
+    def forward_from(self, h: Any, k: int) -> torch.Tensor:
+        """Logits (B, C) from h_k = `forward_until(batch, k)`, running only the groups after k (the
+        modules of groups 0..k are not called): `forward_from(forward_until(x, k), k)` is `model(x)`."""
+        self._check_cut(k)
+        return self.head(self._cuts.features_from(self, h, k))
+
+    def _check_cut(self, k: int) -> None:
+        if self._cuts is None:
+            raise NotImplementedError(f"model {self.cfg.name!r} ({type(self.backbone).__name__}) has no cut points")
+        if not 0 <= k < self.num_backbone_groups:
+            raise ValueError(f"cut point {k} is not a backbone depth group (0..{self.num_backbone_groups - 1})")
+
+    @torch.no_grad()
+    def check_cut_points(self, batch: dict) -> None:
+        """Raise NotImplementedError if the split forward pass (after group 0) does not reproduce the model's
+        own features on `batch` (a backbone whose forward is not the sequence of its modules). Runs in eval
+        mode (no dropout, no BatchNorm statistics updated), then restores the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            full = self.features(batch)
+            split = self._cuts.features_from(self, self._cuts.until(self, batch, 0), 0)
+        finally:
+            self.train(was_training)
+        if split.shape != full.shape or not torch.allclose(split, full, atol=1e-5, rtol=1e-4):
+            raise NotImplementedError(
+                f"cut points: {type(self.backbone).__name__} ({self.cfg.name}) does not run as the sequence of "
+                f"its depth groups' modules, so forward_until/forward_from cannot split it")
+        self._cuts_checked = True
 
     @property
     def source_head(self) -> nn.Linear | None:

@@ -30,6 +30,7 @@ from torch import nn
 from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.outputs import MODULE_FILES
 from transferlab.safe_io import atomic_write_json, check_safetensors_header, load_tensors, save_tensors
+from transferlab.strategies.peft_methods._base import plain_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +45,13 @@ _NEW_MARKS = (".lora_", ".tl_adapter.")
 
 
 # ---- names and sizes ---------------------------------------------------------------------------
-def _plain(name: str) -> str:
-    return name.replace(".base_layer.", ".")
-
-
 def _is_added(name: str) -> bool:
     return any(m in f".{name}" for m in _NEW_MARKS)
 
 
 def plain_state_dict(model) -> dict[str, torch.Tensor]:
     """The model's state under the plain model's names, without any LoRA/adapter tensors."""
-    return {_plain(k): v for k, v in model.state_dict().items() if not _is_added(k)}
+    return {plain_name(k): v for k, v in model.state_dict().items() if not _is_added(k)}
 
 
 def full_checkpoint_bytes(model) -> int:
@@ -71,7 +68,7 @@ def _folder_bytes(directory: Path, files: list[str]) -> dict[str, int]:
 # ---- base identity -----------------------------------------------------------------------------
 def _backbone_weights(model) -> list[tuple[str, torch.Tensor]]:
     """(plain name, tensor) of the backbone's pre-trained weight matrices / kernels, in model order."""
-    return [(_plain(n), p) for n, p in model.named_parameters()
+    return [(plain_name(n), p) for n, p in model.named_parameters()
             if n.startswith("backbone.") and p.ndim > 1 and not model.is_new_param(n) and not _is_added(n)]
 
 
@@ -157,7 +154,8 @@ def write_task_module(strategy, model, directory: Path, run_dir: Path | None = N
             "fingerprint": base_fingerprint(model),
         },
         "head": {"classes": list(getattr(model, "class_names", []) or range(model.num_classes)),
-                 "num_classes": model.num_classes, "feature_dim": model.feature_dim, "pooling": model.pooling},
+                 "num_classes": model.num_classes, "feature_dim": model.feature_dim, "pooling": model.pooling,
+                 "spec": _head_spec(model.head)},
         "structure": strategy.structure(model),
         "tensors": {"method": sorted(method_tensors), "batchnorm": sorted(changed_bn), "head": sorted(head)},
         "trainable_params": trainable,
@@ -301,7 +299,7 @@ def read_module_tensors(directory: Path, meta: dict) -> dict[str, torch.Tensor]:
 
 def apply_overrides(model, overrides: dict[str, torch.Tensor]) -> None:
     """Copy values into existing parameters/buffers, addressed by their plain names."""
-    state = {_plain(k): v for k, v in model.state_dict(keep_vars=True).items()}
+    state = {plain_name(k): v for k, v in model.state_dict(keep_vars=True).items()}
     with torch.no_grad():
         for name, value in overrides.items():
             if name not in state:
@@ -312,11 +310,25 @@ def apply_overrides(model, overrides: dict[str, torch.Tensor]) -> None:
             state[name].copy_(value)
 
 
-def head_from(meta: dict, tensors: dict[str, torch.Tensor]) -> nn.Linear:
-    weight = tensors["head.weight"]
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    head.load_state_dict({"weight": weight, "bias": tensors["head.bias"]})
+def head_from(meta: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The module's trained head: rebuilt from its recorded spec (`linear` for modules written before heads
+    were pluggable), sized by the recorded feature and class counts, loaded from its `head.*` tensors."""
+    from transferlab.models.heads import DEFAULT_HEAD, build_head
+
+    spec = meta["head"].get("spec") or DEFAULT_HEAD
+    state = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+    head = build_head(spec, int(meta["head"]["feature_dim"]), int(meta["head"]["num_classes"]))
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"task module head ({spec}): its tensors do not fit: {exc}".splitlines()[0]) from None
     return head
+
+
+def _head_spec(head: nn.Module) -> str:
+    from transferlab.models.heads import DEFAULT_HEAD
+
+    return head.spec() if hasattr(head, "spec") else DEFAULT_HEAD
 
 
 def load_task_module(path: str | Path, model=None):

@@ -20,6 +20,7 @@ from torch import nn
 from transferlab.errors import ConfigError
 from transferlab.modules._format import apply_overrides, build_base, check_base, head_from, read_meta, \
     read_module_tensors, strategy_for
+from transferlab.strategies.peft_methods._base import plain_name
 
 
 class MultiTaskModel(nn.Module):
@@ -56,7 +57,7 @@ class MultiTaskModel(nn.Module):
         overrides.update({k: tensors[k] for k in meta["tensors"]["batchnorm"]})
         # Remember the base value of every tensor some module replaces, the first time one does (no module
         # replacing it can be active then, so the current value is the base's).
-        current = {k.replace(".base_layer.", "."): v for k, v in self.base.state_dict().items()}
+        current = {plain_name(k): v for k, v in self.base.state_dict().items()}
         for key in overrides:
             if key not in self._base_values:
                 if self.active is not None and key in self._overrides.get(self.active, {}):

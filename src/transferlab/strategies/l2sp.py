@@ -57,15 +57,3 @@ class L2SP(Strategy):
 
     def state_dict(self):
         return {}  # w0 is rebuilt from the pre-trained weights on resume
-
-
-def l2sp_linear_closed_form(X: torch.Tensor, y: torch.Tensor, theta0: torch.Tensor, lam: float) -> torch.Tensor:
-    """Minimiser of 1/(2n) ||y - X theta||^2 + lam * ||theta - theta0||^2.
-
-    Setting the gradient -X^T (y - X theta) / n + 2 lam (theta - theta0) to zero gives
-    theta = (X^T X + 2 n lam I)^-1 (X^T y + 2 n lam theta0).  X: (n, d), y: (n,), theta0: (d,).
-    """
-    n, d = X.shape
-    A = X.T @ X + 2 * n * lam * torch.eye(d, dtype=X.dtype)
-    b = X.T @ y + 2 * n * lam * theta0
-    return torch.linalg.solve(A, b)

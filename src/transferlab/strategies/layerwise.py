@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transferlab.errors import ConfigError
+from transferlab.nn_utils import is_batchnorm
 from transferlab.strategies.base import Strategy, backbone_names, head_names, names_in_groups
 from transferlab.strategies.registry import register_strategy
 
@@ -89,11 +90,9 @@ class Freeze(Strategy):
 
 
 def _batchnorm_param_names(model) -> set[str]:
-    from torch import nn
-
     names = set()
     for mod_name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if is_batchnorm(module):
             names |= {f"{mod_name}.{p}" for p, _ in module.named_parameters(recurse=False)}
     return names
 

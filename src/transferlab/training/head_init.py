@@ -39,12 +39,15 @@ def source_relationship(model, batches, device) -> torch.Tensor:
 
 @torch.no_grad()
 def init_head_from_source(model, batches, device) -> torch.Tensor:
+    from transferlab.models.heads import linear_weights
+
     if model.source_head is None:
         raise ConfigError(f"--head-init source: model {model.cfg.name!r} has no source classifier")
+    weight, bias = linear_weights(model.head, "--head-init source")  # rows of source classes: linear only
     relation = source_relationship(model, batches, device)
     source = model.source_head
-    model.head.weight.copy_(relation @ source.weight.cpu())
-    model.head.bias.copy_(relation @ source.bias.cpu())
+    weight.copy_((relation @ source.weight.cpu()).to(weight.device))
+    bias.copy_((relation @ source.bias.cpu()).to(bias.device))
     top = relation.argmax(1).tolist()
     logger.info("head initialised from source classes (most related per target class): %s", top)
     return relation

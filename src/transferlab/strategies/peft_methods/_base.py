@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
+from transferlab.nn_utils import is_batchnorm
 from transferlab.strategies.base import Strategy, head_names
 
 DEFAULT_SLOT = "default"
@@ -35,7 +36,7 @@ def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every BatchNorm running statistic, by (plain) buffer name."""
     out = {}
     for mod_name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if is_batchnorm(module):
             for buf_name, buf in module.named_buffers(recurse=False):
                 if buf is not None:
                     out[plain_name(f"{mod_name}.{buf_name}")] = buf.detach().clone()
