@@ -59,7 +59,7 @@ def _base_weights(path):
 
 def test_task_module_with_an_mlp_head_round_trips(tmp_path):
     from transferlab.modules import load_task_module
-    from transferlab.modules._format import write_task_module
+    from transferlab.strategies.peft_methods.task_module import write_task_module
     from transferlab.strategies.registry import parse_one
 
     weights = str(_base_weights(tmp_path / "base.safetensors"))

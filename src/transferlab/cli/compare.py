@@ -10,7 +10,7 @@ from transferlab.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-from transferlab.compare.grid import DEFAULT_STRATEGIES, DIGITS_DEFAULTS  # noqa: E402  the library's
+from transferlab.compare.grid import DEFAULT_STRATEGIES
 
 
 def register(sub) -> None:
@@ -39,7 +39,6 @@ def register(sub) -> None:
 
 
 def grid_spec_from_args(args):
-    from transferlab.compare import GridSpec, split_strategy_list
     from transferlab.compare import grid_spec
 
     options = {f.name: getattr(args, f.name) for cls in (TrainConfig, DataOptions) for f in dataclasses.fields(cls)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from transferlab.cli._common import add_dataclass_options, dataclass_from_args, print_json
 from transferlab.data import DataOptions
@@ -128,10 +126,8 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from torch.utils.data import DataLoader
-
     from transferlab.runs import load_run
-    from transferlab.training.evaluate import evaluate
+    from transferlab.training.evaluate import evaluate, ordered_loader
     from transferlab.training.trainer import resolve_device
 
     config, data, model, _ = load_run(args.run, args.data)
@@ -142,7 +138,7 @@ def cmd_evaluate(args) -> None:
         raise ConfigError(f"{config.data} has no {args.split} split")
     device = resolve_device(config.train.device, fallback=True)
     model.to(device)
-    loader = DataLoader(dataset, batch_size=config.train.eval_batch_size, collate_fn=data.collate)
+    loader = ordered_loader(dataset, config.train.eval_batch_size, data.collate)
     result = evaluate(model, loader, device)
     print_json({"run": str(args.run), "data": config.data, "split": args.split, **result,
                 "skipped_inputs": data.skipped.count})

@@ -23,7 +23,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from transferlab.compare.grid import SCRATCH
 from transferlab.compare.results import OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults

@@ -59,7 +59,9 @@ def split_of(data, split: str):
 
 
 def make_loader(data, dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=data.collate, num_workers=0)
+    from transferlab.training.evaluate import ordered_loader
+
+    return ordered_loader(dataset, batch_size, data.collate)
 
 
 def pool(output, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -75,7 +75,6 @@ class _Moments:
 @torch.no_grad()
 def bn_shift(model, loader, device, max_batches: int | None = None) -> tuple[list[BNLayerShift], int]:
     """(per-layer shift in forward order, examples seen)."""
-    from transferlab.training.evaluate import to_device
 
     model.eval()
     layers = batchnorm_layers(model)

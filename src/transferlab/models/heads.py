@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
+from transferlab.specs import convert_value
 
 DEFAULT_HEAD = "linear"
 
@@ -105,8 +106,6 @@ class MLPHead(Head):
 
 def parse_head(spec: str) -> tuple[type[Head], Head.Params]:
     """`mlp:hidden=256,dropout=0.1` -> (MLPHead, its Params); a bad spec is a one-line ConfigError."""
-    from transferlab.strategies.registry import _convert  # local: the strategies package imports models
-
     name, _, arg_text = (spec or "").strip().partition(":")
     name = name.strip()
     if name not in _HEADS:
@@ -124,7 +123,7 @@ def parse_head(spec: str) -> tuple[type[Head], Head.Params]:
             raise ConfigError(f"head {name}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
         if key in kwargs:
             raise ConfigError(f"head {name}: key {key!r} given twice")
-        kwargs[key] = _convert(value.strip(), hints[key], f"head {name}", key)
+        kwargs[key] = convert_value(value.strip(), hints[key], f"head {name}", key)
     try:
         return cls, cls.Params(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -6,11 +6,12 @@
     tasks.attach("a", "runs/a"); tasks.attach("b", "runs/b"); tasks.activate("b")
     write_merged("runs/lora", "runs/lora_merged")      # LoRA/BitFit folded into a plain checkpoint
 
-The format is described in `_format.py` and docs/peft.md. Every reader goes through `read_meta`, which refuses
+The format belongs to the PEFT methods that write it (`transferlab.strategies.peft_methods.task_module`,
+and docs/peft.md); this package reads, merges, exports and combines modules. Every reader goes through `read_meta`, which refuses
 metadata naming anything but the module's own plain files; merge and export write only to a new folder or to an
 earlier output of theirs (transferlab.outputs), never into the module or its run.
 """
-from transferlab.modules._format import FORMAT, META, STATE, base_fingerprint, check_base, check_module_files, \
+from transferlab.strategies.peft_methods.task_module import FORMAT, META, STATE, base_fingerprint, check_base, check_module_files, \
     find_modules, full_checkpoint_bytes, load_task_module, module_summary, read_meta, resolve_module_dir, \
     write_task_module
 from transferlab.modules._merge import export_module, merge_task_module, write_merged

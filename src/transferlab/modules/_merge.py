@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from transferlab.errors import ConfigError
-from transferlab.modules._format import META, check_module_files, load_task_module, read_meta, strategy_for
+from transferlab.strategies.peft_methods.task_module import META, check_module_files, load_task_module, read_meta, strategy_for
 from transferlab.outputs import MODULE_EXPORT, RUN_FOLDER, RUN_FORMAT, FolderKind, check_output_path, real, \
     remove_owned, require_writable
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text

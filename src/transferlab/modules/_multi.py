@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.modules._format import apply_overrides, build_base, check_base, head_from, read_meta, \
+from transferlab.strategies.peft_methods.task_module import apply_overrides, build_base, check_base, head_from, read_meta, \
     read_module_tensors, strategy_for
 from transferlab.strategies.peft_methods._base import plain_name
 

@@ -5,6 +5,7 @@ import dataclasses
 import typing
 
 from transferlab.errors import ConfigError
+from transferlab.specs import convert_value
 from transferlab.strategies.base import Strategy
 from transferlab.strategies.compose import ComposedStrategy
 
@@ -34,26 +35,6 @@ def _type_name(params_cls, f) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _convert(raw: str, hint, strategy: str, key: str):
-    try:
-        if hint is bool:
-            if raw.lower() in ("true", "1", "yes"):
-                return True
-            if raw.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            value = float(raw)
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError
-            return value
-        return raw
-    except ValueError:
-        raise ConfigError(f"{strategy}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None
-
-
 def parse_one(text: str) -> Strategy:
     name, _, arg_text = text.strip().partition(":")
     name = name.strip()
@@ -73,7 +54,7 @@ def parse_one(text: str) -> Strategy:
                 raise ConfigError(f"{name}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
             if key in kwargs:
                 raise ConfigError(f"{name}: key {key!r} given twice")
-            kwargs[key] = _convert(value.strip(), hints[key], name, key)
+            kwargs[key] = convert_value(value.strip(), hints[key], name, key)
     try:
         params = cls.Params(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -25,7 +25,7 @@ from transferlab.strategies import StrategyContext
 from transferlab.training.batches import EpochBatches, NoSingletonBatches, SeededItems
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from transferlab.training.config import TrainConfig
-from transferlab.training.evaluate import evaluate, to_device
+from transferlab.training.evaluate import evaluate, ordered_loader, to_device
 from transferlab.training.objectives import Classification
 from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, schedule_factor, \
     set_group_base_lrs
@@ -132,8 +132,7 @@ class Trainer:
                           collate_fn=self.data.collate, **self._worker_options())
 
     def eval_loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False,
-                          collate_fn=self.data.collate, **self._worker_options())
+        return ordered_loader(dataset, self.config.eval_batch_size, self.data.collate, **self._worker_options())
 
     def _worker_options(self) -> dict:
         workers = self.config.workers

@@ -18,29 +18,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.nn_utils import is_batchnorm
 from transferlab.strategies.base import Strategy, head_names
 
-DEFAULT_SLOT = "default"
-
-
-def plain_name(name: str) -> str:
-    """A parameter's name in the unmodified model (peft renames a wrapped layer's weight to base_layer.weight)."""
-    return name.replace(".base_layer.", ".")
-
-
-def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of every BatchNorm running statistic, by (plain) buffer name."""
-    out = {}
-    for mod_name, module in model.named_modules():
-        if is_batchnorm(module):
-            for buf_name, buf in module.named_buffers(recurse=False):
-                if buf is not None:
-                    out[plain_name(f"{mod_name}.{buf_name}")] = buf.detach().clone()
-    return out
+from transferlab.strategies.peft_methods._slots import DEFAULT_SLOT, batchnorm_buffers, plain_name  # noqa: F401
 
 
 def claim_prefix(model, prefix: str) -> None:
@@ -83,7 +65,7 @@ class PeftStrategy(Strategy):
         return self.slot_parameter_names(model, DEFAULT_SLOT) | head_names(model)
 
     def save_task_module(self, model, out_dir):
-        from transferlab.modules import write_task_module
+        from transferlab.strategies.peft_methods.task_module import write_task_module
 
         return write_task_module(self, model, Path(out_dir) / "task_module", run_dir=Path(out_dir))
 

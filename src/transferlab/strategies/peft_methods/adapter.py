@@ -28,7 +28,7 @@ SEGMENT = "tl_adapter"
 
 # Output projections, relative to one transformer layer (first match wins).
 _ATTENTION_OUT = ("attention.output.dense", "attention.out_lin", "self_attn.out_proj", "attention.o_proj",
-                  "self_attn.o_proj", "attn.c_proj", "attention.dense")
+                  "self_attn.o_proj", "attn.c_proj", "attention.dense", "attn.proj")  # attn.proj: timm ViT
 _FFN_OUT = ("output.dense", "ffn.lin2", "mlp.fc2", "fc2", "mlp.c_proj", "mlp.down_proj")
 
 
@@ -98,12 +98,16 @@ class Adapter(PeftStrategy):
                 raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
     def resolved_kind(self, model) -> str:
+        """auto: Houlsby adapters in a transformer's layers (text models, timm ViTs), parallel residual
+        adapters beside a CNN's blocks."""
         kind = self.params.kind
+        transformer = transformer_layers(model) is not None
         if kind == "auto":
-            return "parallel" if model.cfg.modality == "image" else "houlsby"
-        if (kind == "parallel") != (model.cfg.modality == "image"):
-            raise ConfigError(f"adapter:kind={kind} does not apply to {model.cfg.modality} models: use "
-                              f"{'parallel' if model.cfg.modality == 'image' else 'houlsby or pfeiffer'}")
+            return "houlsby" if transformer else "parallel"
+        if (kind == "parallel") == transformer:
+            raise ConfigError(f"adapter:kind={kind} does not apply to {model.cfg.name} "
+                              f"({'a transformer' if transformer else 'a CNN'}): use "
+                              f"{'houlsby or pfeiffer' if transformer else 'parallel'}")
         return kind
 
     # ---- structure ---------------------------------------------------------------------------
@@ -112,9 +116,7 @@ class Adapter(PeftStrategy):
         kind = self.resolved_kind(model)
         if kind == "parallel":
             return _cnn_blocks(model.backbone)
-        from transferlab.models.hf_models import _layer_list
-
-        layers_name, layers = _layer_list(model.backbone)
+        layers_name, layers = transformer_layers(model)
         modules = dict(model.backbone.named_modules())
         sites = []
         for i in range(len(layers)):
@@ -191,6 +193,20 @@ class Adapter(PeftStrategy):
         raise ConfigError("adapter modules cannot be merged into the base weights: a bottleneck adapter is a "
                           "new layer (with a non-linearity for transformers); attach it with "
                           "transferlab.modules.MultiTaskModel, or use lora or bitfit for mergeable modules")
+
+
+def transformer_layers(model) -> tuple[str, nn.Module] | None:
+    """(path, the stack of transformer layers) of a text model or a timm ViT (`blocks` of attention blocks);
+    None for a CNN."""
+    if model.cfg.modality == "text":
+        from transferlab.models.hf_models import _layer_list
+
+        return _layer_list(model.backbone)
+    blocks = getattr(model.backbone, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and len(blocks) and all(hasattr(b, "attn") and hasattr(b, "mlp")
+                                                                    for b in blocks):
+        return "blocks", blocks
+    return None
 
 
 def _cnn_blocks(backbone: nn.Module) -> list[str]:

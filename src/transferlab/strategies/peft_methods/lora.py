@@ -26,8 +26,8 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
 _PEFT_PREFIX = "base_model.model."
 
-# Attention projections of BERT-like and other common transformer encoders (matched at the end of a path).
-TEXT_TARGETS = (r"query|key|value|attention\.output\.dense|q_proj|k_proj|v_proj|o_proj|out_proj"
+# Attention projections of transformer encoders, matched at the end of a path: timm ViT (qkv, attn.proj), BERT-like.
+TEXT_TARGETS = (r"qkv|attn\.proj|query|key|value|attention\.output\.dense|q_proj|k_proj|v_proj|o_proj|out_proj"
                 r"|q_lin|k_lin|v_lin|out_lin")
 
 
@@ -78,10 +78,10 @@ class LoRA(PeftStrategy):
                     and not model.is_new_param(f"backbone.{name}"):  # never LoRA on another method's adapter
                 candidates.append((name, module))
         if self.params.targets == "auto":
-            if model.cfg.modality == "image":
-                chosen = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-                          and m.groups == 1]
-            else:
+            # A CNN's 1x1 convolutions; a transformer's (text or timm ViT) attention projections.
+            chosen = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                      and m.groups == 1]
+            if not chosen:
                 chosen = [n for n, m in candidates if isinstance(m, nn.Linear) and _ends_with(TEXT_TARGETS, n)]
         else:
             chosen = [n for n, m in candidates if _ends_with(self.params.targets, n)

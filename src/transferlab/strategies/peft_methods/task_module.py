@@ -30,7 +30,7 @@ from torch import nn
 from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.outputs import MODULE_FILES
 from transferlab.safe_io import atomic_write_json, check_safetensors_header, load_tensors, save_tensors
-from transferlab.strategies.peft_methods._base import plain_name
+from transferlab.strategies.peft_methods._slots import DEFAULT_SLOT, batchnorm_buffers, plain_name
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,6 @@ def check_base(meta: dict, model, where) -> None:
 def write_task_module(strategy, model, directory: Path, run_dir: Path | None = None) -> dict:
     """Write `strategy`'s default slot of a trained `model` as a task module; return facts for metrics.json."""
     from transferlab import __version__ as version
-    from transferlab.strategies.peft_methods._base import DEFAULT_SLOT, batchnorm_buffers
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -269,11 +268,10 @@ def check_module_files(directory: Path, meta: dict) -> None:
 
 
 def strategy_for(meta: dict):
-    from transferlab.strategies.peft_methods import PeftStrategy
     from transferlab.strategies.registry import parse_one
 
     strategy = parse_one(meta["spec"])
-    if not isinstance(strategy, PeftStrategy):
+    if not getattr(strategy, "method", ""):  # PeftStrategy's mark (an isinstance check would import upwards)
         raise UnsafeFileError(f"task module method {meta['spec']!r} is not a parameter-efficient method")
     return strategy
 
@@ -333,8 +331,6 @@ def _head_spec(head: nn.Module) -> str:
 
 def load_task_module(path: str | Path, model=None):
     """A ready model: the module's base (built, or `model` if given and matching) with the module applied."""
-    from transferlab.strategies.peft_methods._base import DEFAULT_SLOT
-
     directory, meta = read_meta(path)
     if model is None:
         model = build_base(meta)

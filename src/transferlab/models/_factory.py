@@ -1,0 +1,29 @@
+"""create_model: a registry name, any timm architecture, a Hugging Face directory or `hf:<hub id>`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferlab.errors import ConfigError
+from transferlab.models import hf_models, timm_models
+from transferlab.models._registry import _BUILDERS, _unknown
+from transferlab.models.heads import DEFAULT_HEAD, parse_head
+from transferlab.models.transfer_model import TransferModel
+
+
+def create_model(name: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
+    """Build a model by registry name, timm architecture name, HF directory or `hf:<hub id>`, with a new head
+    built from the head spec `head` (`linear`, `mlp:hidden=256`; see `models.heads`)."""
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    parse_head(head)  # a bad spec fails before any weights load
+    if name in _BUILDERS:
+        return _BUILDERS[name](num_classes=num_classes, weights=weights, head=head)
+    if Path(name).is_dir():
+        if weights:
+            raise ConfigError("--weights applies to timm architectures; a model directory carries its own")
+        return hf_models.from_hf(name, num_classes, head=head)
+    if name.startswith("hf:"):
+        return hf_models.from_hf(name[3:], num_classes, head=head)
+    if timm_models.is_timm_model(name):
+        return timm_models.from_timm(name, num_classes, weights=weights, head=head)
+    raise ConfigError(_unknown(name))
