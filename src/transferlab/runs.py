@@ -37,18 +37,20 @@ class RunConfig:
     data_options: DataOptions = field(default_factory=DataOptions)
     strategy_options: dict = field(default_factory=dict)  # e.g. {"source_data": PATH} for ewc
     classes: list[str] | None = None  # the target classes, filled in once the data is read
+    head: str = "linear"  # the new head's spec: linear, or mlp[:hidden=256,dropout=0.0] (models.heads)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "strategy": self.strategy, "weights": self.weights,
                 "train": asdict(self.train), "data_options": asdict(self.data_options),
-                "strategy_options": self.strategy_options, "classes": self.classes,
+                "strategy_options": self.strategy_options, "classes": self.classes, "head": self.head,
                 "format": RUN_FORMAT}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         return cls(model=d["model"], data=d["data"], strategy=d["strategy"], weights=d.get("weights"),
                    train=TrainConfig(**d["train"]), data_options=DataOptions(**d["data_options"]),
-                   strategy_options=d.get("strategy_options", {}), classes=d.get("classes"))
+                   strategy_options=d.get("strategy_options", {}), classes=d.get("classes"),
+                   head=d.get("head", "linear"))
 
 
 # Options that may differ on --resume: where the run computes, how many processes read its data, how often it
@@ -169,7 +171,7 @@ def build_model(config: RunConfig, strategy=None):
     strategy = strategy or parse_strategy(config.strategy)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        model = create_model(config.model, len(config.classes), weights=config.weights)
+        model = create_model(config.model, len(config.classes), weights=config.weights, head=config.head)
         model.class_names = list(config.classes)
         strategy.prepare_model(model)
     return model

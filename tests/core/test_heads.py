@@ -96,3 +96,24 @@ def test_head_init_source_refuses_an_mlp_head():
     model._source_head = [nn.Linear(model.feature_dim, 10)]  # as if built from weights with a classifier
     with pytest.raises(ConfigError, match="needs a linear head.*'mlp'"):
         init_head_from_source(model, [], "cpu")
+
+
+def test_an_mlp_head_run_through_the_cli_saves_loads_and_predicts(tmp_path, capsys):
+    import json
+
+    from transferlab.cli import main
+    from transferlab.runs import load_run_model
+
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", "test_efficientnet", "--data", "digits:0-2", "--image-size", "16",
+                 "--max-train", "30", "--epochs", "1", "--head", "mlp:hidden=16", "--out", str(out)]) in (0, None)
+    assert json.loads((out / "config.json").read_text())["head"] == "mlp:hidden=16"
+    _, model, _ = load_run_model(out)
+    assert model.head.spec() == "mlp:hidden=16"
+    assert {n for n, _ in model.named_parameters() if n.startswith("head.")} == \
+        {"head.fc1.weight", "head.fc1.bias", "head.fc2.weight", "head.fc2.bias"}
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--model", "test_efficientnet", "--data", "digits:0-2", "--head", "mlp:width=3",
+              "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2 and "width" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

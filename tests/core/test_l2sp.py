@@ -77,8 +77,8 @@ def test_a_linear_head_trained_with_l2sp_through_the_trainer_ends_at_the_closed_
     y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(n)
     theta0 = torch.tensor([0.5, 0.5, 0.5, 0.5])
     cfg = PretrainedCfg(name="linear", modality="image", architecture="linear")
-    model = TransferModel(cfg, nn.Identity(), d, 1, [])
-    model.head = nn.Linear(d, 1, bias=False)
+    model = TransferModel(cfg, nn.Identity(), d, 1, [])  # the registry's linear head, (B, d) -> (B, 1)
+    model.head.register_parameter("bias", None)  # y = X theta: no intercept in the closed form
     with torch.no_grad():
         model.head.weight.copy_(theta0[None])
     model.new_prefixes = set()  # theta is the pre-trained weight here: L2-SP pulls it to theta0

@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--scratch", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="also train the same architecture from random weights (default: on)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
+    p.add_argument("--head", help="the new head of every run: linear (default) or mlp[:hidden=256,dropout=0.0]")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--resume", action="store_true",
                    help="continue a grid in --out: finished runs are kept, unfinished ones resume")
@@ -47,7 +48,7 @@ def grid_spec_from_args(args):
     args.data = args.data or "digits"
     return grid_spec(model=args.model, data=args.data, strategies=args.strategies or DEFAULT_STRATEGIES,
                      seeds=args.seeds, scratch=args.scratch is not False, weights=args.weights,
-                     source_data=args.source_data, **options)
+                     source_data=args.source_data, head=args.head, **options)
 
 
 def _given(args) -> set[str]:

@@ -45,6 +45,7 @@ def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) 
         p.add_argument("--strategy", help="strategy spec, e.g. discriminative:decay=0.5+l2sp (default: full; "
                                           "with --resume: the run's)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
+    p.add_argument("--head", help="the new head: linear (default) or mlp[:hidden=256,dropout=0.0]")
     p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, DataOptions, exclude=("seed",))  # --seed seeds both
@@ -55,7 +56,8 @@ def run_config_from_args(args, strategy: str | None = None):
 
     options = {"source_data": args.source_data} if getattr(args, "source_data", None) else {}
     return RunConfig(model=args.model, data=args.data, strategy=strategy or getattr(args, "strategy", None) or "full",
-                     weights=args.weights, train=dataclass_from_args(TrainConfig, args),
+                     weights=args.weights, head=getattr(args, "head", None) or "linear",
+                     train=dataclass_from_args(TrainConfig, args),
                      data_options=dataclass_from_args(DataOptions, args, seed=args.seed),
                      strategy_options=options)
 
@@ -65,7 +67,7 @@ def given_keys(args) -> set[str]:
     import dataclasses
 
     given = set()
-    for key in ("model", "data", "strategy", "weights"):
+    for key in ("model", "data", "strategy", "weights", "head"):
         if getattr(args, key, None) is not None:
             given.add(key)
     if getattr(args, "source_data", None):

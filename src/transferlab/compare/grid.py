@@ -77,7 +77,7 @@ class GridSpec:
 
 def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategies: str | list[str] = DEFAULT_STRATEGIES,
               seeds: int | None = 1, scratch: bool = True, weights: str | None = None, source_data: str | None = None,
-              **options) -> GridSpec:
+              head: str | None = None, **options) -> GridSpec:
     """The grid `transferlab compare` runs for these arguments: `options` are TrainConfig and DataOptions fields
     (epochs=3, image_size=64, ...); on digits, DIGITS_DEFAULTS fill the ones not given. `seeds` seeds per
     strategy, counting up from `seed`. The data split stays fixed (seeded by `seed`) across the grid's seeds,
@@ -103,7 +103,7 @@ def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategie
     train = TrainConfig(**{k: v for k, v in options.items() if k in train_names})
     data_options = DataOptions(seed=train.seed, **{k: v for k, v in options.items() if k in data_names})
     base = RunConfig(model=model, data=data, weights=weights, train=train, data_options=data_options,
-                     strategy_options={"source_data": source_data} if source_data else {})
+                     strategy_options={"source_data": source_data} if source_data else {}, head=head or "linear")
     listed = split_strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
     return GridSpec(base=base, strategies=listed, seeds=[train.seed + i for i in range(seeds)], scratch=scratch)
 

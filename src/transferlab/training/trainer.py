@@ -293,7 +293,7 @@ class Trainer:
         apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
         logits = self.model(batch)
         task_loss = self.objective.loss(logits, batch["labels"])
-        terms = self.strategy.loss_terms(self.model, batch, logits)
+        terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
         loss = task_loss + sum(terms.values()) if terms else task_loss
         if poison:
             loss = loss * float("nan")
