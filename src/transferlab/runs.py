@@ -145,13 +145,9 @@ def resume_differences(saved: RunConfig, new: RunConfig, given: set[str] | None 
 def prepare(config: RunConfig):
     """Data, model (with the strategy's structural changes) and strategy for a run config."""
     strategy = parse_strategy(config.strategy)  # validate the spec before any loading
-    from transferlab.models import pretrained_cfg
-    from transferlab.models._registry import list_models
+    from transferlab.models import model_cfg
 
-    cfg = pretrained_cfg(config.model) if config.model in list_models() else None
-    if cfg is None:
-        model = create_model(config.model, 2, weights=config.weights)  # only to learn its input config
-        cfg = model.cfg
+    cfg = model_cfg(config.model, config.weights)  # the input config alone: the model is built once, below
     tokenizer = None
     if cfg.modality == "text":
         tokenizer = _tokenizer_for(config.model)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from transferlab.errors import ConfigError
 from transferlab.models import hf_models, timm_models
-from transferlab.models._registry import _BUILDERS, _unknown
+from transferlab.models._config import PretrainedCfg
+from transferlab.models._registry import _BUILDERS, _CONFIGS, _unknown
 from transferlab.models.heads import DEFAULT_HEAD, parse_head
 from transferlab.models.transfer_model import TransferModel
 
@@ -26,4 +27,18 @@ def create_model(name: str, num_classes: int, weights: str | None = None, head: 
         return hf_models.from_hf(name[3:], num_classes, head=head)
     if timm_models.is_timm_model(name):
         return timm_models.from_timm(name, num_classes, weights=weights, head=head)
+    raise ConfigError(_unknown(name))
+
+
+def model_cfg(name: str, weights: str | None = None) -> PretrainedCfg:
+    """The input config `create_model(name, ...)` would carry (input size, normalisation, modality), without
+    building the model or reading its weights: what a run needs to read its data first."""
+    if name in _CONFIGS:
+        return _CONFIGS[name]
+    if Path(name).is_dir():
+        return hf_models.hf_cfg(name)
+    if name.startswith("hf:"):
+        return hf_models.hf_cfg(name[3:])
+    if timm_models.is_timm_model(name):
+        return timm_models.timm_cfg(name, weights)
     raise ConfigError(_unknown(name))

@@ -170,17 +170,30 @@ def from_hf(name_or_dir: str, num_classes: int, cfg: PretrainedCfg | None = None
             head: str = DEFAULT_HEAD) -> TransferModel:
     """Any Hugging Face encoder (directory or hub id), with a new classification head."""
     backbone, tokenizer = _load_backbone(name_or_dir)
-    is_dir = Path(name_or_dir).is_dir()
-    pooling = read_pooling(Path(name_or_dir)) if is_dir else "mean"
-    if cfg is None:
-        cfg = PretrainedCfg(
-            name=str(name_or_dir), modality="text", architecture=backbone.config.model_type,
-            weights=str(name_or_dir), pooling=pooling,
-            max_length=min(int(getattr(tokenizer, "model_max_length", 128) or 128), 128))
+    cfg = cfg or hf_cfg(name_or_dir, backbone.config.model_type, tokenizer)
     hidden = backbone.config.hidden_size
     groups = hf_depth_groups(backbone)
     return TransferModel(cfg, backbone, hidden, num_classes, groups, tokenizer=tokenizer, pooling=cfg.pooling,
                          head=head, cuts=HFCuts(backbone, groups))
+
+
+def hf_cfg(name_or_dir: str, model_type: str | None = None, tokenizer=None) -> PretrainedCfg:
+    """transferlab's input config for a Hugging Face encoder, read from its config and tokenizer files alone
+    (the weights are not loaded)."""
+    if model_type is None or tokenizer is None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        if Path(name_or_dir).is_dir():
+            check_model_dir(Path(name_or_dir))
+        with _quiet_transformers():
+            try:
+                model_type = model_type or AutoConfig.from_pretrained(name_or_dir).model_type
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(name_or_dir)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot load Hugging Face model {name_or_dir!r}: {exc}".splitlines()[0]) from None
+    pooling = read_pooling(Path(name_or_dir)) if Path(name_or_dir).is_dir() else "mean"
+    return PretrainedCfg(name=str(name_or_dir), modality="text", architecture=model_type, weights=str(name_or_dir),
+                         pooling=pooling, max_length=min(int(getattr(tokenizer, "model_max_length", 128) or 128), 128))
 
 
 def minilm_dir() -> Path:

@@ -163,7 +163,7 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
     """A TransferModel on timm's `arch`; `group_names` renames depth groups (e.g. {"final": "final_conv"})."""
     source_classes = cfg.num_source_classes or 1000
     if state_dict is not None:
-        classifier = timm.create_model(arch, pretrained=False).pretrained_cfg.get("classifier", "")
+        classifier = cfg.classifier or _timm_default_cfg(arch).get("classifier", "")
         head_weight = state_dict.get(f"{classifier}.weight")
         if head_weight is not None:
             source_classes = head_weight.shape[0]
@@ -184,16 +184,27 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
 
 def from_timm(arch: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """Any timm architecture: random init, or weights from a safetensors / weights-only .pth file."""
-    dc = timm.create_model(arch, pretrained=False).pretrained_cfg
-    size = dc.get("input_size", (3, 224, 224))[-1]
-    cfg = PretrainedCfg(
-        name=arch, modality="image", architecture=arch,
-        weights=str(weights) if weights else "random init", license=dc.get("license", "unknown"),
-        input_size=size, mean=tuple(dc.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(dc.get("std", (0.229, 0.224, 0.225))), interpolation=dc.get("interpolation", "bicubic"),
-        crop_pct=dc.get("crop_pct", 0.875), stem=dc.get("first_conv", ""), classifier=dc.get("classifier", ""))
     state = load_state_dict_file(weights) if weights else None
-    return _build(arch, cfg, num_classes, state, head=head)
+    return _build(arch, timm_cfg(arch, weights), num_classes, state, head=head)
+
+
+def _timm_default_cfg(arch: str) -> dict:
+    """timm's pretrained config of `arch` (its default tag) as a dict, read without building the model."""
+    from timm.models import get_pretrained_cfg
+
+    found = get_pretrained_cfg(arch)
+    return found.to_dict() if found is not None else {}
+
+
+def timm_cfg(arch: str, weights: str | None = None) -> PretrainedCfg:
+    """transferlab's input config for a timm architecture (input size, normalisation, stem, classifier)."""
+    dc = _timm_default_cfg(arch)
+    return PretrainedCfg(
+        name=arch, modality="image", architecture=arch,
+        weights=str(weights) if weights else "random init", license=dc.get("license") or "unknown",
+        input_size=(dc.get("input_size") or (3, 224, 224))[-1], mean=tuple(dc.get("mean") or (0.485, 0.456, 0.406)),
+        std=tuple(dc.get("std") or (0.229, 0.224, 0.225)), interpolation=dc.get("interpolation") or "bicubic",
+        crop_pct=dc.get("crop_pct") or 0.875, stem=dc.get("first_conv") or "", classifier=dc.get("classifier") or "")
 
 
 EFFICIENTNET_LITE0 = PretrainedCfg(
