@@ -86,7 +86,7 @@ def test_a_linear_head_trained_with_l2sp_through_the_trainer_ends_at_the_closed_
                       collate=lambda items: {"pixel_values": torch.stack([x for x, _ in items]),
                                              "labels": torch.stack([t for _, t in items])},
                       skipped=SkipLog(), source="synthetic")
-    config = TrainConfig(epochs=300, lr=0.1, batch_size=n, optimizer="sgd", weight_decay=0.5, schedule="constant",
+    config = TrainConfig(epochs=100, lr=0.3, batch_size=n, optimizer="sgd", weight_decay=0.5, schedule="constant",
                          warmup=0.0, grad_clip=0.0)
     strategy = parse_strategy(f"l2sp:alpha={alpha},beta=0")
     # weight_decay=0.5 would pull theta to 0 as well; anchored parameters must get none of it
