@@ -69,5 +69,7 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator alone: torch.manual_seed also queues a CUDA seeding call with a formatted stack
+            # trace when CUDA is not initialised yet, per call (a cost per example, and a list that grows).
+            torch.default_generator.manual_seed(seed)
             return self.base[index]
