@@ -49,7 +49,7 @@ def main() -> None:
         finetune(RunConfig(model="test_efficientnet", data="digits:0-4", strategy="full", train=train,
                            data_options=options), source_run, overwrite=True)
     weights = out / "source_0-4.safetensors"
-    export_source_weights(source_run, weights)
+    export_source_weights(source_run, weights, overwrite=True)
 
     rows = []
     for spec in args.strategies:

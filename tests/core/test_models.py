@@ -1,5 +1,4 @@
 """The model registry and the depth-group contract, on real pre-trained weights."""
-import numpy as np
 import pytest
 import torch
 from PIL import Image

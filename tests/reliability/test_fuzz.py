@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from transferlab.cli import core
 from transferlab.data import DataBundle, DataError, DataOptions, load_data
-from transferlab.errors import ConfigError, TransferlabError
+from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
 from transferlab.strategies import list_strategies, parse_strategy
 from transferlab.strategies.compose import ComposedStrategy
