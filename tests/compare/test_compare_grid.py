@@ -130,3 +130,15 @@ def test_the_library_builds_the_grid_the_cli_builds():
         assert grid_spec_from_args(build_parser().parse_args(argv)).to_dict() == grid_spec(**kwargs).to_dict()
     assert grid_spec().base.train.bn_stats == "frozen" and grid_spec().base.data_options.image_size == 64
     assert grid_spec(data="/some/images").base.data_options.image_size is None
+
+
+def test_each_cell_starts_with_its_own_peak_memory(monkeypatch):
+    import torch
+
+    from transferlab.compare.grid import reset_peak_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, stood in for on a CPU one
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: calls.append(a))
+    reset_peak_memory()
+    assert calls == [()]

@@ -347,7 +347,7 @@ def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "Gri
         # Model creation (the new head's init) draws from torch's global RNG: seed it per cell, so a cell's
         # result does not depend on which cells ran before it in this process (exact --resume of a grid).
         torch.manual_seed(cell.config.train.seed)
-        _reset_peak_rss()
+        reset_peak_memory()
         callbacks = [progress.callback()] if progress else None
         metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished", callbacks=callbacks)
     except (Exception, MemoryError) as exc:  # one bad cell must not stop the grid
@@ -365,9 +365,12 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _reset_peak_rss() -> None:
-    """On CPU the trainer reports the process's peak RSS; reset it (Linux, proc(5) clear_refs 5) so each
-    cell reports its own peak rather than the grid's so far. Elsewhere the number stays cumulative."""
+def reset_peak_memory() -> None:
+    """Each cell reports its own peak memory, not the grid's so far: on CUDA the allocator's peak is reset; on
+    CPU the trainer reports the process's peak RSS, reset here through proc(5) clear_refs 5 (Linux; elsewhere
+    the CPU number stays cumulative)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
