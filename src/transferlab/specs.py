@@ -1,7 +1,33 @@
 """Specs like `name:key=value,...` (strategies, heads): turning a value's text into its Params field type."""
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 from transferlab.errors import ConfigError
+
+
+def parse_params(owner: str, params_cls, arg_text: str):
+    """`key=value,key=value` -> an instance of the Params dataclass `params_cls`; every fault is one ConfigError
+    line that starts with `owner` (a strategy or head name)."""
+    hints = typing.get_type_hints(params_cls)
+    valid = [f.name for f in dataclasses.fields(params_cls)]
+    kwargs = {}
+    if arg_text.strip():
+        for item in arg_text.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise ConfigError(f"{owner}: expected key=value, got {item!r}")
+            if key not in valid:
+                raise ConfigError(f"{owner}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
+            if key in kwargs:
+                raise ConfigError(f"{owner}: key {key!r} given twice")
+            kwargs[key] = convert_value(value.strip(), hints[key], owner, key)
+    try:
+        return params_cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{owner}: {exc}") from None
 
 
 def convert_value(raw: str, hint, owner: str, key: str):

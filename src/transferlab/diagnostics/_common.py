@@ -111,7 +111,7 @@ class GroupOutputs:
         self._handles = []
 
 
-def save_figure(fig, path) -> "Path":
+def save_figure(fig, path):
     """Lay out and write a figure as PNG (making the folder)."""
     from transferlab.figures import save_png
 

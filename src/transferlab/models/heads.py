@@ -7,14 +7,13 @@ empty by default), e.g. an information-bottleneck head's KL term.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.specs import convert_value
+from transferlab.specs import parse_params
 
 DEFAULT_HEAD = "linear"
 
@@ -111,23 +110,7 @@ def parse_head(spec: str) -> tuple[type[Head], Head.Params]:
     if name not in _HEADS:
         raise ConfigError(f"unknown head {name!r}: choose from {', '.join(list_heads())}")
     cls = _HEADS[name]
-    hints = typing.get_type_hints(cls.Params)
-    valid = [f.name for f in dataclasses.fields(cls.Params)]
-    kwargs = {}
-    for item in filter(str.strip, arg_text.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ConfigError(f"head {name}: expected key=value, got {item!r}")
-        if key not in valid:
-            raise ConfigError(f"head {name}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
-        if key in kwargs:
-            raise ConfigError(f"head {name}: key {key!r} given twice")
-        kwargs[key] = convert_value(value.strip(), hints[key], f"head {name}", key)
-    try:
-        return cls, cls.Params(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"head {name}: {exc}") from None
+    return cls, parse_params(f"head {name}", cls.Params, arg_text)
 
 
 def build_head(spec: str, in_features: int, num_classes: int) -> Head:

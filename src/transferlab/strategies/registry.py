@@ -5,7 +5,7 @@ import dataclasses
 import typing
 
 from transferlab.errors import ConfigError
-from transferlab.specs import convert_value
+from transferlab.specs import parse_params
 from transferlab.strategies.base import Strategy
 from transferlab.strategies.compose import ComposedStrategy
 
@@ -41,24 +41,7 @@ def parse_one(text: str) -> Strategy:
     if name not in _STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}: choose from {', '.join(sorted(_STRATEGIES))}")
     cls = _STRATEGIES[name]
-    hints = typing.get_type_hints(cls.Params)
-    valid = [f.name for f in dataclasses.fields(cls.Params)]
-    kwargs = {}
-    if arg_text.strip():
-        for item in arg_text.split(","):
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or not key:
-                raise ConfigError(f"{name}: expected key=value, got {item!r}")
-            if key not in valid:
-                raise ConfigError(f"{name}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
-            if key in kwargs:
-                raise ConfigError(f"{name}: key {key!r} given twice")
-            kwargs[key] = convert_value(value.strip(), hints[key], name, key)
-    try:
-        params = cls.Params(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+    params = parse_params(name, cls.Params, arg_text)
     return cls(params)
 
 
