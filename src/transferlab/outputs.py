@@ -135,12 +135,15 @@ def foreign_message(folder: Path, kind: FolderKind, option: str = "--out") -> st
             f"folder (nothing was changed)")
 
 
-def require_writable(folder: str | Path, kind: FolderKind, option: str = "--out") -> str:
-    """folder_state, with 'foreign' raised as a ConfigError."""
+def require_writable(folder: str | Path, kind: FolderKind, overwrite: bool, option: str = "--out") -> str:
+    """folder_state, with 'foreign' raised as a ConfigError, and 'ours' too unless `overwrite`."""
     folder = Path(folder)
     state = folder_state(folder, kind)
     if state == "foreign":
         raise ConfigError(foreign_message(folder, kind, option))
+    if state == "ours" and not overwrite:
+        raise ConfigError(f"{option} {folder} already holds a transferlab {kind.name}; choose another {option} or "
+                          f"pass --overwrite")
     return state
 
 

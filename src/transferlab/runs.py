@@ -81,9 +81,8 @@ def run_inputs(config: RunConfig) -> dict[str, object]:
     return inputs
 
 
-def check_out_dir(out: str | Path, resume: bool, overwrite: bool, inputs: dict[str, object] | None = None) -> str:
-    """Refuse an output folder a run may not use; returns its run_state."""
-    out = check_output_path(out, "--out", inputs)
+def _out_state(out: Path, resume: bool, overwrite: bool) -> str:
+    """run_state of a checked output path, refusing the states the flags do not allow."""
     state = run_state(out)
     if state == "foreign":
         raise ConfigError(foreign_message(out, RUN_FOLDER))
@@ -191,7 +190,7 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     take the new value (a run interrupted on a GPU machine continues with --device cpu)."""
     config = with_absolute_paths(config)
     out = check_output_path(out, "--out", run_inputs(config))  # before Path(""), which is the current folder
-    state = check_out_dir(out, resume, overwrite, run_inputs(config))
+    state = _out_state(out, resume, overwrite)
     if resume and state == "unfinished":
         config = _resumed_config(out, config, given)
     resolve_device(config.train.device)  # a device that is not here: one line, before anything is written

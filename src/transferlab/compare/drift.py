@@ -24,9 +24,9 @@ def weight_change(run_dir: str | Path) -> WeightChange:
     starting value, of the run's effective weights (LoRA merged; adapter runs: None and a note)."""
     from transferlab.diagnostics.weights import run_weight_change
     from transferlab.models import create_model
-    from transferlab.runs import load_run
+    from transferlab.runs import load_run_model
 
-    config, _, model, strategy = load_run(run_dir)
+    config, model, strategy = load_run_model(run_dir)  # the weights alone: no data is read
     names = [g.name for g in model.depth_groups]
     with torch.random.fork_rng(devices=[]):
         start = create_model(config.model, len(config.classes), weights=config.weights)

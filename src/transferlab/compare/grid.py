@@ -272,8 +272,8 @@ def _mkdir(path: Path) -> Path:
 # ---- running ---------------------------------------------------------------------------------------------
 def check_grid_dir(out: Path, spec: GridSpec, resume: bool, given: set[str] | None = None) -> GridSpec:
     """Refuse to mix a new grid into an old one, or into someone else's folder; with resume, continue the
-    saved grid (arguments that contradict it are refused, naming the differences)."""
-    check_output_path(out, "--out", run_inputs(spec.base))
+    saved grid (arguments that contradict it are refused, naming the differences). `out` has passed
+    check_output_path (run_grid)."""
     state = folder_state(out, GRID_FOLDER)
     if state == "foreign":
         raise ConfigError(foreign_message(out, GRID_FOLDER))

@@ -100,8 +100,7 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
 
     out = check_output_path(out, "--out", {"--run": run_dir,
                                             "--data": None if is_digits_spec(str(data_path)) else data_path})
-    if require_writable(out, RUN_FOLDER) == "ours" and not overwrite:
-        raise ConfigError(f"{out} already holds a run; choose another --out or pass --overwrite")
+    require_writable(out, RUN_FOLDER, overwrite)
     config, data, model, _ = load_run(run_dir, data_path)
     if config.data_options.augment:  # estimate statistics on the images as evaluated, not augmented ones
         from transferlab.data import load_data

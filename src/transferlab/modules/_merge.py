@@ -105,10 +105,7 @@ def check_out(out, directory: Path, kind: FolderKind, overwrite: bool) -> tuple[
     """(--out, its folder_state), or a ConfigError: empty, a file, overlapping the module or its run, a folder
     of someone else's files (even with --overwrite), or an earlier output of ours without --overwrite."""
     out = check_output_path(out, "--out", inputs=module_inputs(directory))
-    state = require_writable(out, kind)
-    if state == "ours" and not overwrite:
-        raise ConfigError(f"--out {out} holds a transferlab {kind.name}; choose another --out or pass --overwrite")
-    return out, state
+    return out, require_writable(out, kind, overwrite)
 
 
 _README = """# Task module: {spec} on {base_model}

@@ -37,16 +37,3 @@ def evaluate(model, loader, device, objective=None) -> dict:
     model.train(was_training)
     return objective.summary(sums)
 
-
-@torch.no_grad()
-def predict_proba(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities (N, C), labels (N,)) over a loader."""
-    model.eval()
-    probs, labels = [], []
-    for batch in loader:
-        if batch["labels"].numel() == 0:
-            continue
-        batch = to_device(batch, device)
-        probs.append(model(batch).softmax(-1).cpu())
-        labels.append(batch["labels"].cpu())
-    return torch.cat(probs), torch.cat(labels)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from transferlab import faults
 from transferlab.errors import ConfigError, TrainingError, UnsafeFileError
+from transferlab.nn_utils import is_batchnorm
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
 from transferlab.training.batches import EpochBatches, NoSingletonBatches, SeededItems
@@ -206,7 +206,7 @@ class Trainer:
             self.model.backbone.eval()  # also what the root module governs (timm's pre-logits dropout)
         keep_all = self.config.bn_stats == "frozen"
         for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if is_batchnorm(module):
                 if keep_all or not any(p.requires_grad for p in module.parameters(recurse=False)):
                     module.eval()
 
