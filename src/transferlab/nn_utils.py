@@ -6,8 +6,9 @@ from torch import nn
 
 
 def to_device(batch: dict, device) -> dict:
-    """A batch dict with its tensors on `device` (other values as they are)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """A batch dict with its tensors (also those of nested dicts) on `device`; other values as they are."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+            else to_device(v, device) if isinstance(v, dict) else v for k, v in batch.items()}
 
 
 def is_batchnorm(module: nn.Module) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.data import DataOptions, load_data
+from transferlab.data import DataOptions, DecodedImages, load_data
 from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.models import create_model
 from transferlab.outputs import RUN_FOLDER, RUN_FORMAT, check_output_path, folder_state, foreign_message, \
@@ -22,6 +22,7 @@ from transferlab.outputs import RUN_FOLDER, RUN_FORMAT, check_output_path, folde
 from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
 from transferlab.training.config import TrainConfig
+from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import BEST, Trainer, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,21 @@ class RunConfig:
                    head=d.get("head", "linear"))
 
 
-# Options that may differ on --resume: where the run computes, how many processes read its data, how often it
-# checkpoints (none of these changes a result), and what it does at a non-finite loss after it stopped at one.
+@dataclass
+class RunCaches:
+    """What runs in one process may share: decoded images and frozen-prefix outputs. A grid passes one to all of
+    its cells; both key their entries by content, so a cell can only be served what it would compute itself."""
+
+    decoded: DecodedImages = field(default_factory=DecodedImages)
+    features: FeatureStore = field(default_factory=FeatureStore)
+
+
+# Options that may differ on --resume: where the run computes and in which memory layout, how many processes read
+# its data, how often it checkpoints, whether it caches frozen-prefix outputs (none of these changes a result
+# beyond float rounding), and what it does at a non-finite loss after it stopped at one.
 # Every other difference would make the resumed run another run.
-RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite", "train.workers", "train.checkpoint_every_steps")
+RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite", "train.workers", "train.checkpoint_every_steps",
+                     "train.cache", "train.cache_memory_mb", "train.memory_format")
 
 
 def run_state(out: Path) -> str:
@@ -141,7 +153,7 @@ def resume_differences(saved: RunConfig, new: RunConfig, given: set[str] | None 
             if old.get(k) != now.get(k) and k not in RESUME_MAY_DIFFER}
 
 
-def prepare(config: RunConfig):
+def prepare(config: RunConfig, decoded: DecodedImages | None = None):
     """Data, model (with the strategy's structural changes) and strategy for a run config."""
     strategy = parse_strategy(config.strategy)  # validate the spec before any loading
     from transferlab.models import model_cfg
@@ -150,7 +162,7 @@ def prepare(config: RunConfig):
     tokenizer = None
     if cfg.modality == "text":
         tokenizer = _tokenizer_for(config.model)
-    data = load_data(config.data, cfg, config.data_options, tokenizer=tokenizer)
+    data = load_data(config.data, cfg, config.data_options, tokenizer=tokenizer, decoded=decoded)
     if config.classes is None:
         config.classes = list(data.classes)
     elif list(data.classes) != list(config.classes):
@@ -182,12 +194,13 @@ def _tokenizer_for(model_name: str):
 
 
 def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-             callbacks=None, given: set[str] | None = None) -> dict:
+             callbacks=None, given: set[str] | None = None, caches: RunCaches | None = None) -> dict:
     """Train (or resume) a run; returns the metrics also written to DIR/metrics.json.
 
     With `resume`, the saved config is continued; a setting of `config` that contradicts it is refused (only
     the keys in `given`, when the caller knows which ones the user passed), except RESUME_MAY_DIFFER, which
-    take the new value (a run interrupted on a GPU machine continues with --device cpu)."""
+    take the new value (a run interrupted on a GPU machine continues with --device cpu). `caches`: decoded images
+    and frozen-prefix outputs shared with other runs of this process (default: the run's own)."""
     config = with_absolute_paths(config)
     out = check_output_path(out, "--out", run_inputs(config))  # before Path(""), which is the current folder
     state = _out_state(out, resume, overwrite)
@@ -201,14 +214,15 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     for folder in (out, out / "checkpoint"):  # temporary files of writes that a kill interrupted
         for stale in remove_stale_temps(folder):
             logger.info("removed %s, left by an interrupted write", stale)
-    data, model, strategy = prepare(config)
+    data, model, strategy = prepare(config, decoded=caches.decoded if caches else None)
     if len(data.train) < 2:
         raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
                           f"least 2")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
+    store = caches.features if caches else FeatureStore(config.train.cache_memory_mb * 2**20)
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
-                      strategy_options=config.strategy_options)
+                      strategy_options=config.strategy_options, feature_store=store)
     metrics = trainer.fit(resume=resume)
     metrics.update(strategy.save_task_module(model, out) or {})
     metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,

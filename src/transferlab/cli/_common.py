@@ -17,8 +17,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, exclude: tuple[s
         flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
         help_text = f.metadata.get("help", "")
         default = f.default
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+        if isinstance(default, bool):  # a flag that turns on, or (default on) --no-NAME that turns off
+            if default:
+                flag = flags.get(f.name, "--no-" + f.name.replace("_", "-"))
+            parser.add_argument(flag, dest=f.name, action="store_false" if default else "store_true", default=None,
+                                help=help_text)
             continue
         kind = {int: int, float: float}.get(type(default), str)
         if default is None:

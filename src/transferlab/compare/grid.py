@@ -24,7 +24,7 @@ import torch
 
 from transferlab.errors import ConfigError
 from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, check_output_path, foreign_message, folder_state
-from transferlab.runs import RunConfig, finetune, run_inputs, run_state
+from transferlab.runs import RunCaches, RunConfig, finetune, run_inputs, run_state
 from transferlab.safe_io import atomic_write_json, save_tensors
 from transferlab.strategies import parse_strategy
 from transferlab.training.trainer import Callback
@@ -321,12 +321,21 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "grid.json", spec.to_dict())
     progress = GridProgress(len(cells))
+    caches = grid_caches(spec)
     results = []
     for i, cell in enumerate(cells):
         progress.start(i, cell)
-        results.append(run_cell(spec, cell, out, resume, progress))
+        results.append(run_cell(spec, cell, out, resume, progress, caches))
         progress.done(results[-1])
     return results
+
+
+def grid_caches(spec: GridSpec) -> RunCaches:
+    """One store of decoded images and frozen-prefix outputs for all cells: the seeds of `linear_probe` share its
+    features, and `lp_ft`'s probe phase reuses them (entries are keyed by content, see training/prefix_cache)."""
+    from transferlab.training.prefix_cache import FeatureStore
+
+    return RunCaches(features=FeatureStore(spec.base.train.cache_memory_mb * 2**20))
 
 
 def _absolute_base(base: RunConfig) -> RunConfig:
@@ -335,7 +344,8 @@ def _absolute_base(base: RunConfig) -> RunConfig:
     return with_absolute_paths(copy.deepcopy(base))
 
 
-def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "GridProgress | None" = None) -> CellResult:
+def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "GridProgress | None" = None,
+             caches: RunCaches | None = None) -> CellResult:
     state = run_state(cell.run_dir)
     if state == "finished":
         logger.info("%s: finished earlier, kept", cell.label)
@@ -349,7 +359,8 @@ def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "Gri
         torch.manual_seed(cell.config.train.seed)
         reset_peak_memory()
         callbacks = [progress.callback()] if progress else None
-        metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished", callbacks=callbacks)
+        metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished", callbacks=callbacks,
+                           caches=caches)
     except (Exception, MemoryError) as exc:  # one bad cell must not stop the grid
         error = f"{type(exc).__name__}: {exc}".strip()
         logger.error("%s failed: %s", cell.label, error)

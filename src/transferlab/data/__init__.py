@@ -8,9 +8,10 @@ Bad user data raises DataError (one line for the CLI); unreadable inputs are ski
 """
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
+from ._images import DecodedImages
 from ._load import load_data, load_single_image
 from ._options import DataOptions
 from ._source import load_source_data, source_label_map
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "SkipLog", "load_data", "load_single_image", "load_source_data",
+__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "load_data", "load_single_image", "load_source_data",
            "source_label_map"]

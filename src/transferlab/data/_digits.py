@@ -2,6 +2,7 @@
 data set, with an optional class subset (``digits:0-4``) for two-task and sequential-task runs."""
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -75,6 +76,15 @@ class DigitsDataset(Dataset):
             x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
         x = x.expand(3, -1, -1)  # greyscale -> 3 identical channels, (3, size, size)
         return (x - self.mean) / self.std, self.targets[index]
+
+    def fingerprint(self) -> str | None:
+        """The scans, labels and preprocessing; None with augmentation (items are then random)."""
+        if self.augment:
+            return None
+        digest = hashlib.sha256(f"digits|{self.size}|{self.mean.flatten().tolist()}|{self.std.flatten().tolist()}|"
+                                f"{self.targets}".encode())
+        digest.update(self.images.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def subset(self, indices: Sequence[int], augment: bool | None = None) -> DigitsDataset:
         idx = torch.as_tensor(list(indices), dtype=torch.long)

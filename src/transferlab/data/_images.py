@@ -1,12 +1,16 @@
 """Reading image files safely, and the image data set and batch builder.
 
-Nothing but file paths is kept in memory: every item is decoded when it is asked for.
+A data set keeps file paths; an item is decoded when it is asked for. With a `DecodedImages` store, each file is
+decoded, and resized and centre-cropped where its transform starts so, once per store (a run, or every cell
+of a grid); the rest of the transform (random crops, flips, the tensor conversion) runs on the stored pixels.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -110,39 +114,131 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+DEFAULT_DECODED_BYTES = 2 * 2**30
+
+
+class DecodedImages:
+    """Decoded 8-bit RGB pixels, (H, W, 3) uint8 arrays, by (file path, size, modification time, what was applied),
+    up to `limit_bytes` (least recently used dropped first). A file changed on disk gets a new key."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_DECODED_BYTES):
+        self.limit_bytes = limit_bytes
+        self._arrays: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        array = self._arrays.get(key)
+        if array is not None:
+            self._arrays.move_to_end(key)
+        return array
+
+    def put(self, key: tuple, array: np.ndarray) -> None:
+        if array.nbytes > self.limit_bytes:
+            return
+        while self._arrays and self._bytes + array.nbytes > self.limit_bytes:
+            _, dropped = self._arrays.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        self._arrays[key] = array
+        self._bytes += array.nbytes
+
+
+def split_transform(transform: Callable) -> tuple[list, Callable]:
+    """(the leading resize and centre-crop steps of a torchvision Compose, the rest): what may be stored decoded."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", []))
+    if not steps:
+        return [], transform
+    fixed = 0
+    while fixed < len(steps) and isinstance(steps[fixed], (T.Resize, T.CenterCrop)):
+        fixed += 1
+    return steps[:fixed], T.Compose(steps[fixed:])
+
+
+def is_random_transform(transform: Callable) -> bool:
+    """True when a transform (or a step of a Compose) draws random numbers: torchvision's Random* family."""
+    if type(transform).__name__.startswith("Random"):
+        return True
+    return any(is_random_transform(step) for step in getattr(transform, "transforms", []))
+
+
 class ImageDataset(Dataset):
     """Items are ``(x, label)`` with x a (3, H, W) float tensor, or ``None`` when the file cannot
     be read now (then it is recorded in ``skipped`` and the collate function drops it)."""
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Callable,
-                 skipped: SkipLog, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS) -> None:
+                 skipped: SkipLog, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS,
+                 decoded: DecodedImages | None = None) -> None:
         self.paths = [str(p) for p in paths]
         self.targets = [int(t) for t in targets]
         self.transform = transform
         self.skipped = skipped
         self.min_side = min_side
         self.max_pixels = max_pixels
+        self.decoded = decoded
+        self._fixed, self._rest = split_transform(transform)
+        self._fixed_repr = repr(self._fixed)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         path = self.paths[index]
+        if self.decoded is None:
+            try:
+                img = read_image(path, self.max_pixels, self.min_side)
+            except Exception as exc:  # a bad file must not stop an epoch; it is logged once
+                self.skipped.add(path, unreadable_reason(exc))
+                return None
+            # Outside the try: a transform error on a good image is a bug, not a bad file.
+            return self.transform(img), self.targets[index]
+        pixels = self._decoded(path)
+        if pixels is None:
+            return None
+        return self._rest(Image.fromarray(pixels)), self.targets[index]
+
+    def _decoded(self, path: str) -> np.ndarray | None:
         try:
+            stat = os.stat(path)
+            key = (path, stat.st_size, stat.st_mtime_ns, self.min_side, self.max_pixels, self._fixed_repr)
+            pixels = self.decoded.get(key)
+            if pixels is not None:
+                return pixels
             img = read_image(path, self.max_pixels, self.min_side)
-        except Exception as exc:  # a bad file must not stop an epoch; it is logged once
+        except Exception as exc:
             self.skipped.add(path, unreadable_reason(exc))
             return None
-        # Outside the try: a transform error on a good image is a bug, not a bad file.
-        return self.transform(img), self.targets[index]
+        for step in self._fixed:
+            img = step(img)
+        pixels = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
+        self.decoded.put(key, pixels)
+        return pixels
+
+    def fingerprint(self) -> str | None:
+        """What the items are a function of (files, labels, transform), or None when they are random."""
+        if is_random_transform(self.transform):
+            return None
+        digest = hashlib.sha256(f"{self.transform!r}|{self.min_side}|{self.max_pixels}".encode())
+        for path, target in zip(self.paths, self.targets):
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode())
+            except OSError:
+                digest.update(f"{path}|missing|{target}\n".encode())
+        return digest.hexdigest()
 
     def subset(self, indices: Sequence[int]) -> ImageDataset:
         return ImageDataset([self.paths[i] for i in indices], [self.targets[i] for i in indices],
-                            self.transform, self.skipped, min_side=self.min_side, max_pixels=self.max_pixels)
+                            self.transform, self.skipped, min_side=self.min_side, max_pixels=self.max_pixels,
+                            decoded=self.decoded)
 
     def with_transform(self, transform: Callable, min_side: int | None) -> ImageDataset:
         return ImageDataset(self.paths, self.targets, transform, self.skipped,
-                            min_side=min_side, max_pixels=self.max_pixels)
+                            min_side=min_side, max_pixels=self.max_pixels, decoded=self.decoded)
+
+    def with_decoded(self, decoded: DecodedImages | None) -> ImageDataset:
+        return ImageDataset(self.paths, self.targets, self.transform, self.skipped, min_side=self.min_side,
+                            max_pixels=self.max_pixels, decoded=decoded)
 
 
 class ImageCollate:
@@ -155,6 +251,9 @@ class ImageCollate:
 
     def __init__(self, size: int) -> None:
         self.size = size
+
+    def fingerprint(self) -> str:
+        return f"ImageCollate({self.size})"
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         kept = [item for item in items if item is not None]

@@ -10,7 +10,8 @@ from ._bundle import DataBundle
 from ._digits import is_digits_spec, load_digits_data
 from ._errors import DataError
 from ._image_folder import load_image_folder
-from ._images import MAX_PIXELS, check_image, is_image_file, read_image, unreadable_reason
+from ._images import MAX_PIXELS, DecodedImages, ImageDataset, check_image, is_image_file, read_image, \
+    unreadable_reason
 from ._options import DataOptions
 from ._split import stratified_subset
 from ._text import find_text_splits, load_text
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from transferlab.models._config import PretrainedCfg
 
 
-def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None, tokenizer: Any = None) -> DataBundle:
+def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None, tokenizer: Any = None,
+              decoded: DecodedImages | None = None) -> DataBundle:
     """Read a data set and split it into train / val (/ test).
 
     ``path`` is one of:
@@ -32,7 +34,8 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
       - a text folder with ``train.{tsv,csv,jsonl}`` (and ``dev``/``val``/... and ``test`` files),
         or a single ``.tsv``/``.csv``/``.jsonl`` file.
     ``cfg`` is the model's pretrained config (read: modality, input_size, mean, std, interpolation,
-    crop_pct, max_length). ``tokenizer`` is required for text.
+    crop_pct, max_length). ``tokenizer`` is required for text. Image files are decoded once into ``decoded``
+    (a new store for this bundle when None; pass one to share it between bundles, as a grid's cells do).
 
     Raises DataError (one line naming the path and the fix) for anything wrong with the data.
     """
@@ -41,6 +44,11 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
     if options.max_val is not None and options.max_val < len(bundle.val):
         bundle.val = bundle.val.subset(stratified_subset(bundle.val.targets, options.max_val, options.seed,
                                                          option="--max-val"))
+    decoded = decoded if decoded is not None else DecodedImages()
+    for split in ("train", "val", "test"):
+        dataset = getattr(bundle, split)
+        if isinstance(dataset, ImageDataset):
+            setattr(bundle, split, dataset.with_decoded(decoded))
     return bundle
 
 

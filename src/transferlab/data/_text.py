@@ -2,6 +2,7 @@
 tokenised on the fly with dynamic padding."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,13 @@ class TextDataset(Dataset):
     def subset(self, indices: Sequence[int]) -> TextDataset:
         return TextDataset([self.texts[i] for i in indices], [self.targets[i] for i in indices])
 
+    def fingerprint(self) -> str:
+        """The texts and labels, for caches keyed by what the items are."""
+        digest = hashlib.sha256()
+        for text, target in zip(self.texts, self.targets):
+            digest.update(f"{len(text)}|{text}|{target}\n".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
 
 class TextCollate:
     """``[(text, label) | None] -> tokenizer output (B, T) padded to the batch's longest text, + "labels" (B,)``.
@@ -79,6 +87,17 @@ class TextCollate:
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """The tokenizer (its vocabulary, special tokens, padding side) and the maximum length."""
+        if self._fingerprint is None:
+            tok = self.tokenizer
+            vocab = sorted(tok.get_vocab().items()) if hasattr(tok, "get_vocab") else []
+            digest = hashlib.sha256(f"{type(tok).__name__}|{self.max_length}|{getattr(tok, 'padding_side', '')}|"
+                                    f"{getattr(tok, 'all_special_tokens', '')}|{vocab}".encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         kept = [item for item in items if item is not None]

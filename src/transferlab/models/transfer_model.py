@@ -113,7 +113,15 @@ class TransferModel(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Logits for the target classes, (B, C)."""
+        """Logits for the target classes, (B, C).
+
+        A batch holds the inputs, or what a frozen prefix of the model computed from them (the trainer's
+        frozen-prefix cache): "features" (B, D), the head's input, or "cut_output" = forward_until(x, k)
+        with "cut_group" = k."""
+        if "features" in batch:
+            return self.head(batch["features"])
+        if "cut_output" in batch:
+            return self.forward_from(batch["cut_output"], batch["cut_group"])
         return self.head(self.features(batch))
 
     # ---- cut points ----------------------------------------------------------------------------

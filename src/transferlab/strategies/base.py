@@ -38,6 +38,9 @@ class Strategy:
     name: ClassVar[str] = ""
     role: ClassVar[str] = "selection"
     help: ClassVar[str] = ""
+    # True when loss_terms reads the batch's inputs (LwF runs its teacher on them): the trainer's frozen-prefix
+    # cache, whose batches hold what the frozen groups computed instead of the inputs, then stays off.
+    reads_inputs: ClassVar[bool] = False
 
     @dataclass
     class Params:

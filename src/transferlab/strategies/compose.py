@@ -24,6 +24,7 @@ class ComposedStrategy(Strategy):
         if len(set(names)) != len(names):
             raise ConfigError(f"strategy given twice in {'+'.join(names)}")
         self.parts = parts
+        self.reads_inputs = any(p.reads_inputs for p in parts)
 
     def spec(self) -> str:
         return "+".join(p.spec() for p in self.parts)

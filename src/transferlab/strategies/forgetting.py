@@ -167,6 +167,7 @@ def empirical_fisher(model, examples: list[tuple[dict, int]], names: list[str]) 
 class LwF(Strategy):
     name = "lwf"
     role = "regularizer"
+    reads_inputs = True  # the teacher runs on the batch's inputs
     help = ("Li & Hoiem 2016: alpha * T^2 * KL(teacher || student) between the original source head's "
             "softened outputs (a frozen copy of the pre-trained backbone + source head) and the fine-tuned "
             "backbone's, on the current target batch. Needs no source data.")

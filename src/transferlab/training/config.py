@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from transferlab.errors import ConfigError
+from transferlab.training.precision import MEMORY_FORMATS, PRECISIONS
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -47,6 +48,16 @@ class TrainConfig:
         "help": "auto: BatchNorm layers whose parameters are frozen keep their running statistics, the others "
                 "re-estimate them on target batches; frozen: every BatchNorm layer keeps the pre-trained "
                 "statistics (inference mode) even while its weights train"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, bf16 (autocast on CPU and CUDA: faster where the CPU has AMX or AVX-512 BF16) or fp16 "
+                "(CUDA, with loss scaling); weights and optimiser stay float32"})
+    memory_format: str = field(default="auto", metadata={
+        "help": "auto (channels_last for convolutional image models), channels_last or contiguous"})
+    cache: bool = field(default=True, metadata={
+        "help": "compute what frozen leading depth groups output once per split, not every epoch (on where it "
+                "applies: frozen prefix, inputs not augmented; results as without it); --no-cache turns it off"})
+    cache_memory_mb: int = field(default=2048, metadata={
+        "help": "memory the frozen-prefix cache may hold, in MiB (larger entries are not cached)"})
 
     def __post_init__(self):
         for f in fields(self):
@@ -82,6 +93,13 @@ class TrainConfig:
             raise ConfigError(f"--head-init must be random or source, got {self.head_init!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"--memory-format must be one of {', '.join(MEMORY_FORMATS)}, "
+                              f"got {self.memory_format!r}")
+        if self.cache_memory_mb < 0:
+            raise ConfigError("--cache-memory-mb must be >= 0")
         if self.bn_stats not in BN_STATS:
             raise ConfigError(f"--bn-stats must be {' or '.join(BN_STATS)}, got {self.bn_stats!r}")
 

@@ -1,6 +1,8 @@
 """Evaluation loops shared by the trainer, `transferlab evaluate` and the diagnostics."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from transferlab.nn_utils import to_device  # noqa: F401  (the layers above import it from here too)
@@ -17,9 +19,10 @@ def ordered_loader(dataset, batch_size: int, collate, **options) -> "torch.utils
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, objective=None) -> dict:
+def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullcontext) -> dict:
     """The objective's mean loss and accuracy over a loader: {"loss", "accuracy", "n"} (default:
-    cross-entropy and accuracy)."""
+    cross-entropy and accuracy). `prepare(batch)` puts a batch on the device in the run's layout (default:
+    `to_device`); forward passes run inside `autocast()` (the run's precision), the loss in float32."""
     from transferlab.training.objectives import Classification
 
     objective = objective or Classification()
@@ -29,8 +32,10 @@ def evaluate(model, loader, device, objective=None) -> dict:
     for batch in loader:
         if batch["labels"].numel() == 0:
             continue
-        batch = to_device(batch, device)
-        part = objective.batch_sums(model(batch), batch["labels"])
+        batch = prepare(batch) if prepare is not None else to_device(batch, device)
+        with autocast():
+            outputs = model(batch)
+        part = objective.batch_sums(outputs.float(), batch["labels"])
         sums["loss"] += part["loss"]
         sums["correct"] = None if part["correct"] is None else sums["correct"] + part["correct"]
         sums["n"] += part["n"]

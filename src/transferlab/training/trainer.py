@@ -29,6 +29,9 @@ from transferlab.training.evaluate import evaluate, ordered_loader, to_device
 from transferlab.training.objectives import Classification
 from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, schedule_factor, \
     set_group_base_lrs
+from transferlab.training.precision import Precision, to_channels_last, use_channels_last
+from transferlab.training.prefix_cache import CacheTooLarge, FeatureStore, cached_loader, compute_entry, \
+    entry_key, frozen_prefix, prefix_digest, split_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class FitState:
     # run resumed there finishes the epoch with the record an uninterrupted run writes.
     batch_in_epoch: int = 0
     epoch_sums: dict = field(default_factory=dict)
+    scaler: dict = field(default_factory=dict)  # fp16's gradient scaler (scale, growth tracker)
+    cache_seconds: float = 0.0  # spent computing frozen-prefix cache entries
 
 
 def resolve_device(name: str, fallback: bool = False) -> torch.device:
@@ -107,7 +112,7 @@ def peak_memory_mb(device: torch.device) -> float:
 class Trainer:
     def __init__(self, model, strategy, data, config: TrainConfig, out_dir: str | Path,
                  callbacks: list[Callback] | None = None, strategy_options: dict | None = None,
-                 objective=None):
+                 objective=None, feature_store: FeatureStore | None = None):
         self.model = model
         self.strategy = strategy
         self.data = data
@@ -120,19 +125,94 @@ class Trainer:
         self.state = FitState()
         self.optimizer = None
         self.objective = objective or Classification()
+        self.precision: Precision | None = None
+        self.channels_last = False
+        # The frozen-prefix cache (training/prefix_cache.py); a grid passes one store to all of its cells.
+        self.store = feature_store
+        self._fingerprints: dict[str, str | None] = {}
+        self._cache_notes: set[str] = set()
 
     # ---- data ----------------------------------------------------------------------------------
-    def train_loader(self, epoch: int, start: int = 0) -> DataLoader:
-        # The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches. The loader
-        # draws its base seed from `gen` before the sampler's permutation, as DataLoader(shuffle=True) does.
+    def train_loader(self, epoch: int, start: int = 0, cached: dict | None = None, k: int = 0) -> DataLoader:
+        """The epoch's batches; with `cached` (a frozen-prefix entry for k groups) the same batches as rows of it.
+
+        The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches. The loader
+        draws its base seed from `gen` before the sampler's permutation, as DataLoader(shuffle=True) does."""
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         sampler = EpochBatches(RandomSampler(self.data.train, generator=gen), self.config.batch_size,
                                self.config.seed, epoch, start=start)
+        if cached is not None:
+            return cached_loader(cached, k, len(self.data.train), batch_sampler=sampler, generator=gen)
         return DataLoader(SeededItems(self.data.train), batch_sampler=sampler, generator=gen,
                           collate_fn=self.data.collate, **self._worker_options())
 
     def eval_loader(self, dataset) -> DataLoader:
         return ordered_loader(dataset, self.config.eval_batch_size, self.data.collate, **self._worker_options())
+
+    def _evaluate(self, split: str, k: int = 0) -> dict:
+        """The objective on a split, from its frozen-prefix entry for k groups when there is one."""
+        dataset = getattr(self.data, split)
+        entry = self._entry(split, k) if k else None
+        loader = (cached_loader(entry, k, len(dataset), batch_size=self.config.eval_batch_size)
+                  if entry is not None else self.eval_loader(dataset))
+        return evaluate(self.model, loader, self.device, self.objective, prepare=self._prepare,
+                        autocast=self.precision.autocast)
+
+    def _prepare(self, batch: dict) -> dict:
+        batch = to_device(batch, self.device)
+        return to_channels_last(batch) if self.channels_last else batch
+
+    # ---- frozen-prefix cache -------------------------------------------------------------------
+    def _note(self, message: str) -> None:
+        if message not in self._cache_notes:  # once per run
+            self._cache_notes.add(message)
+            logger.info(message)
+
+    def _cached_groups(self, trainable: set[str] | None) -> int:
+        """k >= 1 when this epoch can train from cached outputs of its k frozen leading groups, else 0."""
+        if not self.config.cache:
+            return 0
+        k = frozen_prefix(self.model, trainable)
+        if k == 0:
+            return 0
+        if self.strategy.reads_inputs:
+            self._note(f"frozen-prefix cache off: {self.strategy.spec()} reads the inputs of each batch")
+            return 0
+        return k
+
+    def _entry(self, split: str, k: int) -> dict | None:
+        """The frozen-prefix entry of a split for k groups, computed on a miss; None where none applies."""
+        if split not in self._fingerprints:
+            self._fingerprints[split] = split_fingerprint(getattr(self.data, split), self.data.collate)
+        fingerprint = self._fingerprints[split]
+        if fingerprint is None:
+            self._note(f"frozen-prefix cache off for the {split} split: its items are not a fixed function of the "
+                       f"example (augmentation, or a data set without a fingerprint)")
+            return None
+        mode = f"{self.model.cfg.name}|{self.precision.name}|{'nhwc' if self.channels_last else 'nchw'}"
+        key = entry_key(prefix_digest(self.model, k), k, fingerprint, mode)
+        entry = self.store.get(key)
+        if entry is not None:
+            return entry
+        start = time.perf_counter()
+        try:
+            entry = compute_entry(self.model, getattr(self.data, split), self.data.collate, k,
+                                  self.config.eval_batch_size, self.device, self.precision.autocast,
+                                  self._prepare, limit_bytes=None if self.store.folder else self.store.memory_bytes,
+                                  workers=self.config.workers)
+        except NotImplementedError as exc:  # no cut points for this model: train it uncached
+            self._note(f"frozen-prefix cache off: {exc}")
+            return None
+        except CacheTooLarge as exc:
+            self._note(f"frozen-prefix cache off for the {split} split: {exc} (raise --cache-memory-mb)")
+            return None
+        seconds = time.perf_counter() - start
+        self.store.put(key, entry)
+        self.state.cache_seconds += seconds
+        logger.info("frozen-prefix cache: %s split through %s in %.1f s (%d examples)", split,
+                    "the whole backbone" if k == self.model.num_backbone_groups else f"depth groups 0..{k - 1}",
+                    seconds, entry["index"].numel())
+        return entry
 
     def _worker_options(self) -> dict:
         workers = self.config.workers
@@ -146,7 +226,13 @@ class Trainer:
     # ---- set-up --------------------------------------------------------------------------------
     def setup(self, resume: bool) -> None:
         torch.manual_seed(self.config.seed)
+        self.precision = Precision(self.config.precision, self.device)
+        self.channels_last = use_channels_last(self.config.memory_format, self.model)
         self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.config.cache and self.store is None:
+            self.store = FeatureStore(self.config.cache_memory_mb * 2**20)
         if self.config.head_init == "source":
             from transferlab.training.head_init import init_head_from_source
 
@@ -170,6 +256,8 @@ class Trainer:
             self.strategy.load_state_dict(strategy_state)
             self.state = FitState(**trainer_state)
             torch.set_rng_state(rng["torch"])
+            if self.precision.scaler is not None and self.state.scaler:
+                self.precision.scaler.load_state_dict(self.state.scaler)
             cuda_states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
             if cuda_states and torch.cuda.is_available():  # a CPU machine resuming a GPU run has none to set
                 torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
@@ -242,15 +330,18 @@ class Trainer:
         return self._finish()
 
     def _run_epoch(self, epoch: int, total_steps: int) -> dict:
-        self._configure_epoch(epoch)
+        trainable = self._configure_epoch(epoch)
         self._train_mode()
+        k = self._cached_groups(trainable)
+        cached = self._entry("train", k) if k else None
         done = self.state.batch_in_epoch  # > 0 when resuming inside this epoch
         partial = self.state.epoch_sums or {}
         sums = {"loss": partial.get("loss", 0.0), "correct": partial.get("correct", 0), "n": partial.get("n", 0)}
         term_sums: dict[str, float] = dict(partial.get("terms", {}))
         seconds_before = partial.get("seconds", 0.0)
         start = time.perf_counter()
-        progress = _progress(self.train_loader(epoch, start=done), f"epoch {epoch + 1}/{self.config.epochs}")
+        progress = _progress(self.train_loader(epoch, start=done, cached=cached, k=k),
+                             f"epoch {epoch + 1}/{self.config.epochs}")
         for position, batch in enumerate(progress, start=done):
             if batch["labels"].numel() > 0:
                 self._train_step(batch, epoch, total_steps, sums, term_sums)
@@ -264,7 +355,7 @@ class Trainer:
         seconds = seconds_before + time.perf_counter() - start
         self.state.train_seconds += seconds
         self.state.batch_in_epoch, self.state.epoch_sums = 0, {}
-        val = evaluate(self.model, self.eval_loader(self.data.val), self.device, self.objective)
+        val = self._evaluate("val", k)
         n = max(sums["n"], 1)
         record = {
             "epoch": epoch + 1,
@@ -274,6 +365,7 @@ class Trainer:
             "lr": group_lrs(self.optimizer),
             "seconds": seconds, "samples_per_second": sums["n"] / seconds if seconds > 0 else 0.0,
             "trainable_params": self.model.count_parameters()[0],
+            "cached_groups": k if cached is not None else 0,
             **{k: v / n for k, v in term_sums.items()},
         }
         logger.info("epoch %d/%d: train loss %.4f acc %s | val loss %.4f acc %s | %.1f samples/s",
@@ -288,12 +380,15 @@ class Trainer:
             and self.state.batch_in_epoch < self._batches_per_epoch
 
     def _train_step(self, batch: dict, epoch: int, total_steps: int, sums: dict, term_sums: dict) -> None:
-        batch = to_device(batch, self.device)
+        batch = self._prepare(batch)
         poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
         apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
-        logits = self.model(batch)
+        with self.precision.autocast():
+            logits = self.model(batch)
+            terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
+        logits = logits.float()  # the loss and its terms in float32
         task_loss = self.objective.loss(logits, batch["labels"])
-        terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
+        terms = {name: term.float() for name, term in terms.items()}
         loss = task_loss + sum(terms.values()) if terms else task_loss
         if poison:
             loss = loss * float("nan")
@@ -302,17 +397,29 @@ class Trainer:
             self.state.step += 1
             return
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self.precision.scaler
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
         # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
         # (max_norm=inf only measures: the clip coefficient is clamped to exactly 1.)
         norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                               self.config.grad_clip if self.config.grad_clip > 0 else math.inf)
+        if scaler is not None and not torch.isfinite(norm):  # fp16 overflow: the scaler skips the step and backs off
+            scaler.step(self.optimizer)
+            scaler.update()
+            self.state.step += 1
+            return
         if not torch.isfinite(norm):
             self._handle_nonfinite(norm, epoch, what="gradient norm")
             self.state.step += 1
             return
         try:
-            self.optimizer.step()
+            if scaler is not None:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
         except RuntimeError as exc:
             if "overflow" not in str(exc):
                 raise
@@ -357,6 +464,8 @@ class Trainer:
         return 0 < self.config.patience <= self.state.epochs_without_improvement
 
     def _save_last(self) -> None:
+        if self.precision.scaler is not None:
+            self.state.scaler = dict(self.precision.scaler.state_dict())
         save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, vars(self.state),
                         self.strategy.state_dict())
 
@@ -371,9 +480,12 @@ class Trainer:
 
         final_train_accuracy = self.state.history[-1]["train_accuracy"] if self.state.history else float("nan")
         self.model.load_state_dict(load_tensors(self.ckpt_dir / BEST))
-        val = evaluate(self.model, self.eval_loader(self.data.val), self.device, self.objective)
-        test = (evaluate(self.model, self.eval_loader(self.data.test), self.device, self.objective)
-                if self.data.test else None)
+        # The selected weights were trained with the best epoch's frozen prefix: its cached outputs still apply
+        # (the entry's key is recomputed from these weights, so a changed prefix cannot be served stale).
+        best = next((r for r in self.state.history if r["epoch"] == self.state.best_epoch), {})
+        k = best.get("cached_groups", 0) if self.config.cache else 0
+        val = self._evaluate("val", k)
+        test = self._evaluate("test", k) if self.data.test else None
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         total = sum(p.numel() for p in self.model.parameters())
         n_trainable = sum(p.numel() for n, p in self.model.named_parameters()
@@ -387,6 +499,7 @@ class Trainer:
             "best_epoch": self.state.best_epoch, "final_train_accuracy": final_train_accuracy,
             "samples_per_second": samples / self.state.train_seconds if self.state.train_seconds else 0.0,
             "peak_memory_mb": peak_memory_mb(self.device), "skipped_steps": self.state.skipped_steps,
+            "precision": self.config.precision, "cache_seconds": self.state.cache_seconds,
         }
         for cb in self.callbacks:
             cb.on_fit_end(self, metrics)
