@@ -200,11 +200,12 @@ RUN_FOLDER = FolderKind(
 MODULE_EXPORT = FolderKind(name="task module export", marker="transferlab_module.json",
                            formats=frozenset({MODULE_FORMAT}), files=MODULE_FILES | {"README.md"})
 
-# A comparison (compare): grid.json marks it; its cells are runs under runs/<strategy>/<seed>/.
+# A comparison (compare): grid.json marks it; its cells are runs under runs/<strategy>/<seed>/; feature_cache/
+# holds the frozen-prefix entries (<sha256>.safetensors) that `compare --jobs N` worker processes share.
 GRID_FOLDER = FolderKind(
     name="comparison", marker="grid.json", formats=frozenset({GRID_FORMAT}),
     files=frozenset({"grid.json", "report.md", "report.html", "results.json", "results.csv", "runs.csv"}),
-    folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset()})
+    folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset()})
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

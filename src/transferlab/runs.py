@@ -68,7 +68,7 @@ class RunCaches:
 # beyond float rounding), and what it does at a non-finite loss after it stopped at one.
 # Every other difference would make the resumed run another run.
 RESUME_MAY_DIFFER = ("train.device", "train.on_nonfinite", "train.workers", "train.checkpoint_every_steps",
-                     "train.cache", "train.cache_memory_mb", "train.memory_format")
+                     "train.cache", "train.cache_memory_mb", "train.cache_dir", "train.memory_format")
 
 
 def run_state(out: Path) -> str:
@@ -203,6 +203,9 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     and frozen-prefix outputs shared with other runs of this process (default: the run's own)."""
     config = with_absolute_paths(config)
     out = check_output_path(out, "--out", run_inputs(config))  # before Path(""), which is the current folder
+    if config.train.cache_dir:  # written into: never an input, never the run folder
+        config.train.cache_dir = str(check_output_path(config.train.cache_dir, "--cache-dir",
+                                                       {**run_inputs(config), "--out": str(out)}))
     state = _out_state(out, resume, overwrite)
     if resume and state == "unfinished":
         config = _resumed_config(out, config, given)
@@ -220,7 +223,8 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
                           f"least 2")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
-    store = caches.features if caches else FeatureStore(config.train.cache_memory_mb * 2**20)
+    store = caches.features if caches else FeatureStore(config.train.cache_memory_mb * 2**20,
+                                                        folder=config.train.cache_dir or None)
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
                       strategy_options=config.strategy_options, feature_store=store)
     metrics = trainer.fit(resume=resume)

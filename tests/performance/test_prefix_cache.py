@@ -72,6 +72,15 @@ def test_cached_run_equals_uncached_run(tmp_path, strategy):
     assert cached_calls < plain_calls
 
 
+def test_computing_an_entry_leaves_the_training_modes_as_the_trainer_set_them(tmp_path):
+    """With --bn-stats frozen every BatchNorm layer normalises with its stored statistics, also in the groups
+    that train; computing the cache (in eval mode) must not put them back into training mode."""
+    cached, trainer, _ = _train(tmp_path, _config("freeze:k=3", bn_stats="frozen"), "cached")
+    plain, _, _ = _train(tmp_path, _config("freeze:k=3", bn_stats="frozen", cache=False), "plain")
+    assert trainer.state.history[0]["cached_groups"] == 3
+    _same_metrics(cached, plain)
+
+
 def test_linear_probe_runs_the_backbone_once_per_split(tmp_path):
     config = _config("linear_probe", epochs=4)
     metrics, trainer, calls = _train(tmp_path, config, "run")
@@ -194,3 +203,36 @@ def test_no_cache_flag():
     assert args.cache is False
     args = parser.parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o"])
     assert args.cache is None  # not given: the TrainConfig default (on)
+
+
+def test_a_damaged_entry_on_disk_is_computed_again(tmp_path, caplog):
+    entry = {"index": torch.arange(3), "labels": torch.zeros(3, dtype=torch.long), "features": torch.randn(3, 8)}
+    FeatureStore(folder=tmp_path).put("k", entry)
+    (tmp_path / "k.safetensors").write_bytes(b"not safetensors")
+    assert FeatureStore(folder=tmp_path).get("k") is None
+    from transferlab.safe_io import save_tensors
+
+    save_tensors(tmp_path / "k.safetensors", {"index": torch.arange(3), "labels": torch.zeros(2, dtype=torch.long),
+                                              "features": torch.randn(3, 8)})
+    assert FeatureStore(folder=tmp_path).get("k") is None
+    assert "not a usable cache entry" in caplog.text
+
+
+def test_cache_dir_keeps_entries_for_a_later_run(tmp_path):
+    """A second run with the same --cache-dir computes nothing (the pre-trained backbone, the same split)."""
+    first = finetune(_config("linear_probe", epochs=1, model="efficientnet_lite0", cache_dir=str(tmp_path / "c")),
+                     tmp_path / "a")
+    assert sorted(p.suffix for p in (tmp_path / "c").iterdir()) == [".safetensors", ".safetensors"]
+    second = finetune(_config("linear_probe", epochs=1, model="efficientnet_lite0", cache_dir=str(tmp_path / "c")),
+                      tmp_path / "b")
+    assert first["cache_seconds"] > 0 and second["cache_seconds"] == 0
+    _same_metrics(first, second)
+
+
+def test_cache_dir_must_not_be_an_input(tmp_path):
+    from transferlab.errors import ConfigError
+
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="--cache-dir"):
+        finetune(_config("linear_probe", data=str(data), cache_dir=str(data / "a")), tmp_path / "run")

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--resume", action="store_true",
                    help="continue a grid in --out: finished runs are kept, unfinished ones resume")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run the grid's cells in N worker processes, torch's threads divided among them (at most "
+                        "the cells still to run); the report equals a sequential one (default: 1)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs in --out")
     p.add_argument("--source-data", help="source-task data, in the source model's label space (e.g. class folders "
                    "named by ImageNet class): used by ewc, and the report measures every strategy's forgetting on it")
@@ -79,7 +82,7 @@ def cmd_compare(args) -> None:
         args.model = args.model or "efficientnet_lite0"
         args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
-        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given)
+        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given, jobs=args.jobs)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
           f"(numbers in results.csv, results.json, runs.csv)")

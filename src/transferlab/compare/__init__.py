@@ -22,10 +22,11 @@ __all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResult
            "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
 
 
-def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None) -> GridResults:
-    """Run the grid (continuing it with `resume`), then write the report from the runs' metrics.json.
-    `given`: with resume, the option keys the user passed (only those may contradict the saved grid)."""
-    cell_results = run_grid(spec, out, resume=resume, given=given)
+def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
+            jobs: int = 1) -> GridResults:
+    """Run the grid (continuing it with `resume`; in `jobs` worker processes), then write the report from the runs'
+    metrics.json. `given`: with resume, the option keys the user passed (only those may contradict the saved grid)."""
+    cell_results = run_grid(spec, out, resume=resume, given=given, jobs=jobs)
     results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
     write_report(results)
     return results

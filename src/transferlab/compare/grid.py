@@ -4,9 +4,11 @@ DIR/grid.json                     the grid that was asked (strategies, seeds, th
 DIR/runs/<strategy>/<seed>/       one `runs.finetune` run directory per cell
 DIR/runs/<strategy>/<seed>/error.json   written when that cell failed (removed when it later finishes)
 DIR/scratch_init/                 random initial weights (or a random-init model folder) for the baseline
+DIR/feature_cache/                frozen-prefix outputs shared by the worker processes of `jobs > 1`
 
 Every cell depends only on its own config and seed (torch is re-seeded before each), so a grid that was killed
-and continued with `resume=True` ends with the same numbers as one that ran straight through.
+and continued with `resume=True` ends with the same numbers as one that ran straight through, and a grid run in
+`jobs` worker processes with the same numbers as one run cell after cell.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import traceback
@@ -311,15 +314,25 @@ def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = No
     return out
 
 
-def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None) \
-        -> list[CellResult]:
-    """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on."""
+def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
+             jobs: int = 1) -> list[CellResult]:
+    """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on.
+    `jobs` > 1 runs the cells in that many worker processes (see run_parallel); the results are the same."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
+                          f"got {jobs}")
     out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder
     spec = check_grid_dir(out, spec, resume, given)
     spec.base = _absolute_base(spec.base)
     cells = plan(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "grid.json", spec.to_dict())
+    to_run = sum(run_state(cell.run_dir) != "finished" for cell in cells)
+    if jobs > 1 and jobs > to_run:
+        logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))
+        jobs = max(to_run, 1)
+    if jobs > 1:
+        return run_parallel(spec, cells, out, resume, jobs)
     progress = GridProgress(len(cells))
     caches = grid_caches(spec)
     results = []
@@ -330,12 +343,124 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     return results
 
 
-def grid_caches(spec: GridSpec) -> RunCaches:
+def grid_caches(spec: GridSpec, folder: Path | None = None) -> RunCaches:
     """One store of decoded images and frozen-prefix outputs for all cells: the seeds of `linear_probe` share its
-    features, and `lp_ft`'s probe phase reuses them (entries are keyed by content, see training/prefix_cache)."""
+    features, and `lp_ft`'s probe phase reuses them (entries are keyed by content, see training/prefix_cache).
+    Frozen-prefix entries are also kept as files in --cache-dir when given, else in `folder` (run_parallel's
+    DIR/feature_cache, so that processes share them), else in memory only."""
     from transferlab.training.prefix_cache import FeatureStore
 
-    return RunCaches(features=FeatureStore(spec.base.train.cache_memory_mb * 2**20))
+    folder = spec.base.train.cache_dir or folder  # --cache-dir: the user's choice comes first
+    return RunCaches(features=FeatureStore(spec.base.train.cache_memory_mb * 2**20, folder=folder))
+
+
+# ---- running in worker processes ---------------------------------------------------------------------------
+FEATURE_CACHE = "feature_cache"  # DIR/feature_cache/: the frozen-prefix entries the worker processes share
+_worker_caches: RunCaches | None = None  # this worker process's caches (set by _init_worker)
+
+
+def worker_threads(jobs: int, total: int) -> int:
+    """torch threads for each of `jobs` processes sharing `total` (the parent's torch.get_num_threads())."""
+    return max(1, total // jobs)
+
+
+def run_parallel(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, jobs: int) -> list[CellResult]:
+    """The cells in `jobs` spawned worker processes, torch's threads divided among them; results in plan order.
+
+    Each worker keeps its own caches, with frozen-prefix entries also in DIR/feature_cache/ (or --cache-dir) so
+    that cells in other processes find them. A cell is run by the same `run_cell` as in a sequential grid
+    (re-seeded, its own config only), so its numbers do not depend on the process or on the cells run before it."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    total = torch.get_num_threads()
+    threads = worker_threads(jobs, total)
+    if jobs > total:
+        logger.warning("--jobs %d is more than the %d thread(s) torch uses here (the cores, or OMP_NUM_THREADS): "
+                       "the processes beyond the cores oversubscribe them, and every process runs slower; running "
+                       "with 1 thread each", jobs, total)
+    logger.info("%d worker processes x %d torch thread(s) each (torch has %d here)", jobs, threads, total)
+    progress = GridProgress(len(cells), jobs=jobs)
+    results: list[CellResult | None] = [None] * len(cells)
+    for i, cell in enumerate(cells):
+        if run_state(cell.run_dir) == "finished":  # as run_cell does, without a process
+            results[i] = run_cell(spec, cell, out, resume)
+            progress.finished(i, results[i])
+    level = logging.getLogger("transferlab").getEffectiveLevel()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads, spec, out / FEATURE_CACHE, level))
+    interrupted = False
+    try:
+        pending = {pool.submit(_worker_run_cell, spec, cell, out, resume, i, len(cells)): i
+                   for i, cell in enumerate(cells) if results[i] is None}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                results[i] = _future_result(future, cells[i])
+                progress.finished(i, results[i])
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted: stopping the worker processes (unfinished runs continue with --resume)")
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return results
+
+
+def _init_worker(threads: int, spec: GridSpec, cache_folder: Path, log_level: int) -> None:
+    """A worker process's start: its share of threads (the env vars for libraries that read them later),
+    logging to the parent's stderr, its caches; Ctrl-C is left to the parent, which stops the workers."""
+    import signal
+
+    global _worker_caches
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    _worker_caches = grid_caches(spec, folder=cache_folder)
+
+
+def _worker_run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: int, total: int) -> CellResult:
+    """One cell in a worker process; whatever escapes run_cell comes back as a failed cell."""
+    try:
+        progress = GridProgress(total)
+        progress.start(index, cell)
+        return run_cell(spec, cell, out, resume, progress, _worker_caches)
+    except Exception as exc:  # run_cell records a failing run; this failed around it (writing error.json, ...)
+        logger.debug("%s", traceback.format_exc())
+        return _failed(cell, exc)
+
+
+def _future_result(future, cell: Cell) -> CellResult:
+    """The worker's CellResult, or a failed one when the worker process could not return it (it died)."""
+    try:
+        return future.result()
+    except Exception as exc:  # BrokenProcessPool (a worker was killed: out of memory?), an unpicklable result
+        return _failed(cell, exc)
+
+
+def _failed(cell: Cell, exc: BaseException) -> CellResult:
+    """A failed cell for an error that run_cell did not record: logged, and in error.json where it can be."""
+    error = f"{type(exc).__name__}: {exc}".strip()
+    logger.error("%s failed: %s", cell.label, error)
+    try:
+        atomic_write_json(cell.run_dir / "error.json", {"strategy": cell.strategy, "seed": cell.seed, "error": error})
+    except OSError as write_error:
+        logger.error("%s: cannot write error.json: %s", cell.label, write_error)
+    return CellResult(cell, "failed", error=error)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate the pool's processes, so that an interrupted grid does not wait for the running cells. Python
+    3.11's ProcessPoolExecutor has no public way (3.14 adds terminate_workers); its `_processes` is used."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _absolute_base(base: RunConfig) -> RunConfig:
@@ -389,11 +514,14 @@ def reset_peak_memory() -> None:
 
 
 class GridProgress:
-    """Logs which run of how many, its epoch, and the time left estimated from the runs finished so far."""
+    """Logs which run of how many, its epoch, and the time left estimated from the runs finished so far; with
+    `jobs` processes (run_parallel), runs come back in any order, `jobs` at a time."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, jobs: int = 1):
         self.total = total
+        self.jobs = jobs
         self.index = 0
+        self.completed = 0  # runs come back (run_parallel)
         self.cell: Cell | None = None
         self.run_seconds: list[float] = []
         self.started = time.perf_counter()
@@ -409,6 +537,18 @@ class GridProgress:
         logger.info("run %d/%d: %s %s in %.0f s%s", self.index + 1, self.total, result.cell.label, result.status,
                     result.seconds, self._eta(1.0))
 
+    def finished(self, index: int, result: CellResult) -> None:
+        """Run `index` came back from a worker process (run_parallel)."""
+        self.completed += 1
+        if result.status == "finished" and result.seconds > 0:
+            self.run_seconds.append(result.seconds)
+        left = ""
+        if self.run_seconds and self.completed < self.total:
+            per_run = sum(self.run_seconds) / len(self.run_seconds)
+            left = f" | about {_fmt_seconds((self.total - self.completed) * per_run / self.jobs)} left"
+        logger.info("run %d/%d: %s %s in %.0f s%s", index + 1, self.total, result.cell.label, result.status,
+                    result.seconds, left)
+
     def _eta(self, current_done: float) -> str:
         if not self.run_seconds:
             return ""
@@ -417,15 +557,20 @@ class GridProgress:
         return f" | about {_fmt_seconds(left)} left"
 
     def callback(self) -> Callback:
-        progress = self
+        return EpochLog(self)
 
-        class _EpochLog(Callback):
-            def on_epoch_end(self, trainer, record):
-                done = record["epoch"] / trainer.config.epochs
-                logger.info("run %d/%d: %s epoch %d/%d%s", progress.index + 1, progress.total,
-                            progress.cell.label, record["epoch"], trainer.config.epochs, progress._eta(done))
 
-        return _EpochLog()
+class EpochLog(Callback):
+    """Logs each epoch of the current run of a GridProgress (module level, so that it is importable anywhere)."""
+
+    def __init__(self, progress: GridProgress):
+        self.progress = progress
+
+    def on_epoch_end(self, trainer, record):
+        progress = self.progress
+        done = record["epoch"] / trainer.config.epochs
+        logger.info("run %d/%d: %s epoch %d/%d%s", progress.index + 1, progress.total, progress.cell.label,
+                    record["epoch"], trainer.config.epochs, progress._eta(done))
 
 
 def _fmt_seconds(s: float) -> str:

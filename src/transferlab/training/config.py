@@ -57,7 +57,11 @@ class TrainConfig:
         "help": "compute what frozen leading depth groups output once per split, not every epoch (on where it "
                 "applies: frozen prefix, inputs not augmented; results as without it); --no-cache turns it off"})
     cache_memory_mb: int = field(default=2048, metadata={
-        "help": "memory the frozen-prefix cache may hold, in MiB (larger entries are not cached)"})
+        "help": "memory the frozen-prefix cache may hold, in MiB (larger entries go to --cache-dir, or are not "
+                "cached without one)"})
+    cache_dir: str = field(default="", metadata={
+        "help": "a folder where frozen-prefix cache entries are also kept as safetensors files, keyed by content: "
+                "reused by later runs and by entries too large for memory (default: memory only)"})
 
     def __post_init__(self):
         for f in fields(self):

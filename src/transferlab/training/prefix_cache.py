@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.errors import UnsafeFileError
 from transferlab.nn_utils import to_device
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,14 @@ class FeatureStore:
         if path is not None and path.is_file():
             from transferlab.safe_io import load_tensors
 
-            entry = load_tensors(path)
-            self._keep(key, entry)
-            self.hits += 1
-            return entry
+            try:
+                entry = check_entry(load_tensors(path))
+            except (ValueError, UnsafeFileError) as exc:  # damaged or not ours: computed again, and rewritten
+                logger.warning("%s: not a usable cache entry (%s); computing it again", path, exc)
+            else:
+                self._keep(key, entry)
+                self.hits += 1
+                return entry
         self.misses += 1
         return None
 
@@ -92,6 +97,20 @@ class FeatureStore:
         self._entries[key] = entry
         self._bytes += size
         return True
+
+
+def check_entry(entry: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An entry read from disk, or ValueError: the keys an entry has, one row per example in each."""
+    outputs = [name for name in ("features", "h", "hidden") if name in entry]
+    if "index" not in entry or "labels" not in entry or len(outputs) > 1 or ("hidden" in entry) != (
+            "attention_mask" in entry):
+        raise ValueError(f"unexpected tensors {sorted(entry)}")
+    rows = entry["index"].shape[0]
+    if entry["index"].dim() != 1 or any(t.shape[0] != rows for t in entry.values() if t.dim() > 0):
+        raise ValueError("tensors with different numbers of rows")
+    if rows and outputs == []:
+        raise ValueError("rows without outputs")
+    return entry
 
 
 def entry_bytes(entry: dict[str, torch.Tensor]) -> int:

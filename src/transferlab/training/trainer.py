@@ -256,8 +256,9 @@ class Trainer:
             self.strategy.load_state_dict(strategy_state)
             self.state = FitState(**trainer_state)
             torch.set_rng_state(rng["torch"])
-            if self.precision.scaler is not None and self.state.scaler:
-                self.precision.scaler.load_state_dict(self.state.scaler)
+            scaler = self.precision.scaler if self.precision is not None else None  # fp16's loss scale goes on
+            if scaler is not None and self.state.scaler:
+                scaler.load_state_dict(self.state.scaler)
             cuda_states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
             if cuda_states and torch.cuda.is_available():  # a CPU machine resuming a GPU run has none to set
                 torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
@@ -331,9 +332,9 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, total_steps: int) -> dict:
         trainable = self._configure_epoch(epoch)
-        self._train_mode()
         k = self._cached_groups(trainable)
-        cached = self._entry("train", k) if k else None
+        cached = self._entry("train", k) if k else None  # before the modes are set: computing it runs in eval
+        self._train_mode()
         done = self.state.batch_in_epoch  # > 0 when resuming inside this epoch
         partial = self.state.epoch_sums or {}
         sums = {"loss": partial.get("loss", 0.0), "correct": partial.get("correct", 0), "n": partial.get("n", 0)}
