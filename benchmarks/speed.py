@@ -35,6 +35,7 @@ from transferlab.data import DataOptions, DecodedImages
 from transferlab.runs import RunCaches, RunConfig, finetune, prepare
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, ordered_loader, to_device
+from transferlab.training.precision import native_cpu_bf16
 from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import Trainer
 
@@ -52,6 +53,10 @@ SETTINGS = {
 
 
 def peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an n x n matrix product (a first, small product decides the size: emulated bf16 on a CPU
+    without bf16 instructions runs at a few GFLOP/s, and 2048 would take minutes)."""
+    if dtype == torch.bfloat16 and not native_cpu_bf16():
+        n, repeats = 512, 3
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
         a @ b
@@ -169,11 +174,19 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=5, help="epochs of linear_probe (the issue's 5)")
     parser.add_argument("--sst2-train", type=int, default=512, help="SST-2 training phrases (hymenoptera: all)")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--emulated-bf16", action="store_true", help="run the bf16 rows on a CPU without bf16")
     args = parser.parse_args()
 
     peaks = {"fp32": peak_gflops(torch.float32), "bf16": peak_gflops(torch.bfloat16)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; peak of a 2048x2048 matmul: "
-          f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    native = native_cpu_bf16()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {native}; peak of a matrix product: "
+          f"fp32 {peaks['fp32']:.1f} GFLOP/s (2048), bf16 {peaks['bf16']:.1f} GFLOP/s ({2048 if native else 512})")
+    settings = args.settings.split(",")
+    if "bf16" in settings and not native and not args.emulated_bf16:
+        settings.remove("bf16")
+        print("bf16 rows left out: this CPU has no bf16 instructions, bf16 is emulated (the peak above); "
+              "--emulated-bf16 runs them anyway")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -191,7 +204,7 @@ def main() -> None:
                     found.append(probe_by_hand(case, max_train))
                 if strategy == "full":
                     found.append(plain_loop(case, epochs, max_train))
-                for setting in args.settings.split(","):
+                for setting in settings:
                     found.append(trainer_row(case, spec, setting, epochs, max_train, out))
                 for row in found:
                     row["case"] = name

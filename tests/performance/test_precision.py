@@ -132,3 +132,16 @@ def test_bf16_resume_equals_the_uninterrupted_run(tmp_path):
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
     assert (tmp_path / "part" / "checkpoint" / "best.safetensors").read_bytes() == \
         (tmp_path / "whole" / "checkpoint" / "best.safetensors").read_bytes()
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog):
+    from transferlab.training import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    caplog.set_level("WARNING", logger="transferlab.training.precision")
+    precision.Precision("bf16", torch.device("cpu"))
+    assert "emulated" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    precision.Precision("bf16", torch.device("cpu"))
+    assert caplog.text == ""

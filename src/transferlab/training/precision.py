@@ -2,6 +2,7 @@
 CUDA) and channels-last for convolutional networks. Master weights and the optimiser stay in float32."""
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 
 import torch
@@ -11,6 +12,8 @@ from transferlab.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+logger = logging.getLogger(__name__)
 
 
 class Precision:
@@ -24,6 +27,11 @@ class Precision:
                               "it cannot use); on a CPU use bf16")
         self.name, self.device = name, device
         self.scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
+        if name == "bf16" and device.type == "cpu" and not native_cpu_bf16():
+            logger.warning("--precision bf16: this CPU (%s) has no bfloat16 matrix instructions (AVX512-BF16 or "
+                           "AMX), so bf16 is emulated and far slower than fp32 (benchmarks/speed.py measures a matrix "
+                           "product in both); use fp32 here",
+                           torch.backends.cpu.get_cpu_capability())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -33,6 +41,16 @@ class Precision:
         if self.name == "fp32":
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def native_cpu_bf16() -> bool:
+    """True when oneDNN runs bfloat16 matrix products natively on this CPU (AVX512-BF16 or AMX), the check
+    PyTorch itself makes before choosing its bf16 kernels."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
 
 
 def has_convolutions(model: nn.Module) -> bool:
