@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from transferlab.data import DataOptions, DecodedImages
@@ -79,21 +81,70 @@ def run_config(case: dict, strategy: str, epochs: int, max_train: int | None, **
                      train=TrainConfig(epochs=epochs, device="cpu", **train), data_options=options)
 
 
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward, groups counted. torch.utils.flop_counter's own formula ignores `groups`
+    for the weight gradient (torch 2.14; pytorch/pytorch#183405), which counts a depthwise convolution's backward
+    `channels` times over. For a plain convolution each gradient (input, weight) costs what the forward costs:
+    2 * batch * output positions * prod(weight shape), the weight shape already being (C_out, C_in / groups, k..)."""
+    if transposed:
+        return flop_counter.conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                                               transposed, _output_padding, groups, output_mask, out_shape)
+    forward = 2 * grad_out_shape[0] * math.prod(grad_out_shape[2:]) * math.prod(w_shape)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def _positions(batch: dict) -> int:
+    """Input positions a batch computes on: padded tokens for text (what the FLOPs scale with), else examples."""
+    if "input_ids" in batch:
+        return batch["input_ids"].numel()
+    cut = batch.get("cut_output")
+    if isinstance(cut, dict):
+        return cut["attention_mask"].numel()
+    return batch["labels"].numel()
+
+
 def step_gflop(config: RunConfig, run_dir: Path, caches: RunCaches) -> float:
-    """GFLOP of one training step of this run as it ran its first epoch (a cached batch where it was cached)."""
+    """GFLOP per training example of this run as it ran its first epoch (from a cached batch where it was cached):
+    one step counted by FlopCounterMode, scaled for text by the epoch's mean padded length against that batch's
+    (batches are padded to their longest text, so one batch alone would misstate the epoch)."""
     data, model, strategy = prepare(config, decoded=caches.decoded)
     trainer = Trainer(model, strategy, data, config.train, run_dir / "flops", feature_store=caches.features)
     trainer.setup(resume=False)
     trainable = trainer._configure_epoch(0)
-    trainer._train_mode()
     k = trainer._cached_groups(trainable)
     entry = trainer._entry("train", k) if k else None
-    batch = trainer._prepare(next(iter(trainer.train_loader(0, cached=entry, k=k))))
-    with FlopCounterMode(display=False) as counter:
+    trainer._train_mode()
+    batches = list(trainer.train_loader(0, cached=entry, k=k)) if data.kind == "text" else []
+    first = batches[0] if batches else next(iter(trainer.train_loader(0, cached=entry, k=k)))
+    batch = trainer._prepare(first)
+    with FlopCounterMode(display=False,
+                         custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop}) as counter:
         with trainer.precision.autocast():
             logits = model(batch)
         F.cross_entropy(logits.float(), batch["labels"]).backward()
-    return counter.get_total_flops() / 1e9 / batch["labels"].numel()
+    per_example = counter.get_total_flops() / 1e9 / batch["labels"].numel()
+    if batches:
+        epoch = sum(_positions(b) for b in batches) / sum(b["labels"].numel() for b in batches)
+        per_example *= epoch / (_positions(batch) / batch["labels"].numel())
+    return per_example
+
+
+def flops_only(timings: Path, out: Path) -> list[dict]:
+    """The rows of an earlier run (its --json) with GFLOP per example counted again (no training)."""
+    saved = json.loads(timings.read_text())
+    rows = []
+    for row in saved["rows"]:
+        if "by hand" not in row["row"]:
+            spec, setting = row["row"].rsplit(" ", 1)
+            case = CASES[row["case"]]
+            epochs = 1
+            max_train = saved.get("sst2_train", 512) if row["case"] == "minilm_l6" else None
+            config = run_config(case, spec, epochs, max_train, **SETTINGS[setting])
+            caches = RunCaches(features=FeatureStore(config.train.cache_memory_mb * 2**20))
+            row = {**row, "gflop_per_sample": step_gflop(config, out / f"{row['case']}_{len(rows)}", caches)}
+        rows.append(row)
+    return rows
 
 
 def trainer_row(case: dict, strategy: str, setting: str, epochs: int, max_train: int | None, out: Path) -> dict:
@@ -175,7 +226,21 @@ def main() -> None:
     parser.add_argument("--sst2-train", type=int, default=512, help="SST-2 training phrases (hymenoptera: all)")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--emulated-bf16", action="store_true", help="run the bf16 rows on a CPU without bf16")
+    parser.add_argument("--flops-only", metavar="JSON", help="count the GFLOP of the rows of an earlier run's --json "
+                        "again, without training, and print its table with them")
     args = parser.parse_args()
+    if args.flops_only:
+        saved = json.loads(Path(args.flops_only).read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = flops_only(Path(args.flops_only), Path(tmp))
+        for name in dict.fromkeys(r["case"] for r in rows):
+            print(f"\n## {name}")
+            for row in rows:
+                if row["case"] == name:
+                    _print(row, saved["peaks"])
+        if args.json:
+            Path(args.json).write_text(json.dumps({**saved, "rows": rows}, indent=2))
+        return
 
     peaks = {"fp32": peak_gflops(torch.float32), "bf16": peak_gflops(torch.bfloat16)}
     native = native_cpu_bf16()
@@ -211,7 +276,7 @@ def main() -> None:
                     rows.append(row)
                     _print(row, peaks)
     if args.json:
-        Path(args.json).write_text(json.dumps({"peaks": peaks, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"peaks": peaks, "sst2_train": args.sst2_train, "rows": rows}, indent=2))
 
 
 def _print(row: dict, peaks: dict) -> None:

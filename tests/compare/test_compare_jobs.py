@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.compare.conftest import STRATEGIES, grid_args, load_json
-from tests.reliability.conftest import ROOT, error_line, run_cli, subprocess_env
+from tests.reliability.conftest import ROOT, error_line, run_cli, strip_keys, subprocess_env
 from tests.reliability.test_compare_resume import GRID_TIMING
 from transferlab.compare.grid import FEATURE_CACHE, GridSpec, run_grid, safe_name, worker_threads
 
@@ -58,11 +58,7 @@ def grids(tmp_path_factory, tiny_weights):
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in GRID_TIMING}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return strip_keys(obj, GRID_TIMING)
 
 
 def _json(path: Path, out: Path) -> str:

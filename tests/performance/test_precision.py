@@ -13,14 +13,6 @@ from transferlab.training.config import TrainConfig
 from transferlab.training.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(strategy="full", epochs=2, **train):
     return RunConfig(model=TINY_IMAGE_MODEL, data="digits", strategy=strategy,
                      train=TrainConfig(epochs=epochs, device="cpu", **train),

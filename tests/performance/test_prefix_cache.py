@@ -15,14 +15,6 @@ from transferlab.training.prefix_cache import FeatureStore, entry_key, frozen_pr
 from transferlab.training.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(strategy, cache=True, epochs=3, model=TINY_IMAGE_MODEL, data="digits", augment=False, **train):
     return RunConfig(model=model, data=data, strategy=strategy,
                      train=TrainConfig(epochs=epochs, cache=cache, device="cpu", **train),

@@ -67,12 +67,17 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
-def strip_timing(obj):
+def strip_keys(obj, keys):
+    """A JSON value without the dict entries named in `keys`, at every depth."""
     if isinstance(obj, dict):
-        return {k: strip_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+        return {k: strip_keys(v, keys) for k, v in obj.items() if k not in keys}
     if isinstance(obj, list):
-        return [strip_timing(v) for v in obj]
+        return [strip_keys(v, keys) for v in obj]
     return obj
+
+
+def strip_timing(obj):
+    return strip_keys(obj, TIMING_KEYS)
 
 
 def tensors_and_meta(path: Path) -> tuple[dict, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.reliability.conftest import assert_same_run, run_cli, run_subprocess, stale_temps
+from tests.reliability.conftest import assert_same_run, run_cli, run_subprocess, stale_temps, strip_keys
 
 GRID_ARGS = ["compare", "--model", "test_efficientnet", "--data", "digits", "--image-size", "32", "--max-train",
              "200", "--epochs", "2", "--batch-size", "32", "--strategies", "linear_probe,full", "--no-scratch"]
@@ -16,11 +16,7 @@ GRID_TIMING = {"seconds", "wall_seconds", "train_seconds", "samples_per_second",
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in GRID_TIMING}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return strip_keys(obj, GRID_TIMING)
 
 
 def test_killed_grid_resumes_to_the_same_results(tmp_path, capsys):
