@@ -416,11 +416,27 @@ def _init_worker(threads: int, spec: GridSpec, cache_folder: Path, log_level: in
 
     global _worker_caches
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(signal.SIGTERM)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     _worker_caches = grid_caches(spec, folder=cache_folder)
+
+
+def _die_with_parent(sig: int) -> None:
+    """Ask Linux to send `sig` to this worker when the grid process dies (prctl PR_SET_PDEATHSIG): a grid killed
+    with SIGKILL, which cannot stop its workers itself, must not leave them training. Elsewhere: nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
 
 
 def _worker_run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: int, total: int) -> CellResult:
