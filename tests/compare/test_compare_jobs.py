@@ -124,13 +124,19 @@ def test_jobs_below_one_is_one_error_line(tmp_path, tiny_weights, capsys):
     assert not out.exists()
 
 
-def test_ctrl_c_stops_the_workers(tmp_path, tiny_weights):
-    """SIGINT to the parent while both workers train: it exits at once with the CLI's line, workers gone."""
+def _start_long_grid(tmp_path, tiny_weights):
+    """A --jobs 2 grid of 500-epoch cells in a subprocess: (the process, its stderr file)."""
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     args = [*grid_args(out, tiny_weights, "linear_probe,full", "--jobs", "2", "--no-scratch"), "--epochs", "500"]
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "transferlab", *args], env=subprocess_env(), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=fh)
+    return proc, log
+
+
+def test_ctrl_c_stops_the_workers(tmp_path, tiny_weights):
+    """SIGINT to the parent while both workers train: it exits at once with the CLI's line, workers gone."""
+    proc, log = _start_long_grid(tmp_path, tiny_weights)
     try:
         deadline = time.monotonic() + 120
         while "epoch 1/500" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
@@ -153,11 +159,7 @@ def test_ctrl_c_stops_the_workers(tmp_path, tiny_weights):
 
 def test_workers_die_with_a_killed_grid(tmp_path, tiny_weights):
     """SIGKILL to the parent (nothing of it runs any more): the workers must not go on training as orphans."""
-    out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    args = [*grid_args(out, tiny_weights, "linear_probe,full", "--jobs", "2", "--no-scratch"), "--epochs", "500"]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "transferlab", *args], env=subprocess_env(), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=fh)
+    proc, log = _start_long_grid(tmp_path, tiny_weights)
     children = []
     try:
         deadline = time.monotonic() + 120
