@@ -223,10 +223,8 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
                           f"least 2")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
-    store = caches.features if caches else FeatureStore(config.train.cache_memory_mb * 2**20,
-                                                        folder=config.train.cache_dir or None)
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
-                      strategy_options=config.strategy_options, feature_store=store)
+                      strategy_options=config.strategy_options, feature_store=caches.features if caches else None)
     metrics = trainer.fit(resume=resume)
     metrics.update(strategy.save_task_module(model, out) or {})
     metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,

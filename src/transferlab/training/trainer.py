@@ -232,7 +232,7 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.config.cache and self.store is None:
-            self.store = FeatureStore(self.config.cache_memory_mb * 2**20)
+            self.store = FeatureStore(self.config.cache_memory_mb * 2**20, folder=self.config.cache_dir or None)
         if self.config.head_init == "source":
             from transferlab.training.head_init import init_head_from_source
 
