@@ -35,14 +35,23 @@ class FolderKind:
     files: frozenset[str]
     folders: dict[str, frozenset[str]] = field(default_factory=dict)
     residue: frozenset[str] = frozenset()  # files a failed or killed start may leave without the marker
+    # sub-folders of a folder above whose names match a pattern: {"checkpoints": (r"epoch_\d+|scratch", files)}
+    nested: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
     def owns(self, relative: str) -> bool:
         parts = Path(relative).parts
         if len(parts) == 1:
             return parts[0] in self.files or parts[0] in self.folders or _is_temp(parts[0])
         if len(parts) == 2 and parts[0] in self.folders:
-            return parts[1] in self.folders[parts[0]] or _is_temp(parts[1])
+            return parts[1] in self.folders[parts[0]] or _is_temp(parts[1]) or self._nested_name(*parts)
+        if len(parts) == 3 and self._nested_name(parts[0], parts[1]):
+            return parts[2] in self.nested[parts[0]][1] or _is_temp(parts[2])
         return False
+
+    def _nested_name(self, folder: str, name: str) -> bool:
+        import re
+
+        return folder in self.nested and re.fullmatch(self.nested[folder][0], name) is not None
 
 
 def _is_temp(name: str) -> bool:
@@ -158,6 +167,12 @@ def remove_owned(folder: str | Path, kind: FolderKind) -> list[Path]:
         d = folder / sub
         if d.is_symlink() or not d.is_dir():
             continue
+        if sub in kind.nested:
+            for child in sorted(d.iterdir()):
+                if not child.is_symlink() and child.is_dir() and (kind._nested_name(sub, child.name)
+                                                                   or _is_temp(child.name)):
+                    removed += _unlink_names(child, kind.nested[sub][1])
+                    _rmdir_if_empty(child)
         removed += _unlink_names(d, names)
         _rmdir_if_empty(d)
     removed += _unlink_names(folder, kind.files | kind.residue)
@@ -193,8 +208,11 @@ MODULE_FILES = frozenset({"transferlab_module.json", "module.safetensors", "adap
 # A run (finetune, adapt-bn, modules merge): config.json marks it; the rest is what those commands write.
 RUN_FOLDER = FolderKind(
     name="run", marker="config.json", formats=frozenset({RUN_FORMAT}),
-    files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json"}),
-    folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES},
+    files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json",
+                     "pretrain.json"}),
+    folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES,
+             "checkpoints": frozenset({"index.json"})},  # pretrain's kept epochs (models.pretrained_dir)
+    nested={"checkpoints": (r"epoch_\d+|scratch", frozenset({"pretrained_cfg.json", "model.safetensors"}))},
     residue=frozenset({"error.json"}))  # a grid cell that failed before its config was written
 # A task module exported by `modules export`: the module's files and a README.
 MODULE_EXPORT = FolderKind(name="task module export", marker="transferlab_module.json",

@@ -39,19 +39,22 @@ class RunConfig:
     strategy_options: dict = field(default_factory=dict)  # e.g. {"source_data": PATH} for ewc
     classes: list[str] | None = None  # the target classes, filled in once the data is read
     head: str = "linear"  # the new head's spec: linear, or mlp[:hidden=256,dropout=0.0] (models.heads)
+    # PretrainedCfg fields that replace the model's (pretrain: the normalisation measured on its source data,
+    # the input size, the source classes), so the run reads its data as its checkpoints will be read
+    cfg_overrides: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "strategy": self.strategy, "weights": self.weights,
                 "train": asdict(self.train), "data_options": asdict(self.data_options),
                 "strategy_options": self.strategy_options, "classes": self.classes, "head": self.head,
-                "format": RUN_FORMAT}
+                "cfg_overrides": self.cfg_overrides, "format": RUN_FORMAT}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         return cls(model=d["model"], data=d["data"], strategy=d["strategy"], weights=d.get("weights"),
                    train=TrainConfig(**d["train"]), data_options=DataOptions(**d["data_options"]),
                    strategy_options=d.get("strategy_options", {}), classes=d.get("classes"),
-                   head=d.get("head", "linear"))
+                   head=d.get("head", "linear"), cfg_overrides=d.get("cfg_overrides", {}))
 
 
 @dataclass
@@ -88,7 +91,10 @@ def run_inputs(config: RunConfig) -> dict[str, object]:
 
     inputs = {"--data": None if is_digits_spec(config.data) else config.data, "--weights": config.weights,
               "--source-data": config.strategy_options.get("source_data")}
-    if _is_path_model(config.model):
+    folder = _pretrained_folder(config.model)
+    if folder is not None:
+        inputs["--model"] = str(folder)
+    elif _is_path_model(config.model):
         inputs["--model"] = config.model
     return inputs
 
@@ -113,6 +119,14 @@ def _is_path_model(model: str) -> bool:
     return model not in list_models() and not model.startswith("hf:") and Path(model).expanduser().exists()
 
 
+def _pretrained_folder(model: str) -> Path | None:
+    """The folder a model name refers to when `pretrain` kept it (a path, or the RUN@E short form)."""
+    from transferlab.models._registry import list_models
+    from transferlab.models.pretrained_dir import resolve
+
+    return None if model in list_models() else resolve(model)
+
+
 def with_absolute_paths(config: RunConfig) -> RunConfig:
     """The config with every path it reads made absolute, so that the run loads from any directory."""
     from transferlab.data._digits import is_digits_spec
@@ -124,7 +138,10 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
 
     config.data = config.data if is_digits_spec(config.data) else absolute(config.data)
     config.weights = absolute(config.weights)
-    if _is_path_model(config.model):
+    folder = _pretrained_folder(config.model)
+    if folder is not None:  # RUN@4 is recorded as the folder it names (the run's checkpoints may be added to)
+        config.model = str(folder.resolve())
+    elif _is_path_model(config.model):
         config.model = absolute(config.model)
     source = config.strategy_options.get("source_data")
     if source and not is_digits_spec(source):
@@ -158,7 +175,7 @@ def prepare(config: RunConfig, decoded: DecodedImages | None = None):
     strategy = parse_strategy(config.strategy)  # validate the spec before any loading
     from transferlab.models import model_cfg
 
-    cfg = model_cfg(config.model, config.weights)  # the input config alone: the model is built once, below
+    cfg = with_overrides(model_cfg(config.model, config.weights), config.cfg_overrides)  # the model: built once
     tokenizer = None
     if cfg.modality == "text":
         tokenizer = _tokenizer_for(config.model)
@@ -179,9 +196,23 @@ def build_model(config: RunConfig, strategy=None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         model = create_model(config.model, len(config.classes), weights=config.weights, head=config.head)
+        model.cfg = with_overrides(model.cfg, config.cfg_overrides)
         model.class_names = list(config.classes)
         strategy.prepare_model(model)
     return model
+
+
+def with_overrides(cfg, overrides: dict):
+    """The pretrained config with a run's `cfg_overrides` applied (lists as tuples, as PretrainedCfg keeps them)."""
+    import dataclasses
+
+    if not overrides:
+        return cfg
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"config.json: cfg_overrides names unknown fields {', '.join(unknown)}")
+    return dataclasses.replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
 
 def _tokenizer_for(model_name: str):

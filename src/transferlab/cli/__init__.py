@@ -9,7 +9,7 @@ import sys
 from transferlab.cli._common import fail
 
 COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds",
-                   "transferlab.cli.compare", "transferlab.cli.modules"]
+                   "transferlab.cli.compare", "transferlab.cli.modules", "transferlab.cli.pretrain"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         _show_traceback(args)
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        resumable = args.command in ("finetune", "compare")
+        resumable = args.command in ("finetune", "compare", "pretrain", "transfer-curve")
         _fail("interrupted" + ("; continue with --resume" if resumable else ""))
     return 0

@@ -106,7 +106,10 @@ def _check_model_and_data(model: str, data: str, source_data: str | None = None)
     from transferlab.models import list_models
     from transferlab.models.timm_models import is_timm_model
 
-    if not (model in list_models() or Path(model).is_dir() or model.startswith("hf:") or is_timm_model(model)):
+    from transferlab.models.pretrained_dir import resolve
+
+    if not (model in list_models() or Path(model).is_dir() or model.startswith("hf:") or is_timm_model(model)
+            or resolve(model) is not None):
         raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(list_models())}, a timm "
                           "architecture name, a Hugging Face model directory, or hf:<hub id>")
     for path in (data, source_data):

@@ -190,13 +190,18 @@ def scratch_support(model: str) -> tuple[str, str]:
     from transferlab.models import list_models, pretrained_cfg
     from transferlab.models.timm_models import is_timm_model
 
+    from transferlab.models.pretrained_dir import resolve
+    from transferlab.models.timm_models import is_architecture
+
     if model in list_models():
         cfg = pretrained_cfg(model)
-        if cfg.modality == "image" and is_timm_model(cfg.architecture):
+        if cfg.modality == "image" and is_architecture(cfg.architecture):
             return "weights", f"{model} with random weights of its architecture {cfg.architecture}"
         if model == "minilm_l6":
             return "hf_dir", f"{model}'s BERT config with random weights"
         return "none", f"no random-init builder is known for registry model {model!r}"
+    if resolve(model) is not None:  # kept by pretrain: its architecture and input config, random weights
+        return "weights", f"{model}'s architecture with random weights"
     if Path(model).is_dir() or model.startswith("hf:"):
         return "hf_dir", f"{model}'s config with random weights"
     if is_timm_model(model):
@@ -229,14 +234,18 @@ def scratch_config(spec: GridSpec, seed: int, out: Path) -> RunConfig:
 
 
 def _random_timm_state(model: str, seed: int) -> dict[str, torch.Tensor]:
-    import timm
-
     from transferlab.models import list_models, pretrained_cfg
+    from transferlab.models.pretrained_dir import read_folder, resolve
+    from transferlab.models.timm_models import random_net
 
-    arch = pretrained_cfg(model).architecture if model in list_models() else model
+    folder = None if model in list_models() else resolve(model)
+    if folder is not None:
+        arch = read_folder(folder)[0]
+    else:
+        arch = pretrained_cfg(model).architecture if model in list_models() else model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = timm.create_model(arch, pretrained=False)
+        net = random_net(arch)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 

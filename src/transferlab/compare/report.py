@@ -312,8 +312,14 @@ def _md_escape_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(results: GridResults, sections: dict[str, Section]) -> str:
-    lines = [f"# Strategy comparison: {results.model} on {results.data}", ""]
+def _title(results: GridResults | None, title: str | None) -> str:
+    return title or f"Strategy comparison: {results.model} on {results.data}"
+
+
+def render_markdown(results: GridResults | None, sections: dict[str, Section], title: str | None = None,
+                    footer: str | None = None) -> str:
+    """The report as Markdown (figures under plots/); `title` and `footer` replace a grid's (the transfer curve)."""
+    lines = [f"# {_title(results, title)}", ""]
     for section in sections.values():
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
@@ -328,8 +334,8 @@ def render_markdown(results: GridResults, sections: dict[str, Section]) -> str:
                 lines.append("")
             elif isinstance(block, Figure):
                 lines += [f"![{block.caption}](plots/{block.name}.png)", "", f"*{block.caption}*", ""]
-    lines.append("Numbers: results.json, results.csv (per strategy) and runs.csv (per run); each run's own "
-                 "metrics.json under runs/.")
+    lines.append(footer or "Numbers: results.json, results.csv (per strategy) and runs.csv (per run); each run's "
+                 "own metrics.json under runs/.")
     return "\n".join(lines) + "\n"
 
 
@@ -351,8 +357,8 @@ for(var i=0;i<imgs.length;i++){imgs[i].setAttribute('data-natural-width',String(
 document.body.setAttribute('data-report-ready','1');});</script>"""
 
 
-def render_html(results: GridResults, sections: dict[str, Section]) -> str:
-    title = html.escape(f"Strategy comparison: {results.model} on {results.data}")
+def render_html(results: GridResults | None, sections: dict[str, Section], title: str | None = None) -> str:
+    title = html.escape(_title(results, title))
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{title}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{title}</h1>"]
     for key, section in sections.items():

@@ -16,6 +16,7 @@ from torchvision.transforms import InterpolationMode
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import ImageCollate
+from ._options import listed
 from ._split import holdout_split, stratified_subset
 from ._transforms import AUGMENT_SCALE, image_size
 
@@ -46,6 +47,22 @@ def parse_digits_spec(spec: str) -> list[int]:
     if len(chosen) < 2:
         raise DataError(f"{spec!r} selects one class only; a classifier needs at least 2 digits")
     return sorted(chosen)
+
+
+def _selected_digits(spec: str, options: DataOptions) -> list[int]:
+    """The spec's digits, narrowed to --classes when given (which must then name digits the spec holds)."""
+    digits = parse_digits_spec(spec)
+    keep = options.selected_classes()
+    if keep is None:
+        return digits
+    outside = [name for name in keep if name not in {str(d) for d in range(10)}]
+    if outside:
+        raise DataError(f"--classes: digits has no class {listed(outside)}; its classes are the digits 0-9")
+    beyond = [name for name in keep if int(name) not in digits]
+    if beyond:
+        raise DataError(f"--classes names {listed(beyond)}, which {spec!r} leaves out (it holds "
+                        f"{', '.join(map(str, digits))}); name a subset of those, or use --data digits")
+    return sorted(int(name) for name in keep)
 
 
 class DigitsDataset(Dataset):
@@ -96,7 +113,7 @@ class DigitsDataset(Dataset):
 def load_digits_data(spec: str, cfg: PretrainedCfg, options: DataOptions) -> DataBundle:
     from sklearn.datasets import load_digits  # imported here: sklearn.datasets is slow to import
 
-    digits = parse_digits_spec(spec)
+    digits = _selected_digits(spec, options)
     raw = load_digits()
     keep = [i for i, t in enumerate(raw.target) if int(t) in digits]
     renumber = {d: k for k, d in enumerate(digits)}  # digit -> label index 0..k-1

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file
+from ._options import check_classes_exist, listed
 from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
 from ._transforms import eval_transform, image_size, resize_size, train_transform
 
@@ -77,13 +78,26 @@ def _images_under(folder: Path, ignored: Counter) -> list[str]:
     return found
 
 
-def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = False) -> _Split | None:
+def class_folders(folder: Path) -> list[Path]:
+    """The class folders of one split, sorted by name."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d.name))
+
+
+def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = False,
+               keep: list[str] | None = None) -> _Split | None:
     """Find the class folders and readable images of one split.
 
     Unreadable files are recorded in ``skipped``. ``labelled_optional``: a folder of images without
     class folders (an unlabelled test set) is ignored with a warning instead of being an error.
+    ``keep``: only these class folders are read (--classes); the others are not looked into at all.
     """
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d.name))
+    class_dirs = class_folders(folder)
+    if class_dirs and keep is not None:
+        present, wanted = [d.name for d in class_dirs], set(keep)
+        class_dirs = [d for d in class_dirs if d.name in wanted]
+        if not class_dirs:  # as if the other folders were not there: a split with no class folders
+            raise DataError(f"{folder} has none of the classes --classes selects ({listed(keep)}); "
+                            f"its class folders are {listed(present)}")
     if not class_dirs:
         loose = [f for f in folder.iterdir() if f.is_file() and is_image_file(f.name)]
         if loose and labelled_optional:
@@ -131,7 +145,11 @@ def _targets(split: _Split, index: dict[str, int], folder: Path) -> list[int]:
 def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> DataBundle:
     skipped = SkipLog()
     folders = find_image_splits(root)
-    train = scan_split(folders["train"], skipped)
+    keep = options.selected_classes()
+    if keep is not None:  # before any image is read: a typo should not wait for a scan of every file
+        check_classes_exist(keep, [d.name for d in class_folders(folders["train"])], folders["train"],
+                            what="class folder")
+    train = scan_split(folders["train"], skipped, keep=keep)
     classes = sort_labels(train.class_names)
     if len(classes) < 2:
         raise DataError(f"{folders['train']} has one class only ({classes[0]}); "
@@ -147,7 +165,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
     evaluate = eval_transform(size, cfg)
 
     if "val" in folders:
-        val_split = scan_split(folders["val"], skipped)
+        val_split = scan_split(folders["val"], skipped, keep=keep)
         val = ImageDataset(val_split.paths, _targets(val_split, index, folders["val"]),
                            evaluate, skipped, min_side=eval_side)
         train_set = train_all
@@ -161,7 +179,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
 
     test = None
     if "test" in folders:
-        test_split = scan_split(folders["test"], skipped, labelled_optional=True)
+        test_split = scan_split(folders["test"], skipped, labelled_optional=True, keep=keep)
         if test_split is not None:
             test = ImageDataset(test_split.paths, _targets(test_split, index, folders["test"]),
                                 evaluate, skipped, min_side=eval_side)

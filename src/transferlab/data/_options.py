@@ -58,6 +58,12 @@ class DataOptions:
         default=None,
         metadata={"help": "Truncate texts to this many tokens. Default: the model's max length."},
     )
+    classes: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated class names to keep (image folders: class folder names; digits: 0-9; "
+                          "text: label values); the others are left out of every split, and the kept ones are "
+                          "indexed as if the others did not exist. Default: all."},
+    )
 
     def __post_init__(self) -> None:
         # Checked here once, so every reader can trust the values.
@@ -77,11 +83,45 @@ class DataOptions:
                                     f"got {value!r}")
         if self.text_column is not None and self.text_column == self.label_column:
             raise DataError(f"--text-column and --label-column are both {self.text_column!r}; they must differ")
+        self.selected_classes()  # raises on a malformed --classes
+
+    def selected_classes(self) -> list[str] | None:
+        """The names ``classes`` keeps, in the order given (surrounding spaces removed); None for all classes."""
+        if self.classes is None:
+            return None
+        if not isinstance(self.classes, str):
+            raise DataError(f"--classes must be comma-separated class names like 'cat,dog', got {self.classes!r}")
+        names = [name.strip() for name in self.classes.split(",")]
+        if any(not name for name in names):
+            raise DataError(f"--classes {self.classes!r} has an empty name; separate class names with single commas, "
+                            "e.g. 'cat,dog'")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise DataError(f"--classes names {listed(repeated)} more than once; name each class once")
+        if len(names) < 2:
+            raise DataError(f"--classes {self.classes!r} selects one class only; a classifier needs at least 2")
+        return names
 
 
 def flag(name: str) -> str:
     """A field's command-line spelling (``max_val`` -> ``--max-val``): messages name what the user typed."""
     return "--" + name.replace("_", "-")
+
+
+def listed(names, limit: int = 20) -> str:
+    """Names for a one-line message: quoted, comma-separated, the first ``limit`` and a count of the rest."""
+    names = list(names)
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_classes_exist(selected: list[str], available: list[str], source: object, what: str = "class") -> None:
+    """DataError naming the --classes names that ``source`` lacks, and the classes it has (one line)."""
+    present = set(available)
+    missing = [name for name in selected if name not in present]
+    if missing:
+        raise DataError(f"--classes: {source} has no {what} {listed(missing)}; "
+                        f"its classes are {listed(available)}")
 
 
 def _check_int(name: str, value: object, minimum: int | None, optional: bool = True) -> None:

@@ -11,13 +11,17 @@ from transferlab.errors import ConfigError
 
 
 def source_label_map(class_names: list[str], num_source_classes: int,
-                     class_map: dict[str, int] | None = None) -> list[int]:
-    """Source class index for each class name of a source data set, in the data set's label order."""
+                     class_map: dict[str, int] | None = None, source_names: tuple[str, ...] = ()) -> list[int]:
+    """Source class index for each class name of a source data set, in the data set's label order.
+    `source_names`: the source head's class names when the model records them (a `pretrain` checkpoint)."""
     class_map = class_map or {}
+    named = {n: i for i, n in enumerate(source_names)}
     out = []
     for name in class_names:
         if name in class_map:
             index = int(class_map[name])
+        elif name in named:
+            index = named[name]
         elif name.strip().isdigit():
             index = int(name)
         else:
@@ -47,11 +51,17 @@ def _imagenet_index(name: str) -> int | None:
 
 def load_source_data(path: str, cfg, image_size: int | None = None, seed: int = 0, val_fraction: float = 0.2,
                      tokenizer=None):
-    """A source data set read with the model's preprocessing, and its labels mapped to source indices."""
+    """A source data set read with the model's preprocessing. When the model records its source classes by name
+    (a `pretrain` checkpoint) and `path` is an image folder, only those classes are read (CIFAR-10 for a model
+    pre-trained on five of its classes)."""
+    from pathlib import Path
+
     from ._load import load_data
     from ._options import DataOptions
 
-    options = DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction)
+    names = tuple(getattr(cfg, "source_classes", ()) or ())
+    select = ",".join(names) if names and Path(str(path)).expanduser().is_dir() else None
+    options = DataOptions(image_size=image_size, seed=seed, val_fraction=val_fraction, classes=select)
     data = load_data(path, cfg, options, tokenizer=tokenizer)
     return data
 

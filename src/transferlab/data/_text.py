@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._labels import unknown_label_hint, warn_about_labels
+from ._options import check_classes_exist
 from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
 from ._text_reader import TEXT_EXTENSIONS, TextRows, read_text_file
 
@@ -140,6 +141,10 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     if files is None:
         raise DataError(f"{path} has no train.tsv, train.csv or train.jsonl and no image class folders")
     train_rows = read_text_file(files["train"], options, skipped)
+    keep = options.selected_classes()
+    if keep is not None:
+        check_classes_exist(keep, sort_labels(set(train_rows.labels) | train_rows.left_out), files["train"],
+                            what="label")
     warn_about_labels(train_rows, options.no_header)
     classes = sort_labels(train_rows.labels)
     if len(classes) < 2:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DataError, SkipLog
+from ._options import listed
+from ._split import sort_labels
 
 if TYPE_CHECKING:
     from ._options import DataOptions
@@ -40,6 +42,7 @@ class TextRows:
     labels: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # where each row starts in the file (1-based)
     skipped: int = 0
+    left_out: set[str] = field(default_factory=set)  # labels of the rows that --classes left out
 
 
 @dataclass
@@ -260,7 +263,11 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
 
     Surrounding whitespace is removed from texts and labels. CSV/TSV columns come from the header
     row (or, with no_header, from indices); JSONL columns from the first usable object's keys.
+    With ``options.classes``, rows of other labels are left out as if the file did not hold them (a bad row
+    whose label can be read and is not selected is not counted as skipped either).
     """
+    keep = options.selected_classes()
+    keep = None if keep is None else set(keep)
     suffix = path.suffix.lower()
     if suffix not in TEXT_EXTENSIONS:
         raise DataError(f"{path}: unknown file format {suffix or '(no extension)'}; use .tsv, .csv or .jsonl")
@@ -289,6 +296,10 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
                 columns = (_indices(path, options, None) if options.no_header
                            else _resolve(path, [str(key) for key in record.value], options))
             parsed = _parse_row(record.value, *columns)
+            label = parsed[1] if isinstance(parsed, tuple) else _label(_get(record.value, columns[1]))
+            if keep is not None and isinstance(label, str) and label not in keep:
+                rows.left_out.add(label)
+                continue
             if isinstance(parsed, tuple):
                 rows.texts.append(parsed[0])
                 rows.labels.append(parsed[1])
@@ -303,6 +314,9 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
     if rows.skipped:
         logger.warning("%s: skipped %d row(s); %d usable (see the skip log for each line)",
                        path, rows.skipped, len(rows.texts))
+    if not rows.texts and rows.left_out:
+        raise DataError(f"{path} has no rows of the classes --classes selects ({listed(sort_labels(keep))}); "
+                        f"its labels are {listed(sort_labels(rows.left_out))}")
     if not rows.texts:
         reason = f"; all {rows.skipped} row(s) were skipped" if rows.skipped else ""
         raise DataError(f"{path}: no usable rows (text and label){reason}; check the columns and the delimiter")

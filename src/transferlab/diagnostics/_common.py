@@ -24,10 +24,24 @@ def has_reproducible_start(model: str, weights: str | None) -> bool:
     of them exists to be random)."""
     from pathlib import Path
 
-    from transferlab.models import list_models
+    from transferlab.models import list_models, pretrained_cfg
+    from transferlab.models.pretrained_dir import read_folder, resolve
     from transferlab.models.timm_models import is_timm_model
 
-    if weights or model in list_models() or Path(model).is_dir() or model.startswith("hf:"):
+    if weights:
+        return True
+    if model in list_models():  # resnet10_cifar is an architecture to pre-train: random until trained
+        return not pretrained_cfg(model).weights.startswith("random init")
+    try:
+        folder = resolve(model)
+    except ConfigError:
+        folder = None
+    if folder is not None:
+        try:
+            return read_folder(folder)[2] is not None  # a pretrain run's scratch entry has no weights
+        except ConfigError:
+            return True
+    if Path(model).is_dir() or model.startswith("hf:"):
         return True
     return not is_timm_model(model)
 

@@ -97,7 +97,8 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
         data = load_source_data(source_data, model.cfg, image_size=config.data_options.image_size,
                                 seed=config.data_options.seed, val_fraction=config.data_options.val_fraction,
                                 tokenizer=tokenizer)
-        label_map = source_label_map(list(data.classes), model.source_head.out_features, class_map)
+        label_map = source_label_map(list(data.classes), model.source_head.out_features, class_map,
+                                     model.cfg.source_classes)
     mapping = torch.tensor(label_map) if label_map is not None else None
     present = mapping.unique() if mapping is not None else None
     loader = make_loader(data, split_of(data, split), bs)

@@ -18,6 +18,7 @@ class PretrainedCfg:
     license: str = "unknown"
     source_task: str = ""  # e.g. "ImageNet-1k classification"
     num_source_classes: int = 0  # classes of the source head, 0 when there is none
+    source_classes: tuple[str, ...] = ()  # the source head's class names, in its order, when known (pretrain)
     # image inputs
     input_size: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -34,3 +35,12 @@ class PretrainedCfg:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainedCfg":
+        """The inverse of to_dict (lists back to tuples); unknown keys are a TypeError."""
+        d = dict(d)
+        for key in ("mean", "std", "source_classes"):
+            if key in d and isinstance(d[key], list):
+                d[key] = tuple(d[key])
+        return cls(**d)

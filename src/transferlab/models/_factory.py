@@ -1,10 +1,11 @@
-"""create_model: a registry name, any timm architecture, a Hugging Face directory or `hf:<hub id>`."""
+"""create_model: a registry name, a folder kept by `pretrain` (or RUN@E), any timm architecture, a Hugging Face
+directory or `hf:<hub id>`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from transferlab.errors import ConfigError
-from transferlab.models import hf_models, timm_models
+from transferlab.models import hf_models, pretrained_dir, timm_models
 from transferlab.models._config import PretrainedCfg
 from transferlab.models._registry import _BUILDERS, _CONFIGS, _unknown
 from transferlab.models.heads import DEFAULT_HEAD, parse_head
@@ -19,6 +20,9 @@ def create_model(name: str, num_classes: int, weights: str | None = None, head: 
     parse_head(head)  # a bad spec fails before any weights load
     if name in _BUILDERS:
         return _BUILDERS[name](num_classes=num_classes, weights=weights, head=head)
+    folder = pretrained_dir.resolve(name)
+    if folder is not None:  # kept by `transferlab pretrain`
+        return pretrained_dir.build_from_folder(folder, num_classes, weights=weights, head=head)
     if Path(name).is_dir():
         if weights:
             raise ConfigError("--weights applies to timm architectures; a model directory carries its own")
@@ -35,6 +39,9 @@ def model_cfg(name: str, weights: str | None = None) -> PretrainedCfg:
     building the model or reading its weights: what a run needs to read its data first."""
     if name in _CONFIGS:
         return _CONFIGS[name]
+    folder = pretrained_dir.resolve(name)
+    if folder is not None:
+        return pretrained_dir.folder_cfg(folder)
     if Path(name).is_dir():
         return hf_models.hf_cfg(name)
     if name.startswith("hf:"):

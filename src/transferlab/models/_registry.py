@@ -38,4 +38,5 @@ def pretrained_cfg(name: str) -> PretrainedCfg:
 
 def _unknown(name: str) -> str:
     return (f"unknown model {name!r}: choose one of {', '.join(list_models())}, a timm architecture name "
-            f"(e.g. resnet18), a Hugging Face model directory, or hf:<hub id>")
+            f"(e.g. resnet18), a folder kept by `transferlab pretrain` (or RUN@EPOCH), a Hugging Face model "
+            f"directory, or hf:<hub id>")

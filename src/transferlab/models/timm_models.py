@@ -158,16 +158,48 @@ def _split_source_head(model: nn.Module) -> nn.Linear | None:
     return source
 
 
+def _resnet10_cifar_net(num_classes: int) -> nn.Module:
+    """timm's ResNet with one BasicBlock per stage, widths 16-128, and the CIFAR stem of He et al. 2016 (sec. 4.2):
+    no stride and no max-pool before the first stage, so 32 px inputs keep 32x32 maps there (timm's stem would
+    leave 8x8). timm builds it (its blocks, init, group matcher); only the stem's stride and pool are changed."""
+    from timm.models.resnet import BasicBlock
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=num_classes, block=BasicBlock,
+                            layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=8, stem_type="deep")
+    net.conv1[0].stride = (1, 1)  # the deep stem's first 3x3 conv
+    net.maxpool = nn.Identity()
+    return net
+
+
+# Architectures built from timm's code with arguments of their own, by name (a pretrained folder's "builder").
+RECIPES = {"resnet10_cifar": _resnet10_cifar_net}
+
+
+def is_architecture(name: str) -> bool:
+    return name in RECIPES or is_timm_model(name)
+
+
+def random_net(arch: str, num_classes: int = 1000) -> nn.Module:
+    """timm's network for `arch` (or a RECIPES name) with its own random initialisation."""
+    return _create_net(arch, num_classes)
+
+
+def _create_net(arch: str, num_classes: int) -> nn.Module:
+    return RECIPES[arch](num_classes) if arch in RECIPES else timm.create_model(arch, pretrained=False,
+                                                                               num_classes=num_classes)
+
+
 def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | None,
            group_names: dict[str, str] | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
-    """A TransferModel on timm's `arch`; `group_names` renames depth groups (e.g. {"final": "final_conv"})."""
+    """A TransferModel on timm's `arch` (or a RECIPES name); `group_names` renames depth groups
+    (e.g. {"final": "final_conv"})."""
     source_classes = cfg.num_source_classes or 1000
     if state_dict is not None:
         classifier = cfg.classifier or _timm_default_cfg(arch).get("classifier", "")
         head_weight = state_dict.get(f"{classifier}.weight")
         if head_weight is not None:
             source_classes = head_weight.shape[0]
-    model = timm.create_model(arch, pretrained=False, num_classes=source_classes)
+    model = _create_net(arch, source_classes)
     if state_dict is not None:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
@@ -182,10 +214,28 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
                          cuts=TimmCuts.for_groups(model, groups))
 
 
-def from_timm(arch: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
-    """Any timm architecture: random init, or weights from a safetensors / weights-only .pth file."""
+def from_timm(arch: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD,
+              cfg: PretrainedCfg | None = None) -> TransferModel:
+    """Any timm architecture (or RECIPES name): random init, or weights from a safetensors / weights-only .pth
+    file; `cfg` replaces the input config timm's defaults would give (a pretrained folder's)."""
     state = load_state_dict_file(weights) if weights else None
-    return _build(arch, timm_cfg(arch, weights), num_classes, state, head=head)
+    return _build(arch, cfg or timm_cfg(arch, weights), num_classes, state, head=head)
+
+
+def backbone_state_with_head(model: TransferModel) -> dict[str, torch.Tensor]:
+    """The backbone's state dict under timm's own names, with the model's linear head stored as the timm
+    classifier (`fc.weight`, ...): what `from_timm(arch, weights=...)` loads back as a model with that head
+    as its source classifier."""
+    from transferlab.models.heads import linear_weights
+
+    weight, bias = linear_weights(model.head, "a pre-trained checkpoint")
+    classifier = model.cfg.classifier or model.backbone.pretrained_cfg.get("classifier", "")
+    if not classifier:
+        raise ConfigError(f"{model.cfg.name}: timm names no classifier module for it")
+    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    state[f"{classifier}.weight"] = weight.detach().clone()
+    state[f"{classifier}.bias"] = bias.detach().clone()
+    return state
 
 
 def _timm_default_cfg(arch: str) -> dict:
@@ -237,3 +287,18 @@ def efficientnet_lite0(num_classes: int, weights: str | None = None, head: str =
     state = load_state_dict_file(weights) if weights else efficientnet_lite0_state_dict()
     # timm's groups: stem, one per stage (blocks.0..6), the final conv+norm (conv_head, bn2), head.
     return _build("tf_efficientnet_lite0", EFFICIENTNET_LITE0, num_classes, state, {"final": "final_conv"}, head=head)
+
+
+RESNET10_CIFAR = PretrainedCfg(
+    name="resnet10_cifar", modality="image", architecture="resnet10_cifar",
+    weights="random init (train it with `transferlab pretrain`)", license="apache-2.0 (timm's code)",
+    source_task="", num_source_classes=0, input_size=32,
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),  # CIFAR-10's; pretrain measures its data's own
+    interpolation="bilinear", crop_pct=1.0, stem="conv1", classifier="fc")
+
+
+@register_model(RESNET10_CIFAR)
+def resnet10_cifar(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
+    """The small default of `transferlab pretrain`: 0.3 M parameters, trains at 32 px on a CPU."""
+    state = load_state_dict_file(weights) if weights else None
+    return _build("resnet10_cifar", RESNET10_CIFAR, num_classes, state, head=head)

@@ -106,7 +106,7 @@ def _source_examples(model, ctx, limit: int) -> list[tuple[dict, int]]:
         tokenizer = getattr(model, "tokenizer", None)
         data = load_source_data(source_path, model.cfg, image_size=size, tokenizer=tokenizer)
         label_map = source_label_map(list(data.classes), model.source_head.out_features,
-                                     (ctx.options or {}).get("source_class_map"))
+                                     (ctx.options or {}).get("source_class_map"), model.cfg.source_classes)
         gen = torch.Generator().manual_seed(0)
         loader = DataLoader(data.train, batch_size=1, shuffle=True, generator=gen, collate_fn=data.collate)
         for batch in loader:

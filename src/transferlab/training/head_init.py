@@ -49,5 +49,8 @@ def init_head_from_source(model, batches, device) -> torch.Tensor:
     weight.copy_((relation @ source.weight.cpu()).to(weight.device))
     bias.copy_((relation @ source.bias.cpu()).to(bias.device))
     top = relation.argmax(1).tolist()
+    names = model.cfg.source_classes  # known for a pretrain checkpoint
+    if names and len(names) == source.out_features:
+        top = [f"{t} -> {names[s]}" for t, s in zip(getattr(model, "class_names", range(len(top))), top)]
     logger.info("head initialised from source classes (most related per target class): %s", top)
     return relation

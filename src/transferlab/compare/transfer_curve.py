@@ -1,0 +1,205 @@
+"""The transfer curve: a target fine-tuned from every checkpoint a `pretrain` run kept, and from scratch.
+
+OUT/curve.json            what was asked: the pre-training run, its kept epochs, strategies, seeds, the shared run
+                          config (the marker of this folder)
+OUT/grids/epoch_E/        one comparison grid per checkpoint (ordinary `finetune` cells: they resume and fail one
+                          by one as a grid's do)
+OUT/grids/scratch/        `full` from the architecture's random weights (the pre-training run's scratch entry:
+                          the same input pipeline), one run per seed: the baseline of every gap
+OUT/report.md, report.html, results.json, curve.csv, plots/transfer_curve.png
+
+With `source_data`, every fine-tuned run's source-task accuracy before and after is measured on the source
+data's test split (diagnostics.forgetting), so forgetting is read against pre-training length too.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+from transferlab.compare.curve import curve_csv, curve_figure, curve_section, summarize_curve
+from transferlab.compare.grid import GridSpec, run_grid
+from transferlab.compare.results import collect
+from transferlab.errors import ConfigError
+from transferlab.models.pretrained_dir import CHECKPOINTS, SCRATCH, epoch_folder_name, kept_epochs
+from transferlab.outputs import FolderKind, check_output_path, folder_state, foreign_message
+from transferlab.runs import RunConfig
+from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from transferlab.sections import Bullets, Section, Table, Text
+
+logger = logging.getLogger(__name__)
+
+CURVE_FORMAT = "transferlab-curve-1"
+CURVE_FOLDER = FolderKind(
+    name="transfer curve", marker="curve.json", formats=frozenset({CURVE_FORMAT}),
+    files=frozenset({"curve.json", "curve.csv", "report.md", "report.html", "results.json"}),
+    folders={"grids": frozenset(), "plots": frozenset({"transfer_curve.png"})})
+
+
+def checkpoint_points(pretrained: Path) -> list[dict]:
+    """The kept epochs of a pretrain run, with each one's source validation accuracy, in order."""
+    index = pretrained / CHECKPOINTS / "index.json"
+    epochs = kept_epochs(pretrained)
+    if not epochs:
+        raise ConfigError(f"--pretrained {pretrained}: no kept checkpoints (no {index}); run transferlab pretrain "
+                          f"with --out {pretrained} first")
+    entries = {e["epoch"]: e for e in json.loads(index.read_text(encoding="utf-8"))["epochs"]}
+    if not (pretrained / CHECKPOINTS / SCRATCH).is_dir():
+        raise ConfigError(f"--pretrained {pretrained}: no {CHECKPOINTS}/{SCRATCH} (the random-init entry the "
+                          f"baseline starts from); is it a transferlab pretrain run?")
+    return [{"checkpoint": epoch_folder_name(e), "epoch": e, "source_val_accuracy": entries[e].get("val_accuracy")}
+            for e in epochs]
+
+
+def transfer_curve(pretrained: str | Path, base: RunConfig, strategies: list[str], seeds: list[int],
+                   out: str | Path, resume: bool = False, jobs: int = 1, source_data: str | None = None) -> dict:
+    """Run (or continue) the curve and write its report; returns the summary written to results.json."""
+    pretrained = Path(pretrained).expanduser().resolve()
+    if not pretrained.is_dir():
+        raise ConfigError(f"--pretrained {pretrained}: no such folder")
+    points = checkpoint_points(pretrained)
+    out = check_output_path(out, "--out", {"--pretrained": str(pretrained), "--data": base.data,
+                                           "--source-data": source_data})
+    plan = {"format": CURVE_FORMAT, "pretrained": str(pretrained), "epochs": [p["epoch"] for p in points],
+            "strategies": list(strategies), "seeds": list(seeds), "source_data": source_data,
+            "base": base.to_dict()}
+    plan = _check_out(out, plan, resume)
+    GridSpec(base=base, strategies=plan["strategies"], seeds=plan["seeds"], scratch=False)  # specs checked first
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "curve.json", plan)
+    base = RunConfig.from_dict(plan["base"])
+    grids = [(p, pretrained / CHECKPOINTS / p["checkpoint"], plan["strategies"]) for p in points]
+    grids.append(({"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None},
+                  pretrained / CHECKPOINTS / SCRATCH, ["full"]))
+    for i, (point, folder, listed) in enumerate(grids):
+        grid_dir = out / "grids" / point["checkpoint"]
+        logger.info("transfer curve %d/%d: %s", i + 1, len(grids), point["checkpoint"])
+        cfg = copy.deepcopy(base)
+        cfg.model = str(folder)
+        spec = GridSpec(base=cfg, strategies=listed, seeds=plan["seeds"], scratch=False)
+        run_grid(spec, grid_dir, resume=(grid_dir / "grid.json").is_file(), jobs=jobs)
+    return write_curve_report(out)
+
+
+def _check_out(out: Path, plan: dict, resume: bool) -> dict:
+    state = folder_state(out, CURVE_FOLDER)
+    if state == "foreign":
+        raise ConfigError(foreign_message(out, CURVE_FOLDER))
+    if state == "ours" and not resume:
+        raise ConfigError(f"{out} already holds a transfer curve; pass --resume to continue it, or choose another "
+                          f"--out")
+    if state == "new":
+        if resume:
+            raise ConfigError(f"--resume: {out} holds no transfer curve to continue")
+        return plan
+    saved = json.loads((out / "curve.json").read_text(encoding="utf-8"))
+    differs = [k for k in ("pretrained", "epochs", "strategies", "seeds", "source_data") if saved.get(k) != plan[k]]
+    if differs:
+        logger.info("--resume: continuing the curve as it was asked (%s as saved)", ", ".join(differs))
+    return saved
+
+
+def curve_records(out: Path) -> tuple[list[dict], list[str]]:
+    """One record per finished fine-tuning run of the curve (read back from the run folders), and notes on the
+    runs that did not finish."""
+    plan = json.loads((out / "curve.json").read_text(encoding="utf-8"))
+    points = {p["checkpoint"]: p for p in checkpoint_points(Path(plan["pretrained"]))}
+    points[SCRATCH] = {"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None}
+    records, notes = [], []
+    for name, point in points.items():
+        grid_dir = out / "grids" / name
+        if not (grid_dir / "grid.json").is_file():
+            notes.append(f"{name}: not run yet")
+            continue
+        results = collect(grid_dir, json.loads((grid_dir / "grid.json").read_text(encoding="utf-8")))
+        for run in results.runs:
+            if run.status != "finished":
+                notes.append(f"{name} {run.strategy} seed {run.seed}: {run.error or run.status}")
+                continue
+            records.append({**point, "strategy": SCRATCH if name == SCRATCH else run.strategy, "seed": run.seed,
+                            "val_accuracy": run.val["accuracy"], "val_n": run.val["n"],
+                            "test_accuracy": run.test["accuracy"] if run.test else None,
+                            "test_n": run.test["n"] if run.test else None, "run_dir": run.run_dir})
+    return records, notes
+
+
+def forgetting_records(records: list[dict], source_data: str) -> list[dict]:
+    """Source-task test accuracy before and after each fine-tuning run (scratch runs have no source head)."""
+    from transferlab.diagnostics.forgetting import forgetting_for_run
+
+    cache: dict = {}
+    rows = []
+    for r in records:
+        if r["strategy"] == SCRATCH:
+            continue
+        split = "test"
+        try:
+            f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
+        except ConfigError as exc:
+            if "no test split" not in str(exc):
+                raise
+            split = "val"
+            f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
+        rows.append({"checkpoint": r["checkpoint"], "epoch": r["epoch"], "strategy": r["strategy"], "seed": r["seed"],
+                     "split": split, "examples": f.examples, "accuracy_before": f.accuracy_before,
+                     "accuracy_after": f.accuracy_after, "forgetting": f.forgetting})
+    return rows
+
+
+def forgetting_section(rows: list[dict]) -> Section | None:
+    """Mean source accuracy before/after per (strategy, checkpoint), with the seed spread of the forgetting."""
+    import statistics
+
+    if not rows:
+        return None
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], r["epoch"]), []).append(r)
+    table = []
+    for (strategy, epoch), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        drop = [r["forgetting"] for r in rs]
+        spread = f" ± {statistics.stdev(drop):.3f}" if len(drop) > 1 else ""
+        table.append([strategy, str(epoch), str(len(rs)), f"{statistics.mean(r['accuracy_before'] for r in rs):.3f}",
+                      f"{statistics.mean(r['accuracy_after'] for r in rs):.3f}",
+                      f"{statistics.mean(drop):+.3f}{spread}"])
+    split = rows[0]["split"]
+    return Section("Forgetting of the source task along the curve", [
+        Table(["strategy", "pre-training epoch", "seeds", "source acc. before", "after", "forgetting (± std)"],
+              table),
+        Text(f"Source-task accuracy of each checkpoint's own source head, before fine-tuning and after (the "
+             f"fine-tuned backbone with the original source head), on the {split} split of the source data "
+             f"({rows[0]['examples']} examples); forgetting = before - after, mean over seeds.")], data={"runs": rows})
+
+
+def write_curve_report(out: str | Path) -> dict:
+    from transferlab.compare.report import render_html, render_markdown
+
+    out = Path(out)
+    plan = json.loads((out / "curve.json").read_text(encoding="utf-8"))
+    records, notes = curve_records(out)
+    if not records:
+        raise ConfigError(f"{out}: no fine-tuning run of the curve finished ({'; '.join(notes[:3])})")
+    summary = summarize_curve(records)
+    sections = {"transfer_curve": curve_section(summary)}
+    forgetting = forgetting_records(records, plan["source_data"]) if plan.get("source_data") else []
+    section = forgetting_section(forgetting)
+    if section is not None:
+        sections["curve_forgetting"] = section
+    if notes:
+        sections["curve_notes"] = Section("Runs that did not finish", [Bullets(notes)])
+    sections["curve_inputs"] = Section("What was run", [Text(
+        f"Pre-training run {plan['pretrained']} (kept epochs {', '.join(map(str, plan['epochs']))}); target "
+        f"{plan['base']['data']}; strategies {', '.join(plan['strategies'])}; seeds "
+        f"{', '.join(map(str, plan['seeds']))}. Each cell is an ordinary run under grids/<checkpoint>/runs/.")])
+    title = f"Transfer curve: {Path(plan['pretrained']).name} checkpoints on {plan['base']['data']}"
+    figure = curve_figure(summary)
+    atomic_write_bytes(out / "plots" / "transfer_curve.png", figure)
+    atomic_write_text(out / "report.md", render_markdown(None, sections, title=title, footer=(
+        "Numbers: results.json and curve.csv; each run's own metrics.json under grids/.")))
+    atomic_write_text(out / "report.html", render_html(None, sections, title=title))
+    atomic_write_text(out / "curve.csv", curve_csv(summary))
+    result = {"format": CURVE_FORMAT, "summary": summary, "records": records, "forgetting": forgetting,
+              "notes": notes}
+    atomic_write_json(out / "results.json", result)
+    return result
