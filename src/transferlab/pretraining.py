@@ -20,7 +20,7 @@ import torch
 
 from transferlab.errors import ConfigError
 from transferlab.models import pretrained_dir
-from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name
+from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name, is_exported
 from transferlab.runs import RunCaches, RunConfig, finetune, read_run_config, with_overrides
 from transferlab.safe_io import TEMP_SUFFIX, atomic_write_json
 from transferlab.training.trainer import Callback
@@ -80,12 +80,17 @@ def input_statistics(data, batch_size: int = 256) -> tuple[tuple[float, ...], tu
 
 def source_overrides(config: RunConfig, caches: RunCaches) -> dict:
     """The run's cfg_overrides: input size, the measured normalisation, the source classes."""
+    import dataclasses
+
     from transferlab.data import load_data
     from transferlab.data._transforms import image_size
     from transferlab.models import model_cfg
 
     cfg = with_overrides(model_cfg(config.model), {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
-    raw = load_data(config.data, cfg, config.data_options, decoded=caches.decoded)
+    # Without --augment: the statistics of the images, not of one draw of random crops (which would depend on
+    # the process's RNG state, so the same command could record another normalisation).
+    options = dataclasses.replace(config.data_options, augment=False)
+    raw = load_data(config.data, cfg, options, decoded=caches.decoded)
     mean, std = input_statistics(raw)
     classes = list(raw.classes)
     logger.info("input statistics of %d training images: mean %s, std %s", len(raw.train), mean, std)
@@ -109,13 +114,13 @@ class KeepCheckpoints(Callback):
     def on_fit_start(self, trainer) -> None:
         self._remove_stale_temps()
         atomic_write_json(self.out / PRETRAIN_FILE, {"checkpoint_every": self.every})
-        if not (self.folder / SCRATCH).is_dir():
+        if not is_exported(self.folder / SCRATCH):
             pretrained_dir.write_folder(self.folder / SCRATCH, trainer.model.cfg.architecture,
                                         self._cfg(trainer, "random init (the architecture's, seeded by the run)"),
                                         None, {"epoch": 0, "run": str(self.out)})
         epoch = trainer.state.epoch
         if epoch and trainer.state.batch_in_epoch == 0 and trainer.state.history and self._due(trainer, epoch) \
-                and not (self.folder / epoch_folder_name(epoch)).is_dir():
+                and not is_exported(self.folder / epoch_folder_name(epoch)):
             self._export(trainer, trainer.state.history[-1])
 
     def on_epoch_end(self, trainer, record: dict) -> None:
@@ -137,7 +142,8 @@ class KeepCheckpoints(Callback):
                                     backbone_state_with_head(trainer.model),
                                     {"epoch": epoch, "source": {"data": self.config.data, **source},
                                      "run": str(self.out)})
-        kept = {r["epoch"]: r for r in trainer.state.history if (self.folder / epoch_folder_name(r["epoch"])).is_dir()}
+        kept = {r["epoch"]: r for r in trainer.state.history
+                if is_exported(self.folder / epoch_folder_name(r["epoch"]))}
         atomic_write_json(self.folder / INDEX_FILE, {"epochs": [
             {"epoch": e, "folder": epoch_folder_name(e), "train_accuracy": r.get("train_accuracy"),
              "val_accuracy": r.get("val_accuracy"), "val_loss": r.get("val_loss")} for e, r in sorted(kept.items())]})
@@ -189,10 +195,11 @@ def pretrain(config: RunConfig, out: str | Path, checkpoint_every: int | None = 
         config.cfg_overrides = saved.cfg_overrides
     elif not config.cfg_overrides:
         from transferlab.outputs import check_output_path
-        from transferlab.runs import run_inputs, with_absolute_paths
+        from transferlab.runs import _out_state, run_inputs, with_absolute_paths
 
         config = with_absolute_paths(config)
-        check_output_path(out, "--out", run_inputs(config))  # before reading anything
+        # the output's checks before the source data is read (finetune repeats them: they are cheap)
+        _out_state(check_output_path(out, "--out", run_inputs(config)), resume, overwrite)
         config.cfg_overrides = source_overrides(config, caches)
     keep = KeepCheckpoints(Path(out), every, saved or config)
     metrics = finetune(config, out, resume=resume, overwrite=overwrite, callbacks=[keep, *(callbacks or [])],

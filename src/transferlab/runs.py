@@ -242,6 +242,9 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
         config = _resumed_config(out, config, given)
     resolve_device(config.train.device)  # a device that is not here: one line, before anything is written
     parse_strategy(config.strategy).check_epochs(config.train.epochs)
+    from transferlab.models import model_cfg
+
+    model_cfg(config.model, config.weights)  # an unknown model or a damaged pretrained folder: before --overwrite
     if overwrite and state != "empty":
         for path in remove_owned(out, RUN_FOLDER):
             logger.debug("--overwrite: removed %s", path)

@@ -230,3 +230,21 @@ def test_bad_records_are_config_errors(change, message):
     change(records)
     with pytest.raises(ConfigError, match=message):
         summarize_curve(records)
+
+
+def test_early_stopped_checkpoint_against_the_last():
+    # the source's best validation checkpoint is epoch 4 here (not the last): full is better there on test
+    source = {**SOURCE, "epoch_4": (4, 0.90)}
+    records = [{**r, "source_val_accuracy": source[r["checkpoint"]][1]} if r["checkpoint"] in source else r
+               for r in make_records()]
+    s = summarize_curve(records)["strategies"]
+    full, lp = s["full"]["early_vs_last"], s["linear_probe"]["early_vs_last"]
+    assert full["epoch"] == 4 and full["last_epoch"] == 12
+    assert full["difference"] == pytest.approx(0.78 - 0.70) and full["significant"]
+    assert lp["difference"] == pytest.approx(0.67 - 0.73) and lp["significant"]  # early is worse for the probe
+    bullets = next(b for b in curve_section(summarize_curve(records)).blocks if isinstance(b, Bullets)).items
+    assert any(b.startswith("full: from the early-stopped checkpoint (epoch 4") and "better, beyond noise" in b
+               for b in bullets)
+    # with the last checkpoint also the source's best, early stopping changes nothing, and the sentence says so
+    plain = summarize_curve(make_records())["strategies"]["full"]["early_vs_last"]
+    assert plain["epoch"] == plain["last_epoch"] == 12 and plain["difference"] == 0.0

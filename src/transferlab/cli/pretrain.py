@@ -40,7 +40,9 @@ def register(sub) -> None:
                    help="comma-separated strategy specs (default: linear_probe,full)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per strategy and checkpoint: --seed, --seed+1, ...")
     p.add_argument("--source-data", help="the source data (e.g. the pre-training folder): measures forgetting of "
-                                         "the source task on its test split for every run")
+                                         "the source task on its test split for every run; ewc's Fisher data")
+    p.add_argument("--checkpoints", help="only these kept checkpoints: comma-separated epochs, last, best (the "
+                                          "highest source validation accuracy); default: all")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a curve in --out (finished runs are kept)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes per grid (as compare --jobs)")
@@ -88,7 +90,8 @@ def cmd_transfer_curve(args) -> None:
                      data_options=dataclass_from_args(DataOptions, args, seed=args.seed))
     seeds = [train.seed + i for i in range(args.seeds)]
     result = transfer_curve(args.pretrained, base, split_strategy_list(args.strategies), seeds, args.out,
-                            resume=args.resume, jobs=args.jobs, source_data=args.source_data)
+                            resume=args.resume, jobs=args.jobs, source_data=args.source_data,
+                            checkpoints=args.checkpoints.split(",") if args.checkpoints else None)
     best = {name: s["best"] for name, s in result["summary"]["strategies"].items()}
     print_json({"metric": result["summary"]["metric"], "best_checkpoint": best, "notes": result["notes"]})
     print(f"report written to {args.out}/report.html and {args.out}/report.md (numbers in results.json, curve.csv)")

@@ -131,7 +131,9 @@ def summarize_curve(records: Iterable[Mapping]) -> dict:
     strategies: {name: {points: [{checkpoint, epoch, source_val_accuracy, <scratch's keys>, gap, gap_se, gap_z,
                                   verdict}] ordered by epoch,
                         best: {checkpoint, epoch, val_mean, val_std, mean, std, se, n},
-                        last_vs_best: {checkpoint, epoch, mean, difference, se, z, significant} (last - best)}}
+                        last_vs_best: {checkpoint, epoch, mean, difference, se, z, significant} (last - best),
+                        early_vs_last: {checkpoint, epoch, mean, last_epoch, last_mean, difference, se, z,
+                                        significant} (the highest source-val checkpoint minus the last) or None}}
     """
     runs = _checked(records)
     have_test = sum(r.get("test_accuracy") is not None for r in runs)
@@ -171,7 +173,18 @@ def summarize_curve(records: Iterable[Mapping]) -> dict:
         b = max(range(len(points)), key=lambda i: (points[i]["val_mean"], -points[i]["epoch"]))
         best, last = points[b], points[-1]
         d = compare_accuracies(accs[-1], accs[b])
+        # The checkpoint early stopping on the source would keep (highest source validation accuracy; ties: the
+        # earliest) against the last one: does stopping pre-training early transfer better? (early - last)
+        scored = [i for i, p in enumerate(points) if p["source_val_accuracy"] is not None]
+        early_vs_last = None
+        if scored:
+            e = max(scored, key=lambda i: (points[i]["source_val_accuracy"], -points[i]["epoch"]))
+            d_early = compare_accuracies(accs[e], accs[-1])
+            early_vs_last = {"checkpoint": points[e]["checkpoint"], "epoch": points[e]["epoch"],
+                             "mean": points[e]["mean"], "last_epoch": last["epoch"], "last_mean": last["mean"],
+                             **_difference(d_early)}
         strategies[name] = {
+            "early_vs_last": early_vs_last,
             "points": points,
             "best": {k: best[k] for k in ("checkpoint", "epoch", "val_mean", "val_std", "mean", "std", "se", "n")},
             "last_vs_best": {"checkpoint": last["checkpoint"], "epoch": last["epoch"], "mean": last["mean"],
@@ -261,6 +274,20 @@ def _best_sentence(name: str, s: dict, metric: str) -> str:
             f"{noise} ({_band(diff, lvb['se'])}).")
 
 
+def _early_sentence(name: str, s: dict, mname: str) -> str | None:
+    e = s.get("early_vs_last")
+    if e is None:
+        return None
+    if e["epoch"] == e["last_epoch"]:
+        return (f"{name}: the source's best validation checkpoint is the last one (epoch {_epoch(e['epoch'])}), so "
+                f"early stopping changes nothing here.")
+    verdict = "better" if e["difference"] > 0 else "worse"
+    noise = f"{verdict}, beyond noise" if e["significant"] else "within noise"
+    return (f"{name}: from the early-stopped checkpoint (epoch {_epoch(e['epoch'])}, the source's best validation "
+            f"accuracy) {mname} {e['mean']:.3f}, from the last (epoch {_epoch(e['last_epoch'])}) "
+            f"{e['last_mean']:.3f}: early minus last {_band(e['difference'], e['se'])}, {noise}.")
+
+
 def _gap_sentence(name: str, s: dict, scratch: dict) -> str:
     parts = [f"epoch {_epoch(p['epoch'])} {_band(p['gap'], p['gap_se'])} {p['verdict']}" for p in s["points"]]
     return f"{name} minus scratch ({scratch['mean']:.3f}): " + "; ".join(parts) + "."
@@ -291,6 +318,7 @@ def curve_section(summary: dict) -> Section:
              "-" if p["gap"] is None else _band(p["gap"], p["gap_se"]), p["verdict"] or "-"]
             for name, s in summary["strategies"].items() for p in s["points"]]
     items = [_best_sentence(name, s, mname) for name, s in summary["strategies"].items()]
+    items += [x for x in (_early_sentence(name, s, mname) for name, s in summary["strategies"].items()) if x]
     if scratch is not None:
         items += [_gap_sentence(name, s, scratch) for name, s in summary["strategies"].items()]
     caption = (f"Target {mname} (mean ± std over seeds) against the checkpoint's pre-training epoch, one line per "

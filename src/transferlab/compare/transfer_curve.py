@@ -52,19 +52,54 @@ def checkpoint_points(pretrained: Path) -> list[dict]:
             for e in epochs]
 
 
+def select_points(points: list[dict], wanted: list[str] | None) -> list[dict]:
+    """The checkpoints named by --checkpoints: epochs, `last`, `best` (the highest source validation accuracy)."""
+    if not wanted:
+        return points
+    by_epoch = {p["epoch"]: p for p in points}
+    chosen = set()
+    for name in wanted:
+        name = name.strip()
+        if name == "last":
+            chosen.add(points[-1]["epoch"])
+        elif name == "best":
+            scored = [p for p in points if p["source_val_accuracy"] is not None]
+            if not scored:
+                raise ConfigError("--checkpoints best: the kept checkpoints record no source validation accuracy")
+            chosen.add(max(scored, key=lambda p: (p["source_val_accuracy"], -p["epoch"]))["epoch"])
+        elif name.isdigit() and int(name) in by_epoch:
+            chosen.add(int(name))
+        else:
+            raise ConfigError(f"--checkpoints: {name!r} is not a kept epoch ({', '.join(map(str, by_epoch))}), "
+                              f"last or best")
+    return [p for p in points if p["epoch"] in chosen]
+
+
 def transfer_curve(pretrained: str | Path, base: RunConfig, strategies: list[str], seeds: list[int],
-                   out: str | Path, resume: bool = False, jobs: int = 1, source_data: str | None = None) -> dict:
-    """Run (or continue) the curve and write its report; returns the summary written to results.json."""
+                   out: str | Path, resume: bool = False, jobs: int = 1, source_data: str | None = None,
+                   checkpoints: list[str] | None = None) -> dict:
+    """Run (or continue) the curve and write its report; returns the summary written to results.json.
+    `checkpoints` limits the kept epochs fine-tuned from (epochs, last, best); `source_data` is also what
+    ewc estimates its Fisher information on."""
     pretrained = Path(pretrained).expanduser().resolve()
     if not pretrained.is_dir():
         raise ConfigError(f"--pretrained {pretrained}: no such folder")
-    points = checkpoint_points(pretrained)
+    points = select_points(checkpoint_points(pretrained), checkpoints)
+    if source_data:
+        base.strategy_options = {**base.strategy_options, "source_data": source_data}
     out = check_output_path(out, "--out", {"--pretrained": str(pretrained), "--data": base.data,
                                            "--source-data": source_data})
     plan = {"format": CURVE_FORMAT, "pretrained": str(pretrained), "epochs": [p["epoch"] for p in points],
             "strategies": list(strategies), "seeds": list(seeds), "source_data": source_data,
             "base": base.to_dict()}
     plan = _check_out(out, plan, resume)
+    if plan["epochs"] != [p["epoch"] for p in points]:  # a resumed curve runs what it asked for, nothing else
+        every = {p["epoch"]: p for p in checkpoint_points(pretrained)}
+        missing = [e for e in plan["epochs"] if e not in every]
+        if missing:
+            raise ConfigError(f"--resume: the curve in {out} was asked for checkpoints {missing} that "
+                              f"{pretrained} no longer keeps")
+        points = [every[e] for e in plan["epochs"]]
     GridSpec(base=base, strategies=plan["strategies"], seeds=plan["seeds"], scratch=False)  # specs checked first
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "curve.json", plan)
@@ -104,7 +139,7 @@ def curve_records(out: Path) -> tuple[list[dict], list[str]]:
     """One record per finished fine-tuning run of the curve (read back from the run folders), and notes on the
     runs that did not finish."""
     plan = json.loads((out / "curve.json").read_text(encoding="utf-8"))
-    points = {p["checkpoint"]: p for p in checkpoint_points(Path(plan["pretrained"]))}
+    points = {p["checkpoint"]: p for p in checkpoint_points(Path(plan["pretrained"])) if p["epoch"] in plan["epochs"]}
     points[SCRATCH] = {"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None}
     records, notes = [], []
     for name, point in points.items():

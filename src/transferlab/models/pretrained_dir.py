@@ -46,13 +46,19 @@ def resolve(name: str) -> Path | None:
                 raise ConfigError(f"{name}: {run} has no kept checkpoint (no {CHECKPOINTS}/{INDEX_FILE})")
             which = str(epochs[-1])
         folder = run / CHECKPOINTS / (SCRATCH if which == SCRATCH else epoch_folder_name(int(which)))
-        if not folder.is_dir():
-            raise ConfigError(f"{name}: {folder} does not exist; kept: {', '.join(map(str, kept_epochs(run))) or 'none'}")
+        if not ((folder / CFG_FILE).is_file() or (folder / WEIGHTS_FILE).is_file()):  # absent, or a user's files only
+            raise ConfigError(f"{name}: {folder} is not a kept checkpoint; kept: "
+                              f"{', '.join(map(str, kept_epochs(run))) or 'none'}")
         return folder
     path = Path(name).expanduser()
     if path.is_dir() and ((path / CFG_FILE).is_file() or (path / WEIGHTS_FILE).is_file()):
         return path
     return None
+
+
+def is_exported(folder: Path) -> bool:
+    """A complete export: write_folder writes its config last (a folder may also hold a user's files only)."""
+    return (Path(folder) / CFG_FILE).is_file()
 
 
 def kept_epochs(run: Path) -> list[int]:
@@ -111,6 +117,7 @@ def build_from_folder(folder: Path, num_classes: int, weights: str | None = None
 
 def write_folder(folder: Path, builder: str, cfg: PretrainedCfg, state: dict | None, extra: dict) -> None:
     """Write a complete pre-trained folder, or none: files go to a temporary sibling renamed into place."""
+    import os
     import shutil
     import tempfile
 
@@ -123,11 +130,18 @@ def write_folder(folder: Path, builder: str, cfg: PretrainedCfg, state: dict | N
             save_tensors(tmp / WEIGHTS_FILE, state)
         atomic_write_json(tmp / CFG_FILE, {"format": PRETRAINED_FORMAT, "builder": builder,
                                            "has_weights": state is not None, "cfg": cfg.to_dict(), **extra})
-        if folder.exists():  # an earlier export of the same epoch (a resumed run writes the same tensors)
-            for name in (WEIGHTS_FILE, CFG_FILE):
-                (folder / name).unlink(missing_ok=True)
-            folder.rmdir()
-        tmp.rename(folder)
+        if folder.is_dir() and not folder.is_symlink():
+            # an earlier export of the same epoch (a resumed run writes the same tensors), or a folder that
+            # --overwrite emptied of our files and left with the user's: ours are replaced inside it, the config
+            # last (it marks the folder complete, `is_exported`), and the user's files stay
+            (folder / CFG_FILE).unlink(missing_ok=True)
+            if state is None:
+                (folder / WEIGHTS_FILE).unlink(missing_ok=True)
+            else:
+                os.replace(tmp / WEIGHTS_FILE, folder / WEIGHTS_FILE)
+            os.replace(tmp / CFG_FILE, folder / CFG_FILE)
+        else:
+            tmp.rename(folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

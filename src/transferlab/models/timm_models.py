@@ -201,6 +201,13 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
             source_classes = head_weight.shape[0]
     model = _create_net(arch, source_classes)
     if state_dict is not None:
+        # load_state_dict raises a many-line RuntimeError on a shape mismatch (weights of another architecture)
+        own = model.state_dict()
+        wrong = [f"{k} {tuple(v.shape)} (the model's is {tuple(own[k].shape)})" for k, v in state_dict.items()
+                 if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise ConfigError(f"weights do not fit {arch}: {len(wrong)} tensor(s) of another shape, e.g. "
+                              f"{'; '.join(wrong[:2])}")
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
             raise ConfigError(f"weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
