@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # docs/pretraining.md: how the length of pre-training changes what transfers.
-#   1. pretrain resnet10_cifar from random weights on five CIFAR-10 classes (airplane, automobile, bird, cat, deer;
-#      SOURCE_TRAIN images, validation = 10% of them, test = their 5,000 test images), a checkpoint every 2 epochs;
+#   1. pretrain resnet10_cifar from random weights on five CIFAR-10 classes (airplane, automobile, bird, cat, deer:
+#      their 25,000 training images, validation = 10% of them, test = their 5,000 test images), with the training
+#      augmentation (random resized crop, flip), a checkpoint every 2 epochs;
 #   2. the transfer curve to the near target (dog, frog, horse, ship, truck: 100 training images per class,
 #      validation 100 per class from train/, scored on their 5,000 test images), with the source's forgetting
 #      measured on its 5,000 test images;
@@ -19,7 +20,7 @@ TL=.venv/bin/transferlab
 PY=.venv/bin/python
 SOURCE=airplane,automobile,bird,cat,deer
 NEAR=dog,frog,horse,ship,truck
-SOURCE_TRAIN=${SOURCE_TRAIN:-10000}
+SOURCE_OPTS=${SOURCE_OPTS:-"--augment"}
 EPOCHS=${EPOCHS:-16}
 SEEDS=${SEEDS:-3}
 STRATEGIES=${STRATEGIES:-linear_probe,freeze:k=3,full}
@@ -32,7 +33,7 @@ step() { local name=$1; shift; echo "== $name"; local t0=$SECONDS; "$@" > "$OUT/
 
 resume_flag() { [ -e "$1" ] && echo --resume || true; }
 
-step pretrain $TL pretrain --data $CIFAR --classes $SOURCE --max-train "$SOURCE_TRAIN" --val-fraction 0.1 \
+step pretrain $TL pretrain --data $CIFAR --classes $SOURCE $SOURCE_OPTS --val-fraction 0.1 \
   --epochs "$EPOCHS" --checkpoint-every 2 --out "$OUT/source" $(resume_flag "$OUT/source/config.json")
 
 step near_curve $TL transfer-curve --pretrained "$OUT/source" --data $CIFAR --classes $NEAR --max-train 500 \

@@ -17,8 +17,8 @@ LAYERS = [
     {"strategies"},  # how a model adapts (PEFT methods own their saved format)
     {"training"},  # the loop
     {"runs", "predict"},  # a run directory: start, resume, load
-    {"modules"},  # task modules: merge, export, several on one base
-    {"diagnostics"},  # what fine-tuning did; each declares its report section
+    {"modules", "pretraining"},  # task modules: merge, export, several on one base; pre-training runs
+    {"diagnostics", "contamination"},  # what fine-tuning did (each declares its report section); overlap
     {"compare"},  # the grid and its report
     {"cli", "__main__"},
 ]

@@ -11,8 +11,20 @@ from PIL import Image
 
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.image_matching import (
-    COPY_KINDS, calibrate, cosine_nearest, dhash, exact_matches, hamming_distance, hamming_nearest, image_hashes,
-    near_copies, phash, phash_batch, pixel_hash, to_grey32)
+    COPY_KINDS,
+    calibrate,
+    cosine_nearest,
+    dhash,
+    exact_matches,
+    hamming_distance,
+    hamming_nearest,
+    image_hashes,
+    near_copies,
+    phash,
+    phash_batch,
+    pixel_hash,
+    to_grey32,
+)
 
 CIFAR_TEST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10" / "test"
 
@@ -85,7 +97,7 @@ def test_single_and_batch_hashes_agree_and_larger_images_are_resized(cifar_image
 
 # ---- hamming_nearest --------------------------------------------------------------------------------------------
 def _hamming_brute(t: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    d = np.array([[bin(int(a) ^ int(b)).count("1") for b in s] for a in t])
+    d = np.array([[(int(a) ^ int(b)).bit_count() for b in s] for a in t])
     return d.argmin(1), d.min(1)  # argmin: the first minimum, i.e. the lowest index
 
 
@@ -226,7 +238,7 @@ def _check_strictest(r: dict, pick: dict | None, kind: str) -> None:
 def test_calibrate_loose_threshold_finds_all_copies_strict_one_admits_no_negative():
     sources, negatives = _smooth_images(5, 10), _smooth_images(6, 11)
     cos = [1.0, 0.99, 0.95, 0.9, 0.8, 0.5, 0.0]  # strictest first, as for distances 0, 1, ...
-    res = calibrate(sources, negatives, _pixel_embed, hamming_thresholds=range(0, 65), cosine_thresholds=cos)
+    res = calibrate(sources, negatives, _pixel_embed, hamming_thresholds=range(65), cosine_thresholds=cos)
     assert set(res["methods"]) == {"phash", "dhash", "embedding"}
     assert res["n_copies_per_kind"] == 5 and res["kinds"] == list(COPY_KINDS)
 
@@ -253,7 +265,7 @@ def test_calibrate_loose_threshold_finds_all_copies_strict_one_admits_no_negativ
 
 def test_calibrate_per_kind_defaults_and_no_negatives():
     sources = _smooth_images(4, 12)
-    res = calibrate(sources, [], None, hash_methods=("phash",), hamming_thresholds=range(0, 65), n_copied=2)
+    res = calibrate(sources, [], None, hash_methods=("phash",), hamming_thresholds=range(65), n_copied=2)
     r = res["methods"]["phash"]
     assert set(res["methods"]) == {"phash"} and res["n_copied"] == 2
     assert r["fpr"] == [None] * 65 and r["at_max_fpr"] is None

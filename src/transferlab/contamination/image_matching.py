@@ -71,6 +71,14 @@ Purging CIFAR of Near-Duplicates", J. Imaging 6(6):41) found between CIFAR's tes
 (shifted, re-cropped, rescaled, recoloured, re-encoded copies of one photograph); `calibrate` measures, for
 each method and threshold, which share of them each method finds (recall) and how often an unrelated image
 matches (false-positive rate), and picks the strictest threshold that finds 95 % of them.
+
+Measured on CIFAR-10 (1,000 train images as sources, near-copies of 200 of them, 1,000 other train images
+as negatives, seed 0): the hashes find the photometric and compression copies with no false positive
+(pHash distance <= 4: rescale 1.00, jitter 0.99, jpeg 0.995, FPR 0.000) and almost none of the shifted or
+cropped ones at any useful threshold (at FPR <= 1 %, t = 13: shift 0.17, crop 0.05), so no hash threshold
+reaches 95 % overall. dHash did no better than pHash on any kind at FPR <= 1 %. Geometric copies need the
+embedding; efficientnet_lite0 pooled features at 64 px reach 95 % overall only at cosine 0.59, where 85 %
+of the negatives also match; at cosine 0.78 (FPR 1 %) they find shift 0.72, crop 0.58, jitter 0.99.
 """
 from __future__ import annotations
 
@@ -85,9 +93,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 
 __all__ = [
-    "COPY_KINDS", "HASH_METHODS", "pixel_hash", "exact_matches", "to_grey32", "phash", "dhash", "phash_batch",
-    "dhash_batch", "image_hashes", "hamming_distance", "hamming_nearest", "cosine_nearest", "near_copies",
-    "calibrate",
+    "COPY_KINDS", "HASH_METHODS", "calibrate", "cosine_nearest", "dhash", "dhash_batch", "exact_matches",
+    "hamming_distance", "hamming_nearest", "image_hashes", "near_copies", "phash", "phash_batch", "pixel_hash",
+    "to_grey32",
 ]
 
 # ITU-R BT.601 luma weights, as PIL's "L" conversion.
@@ -205,7 +213,7 @@ def image_hashes(images: Iterable[np.ndarray], method: str = "phash", chunk: int
 
 
 # ---- Hamming nearest neighbour ------------------------------------------------------------------------------
-_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_BYTE_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -388,20 +396,23 @@ def near_copies(rgb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarr
 
 
 # ---- calibration --------------------------------------------------------------------------------------------
-DEFAULT_HAMMING_THRESHOLDS = tuple(range(0, 33))
+DEFAULT_HAMMING_THRESHOLDS = tuple(range(33))
 DEFAULT_COSINE_THRESHOLDS = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))  # 0.50 .. 1.00
 
 
-def _curves(found_ok, neg_ok, kinds: list[str], kind_of: np.ndarray, thresholds: Sequence[float]) -> tuple:
-    """Recall per kind (+ overall) and FPR at each threshold; found_ok(t) / neg_ok(t) give bool arrays."""
+def _curves(found: np.ndarray, neg: np.ndarray | None, match: Callable, kinds: list[str], kind_of: np.ndarray,
+            thresholds: Sequence[float]) -> tuple[dict, list]:
+    """Recall per kind (+ overall) and FPR at each threshold: match(scores, t) -> bools (np.less_equal for
+    distances, np.greater_equal for similarities); found: each copy's score to its original where that is
+    the nearest (else a never-matching score); neg: each negative's nearest score, None without negatives."""
     recall = {kind: [] for kind in kinds} | {"overall": []}
     fpr = []
     for t in thresholds:
-        hit = found_ok(t)
+        hit = match(found, t)
         for kind in kinds:
             recall[kind].append(float(hit[kind_of == kind].mean()))
         recall["overall"].append(float(hit.mean()))
-        fpr.append(float(neg_ok(t).mean()) if neg_ok is not None else None)  # None: no negatives
+        fpr.append(float(match(neg, t).mean()) if neg is not None else None)  # None: no negatives
     return recall, fpr
 
 
@@ -426,7 +437,7 @@ def _summary(thresholds: Sequence[float], recall: dict, fpr: list, order: list[i
 
 def _embed_all(embed: Callable, images: list[np.ndarray], batch: int) -> torch.Tensor:
     parts = [torch.as_tensor(embed(images[i:i + batch])) for i in range(0, len(images), batch)]
-    return torch.cat(parts).float() if parts else torch.zeros(0, 0)
+    return torch.cat(parts).float().cpu() if parts else torch.zeros(0, 0)
 
 
 def calibrate(source_images: Sequence[np.ndarray], negatives: Sequence[np.ndarray],
@@ -482,8 +493,7 @@ def calibrate(source_images: Sequence[np.ndarray], negatives: Sequence[np.ndarra
         near_d = hamming_nearest(cp_h, src_h)[1]
         found_d = np.where(own_d == near_d, own_d, 10 ** 6)  # another source strictly nearer: never found
         neg_d = hamming_nearest(image_hashes(negs, method), src_h)[1] if negs else None
-        recall, fpr = _curves(lambda t: found_d <= t, (lambda t: neg_d <= t) if negs else None,
-                              kinds, kind_of, thresholds_h)
+        recall, fpr = _curves(found_d, neg_d, np.less_equal, kinds, kind_of, thresholds_h)
         order = sorted(range(len(thresholds_h)), key=lambda i: thresholds_h[i])
         result["methods"][method] = {
             "score": "hamming_distance", "match_if": "distance <= threshold", "thresholds": thresholds_h,
@@ -499,8 +509,7 @@ def calibrate(source_images: Sequence[np.ndarray], negatives: Sequence[np.ndarra
         near_s = cosine_nearest(cp_e, src_e, k=1)[1][:, 0].numpy()
         found_s = np.where(own_s >= near_s - 1e-5, own_s, -np.inf)
         neg_s = cosine_nearest(_embed_all(embed, negs, embed_batch), src_e, k=1)[1][:, 0].numpy() if negs else None
-        recall, fpr = _curves(lambda t: found_s >= t, (lambda t: neg_s >= t) if negs else None,
-                              kinds, kind_of, thresholds_c)
+        recall, fpr = _curves(found_s, neg_s, np.greater_equal, kinds, kind_of, thresholds_c)
         order = sorted(range(len(thresholds_c)), key=lambda i: -thresholds_c[i])
         result["methods"]["embedding"] = {
             "score": "cosine_similarity", "match_if": "score >= threshold", "thresholds": thresholds_c,
