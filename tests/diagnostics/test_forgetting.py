@@ -59,9 +59,12 @@ def test_forgetting_counts_match_a_direct_count_and_a_cache_skips_the_pretrained
     assert r.examples == counts["n"]
     assert r.accuracy_before == counts["before"] / counts["n"] and r.accuracy_after == counts["after"] / counts["n"]
     assert r.agreement == counts["same"] / counts["n"]
-    # Again with the cache: the pre-trained model is not even built, and the result is the same.
+    # Again with the cache: the pre-trained model is not even built, the source data not read again, and the
+    # result is the same (the cache holds one set of pre-trained predictions and one source data set).
     monkeypatch.setattr(forgetting_module, "reference_model", lambda *a, **k: pytest.fail("pre-trained rebuilt"))
-    assert forgetting_for_run(tiny_run, source_data="digits:0-4", cache=cache) == r and len(cache) == 1
+    monkeypatch.setattr(forgetting_module, "load_source_data", lambda *a, **k: pytest.fail("source data read again"))
+    assert forgetting_for_run(tiny_run, source_data="digits:0-4", cache=cache) == r
+    assert sorted(k[0] for k in cache) == ["forgetting", "source_data"]
 
 
 def test_export_source_weights_makes_the_run_head_the_source_head(tiny_run, tmp_path):

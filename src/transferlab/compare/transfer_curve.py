@@ -165,9 +165,9 @@ def forgetting_records(records: list[dict], source_data: str) -> list[dict]:
 
     cache: dict = {}
     rows = []
-    for r in records:
-        if r["strategy"] == SCRATCH:
-            continue
+    todo = [r for r in records if r["strategy"] != SCRATCH]
+    for i, r in enumerate(todo):
+        logger.info("forgetting %d/%d: %s %s seed %d", i + 1, len(todo), r["checkpoint"], r["strategy"], r["seed"])
         split = "test"
         try:
             f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)

@@ -81,10 +81,14 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
     `cache` (e.g. a comparison report's): the pre-trained model's predictions are kept there and reused by
     every run of the same model, weights and data, which would otherwise compute them again each time.
     """
-    from transferlab.runs import _tokenizer_for, load_run
+    from transferlab.runs import _tokenizer_for, load_run, load_run_model
     from transferlab.training.trainer import resolve_device
 
-    config, bundle, model, _ = load_run(run_dir)
+    if source_data is not None:  # the target data is not read: only the source task is scored
+        config, model, _ = load_run_model(run_dir)
+        bundle = None
+    else:
+        config, bundle, model, _ = load_run(run_dir)
     if model.source_head is None:
         raise ConfigError(f"{config.model} has no source classifier (source head), so forgetting of a source "
                           f"task cannot be measured; fine-tune from --weights that include a classifier")
@@ -93,10 +97,20 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
     bs = batch_size or config.train.eval_batch_size
     label_map, data = None, bundle
     if source_data is not None:
-        tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
-        data = load_source_data(source_data, model.cfg, image_size=config.data_options.image_size,
-                                seed=config.data_options.seed, val_fraction=config.data_options.val_fraction,
-                                tokenizer=tokenizer)
+        # read once per report: every run of one model and data options reads the same source examples
+        c = model.cfg  # what reading the source data depends on (not the weights)
+        data_key = ("source_data", source_data, c.modality, c.input_size, c.mean, c.std, c.interpolation,
+                    c.crop_pct, c.source_classes, c.max_length, config.model if c.modality == "text" else None,
+                    config.data_options.image_size,
+                    config.data_options.seed, config.data_options.val_fraction)
+        data = cache.get(data_key) if cache is not None else None
+        if data is None:
+            tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
+            data = load_source_data(source_data, model.cfg, image_size=config.data_options.image_size,
+                                    seed=config.data_options.seed, val_fraction=config.data_options.val_fraction,
+                                    tokenizer=tokenizer)
+            if cache is not None:
+                cache[data_key] = data
         label_map = source_label_map(list(data.classes), model.source_head.out_features, class_map,
                                      model.cfg.source_classes)
     mapping = torch.tensor(label_map) if label_map is not None else None
