@@ -36,6 +36,9 @@ def source_table(out: Path) -> None:
 
 
 def curve_table(out: Path, name: str, title: str) -> None:
+    if not (out / name / "results.json").is_file():
+        print(f"### {title}\n\n(not run yet: no {out / name / 'results.json'})\n")
+        return
     result = load(out / name / "results.json")
     s = result["summary"]
     scratch = s["scratch"]
