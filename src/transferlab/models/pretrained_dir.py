@@ -51,7 +51,10 @@ def resolve(name: str) -> Path | None:
                               f"{', '.join(map(str, kept_epochs(run))) or 'none'}")
         return folder
     path = Path(name).expanduser()
-    if path.is_dir() and ((path / CFG_FILE).is_file() or (path / WEIGHTS_FILE).is_file()):
+    # ours: our config; or our weights file without any config (a checkpoint that lost its pretrained_cfg.json:
+    # read_folder says so). A Hugging Face folder also holds model.safetensors, beside its own config.json.
+    if path.is_dir() and ((path / CFG_FILE).is_file()
+                          or ((path / WEIGHTS_FILE).is_file() and not (path / "config.json").is_file())):
         return path
     return None
 
