@@ -56,11 +56,7 @@ def cmd_pretrain(args) -> None:
     from transferlab.pretraining import DEFAULT_MODEL, PRETRAIN_DEFAULTS, PRETRAIN_STRATEGY, pretrain
     from transferlab.runs import RunConfig
 
-    given = given_keys(args)
-    if args.resume:
-        given.discard("model")  # --model defaults below; only a model the user typed may contradict the run
-        if args.model is not None:
-            given.add("model")
+    given = given_keys(args)  # before the defaults below: only what the user typed may contradict a resumed run
     for key, value in PRETRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)

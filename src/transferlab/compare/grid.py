@@ -188,10 +188,8 @@ def plan(spec: GridSpec, out: Path) -> list[Cell]:
 def scratch_support(model: str) -> tuple[str, str]:
     """('weights'|'hf_dir'|'none', reason): how to build `model`'s architecture with random weights."""
     from transferlab.models import list_models, pretrained_cfg
-    from transferlab.models.timm_models import is_timm_model
-
     from transferlab.models.pretrained_dir import resolve
-    from transferlab.models.timm_models import is_architecture
+    from transferlab.models.timm_models import is_architecture, is_timm_model
 
     if model in list_models():
         cfg = pretrained_cfg(model)

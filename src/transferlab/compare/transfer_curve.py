@@ -22,7 +22,7 @@ from transferlab.compare.curve import curve_csv, curve_figure, curve_section, su
 from transferlab.compare.grid import GridSpec, run_grid
 from transferlab.compare.results import collect
 from transferlab.errors import ConfigError
-from transferlab.models.pretrained_dir import CHECKPOINTS, SCRATCH, epoch_folder_name, kept_epochs
+from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name, kept_entries
 from transferlab.outputs import FolderKind, check_output_path, folder_state, foreign_message
 from transferlab.runs import RunConfig
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -39,17 +39,15 @@ CURVE_FOLDER = FolderKind(
 
 def checkpoint_points(pretrained: Path) -> list[dict]:
     """The kept epochs of a pretrain run, with each one's source validation accuracy, in order."""
-    index = pretrained / CHECKPOINTS / "index.json"
-    epochs = kept_epochs(pretrained)
-    if not epochs:
-        raise ConfigError(f"--pretrained {pretrained}: no kept checkpoints (no {index}); run transferlab pretrain "
-                          f"with --out {pretrained} first")
-    entries = {e["epoch"]: e for e in json.loads(index.read_text(encoding="utf-8"))["epochs"]}
+    entries = kept_entries(pretrained)
+    if not entries:
+        raise ConfigError(f"--pretrained {pretrained}: no kept checkpoints (no {CHECKPOINTS}/{INDEX_FILE}); run "
+                          f"transferlab pretrain with --out {pretrained} first")
     if not (pretrained / CHECKPOINTS / SCRATCH).is_dir():
         raise ConfigError(f"--pretrained {pretrained}: no {CHECKPOINTS}/{SCRATCH} (the random-init entry the "
                           f"baseline starts from); is it a transferlab pretrain run?")
-    return [{"checkpoint": epoch_folder_name(e), "epoch": e, "source_val_accuracy": entries[e].get("val_accuracy")}
-            for e in epochs]
+    return [{"checkpoint": epoch_folder_name(e["epoch"]), "epoch": e["epoch"],
+             "source_val_accuracy": e.get("val_accuracy")} for e in entries]
 
 
 def select_points(points: list[dict], wanted: list[str] | None) -> list[dict]:

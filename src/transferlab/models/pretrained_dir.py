@@ -64,16 +64,22 @@ def is_exported(folder: Path) -> bool:
     return (Path(folder) / CFG_FILE).is_file()
 
 
-def kept_epochs(run: Path) -> list[int]:
-    """The epochs kept under RUN/checkpoints, from its index (ConfigError when the index is damaged)."""
+def kept_entries(run: Path) -> list[dict]:
+    """The index entries of RUN/checkpoints (epoch, folder, source metrics), in epoch order; [] without an index,
+    ConfigError when it is damaged."""
     index = Path(run) / CHECKPOINTS / INDEX_FILE
     if not index.is_file():
         return []
     try:
         entries = json.loads(index.read_text(encoding="utf-8"))["epochs"]
-        return [int(e["epoch"]) for e in entries]
+        return [{**e, "epoch": int(e["epoch"])} for e in entries]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ConfigError(f"{index}: not a checkpoint index written by transferlab pretrain") from None
+
+
+def kept_epochs(run: Path) -> list[int]:
+    """The epochs kept under RUN/checkpoints, from its index."""
+    return [e["epoch"] for e in kept_entries(run)]
 
 
 def read_folder(folder: Path) -> tuple[str, PretrainedCfg, Path | None, dict]:

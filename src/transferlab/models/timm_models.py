@@ -181,10 +181,6 @@ def is_architecture(name: str) -> bool:
 
 def random_net(arch: str, num_classes: int = 1000) -> nn.Module:
     """timm's network for `arch` (or a RECIPES name) with its own random initialisation."""
-    return _create_net(arch, num_classes)
-
-
-def _create_net(arch: str, num_classes: int) -> nn.Module:
     return RECIPES[arch](num_classes) if arch in RECIPES else timm.create_model(arch, pretrained=False,
                                                                                num_classes=num_classes)
 
@@ -199,7 +195,7 @@ def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | N
         head_weight = state_dict.get(f"{classifier}.weight")
         if head_weight is not None:
             source_classes = head_weight.shape[0]
-    model = _create_net(arch, source_classes)
+    model = random_net(arch, source_classes)
     if state_dict is not None:
         # load_state_dict raises a many-line RuntimeError on a shape mismatch (weights of another architecture)
         own = model.state_dict()
