@@ -9,7 +9,8 @@ import sys
 from transferlab.cli._common import fail
 
 COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds",
-                   "transferlab.cli.compare", "transferlab.cli.modules", "transferlab.cli.pretrain"]
+                   "transferlab.cli.compare", "transferlab.cli.modules", "transferlab.cli.pretrain",
+                   "transferlab.cli.contamination"]
 
 
 class _Parser(argparse.ArgumentParser):

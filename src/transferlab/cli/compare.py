@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs in --out")
     p.add_argument("--source-data", help="source-task data, in the source model's label space (e.g. class folders "
                    "named by ImageNet class): used by ewc, and the report measures every strategy's forgetting on it")
+    p.add_argument("--contamination", metavar="DIR",
+                   help="an output folder of transferlab contamination for the data's test split: the report adds "
+                        "every strategy's test accuracy on its clean and dirty examples")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, DataOptions, exclude=("seed",))
     p.set_defaults(func=cmd_compare)
@@ -67,6 +70,10 @@ def _given(args) -> set[str]:
 def cmd_compare(args) -> None:
     from transferlab.compare import compare, report_from_dir
 
+    if args.contamination:  # checked before any run: a bad folder should not wait for the whole grid
+        from transferlab.contamination.subsets import read_contamination
+
+        read_contamination(args.contamination)
     if args.report_only:
         from pathlib import Path
 
@@ -76,13 +83,14 @@ def cmd_compare(args) -> None:
         check_output_path(args.out)
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
-        results = report_from_dir(args.out, source_data=args.source_data)
+        results = report_from_dir(args.out, source_data=args.source_data, contamination=args.contamination)
     else:
         given = _given(args)  # before the defaults below fill in what was not passed
         args.model = args.model or "efficientnet_lite0"
         args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
-        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given, jobs=args.jobs)
+        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given, jobs=args.jobs,
+                          contamination=args.contamination)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
           f"(numbers in results.csv, results.json, runs.csv)")

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data", help="evaluate on other data with the same classes")
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
+    p.add_argument("--contamination", metavar="DIR",
+                   help="an output folder of transferlab contamination for this split: adds the accuracy on its "
+                        "clean and dirty examples")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label and probability for each input (image path or text), as TSV with "
@@ -132,6 +135,11 @@ def cmd_evaluate(args) -> None:
     from transferlab.training.evaluate import evaluate, ordered_loader
     from transferlab.training.trainer import resolve_device
 
+    contamination = None
+    if getattr(args, "contamination", None):  # checked before the run loads: a bad folder fails at once
+        from transferlab.contamination.subsets import read_contamination
+
+        contamination = read_contamination(args.contamination)
     config, data, model, _ = load_run(args.run, args.data)
     dataset = {"val": data.val, "test": data.test, "train": data.train}[args.split]
     if dataset is None:
@@ -140,10 +148,20 @@ def cmd_evaluate(args) -> None:
         raise ConfigError(f"{config.data} has no {args.split} split")
     device = resolve_device(config.train.device, fallback=True)
     model.to(device)
-    loader = ordered_loader(dataset, config.train.eval_batch_size, data.collate)
-    result = evaluate(model, loader, device)
-    print_json({"run": str(args.run), "data": config.data, "split": args.split, **result,
-                "skipped_inputs": data.skipped.count})
+    if contamination is None:
+        loader = ordered_loader(dataset, config.train.eval_batch_size, data.collate)
+        result = evaluate(model, loader, device)
+        print_json({"run": str(args.run), "data": config.data, "split": args.split, **result,
+                    "skipped_inputs": data.skipped.count})
+        return
+    from transferlab.contamination.subsets import score_contamination
+
+    # one pass: the same batches as evaluate(), so loss, accuracy and n are the numbers it gives
+    examples, split = score_contamination(model, data, dataset, args.split, contamination, device,
+                                          config.train.eval_batch_size)
+    print_json({"run": str(args.run), "data": config.data, "split": args.split, **examples.summary,
+                "skipped_inputs": data.skipped.count,
+                "contamination": {"folder": contamination.folder, **split.to_dict()}})
 
 
 def cmd_predict(args) -> None:

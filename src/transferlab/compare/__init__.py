@@ -15,26 +15,29 @@ from transferlab.compare.grid import DEFAULT_STRATEGIES, SCRATCH, GridSpec, grid
 from transferlab.compare.report import Section, register_section, write_report
 from transferlab.compare.results import GridResults, collect
 
-# The diagnostics' sections (CKA by depth, forgetting, BatchNorm shift) register themselves on import.
+# The diagnostics' sections (CKA by depth, forgetting, BatchNorm shift) and the contamination section
+# (clean and dirty test examples) register themselves on import.
 from transferlab.diagnostics import report as _diagnostic_sections  # noqa: E402,F401  isort: skip
+from transferlab.contamination import subsets as _contamination_section  # noqa: E402,F401  isort: skip
 
 __all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
            "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
 
 
 def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
-            jobs: int = 1) -> GridResults:
+            jobs: int = 1, contamination: str | None = None) -> GridResults:
     """Run the grid (continuing it with `resume`; in `jobs` worker processes), then write the report from the runs'
-    metrics.json. `given`: with resume, the option keys the user passed (only those may contradict the saved grid)."""
+    metrics.json. `given`: with resume, the option keys the user passed (only those may contradict the saved grid).
+    `contamination`: a `transferlab contamination` folder of the test split (the report's contamination section)."""
     cell_results = run_grid(spec, out, resume=resume, given=given, jobs=jobs)
     results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
-    write_report(results)
+    write_report(results, contamination=contamination)
     return results
 
 
-def report_from_dir(out: str | Path, source_data: str | None = None) -> GridResults:
+def report_from_dir(out: str | Path, source_data: str | None = None, contamination: str | None = None) -> GridResults:
     """(Re)write the report of a grid folder from what its runs left on disk; `source_data` measures
-    forgetting for runs that were not given source data."""
+    forgetting for runs that were not given source data; `contamination` adds the contamination section."""
     results = collect(out, json.loads((Path(out) / "grid.json").read_text()))
-    write_report(results, source_data=source_data)
+    write_report(results, source_data=source_data, contamination=contamination)
     return results

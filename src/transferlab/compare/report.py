@@ -41,6 +41,7 @@ class ReportContext:
     out: Path
     cache: dict = field(default_factory=dict)  # shared by sections, e.g. loaded models
     source_data: str | None = None  # source-task data for runs that were not given any (forgetting)
+    contamination: str | None = None  # a `transferlab contamination` folder of the test split (contamination)
 
 
 # ---- formatting ------------------------------------------------------------------------------------------
@@ -415,11 +416,13 @@ def _num(x):
     return "" if x is None else repr(x) if isinstance(x, float) else x
 
 
-def write_report(results: GridResults, source_data: str | None = None) -> dict[str, Path]:
+def write_report(results: GridResults, source_data: str | None = None,
+                 contamination: str | None = None) -> dict[str, Path]:
     """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically.
-    `source_data`: source-task data for the forgetting section where a run has none of its own."""
+    `source_data`: source-task data for the forgetting section where a run has none of its own;
+    `contamination`: a `transferlab contamination` folder of the test split, for the contamination section."""
     out = Path(results.out)
-    ctx = ReportContext(results, out, source_data=source_data)
+    ctx = ReportContext(results, out, source_data=source_data, contamination=contamination)
     logger.info("writing the report to %s (%d sections)", out, len(_SECTIONS))
     sections = build_sections(ctx)
     for section in sections.values():

@@ -3,15 +3,19 @@
     bundle = load_data("path/to/data", cfg, DataOptions(max_train=500), tokenizer=None)
     loader = DataLoader(bundle.train, batch_size=32, shuffle=True, collate_fn=bundle.collate)
 
+``example_ids(bundle, dataset)`` names each example as `transferlab contamination` does (an image's path
+under the data set's folder, a text row's index in its file); ``split_file(dataset)`` names a text split's file.
+
 Bad user data raises DataError (one line for the CLI); unreadable inputs are skipped and listed in
 ``bundle.skipped``.
 """
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
+from ._ids import example_ids, split_file
 from ._images import DecodedImages
 from ._load import load_data, load_single_image
 from ._options import DataOptions
 from ._source import load_source_data, source_label_map
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "load_data", "load_single_image", "load_source_data",
-           "source_label_map"]
+__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "example_ids", "load_data",
+           "load_single_image", "load_source_data", "source_label_map", "split_file"]

@@ -78,6 +78,11 @@ def _images_under(folder: Path, ignored: Counter) -> list[str]:
     return found
 
 
+def image_files(folder: Path) -> list[str]:
+    """Image files anywhere under ``folder`` (links followed, hidden names skipped), sorted."""
+    return _images_under(folder, Counter())
+
+
 def class_folders(folder: Path) -> list[Path]:
     """The class folders of one split, sorted by name."""
     return sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d.name))

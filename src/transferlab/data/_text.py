@@ -55,11 +55,21 @@ def find_text_splits(root: Path) -> dict[str, Path] | None:
 
 
 class TextDataset(Dataset):
-    """Items ``(text: str, label: int)``; texts are held in memory (they are small next to images)."""
+    """Items ``(text: str, label: int)``; texts are held in memory (they are small next to images).
 
-    def __init__(self, texts: Sequence[str], targets: Sequence[int]) -> None:
+    ``ids``: each example's 0-based data-row index in its file, as a string (``TextRows.row_ids``), the id that
+    `transferlab contamination` names it by; ``file``: that file's name (``test.tsv``). Both are None for texts
+    that came from no file. Neither is part of an item or of the fingerprint.
+    """
+
+    def __init__(self, texts: Sequence[str], targets: Sequence[int], ids: Sequence[int | str] | None = None,
+                 file: str | None = None) -> None:
         self.texts = list(texts)
         self.targets = [int(t) for t in targets]
+        self.ids = None if ids is None else [str(i) for i in ids]
+        if self.ids is not None and len(self.ids) != len(self.texts):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.texts)} texts")
+        self.file = file
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -68,7 +78,8 @@ class TextDataset(Dataset):
         return self.texts[index], self.targets[index]
 
     def subset(self, indices: Sequence[int]) -> TextDataset:
-        return TextDataset([self.texts[i] for i in indices], [self.targets[i] for i in indices])
+        ids = None if self.ids is None else [self.ids[i] for i in indices]
+        return TextDataset([self.texts[i] for i in indices], [self.targets[i] for i in indices], ids, self.file)
 
     def fingerprint(self) -> str:
         """The texts and labels, for caches keyed by what the items are."""
@@ -150,10 +161,10 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     if len(classes) < 2:
         raise DataError(f"{files['train']} has one class only ({classes[0]!r}); a classifier needs at least 2 labels")
     index = {label: i for i, label in enumerate(classes)}
-    train = TextDataset(train_rows.texts, _targets(train_rows, index))
+    train = _dataset(train_rows, index)
 
     if "val" in files:
-        val = TextDataset(*_as_lists(read_text_file(files["val"], options, skipped), index, options.no_header))
+        val = _dataset(read_text_file(files["val"], options, skipped), index, options.no_header)
     else:
         kept, held = holdout_split(train.targets, options.val_fraction, options.seed, files["train"])
         train, val = train.subset(kept), train.subset(held)
@@ -162,7 +173,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
                                                option="--max-train"))
     test = None
     if "test" in files:
-        test = TextDataset(*_as_lists(read_text_file(files["test"], options, skipped), index, options.no_header))
+        test = _dataset(read_text_file(files["test"], options, skipped), index, options.no_header)
     # Evaluation order does not matter, so sort by length: batches of similar lengths pad less.
     val = val.subset(_by_length(val))
     test = test.subset(_by_length(test)) if test is not None else None
@@ -175,5 +186,5 @@ def _by_length(dataset: "TextDataset") -> list[int]:
     return sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
 
 
-def _as_lists(rows: TextRows, index: dict[str, int], no_header: bool) -> tuple[list[str], list[int]]:
-    return rows.texts, _targets(rows, index, no_header)
+def _dataset(rows: TextRows, index: dict[str, int], no_header: bool = False) -> TextDataset:
+    return TextDataset(rows.texts, _targets(rows, index, no_header), rows.row_ids, rows.path.name)

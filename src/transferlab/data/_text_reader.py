@@ -41,6 +41,8 @@ class TextRows:
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # where each row starts in the file (1-based)
+    row_ids: list[int] = field(default_factory=list)  # 0-based data-row index in the file (header not counted,
+    # skipped and left-out rows counted): the id that names a row whatever the options (contamination matches)
     skipped: int = 0
     left_out: set[str] = field(default_factory=set)  # labels of the rows that --classes left out
 
@@ -278,6 +280,7 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
     columns: tuple[Any, Any] | None = None  # (text key, label key): column indices, or JSON keys
     width: int | None = None  # the number of fields every CSV/TSV row must have
     seen = False
+    data_row = -1  # 0-based index of the current data row
     for record in records:
         seen = True
         if columns is None and not jsonl and isinstance(record.value, _Rejected) and not options.no_header:
@@ -290,6 +293,7 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
                 header = [name.strip() for name in record.value]
                 columns = tuple(header.index(name) for name in _resolve(path, header, options))
                 continue
+        data_row += 1
         problem = _shape_problem(record, jsonl, options.no_header, width)
         if problem is None:
             if columns is None:  # JSONL: the first usable row fixes the columns
@@ -304,6 +308,7 @@ def read_text_file(path: Path, options: DataOptions, skipped: SkipLog) -> TextRo
                 rows.texts.append(parsed[0])
                 rows.labels.append(parsed[1])
                 rows.lines.append(record.first_line)
+                rows.row_ids.append(data_row)
                 continue
             problem = parsed
         rows.skipped += 1

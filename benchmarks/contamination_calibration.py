@@ -1,0 +1,93 @@
+"""Calibrate the image methods' thresholds on CIFAR-10 (docs/contamination.md, `detect.DEFAULT_THRESHOLDS`).
+
+Positives: the tool's own near-copies (shifted, cropped, rescaled, colour-jittered, JPEG re-encoded, and a
+combination) of `--copied` training images, matched against the training set; negatives: `--negatives`
+training images held out of the index (CIFAR-10's training set holds near-copies of itself, so some of these
+"false positives" are real: an upper bound), and, as a second estimate, test images matched against the
+training images of the *other* classes (a photograph is rarely in two classes, so those are strangers).
+For each method: recall per copy kind, false-positive rates and precision over a sweep of thresholds.
+
+    .venv/bin/python benchmarks/contamination_calibration.py [--max-source N] [--out calibration.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferlab.contamination.detect import IMAGE_METHODS, calibrate_images, match_images
+from transferlab.contamination.image_features import Embedder, image_features
+from transferlab.data._images import read_image
+from transferlab.models import create_model
+
+SWEEP = {"phash": list(range(0, 21)), "dhash": list(range(0, 21)),
+         "embedding": [round(0.80 + 0.01 * i, 2) for i in range(21)],
+         "aligned": [round(0.70 + 0.01 * i, 2) for i in range(31)]}
+
+
+def files(root: Path, split: str) -> list[Path]:
+    return sorted(root.glob(f"{split}/*/*.jpg"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
+    ap.add_argument("--max-source", type=int, default=None, help="first N training images (a random sample)")
+    ap.add_argument("--copied", type=int, default=500)
+    ap.add_argument("--negatives", type=int, default=1000)
+    ap.add_argument("--cross-class", type=int, default=1000, help="test images matched against other classes")
+    ap.add_argument("--embed-size", type=int, default=64)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    root = Path(args.data)
+    train = files(root, "train")
+    rng = np.random.default_rng(0)
+    if args.max_source:
+        train = [train[i] for i in np.sort(rng.choice(len(train), args.max_source, replace=False))]
+    embedder = Embedder(create_model("efficientnet_lite0", 2), size=args.embed_size)
+    t0 = time.perf_counter()
+    src = image_features([str(p) for p in train], [str(p.relative_to(root)) for p in train], embedder)
+    print(f"features of {len(src)} training images: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    t0 = time.perf_counter()
+    report = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder,
+                              n_copied=args.copied, n_negatives=args.negatives, sweep=SWEEP)
+    print(f"calibration: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+
+    # second FPR estimate: test images against the training images of the other classes
+    test = files(root, "test")
+    pick = [test[i] for i in np.sort(rng.choice(len(test), args.cross_class, replace=False))]
+    tf = image_features([str(p) for p in pick], [str(p.relative_to(root)) for p in pick], embedder)
+    src_class = np.array([p.split("/")[1] for p in src.ids])
+    cross = {m: {str(s): 0 for s in SWEEP.get(m, [None])} for m in IMAGE_METHODS}
+    for cls in sorted(set(src_class)):
+        rows = [i for i, t in enumerate(tf.ids) if t.split("/")[1] == cls]
+        if not rows:
+            continue
+        found = match_images(tf.subset(rows), src.subset(np.flatnonzero(src_class != cls)))
+        for m, res in found.items():
+            for s in SWEEP.get(m, [None]):
+                cross[m][str(s)] += int(res.dirty(s).sum())
+    report["cross_class_fpr"] = {m: {s: c / len(tf) for s, c in v.items()} for m, v in cross.items()}
+    report["n_cross_class"] = len(tf)
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    for m, e in report["methods"].items():
+        print(f"\n{m}: at {e['match_if']}: recall {e['recall']:.3f} by kind "
+              f"{ {k: round(v, 3) for k, v in e['recall_by_kind'].items()} } FPR {e['false_positive_rate']}")
+        for s, row in zip(SWEEP.get(m, []), e.get("sweep", [])):
+            print(f"  t={row['threshold']:<5} recall {row['recall']:.3f} min-kind "
+                  f"{min(row['recall_by_kind'].values()):.3f} "
+                  f"kinds {[round(v, 2) for v in row['recall_by_kind'].values()]} FPR(held-out) "
+                  f"{row['false_positive_rate']:.4f} FPR(cross-class) {report['cross_class_fpr'][m][str(s)]:.4f}")
+    print("\nany method:", json.dumps(report["any"]))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(torch.get_num_threads())
+    main()

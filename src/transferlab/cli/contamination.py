@@ -1,0 +1,145 @@
+"""`transferlab contamination`: the target examples that a source data set already holds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _thresholds(values: list[str] | None) -> dict[str, float]:
+    from transferlab.errors import ConfigError
+
+    out = {}
+    for item in values or []:
+        method, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[method.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--threshold {item!r}: expected METHOD=VALUE, e.g. aligned=0.9") from None
+    return out
+
+
+def register(sub) -> None:
+    from transferlab.contamination.detect import DEFAULT_K, DEFAULT_THRESHOLDS, IMAGE_METHODS
+
+    defaults = ", ".join(f"{m}={v:g}" for m, v in DEFAULT_THRESHOLDS.items())
+    p = sub.add_parser(
+        "contamination", help="find the target examples (e.g. a test split) that the source data already holds: "
+                              "exact and near-copy images, shared word n-grams",
+        description="Writes OUT/matches.csv (target_id,source_id,score,method,dirty per example and method), "
+                    "OUT/summary.json and OUT/contamination.html (the closest pairs side by side). A target example "
+                    "is dirty when any method finds it. Use the folder with `evaluate --contamination OUT` for "
+                    "the metric on the clean and dirty parts.")
+    p.add_argument("--source", required=True, help="the data a model was (pre-)trained on: an image folder or "
+                                                   "text files, in the formats finetune reads")
+    p.add_argument("--source-split", default="train", choices=["train", "val", "test"],
+                   help="the source's split (default: train)")
+    p.add_argument("--target", required=True, help="the evaluation data set (it may hold only --split)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="the target's split to check (default: test)")
+    p.add_argument("--methods", help=f"comma-separated; images: {', '.join(IMAGE_METHODS)}; text: exact, ngram "
+                                     "(default: all of the modality)")
+    p.add_argument("--threshold", action="append", metavar="METHOD=VALUE",
+                   help=f"an image method's threshold, repeatable (defaults, calibrated on CIFAR-10: {defaults}; "
+                        "phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
+    p.add_argument("--k", type=int, default=DEFAULT_K,
+                   help=f"candidates per target for the aligned method, by embedding and by thumbnail (default: "
+                        f"{DEFAULT_K} each)")
+    p.add_argument("--embed-model", default="efficientnet_lite0",
+                   help="the embedding's model: a registry name, timm architecture, pretrained folder or a run "
+                        "folder (default: efficientnet_lite0)")
+    p.add_argument("--embed-size", type=int, default=64, help="images are embedded at this side (default: 64)")
+    p.add_argument("--ngram", type=int, help="text: n-gram length in words (default: GPT-3's rule, the 5th "
+                                             "percentile of the target's lengths clamped to 8..13)")
+    p.add_argument("--ngram-threshold", type=float, default=0.0,
+                   help="text: dirty when at least this fraction of the target's n-grams is shared "
+                        "(default 0: any shared n-gram, GPT-3's rule)")
+    p.add_argument("--calibrate", type=int, default=200, metavar="N",
+                   help="near-copies of N source examples (x 6 kinds for images, x 3 edit counts for text) made "
+                        "to measure recall and false positives at the thresholds used; 0: skip (default: 200)")
+    p.add_argument("--show", type=int, default=24, help="pairs shown per method on the page (default: 24)")
+    p.add_argument("--classes", help="comma-separated class names to read (both data sets; see finetune)")
+    p.add_argument("--source-classes", help="class names to read from the source, when they differ")
+    p.add_argument("--text-column", help="name of the text column (default: 'sentence' or 'text')")
+    p.add_argument("--label-column", help="name of the label column (default: 'label')")
+    p.add_argument("--no-header", action="store_true", help="text files have no header row")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a contamination check already in --out")
+    p.add_argument("--export-clean", metavar="DIR",
+                   help="also write the target split without its dirty examples to DIR (new or empty)")
+    p.set_defaults(func=cmd_contamination)
+
+
+def _options(args):
+    from transferlab.data import DataOptions
+
+    return DataOptions(text_column=args.text_column, label_column=args.label_column, no_header=args.no_header)
+
+
+def cmd_contamination(args) -> None:
+    from transferlab.contamination.check import (CONTAMINATION_FOLDER, CheckOptions, check_contamination,
+                                                 dirty_ids, export_clean)
+    from transferlab.contamination.inputs import read_split
+    from transferlab.outputs import check_output_path, require_writable
+
+    inputs = {"--source": args.source, "--target": args.target}
+    out = check_output_path(args.out, "--out", inputs)
+    require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
+    clean = None
+    if args.export_clean:
+        clean = check_output_path(args.export_clean, "--export-clean", {**inputs, "--out": args.out})
+        if clean.exists() and any(clean.iterdir()):
+            from transferlab.errors import ConfigError
+
+            raise ConfigError(f"--export-clean {clean} is not empty; give a new or empty folder")
+    opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
+                        thresholds=_thresholds(args.threshold), k=args.k, embed_model=args.embed_model,
+                        embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
+                        calibrate=args.calibrate, show=args.show)
+    source = read_split(args.source, args.source_split, _options(args), args.source_classes or args.classes)
+    target = read_split(args.target, args.split, _options(args), args.classes)
+    if source.modality != target.modality:
+        from transferlab.errors import ConfigError
+
+        raise ConfigError(f"--source {args.source} holds {source.modality} and --target {args.target} holds "
+                          f"{target.modality}: they cannot be compared")
+    opts.check(target.modality)  # bad options fail before any work
+    summary = check_contamination(source, target, opts, out, args.source, args.target)
+    _print_summary(summary)
+    if clean is not None:
+        kept = export_clean(target, dirty_ids((out / "matches.csv").read_text(encoding="utf-8")), clean)
+        print(f"clean split: {kept} of {len(target)} examples written to {clean}")
+    print(f"written to {out} (matches.csv, summary.json, contamination.html)")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _print_summary(s: dict) -> None:
+    src, tgt = s["source"], s["target"]
+    print(f"target {tgt['data']} [{tgt['split']}]: {s['n_target']} examples ({tgt['skipped']} skipped); "
+          f"source {src['data']} [{src['split']}]: {src['n']} ({src['skipped']} skipped)")
+    frac = s["dirty_fraction"]
+    print(f"dirty (any method): {s['n_dirty']} ({_fmt(frac)})")
+    for m, e in s["methods"].items():
+        print(f"  {m:<10} {e['n_dirty']:>7} ({_fmt(e['dirty_fraction'])})  {e['match_if']}")
+    cal = s.get("calibration")
+    if not cal:
+        return
+    if s["modality"] == "image":
+        print(f"calibration: near-copies of {cal['n_copied']} source images ({cal['n_copies']} copies) and "
+              f"{cal['n_negatives']} held-out source images as negatives:")
+        for m, e in cal["methods"].items():
+            kinds = ", ".join(f"{k} {_fmt(v)}" for k, v in e["recall_by_kind"].items())
+            print(f"  {m:<10} recall {_fmt(e['recall'])} ({kinds}); false-positive rate "
+                  f"{_fmt(e['false_positive_rate'])}, precision {_fmt(e['precision'])}")
+        a = cal["any"]
+        print(f"  any method recall {_fmt(a['recall'])}, false-positive rate {_fmt(a['false_positive_rate'])}, "
+              f"precision {_fmt(a['precision'])}")
+    else:
+        row = cal["by_threshold"][0]
+        by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in row["recall_by_k"].items())
+        print(f"calibration (n={cal['n']}): {cal['positives']} edited copies of source rows, {cal['negatives']} "
+              f"held-out rows: recall {_fmt(row['recall'])} ({by_k}); false-positive rate "
+              f"{_fmt(row['false_positive_rate'])}, precision {_fmt(row['precision'])}")

@@ -1,0 +1,308 @@
+"""`transferlab contamination`: which target examples the source already holds, written to a folder.
+
+    summary = check_contamination(read_split(src, "train"), read_split(tgt, "test"), CheckOptions(), out)
+
+OUT/matches.csv    target_id,source_id,score,method,dirty: one row per target example and method (the best
+                   source match by that method; source_id empty when there is none)
+OUT/summary.json   counts and fractions overall ("dirty": found by any method) and per method, the rules, the
+                   calibration on the tool's own near-copies, time and peak memory
+OUT/contamination.html   the closest pairs side by side (images, or the two texts with shared n-grams marked)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.contamination.detect import (DEFAULT_K, DEFAULT_THRESHOLDS, HIGHER_IS_CLOSER, IMAGE_METHODS,
+                                              calibrate_images, check_threshold, match_images, match_rule)
+from transferlab.contamination.image_features import Embedder, image_features
+from transferlab.contamination.inputs import SplitExamples
+from transferlab.contamination.page import ShownPair, write_page
+from transferlab.contamination.text_overlap import TextOverlap, calibrate_text
+from transferlab.data._images import read_image
+from transferlab.errors import ConfigError
+from transferlab.outputs import FolderKind
+from transferlab.safe_io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "transferlab-contamination-1"
+TEXT_METHODS = ("exact", "ngram")
+CONTAMINATION_FOLDER = FolderKind(
+    name="contamination check", marker="summary.json", formats=frozenset({FORMAT}),
+    files=frozenset({"summary.json", "matches.csv", "contamination.html"}),
+    residue=frozenset({"matches.csv", "contamination.html"}))  # summary.json is written last
+THUMB_SIDE = 96  # pixels: the page shows small copies, never the full photographs
+
+
+@dataclass
+class CheckOptions:
+    """How to compare: methods (None: all of the modality), thresholds (method -> value; the calibrated
+    defaults otherwise), candidates per target for the aligned method, the embedding model and size, the
+    text n (None: GPT-3's rule) and overlap threshold, near-copies made for the calibration (0: none), and
+    pairs shown per method on the page."""
+
+    methods: Sequence[str] | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    k: int = DEFAULT_K
+    embed_model: str = "efficientnet_lite0"
+    embed_size: int = 64
+    ngram: int | None = None
+    ngram_threshold: float = 0.0
+    calibrate: int = 200
+    show: int = 24
+    batch: int = 256
+
+    def check(self, modality: str) -> tuple[str, ...]:
+        allowed = IMAGE_METHODS if modality == "image" else TEXT_METHODS
+        methods = tuple(self.methods) if self.methods else allowed
+        unknown = [m for m in methods if m not in allowed]
+        if unknown:
+            raise ConfigError(f"unknown {modality} method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        for m, value in self.thresholds.items():
+            if modality == "text":
+                raise ConfigError("--threshold applies to image methods; for text use --ngram-threshold")
+            if m not in DEFAULT_THRESHOLDS:
+                raise ConfigError(f"no threshold for method {m!r}; thresholds: {', '.join(DEFAULT_THRESHOLDS)}")
+            try:
+                check_threshold(m, value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not 0.0 <= self.ngram_threshold <= 1.0:
+            raise ConfigError(f"--ngram-threshold must be in 0..1 (an overlap fraction), got {self.ngram_threshold}")
+        if self.ngram is not None and not 1 <= self.ngram <= 50:
+            raise ConfigError(f"--ngram must be in 1..50 words, got {self.ngram}")
+        for name, value, low in (("--k", self.k, 1), ("--calibrate", self.calibrate, 0), ("--show", self.show, 0)):
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+        if not 16 <= self.embed_size <= 1024:
+            raise ConfigError(f"--embed-size must be in 16..1024 pixels, got {self.embed_size}")
+        return methods
+
+
+@dataclass
+class Found:
+    """Per method: best source row (-1: none), score and dirty flag of each target example."""
+
+    source: np.ndarray
+    score: np.ndarray
+    dirty: np.ndarray
+    extra: list = field(default_factory=list)  # text: the shared n-grams of each target
+
+
+def _split_info(ex: SplitExamples, data: str) -> dict:
+    info = {"data": data, "split": ex.split, "n": len(ex), "skipped": ex.skipped.count}
+    if ex.file is not None:
+        info["file"] = ex.file
+    return info
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def load_embedder(name: str, size: int) -> Embedder:
+    """The bundled (or any registered / timm / pretrained-folder) model, or a run's fine-tuned model."""
+    from transferlab.runs import load_run_model, read_run_config
+
+    if Path(name).is_dir() and read_run_config(name) is not None:
+        model = load_run_model(name)[1]  # a run's selected weights (its head is not used)
+    else:
+        from transferlab.models import create_model
+
+        model = create_model(name, 2)
+    if getattr(model.cfg, "modality", "image") != "image":
+        raise ConfigError(f"--embed-model {name} is not an image model")
+    return Embedder(model, size=size)
+
+
+# ---- images -------------------------------------------------------------------------------------------------
+def _thumb(path: str) -> np.ndarray:
+    img = read_image(path, min_side=THUMB_SIDE)
+    img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return np.asarray(img)
+
+
+def _progress(what: str):
+    def report(done: int, total: int) -> None:
+        logger.info("%s: %d / %d images", what, done, total)
+    return report
+
+
+def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions):
+    embedder = load_embedder(opts.embed_model, opts.embed_size) if {"embedding", "aligned"} & set(methods) else None
+    t0 = time.perf_counter()
+    src = image_features(source.paths, source.ids, embedder, opts.batch, source.skipped, _progress("source"))
+    if len(src) == 0:
+        raise ConfigError(f"no source image could be read ({source.skipped.count} skipped)")
+    tgt = image_features(target.paths, target.ids, embedder, opts.batch, target.skipped, _progress("target"))
+    logger.info("features of %d source and %d target images: %.0fs", len(src), len(tgt), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    found = match_images(tgt, src, methods, opts.k)
+    logger.info("matched in %.0fs", time.perf_counter() - t0)
+    thresholds = {m: opts.thresholds.get(m, DEFAULT_THRESHOLDS.get(m)) for m in methods}
+    results = {m: Found(r.source, r.score, r.dirty(thresholds[m])) for m, r in found.items()}
+    calibration = None
+    if opts.calibrate and len(src) >= 3:
+        t0 = time.perf_counter()
+        calibration = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder, methods,
+                                       thresholds, n_copied=opts.calibrate, k=opts.k)
+        calibration["seconds"] = round(time.perf_counter() - t0, 1)
+    return tgt.ids, src.ids, results, thresholds, calibration, (tgt.paths, src.paths)
+
+
+def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, files, show: int) -> list[ShownPair]:
+    tgt_paths, src_paths = files
+    pairs = []
+    for m, f in results.items():
+        has = np.flatnonzero(f.source >= 0)
+        if not len(has):
+            continue
+        closeness = f.score[has] if HIGHER_IS_CLOSER[m] else -f.score[has]
+        order = has[np.lexsort((-closeness, ~f.dirty[has]))][:show]  # dirty first, then closest
+        for t in order:
+            s = int(f.source[t])
+            pairs.append(ShownPair(tgt_ids[t], src_ids[s], m, float(f.score[t]), bool(f.dirty[t]),
+                                   target_image=_thumb(tgt_paths[t]), source_image=_thumb(src_paths[s])))
+    return pairs
+
+
+# ---- text ---------------------------------------------------------------------------------------------------
+def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions):
+    if not source.texts:
+        raise ConfigError("the source holds no usable text rows")
+    index = TextOverlap(opts.ngram).fit(source.texts)
+    matches = index.match(target.texts)
+    n = matches[0].n if matches else index.n_for(target.texts)
+    results = {}
+    if "exact" in methods:
+        src = np.array([m.source_id if m.exact else -1 for m in matches], dtype=np.int64)
+        results["exact"] = Found(src, (src >= 0).astype(np.float64), src >= 0)
+    if "ngram" in methods:
+        results["ngram"] = Found(
+            np.array([-1 if m.source_id is None or not m.shared else m.source_id for m in matches], dtype=np.int64),
+            np.array([m.overlap for m in matches]), np.array([m.dirty_at(opts.ngram_threshold) for m in matches]),
+            [m.shared_ngrams for m in matches])
+    thresholds = {"exact": None, "ngram": opts.ngram_threshold}
+    calibration = None
+    if opts.calibrate:
+        calibration = calibrate_text(source.texts, n, thresholds=(opts.ngram_threshold,), copies=opts.calibrate)
+    return results, {m: thresholds[m] for m in methods}, calibration, n
+
+
+def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitExamples, show: int) -> list[ShownPair]:
+    pairs = []
+    for m, f in results.items():
+        has = np.flatnonzero(f.source >= 0)
+        order = has[np.lexsort((-f.score[has], ~f.dirty[has]))][:show]
+        for t in order:
+            s = int(f.source[t])
+            pairs.append(ShownPair(target.ids[t], source.ids[s], m, float(f.score[t]), bool(f.dirty[t]),
+                                   target_text=target.texts[t], source_text=source.texts[s],
+                                   shared_ngrams=tuple(f.extra[t]) if f.extra else ()))
+    return pairs
+
+
+# ---- outputs ------------------------------------------------------------------------------------------------
+def matches_csv(target_ids: Sequence[str], source_ids: Sequence[str], results: dict[str, Found]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["target_id", "source_id", "score", "method", "dirty"])
+    for t, tid in enumerate(target_ids):
+        for m, f in results.items():
+            s = int(f.source[t])
+            w.writerow([tid, source_ids[s] if s >= 0 else "", f"{f.score[t]:.6g}", m, int(bool(f.dirty[t]))])
+    return buf.getvalue()
+
+
+def _rule(modality: str, method: str, threshold, n: int | None) -> str:
+    if modality == "image":
+        return match_rule(method, threshold)
+    if method == "exact":
+        return "normalised texts equal"
+    rule = f"shares a {n}-gram" + (f" and overlap >= {threshold:g}" if threshold else "")
+    return rule + f" (or, under {n} words, is contained in a source row)"
+
+
+def check_contamination(source: SplitExamples, target: SplitExamples, opts: CheckOptions, out: Path,
+                        source_data: str = "", target_data: str = "") -> dict:
+    """Compare, write OUT/matches.csv, OUT/contamination.html and (last) OUT/summary.json; return the summary."""
+    if source.modality != target.modality:
+        raise ConfigError(f"the source holds {source.modality} and the target {target.modality}: "
+                          "they cannot be compared")
+    methods = opts.check(target.modality)
+    t_start = time.perf_counter()
+    ngram_n = None
+    if target.modality == "image":
+        tgt_ids, src_ids, results, thresholds, calibration, files = _check_images(source, target, methods, opts)
+    else:
+        results, thresholds, calibration, ngram_n = _check_texts(source, target, methods, opts)
+        tgt_ids, src_ids = target.ids, source.ids
+    dirty = np.logical_or.reduce([f.dirty for f in results.values()]) if tgt_ids else np.zeros(0, bool)
+    n = len(tgt_ids)
+
+    def frac(k: int) -> float | None:
+        return k / n if n else None
+
+    summary = {
+        "format": FORMAT, "modality": target.modality,
+        "source": _split_info(source, source_data), "target": _split_info(target, target_data),
+        "n_target": n, "n_dirty": int(dirty.sum()), "dirty_fraction": frac(int(dirty.sum())),
+        "dirty_rule": "found by any method",
+        "methods": {m: {"n_dirty": int(f.dirty.sum()), "dirty_fraction": frac(int(f.dirty.sum())),
+                        "threshold": thresholds.get(m), "match_if": _rule(target.modality, m, thresholds.get(m),
+                                                                          ngram_n)}
+                    for m, f in results.items()},
+        "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size}
+                    if target.modality == "image" else {"n": ngram_n, "ngram_threshold": opts.ngram_threshold}),
+        "calibration": calibration,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "matches.csv", matches_csv(tgt_ids, src_ids, results))
+    pairs = (_image_pairs(results, tgt_ids, src_ids, files, opts.show) if target.modality == "image"
+             else _text_pairs(results, target, source, opts.show))
+    write_page(out / "contamination.html", summary, pairs)
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def dirty_ids(results_csv: str) -> set[str]:
+    """Target ids with at least one dirty row in a matches.csv text."""
+    return {row["target_id"] for row in csv.DictReader(io.StringIO(results_csv)) if row.get("dirty") == "1"}
+
+
+def export_clean(target: SplitExamples, dirty: set[str], out: Path) -> int:
+    """Write the target split without its dirty examples to a new or empty folder `out`: images copied to
+    the same relative paths (``test/cat/0042.jpg``), text rows to OUT/<split file's name>.tsv with the columns
+    text and label (the defaults every command reads). Returns how many examples were kept."""
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--export-clean {out} is not empty; give a new or empty folder (nothing was written)")
+    keep = [i for i, tid in enumerate(target.ids) if tid not in dirty]
+    out.mkdir(parents=True, exist_ok=True)
+    if target.modality == "image":
+        for i in keep:
+            dest = out / target.ids[i]  # our own listing's relative path, never a path read from a file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(target.paths[i], dest)
+        return len(keep)
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["text", "label"])
+    for i in keep:
+        w.writerow([target.texts[i], target.labels[i]])
+    atomic_write_text(out / f"{Path(target.file).stem}.tsv", buf.getvalue())
+    return len(keep)
+
+
+__all__ = ["CONTAMINATION_FOLDER", "CheckOptions", "check_contamination", "dirty_ids", "export_clean"]
