@@ -38,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="the target's split to check (default: test)")
     p.add_argument("--methods", help=f"comma-separated; images: {', '.join(IMAGE_METHODS)}; text: exact, ngram "
-                                     "(default: all of the modality)")
+                                     "(default: all of the modality; aligned uses the embedding model too, to "
+                                     "find its candidates)")
     p.add_argument("--threshold", action="append", metavar="METHOD=VALUE",
                    help=f"an image method's threshold, repeatable (defaults, calibrated on CIFAR-10: {defaults}; "
                         "phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
@@ -78,13 +79,13 @@ def _options(args):
 
 def cmd_contamination(args) -> None:
     from transferlab.contamination.check import (CONTAMINATION_FOLDER, CheckOptions, check_contamination,
-                                                 dirty_ids, export_clean)
+                                                 clean_ids, export_clean)
     from transferlab.contamination.inputs import read_split
-    from transferlab.outputs import check_output_path, require_writable
+    from transferlab.outputs import check_output_path, remove_owned, require_writable
 
     inputs = {"--source": args.source, "--target": args.target}
     out = check_output_path(args.out, "--out", inputs)
-    require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
+    state = require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
     clean = None
     if args.export_clean:
         clean = check_output_path(args.export_clean, "--export-clean", {**inputs, "--out": args.out})
@@ -104,10 +105,12 @@ def cmd_contamination(args) -> None:
         raise ConfigError(f"--source {args.source} holds {source.modality} and --target {args.target} holds "
                           f"{target.modality}: they cannot be compared")
     opts.check(target.modality)  # bad options fail before any work
+    if state == "ours":  # --overwrite: our three files only, so that a failed rerun cannot mix two checks
+        remove_owned(out, CONTAMINATION_FOLDER)
     summary = check_contamination(source, target, opts, out, args.source, args.target)
     _print_summary(summary)
     if clean is not None:
-        kept = export_clean(target, dirty_ids((out / "matches.csv").read_text(encoding="utf-8")), clean)
+        kept = export_clean(target, clean_ids((out / "matches.csv").read_text(encoding="utf-8")), clean)
         print(f"clean split: {kept} of {len(target)} examples written to {clean}")
     print(f"written to {out} (matches.csv, summary.json, contamination.html)")
 
@@ -124,6 +127,9 @@ def _print_summary(s: dict) -> None:
     print(f"dirty (any method): {s['n_dirty']} ({_fmt(frac)})")
     for m, e in s["methods"].items():
         print(f"  {m:<10} {e['n_dirty']:>7} ({_fmt(e['dirty_fraction'])})  {e['match_if']}")
+    long = s.get("long_examples")
+    if long:
+        print(f"  of the {long['n']} examples of {long['min_words']}+ words: {long['n_dirty']} dirty")
     cal = s.get("calibration")
     if not cal:
         return
@@ -141,5 +147,6 @@ def _print_summary(s: dict) -> None:
         row = cal["by_threshold"][0]
         by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in row["recall_by_k"].items())
         print(f"calibration (n={cal['n']}): {cal['positives']} edited copies of source rows, {cal['negatives']} "
-              f"held-out rows: recall {_fmt(row['recall'])} ({by_k}); false-positive rate "
+              f"held-out source rows (not independent of the rest: their false positives are often real overlaps, "
+              f"so the rate is an upper bound): recall {_fmt(row['recall'])} ({by_k}); false-positive rate "
               f"{_fmt(row['false_positive_rate'])}, precision {_fmt(row['precision'])}")

@@ -8,7 +8,8 @@ correlation of the pixels) over a small search of alignments:
 - scale 1 (shifts): the target's central window (a `shift`-pixel margin cut off, since a shifted copy's
   border holds no source content) slid over every position of the source within +-`shift` pixels;
 - scales f < 1 (crops): the target resized to f x its side (a crop of fraction f of the source, resized
-  back up, shrinks to the crop's own size) and slid over every position of the source.
+  back up, shrinks to the crop's own size) and slid over every position of the source; and the same with the
+  roles swapped (`symmetric_pair_scores`), for a source that holds a cropped copy of the target.
 
 Both images are grey (`image_matching.to_grey32`: 32 x 32) and band-pass filtered first (a difference of
 Gaussians, sigma 1 and 3 pixels): without it, two smooth images (a plane in an empty sky) correlate highly
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-CROP_FRACTIONS = (1.0, 0.9, 0.82, 0.75)  # scale 1 for shifts; the rest cover crops of 75-90 % of each side
+CROP_FRACTIONS = (1.0, 0.9, 0.86, 0.82, 0.78, 0.75)  # scale 1 for shifts; the rest: crops of 75-90 % a side
 MAX_SHIFT = 3  # pixels, at 32 x 32
 DOG_SIGMAS = (1.0, 3.0)
 _EPS = 1e-6
@@ -81,8 +82,9 @@ def _best_correlation(template: torch.Tensor, search: torch.Tensor) -> torch.Ten
     s1, s2 = _window_sums(s, t)[0], _window_sums(s * s, t)[0]
     s_norm = (s2 - s1 * s1 / n).clamp_min(_EPS * _EPS).sqrt()
     corr = num / (s_norm * z_norm[:, None, None])
-    flat_source = s_norm < 1e-3 * n ** 0.5  # a flat window correlates with nothing; 0/0 would be noise
-    return corr.masked_fill(flat_source, -1.0).flatten(1).max(1).values
+    # a flat window or template (a blank frame) correlates with nothing: its band-pass is rounding noise
+    flat = (s_norm < 1e-3 * n ** 0.5) | (z_norm < 1e-3 * n ** 0.5)[:, None, None]
+    return corr.masked_fill(flat, -1.0).flatten(1).max(1).values
 
 
 @torch.no_grad()
@@ -125,15 +127,39 @@ def pair_scores(target_templates: list[torch.Tensor], source_band: torch.Tensor,
     return out
 
 
+@torch.no_grad()
+def symmetric_pair_scores(target_grey: torch.Tensor, source_grey: torch.Tensor, target_rows: torch.Tensor,
+                          source_rows: torch.Tensor, fractions: Sequence[float] = CROP_FRACTIONS,
+                          max_shift: int = MAX_SHIFT, chunk: int = 4096) -> torch.Tensor:
+    """`pair_scores` both ways: the target found in the source (the target is a crop of the source) and the
+    source found in the target (the source holds a crop of the target: a leaked, cropped copy of a test image).
+    target_grey (T, H, W), source_grey (S, H, W); pairs (target_rows[p], source_rows[p]). The sources'
+    templates are made per chunk, so memory stays ~ chunk x 30 KB beyond the band-passed images."""
+    forward = pair_scores(templates(target_grey, fractions, max_shift), band_pass(source_grey), target_rows,
+                          source_rows, chunk)
+    crops = [f for f in fractions if round(target_grey.shape[1] * f) != target_grey.shape[1]]
+    if not crops:  # scale 1 alone is the same shift search either way
+        return forward
+    target_band = band_pass(target_grey)
+    for a in range(0, len(target_rows), chunk):
+        s_rows, t_rows = source_rows[a:a + chunk], target_rows[a:a + chunk]
+        chunk_rows = torch.arange(len(s_rows))
+        reverse = pair_scores(templates(source_grey[s_rows], crops, max_shift), target_band[t_rows], chunk_rows,
+                              chunk_rows, chunk)
+        forward[a:a + chunk] = torch.maximum(forward[a:a + chunk], reverse)
+    return forward
+
+
 def aligned_scores(target_grey: torch.Tensor, source_grey: torch.Tensor,
                    fractions: Sequence[float] = CROP_FRACTIONS, max_shift: int = MAX_SHIFT) -> torch.Tensor:
-    """Best aligned correlation of each pair: target p (P, H, W) against source p (P, H, W), in -1..1.
+    """Best aligned correlation of each pair, either way round (`symmetric_pair_scores`): target p (P, H, W)
+    against source p (P, H, W), in -1..1.
 
     About 1.0 for a copy, also shifted by up to `max_shift` pixels, cropped to about one of `fractions` and
-    resized back, blurred, recoloured or re-encoded; a different photograph scores lower (calibrated in
-    `detect.calibrate_images`)."""
+    resized back (either image the crop), blurred, recoloured or re-encoded; a different photograph scores lower
+    (calibrated in `detect.calibrate_images`)."""
     if target_grey.shape != source_grey.shape or target_grey.dim() != 3:
         raise ValueError(f"expected two (P, H, W) stacks of one shape, got {tuple(target_grey.shape)} "
                          f"and {tuple(source_grey.shape)}")
     rows = torch.arange(len(target_grey))
-    return pair_scores(templates(target_grey, fractions, max_shift), band_pass(source_grey), rows, rows)
+    return symmetric_pair_scores(target_grey, source_grey, rows, rows, fractions, max_shift)

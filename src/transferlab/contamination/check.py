@@ -145,6 +145,8 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
     if len(src) == 0:
         raise ConfigError(f"no source image could be read ({source.skipped.count} skipped)")
     tgt = image_features(target.paths, target.ids, embedder, opts.batch, target.skipped, _progress("target"))
+    if len(tgt) == 0:
+        raise ConfigError(f"no target image could be read ({target.skipped.count} skipped)")
     logger.info("features of %d source and %d target images: %.0fs", len(src), len(tgt), time.perf_counter() - t0)
     t0 = time.perf_counter()
     found = match_images(tgt, src, methods, opts.k)
@@ -196,7 +198,9 @@ def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[st
     calibration = None
     if opts.calibrate:
         calibration = calibrate_text(source.texts, n, thresholds=(opts.ngram_threshold,), copies=opts.calibrate)
-    return results, {m: thresholds[m] for m in methods}, calibration, n
+    long = [m for m in matches if m.n_words >= n]  # GPT-3's n-gram rule proper (no short-example rule)
+    long_stats = {"min_words": n, "n": len(long), "n_dirty": sum(m.dirty_at(opts.ngram_threshold) for m in long)}
+    return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats
 
 
 def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitExamples, show: int) -> list[ShownPair]:
@@ -241,11 +245,11 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                           "they cannot be compared")
     methods = opts.check(target.modality)
     t_start = time.perf_counter()
-    ngram_n = None
+    ngram_n, long_stats = None, None
     if target.modality == "image":
         tgt_ids, src_ids, results, thresholds, calibration, files = _check_images(source, target, methods, opts)
     else:
-        results, thresholds, calibration, ngram_n = _check_texts(source, target, methods, opts)
+        results, thresholds, calibration, ngram_n, long_stats = _check_texts(source, target, methods, opts)
         tgt_ids, src_ids = target.ids, source.ids
     dirty = np.logical_or.reduce([f.dirty for f in results.values()]) if tgt_ids else np.zeros(0, bool)
     n = len(tgt_ids)
@@ -266,6 +270,8 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                     if target.modality == "image" else {"n": ngram_n, "ngram_threshold": opts.ngram_threshold}),
         "calibration": calibration,
     }
+    if long_stats is not None:
+        summary["long_examples"] = long_stats  # the examples of at least n words, where n-grams decide
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "matches.csv", matches_csv(tgt_ids, src_ids, results))
     pairs = (_image_pairs(results, tgt_ids, src_ids, files, opts.show) if target.modality == "image"
@@ -277,18 +283,21 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
     return summary
 
 
-def dirty_ids(results_csv: str) -> set[str]:
-    """Target ids with at least one dirty row in a matches.csv text."""
-    return {row["target_id"] for row in csv.DictReader(io.StringIO(results_csv)) if row.get("dirty") == "1"}
+def clean_ids(matches: str) -> set[str]:
+    """Target ids that a matches.csv text covers and no method marks dirty (an unreadable example, never
+    checked, is in neither set)."""
+    rows = list(csv.DictReader(io.StringIO(matches)))
+    dirty = {row["target_id"] for row in rows if row.get("dirty") == "1"}
+    return {row["target_id"] for row in rows} - dirty
 
 
-def export_clean(target: SplitExamples, dirty: set[str], out: Path) -> int:
-    """Write the target split without its dirty examples to a new or empty folder `out`: images copied to
-    the same relative paths (``test/cat/0042.jpg``), text rows to OUT/<split file's name>.tsv with the columns
-    text and label (the defaults every command reads). Returns how many examples were kept."""
+def export_clean(target: SplitExamples, clean: set[str], out: Path) -> int:
+    """Write the target split's `clean` examples to a new or empty folder `out`: images copied to the same
+    relative paths (``test/cat/0042.jpg``), text rows to OUT/<split file's name>.tsv with the columns text and
+    label (the defaults every command reads). Returns how many examples were written."""
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--export-clean {out} is not empty; give a new or empty folder (nothing was written)")
-    keep = [i for i, tid in enumerate(target.ids) if tid not in dirty]
+    keep = [i for i, tid in enumerate(target.ids) if tid in clean]
     out.mkdir(parents=True, exist_ok=True)
     if target.modality == "image":
         for i in keep:
@@ -305,4 +314,4 @@ def export_clean(target: SplitExamples, dirty: set[str], out: Path) -> int:
     return len(keep)
 
 
-__all__ = ["CONTAMINATION_FOLDER", "CheckOptions", "check_contamination", "dirty_ids", "export_clean"]
+__all__ = ["CONTAMINATION_FOLDER", "CheckOptions", "check_contamination", "clean_ids", "export_clean"]

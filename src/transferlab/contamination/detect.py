@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transferlab.contamination.aligned import band_pass, pair_scores, templates
+from transferlab.contamination.aligned import symmetric_pair_scores
 from transferlab.contamination.image_features import Embedder, ImageFeatures, features_from_arrays
 from transferlab.contamination.image_matching import (COPY_KINDS, cosine_nearest, exact_matches, hamming_nearest,
                                                       near_copies)
@@ -97,7 +97,7 @@ def _aligned(target: ImageFeatures, source: ImageFeatures, k: int, extra: list[n
     # each distinct (target, source) pair once: the lists overlap (a copy is often first in all of them)
     pairs = torch.unique(torch.arange(len(target))[:, None] * len(source) + cand)
     t_rows, s_rows = pairs // len(source), pairs % len(source)
-    scores = pair_scores(templates(target.grey), band_pass(source.grey), t_rows, s_rows, chunk=pair_chunk)
+    scores = symmetric_pair_scores(target.grey, source.grey, t_rows, s_rows, chunk=pair_chunk)
     best = torch.full((len(target),), -2.0, dtype=torch.float32).scatter_reduce(0, t_rows, scores, "amax")
     # the best pair's source; on a tie the lowest source row (pairs are sorted by target, then source)
     is_best = scores >= best[t_rows]

@@ -110,20 +110,23 @@ def read_split(path: str | Path, split: str, options: DataOptions | None = None,
                              [rows.texts[i] for i in picked], [rows.labels[i] for i in picked], skipped)
     folder = _image_folder(root, split)
     if folder is None:
-        raise DataError(f"{root} has no {split}/ folder")
+        hint = " (a folder without split folders is the train split: --split train)" if _has_images(root) else ""
+        raise DataError(f"{root} has no {split}/ folder{hint}")
     classes = class_folders(folder)
-    if classes and keep is not None:
+    if keep is not None:
+        if not classes:
+            raise DataError(f"{folder} has no class folders, so --classes {','.join(keep)} selects nothing")
         present = {d.name for d in classes}
         missing = [c for c in keep if c not in present]
         if missing:
             raise DataError(f"{folder} has no class folder(s) {', '.join(missing)} (--classes); "
                             f"it has {', '.join(sorted(present))}")
-        folders = [d for d in classes if d.name in set(keep)]
-    else:
-        folders = classes or [folder]
-    listed = [(p, d.name if classes else "") for d in folders for p in image_files(d)]
-    if not listed:
+        paths = [p for d in classes if d.name in set(keep) for p in image_files(d)]
+    else:  # every image under the folder, in class folders or not (none may escape the check)
+        paths = image_files(folder)
+    if not paths:
         raise DataError(f"{folder} holds no images")
-    paths = [p for p, _ in listed]
     ids = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
-    return SplitExamples("image", root, split, None, ids, paths, [], [c for _, c in listed], skipped)
+    labels = [Path(os.path.relpath(p, folder)).parts[0] if len(Path(os.path.relpath(p, folder)).parts) > 1 else ""
+              for p in paths]
+    return SplitExamples("image", root, split, None, ids, paths, [], labels, skipped)
