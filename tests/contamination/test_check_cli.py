@@ -16,6 +16,7 @@ from tests.conftest import SHARED_DATA
 from transferlab.cli import main
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.check import CheckOptions, check_contamination
+from transferlab.contamination.detect import DEFAULT_THRESHOLDS
 from transferlab.contamination.inputs import read_split
 from transferlab.errors import ConfigError
 
@@ -132,7 +133,8 @@ def test_image_check_writes_one_row_per_target_and_method_and_finds_the_planted_
     for m, entry in summary["methods"].items():
         n = sum(1 for r in rows if r["method"] == m and r["dirty"] == "1")
         assert entry["n_dirty"] == n and entry["dirty_fraction"] == pytest.approx(n / 7)
-    assert summary["methods"]["aligned"]["threshold"] == 0.9 and summary["methods"]["phash"]["threshold"] == 8
+    assert summary["methods"]["aligned"]["threshold"] == DEFAULT_THRESHOLDS["aligned"]
+    assert summary["methods"]["phash"]["threshold"] == DEFAULT_THRESHOLDS["phash"]
     assert summary["calibration"] is None
     page = (out / "contamination.html").read_text(encoding="utf-8")
     assert "test/ship/shifted.png" in page and "data:image/png;base64," in page

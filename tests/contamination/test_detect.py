@@ -208,7 +208,8 @@ def calibration():
     images = _cifar(range(10, 14))  # 40 images
     feats = features_from_arrays(images, [str(i) for i in range(40)])
     report = calibrate_images(feats, lambda row: images[row], None, methods=NON_EMBEDDING,
-                              sweep={"aligned": [0.3, 0.9], "phash": [8, 20]})
+                              sweep={"aligned": [0.3, DEFAULT_THRESHOLDS["aligned"]],
+                                    "phash": [DEFAULT_THRESHOLDS["phash"], 20]})
     return report, feats, images
 
 
@@ -250,8 +251,9 @@ def test_calibrate_images_measures_the_claimed_recall(calibration):
 
 def test_calibrate_images_sweep_agrees_with_the_entry_and_loosening_adds_matches(calibration):
     report, _, _ = calibration
-    for method, at in (("aligned", 0.9), ("phash", 8)):
+    for method in ("aligned", "phash"):
         entry = report["methods"][method]
+        at = DEFAULT_THRESHOLDS[method]
         same = next(s for s in entry["sweep"] if s["threshold"] == at)
         assert {k: same[k] for k in ("tp", "fp", "recall")} == {k: entry[k] for k in ("tp", "fp", "recall")}
     loose = report["methods"]["aligned"]["sweep"][0]  # score >= 0.3: strangers match too
@@ -262,7 +264,8 @@ def test_calibrate_images_sweep_agrees_with_the_entry_and_loosening_adds_matches
 def test_calibrate_images_is_deterministic_and_needs_three_sources(calibration):
     report, feats, images = calibration
     again = calibrate_images(feats, lambda row: images[row], None, methods=NON_EMBEDDING,
-                             sweep={"aligned": [0.3, 0.9], "phash": [8, 20]})
+                             sweep={"aligned": [0.3, DEFAULT_THRESHOLDS["aligned"]],
+                                    "phash": [DEFAULT_THRESHOLDS["phash"], 20]})
     assert again == report
     with pytest.raises(ValueError, match="at least 3 source images"):
         calibrate_images(feats.subset([0, 1]), lambda row: images[row], None, methods=("phash",))
