@@ -20,12 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.contamination.detect import IMAGE_METHODS, calibrate_images, match_images
+from transferlab.contamination.detect import (
+    IMAGE_METHODS,
+    calibrate_images,
+    match_images,
+)
 from transferlab.contamination.image_features import Embedder, image_features
 from transferlab.data._images import read_image
 from transferlab.models import create_model
 
-SWEEP = {"phash": list(range(0, 21)), "dhash": list(range(0, 21)),
+SWEEP = {"phash": list(range(21)), "dhash": list(range(21)),
          "embedding": [round(0.80 + 0.01 * i, 2) for i in range(21)],
          "aligned": [round(0.70 + 0.01 * i, 2) for i in range(31)]}
 

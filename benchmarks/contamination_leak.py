@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import subprocess
@@ -53,7 +54,7 @@ def altered(img: Image.Image, kind: int, rng: np.random.Generator) -> Image.Imag
         pad = np.pad(arr, ((3, 3), (3, 3), (0, 0)), mode="edge")
         arr = pad[3 - dy:3 - dy + 32, 3 - dx:3 - dx + 32]
     elif kind == 2:
-        side = int(round(32 * rng.uniform(0.85, 0.9)))
+        side = round(32 * rng.uniform(0.85, 0.9))
         top, left = (int(rng.integers(0, 32 - side + 1)) for _ in range(2))
         arr = np.asarray(Image.fromarray(arr).crop((left, top, left + side, top + side)).resize(
             (32, 32), Image.Resampling.BICUBIC))
@@ -94,15 +95,15 @@ def build(out: Path, leak: int) -> list[str]:
 def run(cmd: list[str], log: Path) -> float:
     t0 = time.perf_counter()
     print("$", " ".join(cmd), flush=True)
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode:
         sys.exit(f"failed ({proc.returncode}), see {log}")
     return time.perf_counter() - t0
 
 
 def detection(check: Path, leaked: set[str]) -> dict:
-    rows = list(csv.DictReader(open(check / "matches.csv", encoding="utf-8")))
+    rows = list(csv.DictReader(io.StringIO((check / "matches.csv").read_text(encoding="utf-8"))))
     dirty = {r["target_id"] for r in rows if r["dirty"] == "1"}
     by_method = {}
     for m in sorted({r["method"] for r in rows}):

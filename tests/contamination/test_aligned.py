@@ -12,7 +12,13 @@ from scipy.ndimage import gaussian_filter
 
 from tests.conftest import SHARED_DATA
 from transferlab.contamination import image_matching as im
-from transferlab.contamination.aligned import CROP_FRACTIONS, aligned_scores, band_pass, pair_scores, templates
+from transferlab.contamination.aligned import (
+    CROP_FRACTIONS,
+    aligned_scores,
+    band_pass,
+    pair_scores,
+    templates,
+)
 
 CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -8,8 +8,17 @@ from PIL import Image
 
 from tests.conftest import SHARED_DATA, TINY_IMAGE_MODEL
 from transferlab.contamination import image_matching as im
-from transferlab.contamination.detect import DEFAULT_THRESHOLDS, IMAGE_METHODS, calibrate_images, match_images
-from transferlab.contamination.image_features import Embedder, features_from_arrays, image_features
+from transferlab.contamination.detect import (
+    DEFAULT_THRESHOLDS,
+    IMAGE_METHODS,
+    calibrate_images,
+    match_images,
+)
+from transferlab.contamination.image_features import (
+    Embedder,
+    features_from_arrays,
+    image_features,
+)
 
 CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -12,7 +12,6 @@ from PIL import Image
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.image_matching import (
     COPY_KINDS,
-    calibrate,
     cosine_nearest,
     dhash,
     exact_matches,
@@ -217,86 +216,3 @@ def test_shift_is_edge_padded():
     out = im._shift(img, 2, -3)  # down 2, left 3
     assert np.array_equal(out[2:, :-3], img[:-2, 3:])
     assert np.array_equal(out[0], out[2]) and np.array_equal(out[:, -1], out[:, -4])  # edges repeated
-
-
-# ---- calibrate --------------------------------------------------------------------------------------------------
-def _pixel_embed(images: list[np.ndarray]) -> torch.Tensor:
-    """A tiny stand-in embedding: 8 x 8 x 3 average-pooled pixels, each image's mean removed."""
-    x = torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-    return x - x.mean(1, keepdim=True)
-
-
-def _check_strictest(r: dict, pick: dict | None, kind: str) -> None:
-    """pick is the strictest threshold at which recall[kind] >= 0.95 (thresholds listed strictest first)."""
-    assert pick is not None
-    i = r["thresholds"].index(pick["threshold"])
-    assert r["recall"][kind][i] >= 0.95 and (i == 0 or r["recall"][kind][i - 1] < 0.95)
-    assert pick["fpr"] == r["fpr"][i] and pick["recall"][kind] == r["recall"][kind][i]
-
-
-def test_calibrate_loose_threshold_finds_all_copies_strict_one_admits_no_negative():
-    sources, negatives = _smooth_images(5, 10), _smooth_images(6, 11)
-    cos = [1.0, 0.99, 0.95, 0.9, 0.8, 0.5, 0.0]  # strictest first, as for distances 0, 1, ...
-    res = calibrate(sources, negatives, _pixel_embed, hamming_thresholds=range(65), cosine_thresholds=cos)
-    assert set(res["methods"]) == {"phash", "dhash", "embedding"}
-    assert res["n_copies_per_kind"] == 5 and res["kinds"] == list(COPY_KINDS)
-
-    e = res["methods"]["embedding"]
-    assert e["thresholds"] == cos
-    assert e["recall"]["overall"][-1] == 1.0 and e["fpr"][-1] == 1.0  # cosine >= 0: every copy, every negative
-    assert e["recall"]["overall"][0] == 0.0 and e["fpr"][0] == 0.0  # cosine >= 1: no inexact copy, no negative
-    assert e["fpr"][cos.index(0.5)] == 0.0  # the stand-in separates these copies from these negatives
-    _check_strictest(e, e["default"], "overall")
-    assert e["default"]["threshold"] == 0.5 and e["default"]["fpr"] == 0.0
-
-    for name in ("phash", "dhash"):
-        r = res["methods"][name]
-        assert r["fpr"][0] == 0.0 and r["fpr"][-1] == 1.0  # no negative at distance 0, every one at 64
-        for kind in ("rescale", "jpeg"):  # what a perceptual hash is for: all found at a loose threshold
-            assert r["recall"][kind][-1] == 1.0
-        assert all(x <= y for x, y in zip(r["recall"]["overall"], r["recall"]["overall"][1:]))  # monotone
-    d = res["methods"]["dhash"]
-    assert d["recall"]["overall"][-1] == 1.0
-    _check_strictest(d, d["default"], "overall")
-    j = d["thresholds"].index(d["at_max_fpr"]["threshold"])
-    assert d["fpr"][j] <= 0.01 < d["fpr"][j + 1]  # the loosest threshold within max_fpr
-
-
-def test_calibrate_per_kind_defaults_and_no_negatives():
-    sources = _smooth_images(4, 12)
-    res = calibrate(sources, [], None, hash_methods=("phash",), hamming_thresholds=range(65), n_copied=2)
-    r = res["methods"]["phash"]
-    assert set(res["methods"]) == {"phash"} and res["n_copied"] == 2
-    assert r["fpr"] == [None] * 65 and r["at_max_fpr"] is None
-    for kind, pick in r["per_kind"].items():
-        if pick is not None:
-            _check_strictest(r, pick, kind)
-    assert r["per_kind"]["jpeg"]["threshold"] <= 16
-    with pytest.raises(ValueError):
-        calibrate(sources, [], None, n_copied=5)
-
-
-def test_calibrate_counts_a_copy_only_when_its_own_original_is_nearest(monkeypatch):
-    # Scores are planted through pixel_hash lookups: the copies of source 0 lie nearer to source 1 than to
-    # source 0 (a wrong match: not found at any threshold), the copies of source 1 nearest to source 1.
-    sources = _smooth_images(2, 14)
-    rng = np.random.default_rng(0)  # calibrate's seed: the same copies, in the same order
-    copies = [near_copies(img, rng) for img in sources]
-    plant_emb = {pixel_hash(sources[0]): [1.0, 0.0], pixel_hash(sources[1]): [0.0, 1.0]}
-    plant_hash = {pixel_hash(sources[0]): 0b0, pixel_hash(sources[1]): 0b1111}
-    for kind in COPY_KINDS:
-        plant_emb[pixel_hash(copies[0][kind])], plant_hash[pixel_hash(copies[0][kind])] = [0.5, 1.0], 0b0111
-        plant_emb[pixel_hash(copies[1][kind])], plant_hash[pixel_hash(copies[1][kind])] = [0.1, 1.0], 0b1110
-
-    def embed(images):
-        return torch.tensor([plant_emb[pixel_hash(x)] for x in images])
-
-    monkeypatch.setattr(im, "image_hashes", lambda images, method: np.array(
-        [plant_hash[pixel_hash(x)] for x in images], dtype=np.uint64))
-    res = calibrate(sources, [], embed, hash_methods=("phash",), hamming_thresholds=[0, 1, 3, 64],
-                    cosine_thresholds=[0.99, 0.9, 0.0])
-    h, e = res["methods"]["phash"], res["methods"]["embedding"]
-    assert h["recall"]["overall"] == [0.0, 0.5, 0.5, 0.5]  # copies of 1 at distance 1; copies of 0 never
-    assert e["recall"]["overall"] == [0.5, 0.5, 0.5]  # cos(copy of 1, source 1) = 0.995
-    assert h["default"] is None and e["default"] is None

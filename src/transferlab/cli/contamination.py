@@ -1,8 +1,6 @@
 """`transferlab contamination`: the target examples that a source data set already holds."""
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def _thresholds(values: list[str] | None) -> dict[str, float]:
     from transferlab.errors import ConfigError
@@ -20,7 +18,11 @@ def _thresholds(values: list[str] | None) -> dict[str, float]:
 
 
 def register(sub) -> None:
-    from transferlab.contamination.detect import DEFAULT_K, DEFAULT_THRESHOLDS, IMAGE_METHODS
+    from transferlab.contamination.detect import (
+        DEFAULT_K,
+        DEFAULT_THRESHOLDS,
+        IMAGE_METHODS,
+    )
 
     defaults = ", ".join(f"{m}={v:g}" for m, v in DEFAULT_THRESHOLDS.items())
     p = sub.add_parser(
@@ -78,8 +80,13 @@ def _options(args):
 
 
 def cmd_contamination(args) -> None:
-    from transferlab.contamination.check import (CONTAMINATION_FOLDER, CheckOptions, check_contamination,
-                                                 clean_ids, export_clean)
+    from transferlab.contamination.check import (
+        CONTAMINATION_FOLDER,
+        CheckOptions,
+        check_contamination,
+        clean_ids,
+        export_clean,
+    )
     from transferlab.contamination.inputs import read_split
     from transferlab.outputs import check_output_path, remove_owned, require_writable
 

@@ -22,8 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.contamination.detect import (DEFAULT_K, DEFAULT_THRESHOLDS, HIGHER_IS_CLOSER, IMAGE_METHODS,
-                                              calibrate_images, check_threshold, match_images, match_rule)
+from transferlab.contamination.detect import (
+    DEFAULT_K,
+    DEFAULT_THRESHOLDS,
+    HIGHER_IS_CLOSER,
+    IMAGE_METHODS,
+    calibrate_images,
+    check_threshold,
+    match_images,
+    match_rule,
+)
 from transferlab.contamination.image_features import Embedder, image_features
 from transferlab.contamination.inputs import SplitExamples
 from transferlab.contamination.page import ShownPair, write_page

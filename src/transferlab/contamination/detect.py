@@ -29,9 +29,18 @@ import torch
 import torch.nn.functional as F
 
 from transferlab.contamination.aligned import symmetric_pair_scores
-from transferlab.contamination.image_features import Embedder, ImageFeatures, features_from_arrays
-from transferlab.contamination.image_matching import (COPY_KINDS, cosine_nearest, exact_matches, hamming_nearest,
-                                                      near_copies)
+from transferlab.contamination.image_features import (
+    Embedder,
+    ImageFeatures,
+    features_from_arrays,
+)
+from transferlab.contamination.image_matching import (
+    COPY_KINDS,
+    cosine_nearest,
+    exact_matches,
+    hamming_nearest,
+    near_copies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +206,7 @@ def calibrate_images(source: ImageFeatures, read_rgb: Callable[[int], np.ndarray
                 "false_positive_rate": _rate(fp, len(found_neg)) if found_neg is not None else None,
                 "precision": _rate(tp, tp + fp), "tp": tp, "fp": fp}
 
-    result = {"n_sources": len(keep), "n_copied": int(len(copied)), "n_copies": len(copies),
+    result = {"n_sources": len(keep), "n_copied": len(copied), "n_copies": len(copies),
               "n_negatives": int(n_negatives), "kinds": list(COPY_KINDS), "seed": seed, "methods": {}}
     any_pos = np.zeros(len(copies), dtype=bool)
     any_neg = np.zeros(n_negatives, dtype=bool)

@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transferlab.contamination.image_matching import dhash_batch, phash_batch, pixel_hash, to_grey32
+from transferlab.contamination.image_matching import (
+    dhash_batch,
+    phash_batch,
+    pixel_hash,
+    to_grey32,
+)
 from transferlab.data import SkipLog
 from transferlab.data._images import read_image, unreadable_reason
 
@@ -106,7 +111,7 @@ def image_features(paths: Sequence[str], ids: Sequence[str], embedder: Embedder 
         for i, path in enumerate(paths):
             try:
                 yield i, np.asarray(read_image(path, min_side=max_side))
-            except Exception as exc:  # a bad file is skipped and counted, never fatal
+            except Exception as exc:  # noqa: BLE001  (a bad file is skipped and counted, never fatal)
                 skipped.add(path, unreadable_reason(exc))
 
     return _collect(decoded(), ids, paths, embedder, batch, skipped, progress)

@@ -13,7 +13,6 @@ seconds to minutes and a few hundred MB on 2 CPU cores:
     hamming_nearest(target, source)              nearest source hash per target: (index, distance)
     cosine_nearest(target_emb, source_emb, k)    top-k source embeddings per target: (indices, scores)
     near_copies(rgb, rng)                        the tool's own near-copies of an image (calibration)
-    calibrate(sources, negatives, embed)         recall per copy kind / FPR per threshold, and a default
 
 Why not imagededup (idealo)? Its CNN method builds a dense N x N similarity matrix and fails at about
 60,000 images (imagededup issues #95, #133). Its hashing methods install from PyPI without another torch
@@ -64,21 +63,15 @@ and allocator buffers included). Ties: the lowest source index first, exactly (a
 k-th score is tied is re-sorted with a stable sort). This is the "flat" exact search of FAISS (Johnson,
 Douze, Jegou 2019) without the library; an exact search keeps the calibrated thresholds meaningful.
 
-Near-copies and calibration
----------------------------
+Near-copies
+-----------
 `near_copies` makes the kinds of near-duplicate that Barz & Denzler (2020, "Do We Train on Test Data?
 Purging CIFAR of Near-Duplicates", J. Imaging 6(6):41) found between CIFAR's test and training sets
-(shifted, re-cropped, rescaled, recoloured, re-encoded copies of one photograph); `calibrate` measures, for
-each method and threshold, which share of them each method finds (recall) and how often an unrelated image
-matches (false-positive rate), and picks the strictest threshold that finds 95 % of them.
-
-Measured on CIFAR-10 (1,000 train images as sources, near-copies of 200 of them, 1,000 other train images
-as negatives, seed 0): the hashes find the photometric and compression copies with no false positive
-(pHash distance <= 4: rescale 1.00, jitter 0.99, jpeg 0.995, FPR 0.000) and almost none of the shifted or
-cropped ones at any useful threshold (at FPR <= 1 %, t = 13: shift 0.17, crop 0.05), so no hash threshold
-reaches 95 % overall. dHash did no better than pHash on any kind at FPR <= 1 %. Geometric copies need the
-embedding; efficientnet_lite0 pooled features at 64 px reach 95 % overall only at cosine 0.59, where 85 %
-of the negatives also match; at cosine 0.78 (FPR 1 %) they find shift 0.72, crop 0.58, jitter 0.99.
+(shifted, re-cropped, rescaled, recoloured, re-encoded copies of one photograph); `detect.calibrate_images`
+measures on them which share each method finds and how often a stranger matches. The hashes find the
+photometric and compression copies and almost none of the shifted or cropped ones; the embedding alone does
+not separate copies from look-alikes; `aligned` (normalised cross-correlation over shifts and crop scales of
+candidates that the embedding and thumbnails retrieve) finds all kinds: docs/contamination.md has the numbers.
 """
 from __future__ import annotations
 
@@ -93,7 +86,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 
 __all__ = [
-    "COPY_KINDS", "HASH_METHODS", "calibrate", "cosine_nearest", "dhash", "dhash_batch", "exact_matches",
+    "COPY_KINDS", "HASH_METHODS", "cosine_nearest", "dhash", "dhash_batch", "exact_matches",
     "hamming_distance", "hamming_nearest", "image_hashes", "near_copies", "phash", "phash_batch", "pixel_hash",
     "to_grey32",
 ]
@@ -393,126 +386,3 @@ def near_copies(rgb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarr
     combo = _jitter(_shift(arr, *_offset(rng, 2)), rng)
     out["combo"] = _jpeg(combo, int(rng.integers(40, 61)))
     return out
-
-
-# ---- calibration --------------------------------------------------------------------------------------------
-DEFAULT_HAMMING_THRESHOLDS = tuple(range(33))
-DEFAULT_COSINE_THRESHOLDS = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))  # 0.50 .. 1.00
-
-
-def _curves(found: np.ndarray, neg: np.ndarray | None, match: Callable, kinds: list[str], kind_of: np.ndarray,
-            thresholds: Sequence[float]) -> tuple[dict, list]:
-    """Recall per kind (+ overall) and FPR at each threshold: match(scores, t) -> bools (np.less_equal for
-    distances, np.greater_equal for similarities); found: each copy's score to its original where that is
-    the nearest (else a never-matching score); neg: each negative's nearest score, None without negatives."""
-    recall = {kind: [] for kind in kinds} | {"overall": []}
-    fpr = []
-    for t in thresholds:
-        hit = match(found, t)
-        for kind in kinds:
-            recall[kind].append(float(hit[kind_of == kind].mean()))
-        recall["overall"].append(float(hit.mean()))
-        fpr.append(float(match(neg, t).mean()) if neg is not None else None)  # None: no negatives
-    return recall, fpr
-
-
-def _at(thresholds: Sequence[float], recall: dict, fpr: list, i: int) -> dict:
-    return {"threshold": thresholds[i], "recall": {k: v[i] for k, v in recall.items()}, "fpr": fpr[i]}
-
-
-def _summary(thresholds: Sequence[float], recall: dict, fpr: list, order: list[int], target: float,
-             max_fpr: float) -> dict:
-    """"default": the first threshold in `order` (strictest first) whose overall recall reaches target;
-    "per_kind": the same for each copy kind alone; "at_max_fpr": the loosest threshold whose FPR is at most
-    max_fpr. Each is {"threshold", "recall", "fpr"}, or None when no threshold qualifies."""
-    def first(ok) -> dict | None:
-        return next((_at(thresholds, recall, fpr, i) for i in order if ok(i)), None)
-
-    loosest = next((i for i in reversed(order) if fpr[i] is not None and fpr[i] <= max_fpr), None)
-    return {"default": first(lambda i: recall["overall"][i] >= target),
-            "per_kind": {kind: first(lambda i, kind=kind: recall[kind][i] >= target)
-                         for kind in recall if kind != "overall"},
-            "at_max_fpr": None if loosest is None else _at(thresholds, recall, fpr, loosest)}
-
-
-def _embed_all(embed: Callable, images: list[np.ndarray], batch: int) -> torch.Tensor:
-    parts = [torch.as_tensor(embed(images[i:i + batch])) for i in range(0, len(images), batch)]
-    return torch.cat(parts).float().cpu() if parts else torch.zeros(0, 0)
-
-
-def calibrate(source_images: Sequence[np.ndarray], negatives: Sequence[np.ndarray],
-              embed: Callable[[list[np.ndarray]], torch.Tensor] | None = None, *,
-              n_copied: int | None = None, hash_methods: Sequence[str] = ("phash", "dhash"),
-              hamming_thresholds: Sequence[int] = DEFAULT_HAMMING_THRESHOLDS,
-              cosine_thresholds: Sequence[float] = DEFAULT_COSINE_THRESHOLDS,
-              target_recall: float = 0.95, max_fpr: float = 0.01, seed: int = 0,
-              embed_batch: int = 256) -> dict:
-    """Calibrate the match thresholds on the tool's own near-copies; returns numbers only (JSON-ready dict).
-
-    Positives: `near_copies` of the first `n_copied` source images (all when None; seed `seed`), each matched
-    against the whole source set. A copy is *found* at a threshold when its own original is within it and
-    no other source image is strictly nearer (Hamming distance <= t; cosine >= t, with 1e-5 slack for the
-    rounding of two ways of computing one dot product). Negatives: distinct photographs, none in the source
-    set; a false positive at a threshold is a negative whose nearest source is within it.
-    `embed(list of H x W x 3 uint8) -> (B, D)` embeds images (in batches of `embed_batch`); None skips the
-    embedding method.
-
-    For each method ("phash", "dhash", "embedding"): thresholds, recall per copy kind and "overall" (all
-    copies pooled) and FPR at each threshold, and "default": the strictest threshold (smallest distance,
-    largest cosine) with overall recall >= target_recall, with its recall and FPR; None when none reaches it.
-    Also "per_kind" (that rule for each copy kind alone: which kinds a method can find at all) and
-    "at_max_fpr" (the loosest threshold with FPR <= max_fpr, and the recall there). FPR grows with the size
-    of the source set (more chances of a close stranger): a threshold calibrated against 1,000 sources
-    admits more false positives against 50,000.
-    """
-    sources = [np.asarray(s) for s in source_images]
-    negs = [np.asarray(n) for n in negatives]
-    if not sources:
-        raise ValueError("calibrate needs at least one source image")
-    n_copied = len(sources) if n_copied is None else n_copied
-    if not 1 <= n_copied <= len(sources):
-        raise ValueError(f"n_copied must be in 1..{len(sources)}, got {n_copied}")
-    rng = np.random.default_rng(seed)
-    copies, own, kind_of = [], [], []
-    for i in range(n_copied):
-        for kind, img in near_copies(sources[i], rng).items():
-            copies.append(img)
-            own.append(i)
-            kind_of.append(kind)
-    own, kind_of = np.array(own), np.array(kind_of)
-    kinds = list(COPY_KINDS)
-    result = {"n_sources": len(sources), "n_copied": n_copied, "n_negatives": len(negs), "kinds": kinds,
-              "n_copies_per_kind": n_copied, "target_recall": target_recall, "max_fpr": max_fpr, "seed": seed,
-              "methods": {}}
-
-    thresholds_h = [int(t) for t in hamming_thresholds]
-    for method in hash_methods:
-        src_h = image_hashes(sources, method)
-        cp_h = image_hashes(copies, method)
-        own_d = _popcount(cp_h ^ src_h[own]).astype(np.int64)
-        near_d = hamming_nearest(cp_h, src_h)[1]
-        found_d = np.where(own_d == near_d, own_d, 10 ** 6)  # another source strictly nearer: never found
-        neg_d = hamming_nearest(image_hashes(negs, method), src_h)[1] if negs else None
-        recall, fpr = _curves(found_d, neg_d, np.less_equal, kinds, kind_of, thresholds_h)
-        order = sorted(range(len(thresholds_h)), key=lambda i: thresholds_h[i])
-        result["methods"][method] = {
-            "score": "hamming_distance", "match_if": "distance <= threshold", "thresholds": thresholds_h,
-            "recall": recall, "fpr": fpr,
-            **_summary(thresholds_h, recall, fpr, order, target_recall, max_fpr)}
-
-    if embed is not None:
-        thresholds_c = [float(t) for t in cosine_thresholds]
-        src_e = _embed_all(embed, sources, embed_batch)
-        cp_e = _embed_all(embed, copies, embed_batch)
-        own_s = (F.normalize(cp_e, dim=1, eps=_EPS) * F.normalize(src_e[torch.as_tensor(own)], dim=1, eps=_EPS)
-                 ).sum(1).numpy()
-        near_s = cosine_nearest(cp_e, src_e, k=1)[1][:, 0].numpy()
-        found_s = np.where(own_s >= near_s - 1e-5, own_s, -np.inf)
-        neg_s = cosine_nearest(_embed_all(embed, negs, embed_batch), src_e, k=1)[1][:, 0].numpy() if negs else None
-        recall, fpr = _curves(found_s, neg_s, np.greater_equal, kinds, kind_of, thresholds_c)
-        order = sorted(range(len(thresholds_c)), key=lambda i: -thresholds_c[i])
-        result["methods"]["embedding"] = {
-            "score": "cosine_similarity", "match_if": "score >= threshold", "thresholds": thresholds_c,
-            "recall": recall, "fpr": fpr,
-            **_summary(thresholds_c, recall, fpr, order, target_recall, max_fpr)}
-    return result
