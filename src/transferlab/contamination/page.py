@@ -61,7 +61,7 @@ def render_page(summary: dict, pairs: list[ShownPair], *, title: str = "Contamin
         by_method.setdefault(pair.method, []).append(pair)
     for method, group in by_method.items():
         parts.append(f"<section class='method'><h2>{html.escape(method)}</h2>")
-        parts += [_pair_html(p) for p in group]
+        parts += ["<div class='pairs'>"] + [_pair_html(p) for p in group] + ["</div>"]  # image pairs wrap in rows
         parts.append("</section>")
     parts += [_SCRIPT, "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -157,18 +157,21 @@ def _pair_html(pair: ShownPair) -> str:
     if pair.target_text is not None or pair.source_text is not None:
         rows.append("<div class='side'>" + _text_html(pair.target_text, pair.shared_ngrams, "target")
                     + _text_html(pair.source_text, pair.shared_ngrams, "source") + "</div>")
-    caption = (f"target <code>{html.escape(pair.target_id)}</code> · source <code>{html.escape(pair.source_id)}"
-               f"</code> · {html.escape(pair.method)} score {pair.score:.4g} · <strong>{verdict}</strong>")
+    caption = (f"target <code>{html.escape(pair.target_id)}</code><br>source <code>{html.escape(pair.source_id)}"
+               f"</code><br>{html.escape(pair.method)} score {pair.score:.4g} · <strong>{verdict}</strong>")
     return f"<figure class='pair {verdict}'>{''.join(rows)}<figcaption>{caption}</figcaption></figure>"
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-figure.pair{margin:1em 0;padding:0.5em;border-left:4px solid #bbb}figure.pair.dirty{border-left-color:#c33}
-.side{display:flex;gap:1em;align-items:flex-start}
-.side img{width:128px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
-.noimage{width:128px;color:#888;font-size:0.85em}
+figure.pair{margin:0;padding:0.5em;border-left:4px solid #bbb}figure.pair.dirty{border-left-color:#c33}
+.pairs{display:flex;flex-wrap:wrap;gap:0.6em}.pairs figure{max-width:212px}
+.pairs figure:has(.text){flex-basis:100%;max-width:none}
+figcaption code{font-size:0.9em}
+.side{display:flex;gap:0.4em;align-items:flex-start}
+.side img{width:96px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
+.noimage{width:96px;color:#888;font-size:0.85em}
 .text{flex:1;white-space:pre-wrap;background:#fafafa;border:1px solid #ddd;padding:0.5em}
 mark{background:#ffe066}figcaption{font-size:0.85em;color:#555;margin-top:0.3em}"""
 
