@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from transferlab.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 HYMENOPTERA = SHARED_DATA / "hymenoptera"
@@ -55,3 +57,22 @@ def small_text_data(tmp_path_factory) -> Path:
             writer.writerow(header)
             writer.writerows(picked)
     return out
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """transferlab.cli.main in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    """The CLI's one error line; fails the test on a traceback or on more than one error line."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("transferlab: error:")]
+    assert len(lines) == 1, err
+    return lines[0]

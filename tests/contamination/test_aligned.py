@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from tests.conftest import SHARED_DATA
+from tests.contamination.cifar import cifar_images
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.aligned import (
     CROP_FRACTIONS,
@@ -20,16 +20,11 @@ from transferlab.contamination.aligned import (
     templates,
 )
 
-CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
 
 @pytest.fixture(scope="module")
 def photos() -> list[np.ndarray]:
     """20 real CIFAR-10 training images (2 per class), 32 x 32 x 3 uint8."""
-    if not CIFAR_TRAIN.is_dir():
-        pytest.skip("CIFAR-10 not found in ../shared/data")
-    return [np.asarray(Image.open(CIFAR_TRAIN / c / f"{i:04d}.jpg").convert("RGB")) for i in range(2) for c in CLASSES]
+    return cifar_images(range(2))
 
 
 def _grey(images) -> torch.Tensor:

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_DATA
-from transferlab.cli import main
+from tests.conftest import SHARED_DATA, run_cli
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.check import CheckOptions, check_contamination
 from transferlab.contamination.detect import DEFAULT_THRESHOLDS
@@ -31,13 +30,8 @@ PLANTED = {"test/cat/copy.jpg": ("train/cat/0001.jpg", {"exact", "phash", "dhash
 STRANGERS = [f"test/{c}/stranger.jpg" for c in CLASSES]
 
 
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(capsys, *argv) -> tuple[int, str, str]:
+    return run_cli([str(a) for a in argv], capsys)
 
 
 def _one_error_line(err: str, message: str) -> None:

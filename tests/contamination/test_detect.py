@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import SHARED_DATA, TINY_IMAGE_MODEL
+from tests.conftest import TINY_IMAGE_MODEL
+from tests.contamination.cifar import cifar_images
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.detect import (
     DEFAULT_THRESHOLDS,
@@ -20,25 +21,17 @@ from transferlab.contamination.image_features import (
     image_features,
 )
 
-CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NON_EMBEDDING = tuple(m for m in IMAGE_METHODS if m != "embedding")
-
-
-def _cifar(indices) -> list[np.ndarray]:
-    if not CIFAR_TRAIN.is_dir():
-        pytest.skip("CIFAR-10 not found in ../shared/data")
-    return [np.asarray(Image.open(CIFAR_TRAIN / c / f"{i:04d}.jpg").convert("RGB")) for i in indices for c in CLASSES]
 
 
 @pytest.fixture(scope="module")
 def sources() -> list[np.ndarray]:
-    return _cifar(range(2))  # 20 images
+    return cifar_images(range(2))  # 20 images
 
 
 @pytest.fixture(scope="module")
 def strangers() -> list[np.ndarray]:
-    return _cifar([100])  # 10 other photographs
+    return cifar_images([100])  # 10 other photographs
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +207,7 @@ def test_match_images_bad_input(planted, sources):
 # ---- calibrate_images --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def calibration():
-    images = _cifar(range(10, 14))  # 40 images
+    images = cifar_images(range(10, 14))  # 40 images
     feats = features_from_arrays(images, [str(i) for i in range(40)])
     report = calibrate_images(feats, lambda row: images[row], None, methods=NON_EMBEDDING,
                               sweep={"aligned": [0.3, DEFAULT_THRESHOLDS["aligned"]],

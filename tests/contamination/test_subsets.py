@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_IMAGE_MODEL
+from tests.conftest import TINY_IMAGE_MODEL, error_line, run_cli
 from transferlab.cli import main
 from transferlab.contamination.subsets import (
     FORMAT,
@@ -28,21 +28,10 @@ BAD = "test/1/0_bad.jpg"  # a truncated JPEG: passes the load-time check, fails 
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    return run_cli([str(a) for a in argv], capsys)
 
 
-def error_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("transferlab: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def write_contamination(folder: Path, rows: list[tuple], *, modality="image", data="DATA", split="test",
@@ -206,7 +195,7 @@ def test_evaluate_with_contamination_matches_the_hand_computation(capsys, tmp_pa
                                                                   image_truth):
     dirty, clean = _image_sets(image_truth)
     folder = write_contamination(tmp_path / "c", _image_rows(dirty, clean), data=str(image_data))
-    code, out, err = run_cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
+    code, out, err = cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
     assert code == 0, err
     result = json.loads(out)
     want = expected(image_truth, dirty, clean)
@@ -215,7 +204,7 @@ def test_evaluate_with_contamination_matches_the_hand_computation(capsys, tmp_pa
     assert_parts(result["contamination"], want)
 
     # everything else is what evaluate prints without --contamination
-    code, plain, _ = run_cli(capsys, "evaluate", "--run", image_run, "--split", "test")
+    code, plain, _ = cli(capsys, "evaluate", "--run", image_run, "--split", "test")
     assert code == 0
     plain = json.loads(plain)
     assert {k: v for k, v in result.items() if k != "contamination"} == plain
@@ -225,7 +214,7 @@ def test_evaluate_with_contamination_matches_the_hand_computation(capsys, tmp_pa
 def test_contamination_of_another_split_is_refused(capsys, tmp_path, image_data, image_run):
     folder = write_contamination(tmp_path / "c", [("val/0/0.png", "1"), ("val/1/0.png", "0")],
                                  data=str(image_data), split="val")
-    code, _, err = run_cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
+    code, _, err = cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
     line = error_line(err)
     # refused before any forward pass: 13 examples, the unreadable one included
     assert code == 2 and f"covers none of the 13 examples of data {image_data}, split test;" in line
@@ -234,7 +223,7 @@ def test_contamination_of_another_split_is_refused(capsys, tmp_path, image_data,
 
 def test_contamination_of_text_is_refused_for_images(capsys, tmp_path, image_run):
     folder = write_contamination(tmp_path / "c", [("0", "1")], modality="text", file="test.tsv")
-    code, _, err = run_cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
+    code, _, err = cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
     assert code == 2 and "contamination of text data" in error_line(err)
 
 
@@ -274,13 +263,13 @@ def test_malformed_folders_are_one_line_exit_2(capsys, tmp_path, image_run, matc
         (folder / "matches.csv").write_bytes(matches if isinstance(matches, bytes) else matches.encode())
     if summary == "missing":
         (folder / "summary.json").unlink()
-    code, out, err = run_cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
+    code, out, err = cli(capsys, "evaluate", "--run", image_run, "--split", "test", "--contamination", folder)
     assert code == 2 and out == ""
     assert message in error_line(err)
 
 
 def test_a_missing_folder_is_one_line_exit_2(capsys, tmp_path, image_run):
-    code, _, err = run_cli(capsys, "evaluate", "--run", image_run, "--contamination", tmp_path / "nope")
+    code, _, err = cli(capsys, "evaluate", "--run", image_run, "--contamination", tmp_path / "nope")
     assert code == 2 and "no such folder" in error_line(err)
 
 
@@ -315,7 +304,7 @@ def test_text_contamination_by_row_id(capsys, tmp_path, text_data, text_run):
     dirty, clean = {"0", "4", "2"}, {"1", "3", "5", "6"}
     folder = write_contamination(tmp_path / "c", [(i, "1" if i in dirty else "0") for i in sorted(dirty | clean)],
                                  modality="text", data=str(text_data), file="test.tsv")
-    code, out, err = run_cli(capsys, "evaluate", "--run", text_run, "--split", "test", "--contamination", folder)
+    code, out, err = cli(capsys, "evaluate", "--run", text_run, "--split", "test", "--contamination", folder)
     assert code == 0, err
     assert_parts(json.loads(out)["contamination"], expected(truth, dirty, clean))
 
@@ -323,11 +312,11 @@ def test_text_contamination_by_row_id(capsys, tmp_path, text_data, text_run):
 def test_text_contamination_of_another_file_is_refused(capsys, tmp_path, text_data, text_run):
     folder = write_contamination(tmp_path / "c", [("0", "1"), ("1", "0")], modality="text", data=str(text_data),
                                  file="dev.tsv")
-    code, _, err = run_cli(capsys, "evaluate", "--run", text_run, "--split", "test", "--contamination", folder)
+    code, _, err = cli(capsys, "evaluate", "--run", text_run, "--split", "test", "--contamination", folder)
     line = error_line(err)
     assert code == 2 and "file 'dev.tsv'" in line and "read from test.tsv" in line
     # the val split is dev.tsv: the same folder applies there
-    code, out, err = run_cli(capsys, "evaluate", "--run", text_run, "--split", "val", "--contamination", folder)
+    code, out, err = cli(capsys, "evaluate", "--run", text_run, "--split", "val", "--contamination", folder)
     assert code == 0, err
     assert json.loads(out)["contamination"]["dirty"]["n"] == 1
 
@@ -346,7 +335,7 @@ def test_report_section_on_a_tiny_grid(capsys, tmp_path, image_data):
     clean_ids = all_ids - dirty_ids - {"test/0/0.png"}  # test/0/0.png: no row
     rows = [(i, "1" if i in dirty_ids else "0") for i in sorted(dirty_ids | clean_ids)]
     folder = write_contamination(tmp_path / "c", rows, data=str(image_data))
-    code, _, err = run_cli(capsys, *compare_args(image_data, out, "--contamination", folder))
+    code, _, err = cli(capsys, *compare_args(image_data, out, "--contamination", folder))
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     section = results["sections"]["contamination"]
@@ -370,17 +359,17 @@ def test_report_section_on_a_tiny_grid(capsys, tmp_path, image_data):
     assert "id='contamination'" in (out / "report.html").read_text()
 
     # --report-only takes the option too; without it the section is left out
-    assert run_cli(capsys, "compare", "--out", out, "--report-only")[0] == 0
+    assert cli(capsys, "compare", "--out", out, "--report-only")[0] == 0
     assert "contamination" not in json.loads((out / "results.json").read_text())["sections"]
     everything = write_contamination(tmp_path / "all_dirty", [(i, "1") for i in sorted(all_ids)], data=str(image_data))
-    assert run_cli(capsys, "compare", "--out", out, "--report-only", "--contamination", everything)[0] == 0
+    assert cli(capsys, "compare", "--out", out, "--report-only", "--contamination", everything)[0] == 0
     entry = json.loads((out / "results.json").read_text())["sections"]["contamination"]["strategies"]["full"]
     assert entry["clean"] == {"mean": None, "std": None, "n": 0} and entry["dirty"]["n"] == 12
 
 
 def test_compare_checks_the_folder_before_any_run(capsys, tmp_path, image_data):
     folder = write_contamination(tmp_path / "c", [], header="target_id,method,dirty")
-    code, _, err = run_cli(capsys, *compare_args(image_data, tmp_path / "grid", "--contamination", folder))
+    code, _, err = cli(capsys, *compare_args(image_data, tmp_path / "grid", "--contamination", folder))
     assert code == 2 and "no column source_id, score" in error_line(err)
     assert not (tmp_path / "grid" / "runs").exists()
 

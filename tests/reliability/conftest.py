@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tests.conftest import error_line, run_cli  # noqa: F401  (re-exported for this folder's tests)
 from transferlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,23 +49,6 @@ def run_subprocess(args: list[str], fault: str | None = None, timeout: float = 3
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """transferlab.cli.main in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    """The CLI's one error line; fails the test on a traceback or on more than one error line."""
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("transferlab: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def strip_keys(obj, keys):
