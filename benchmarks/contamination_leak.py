@@ -162,7 +162,32 @@ def main() -> None:
             summary["accuracy"][f"{kind}_s{seed}"] = res["sections"].get("contamination")
     (out / "leak_summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary["detection"], indent=1))
-    print(json.dumps(summary["accuracy"], indent=1))
+    print_table(summary, args.seeds)
+
+
+def _acc(part: dict) -> float:
+    return part["mean"]
+
+
+def print_table(summary: dict, seeds: int) -> None:
+    """Markdown: per pre-training source and strategy, test accuracy on all / clean / dirty images per seed,
+    and dirty minus clean (the inflation) per seed and as mean ± std over seeds."""
+    print("| pre-trained on | strategy | seed | all | clean | dirty | dirty - clean |")
+    print("|---|---|---|---|---|---|---|")
+    gaps: dict[tuple[str, str], list[float]] = {}
+    for kind in ("clean", "dirty"):
+        for seed in range(seeds):
+            section = summary["accuracy"][f"{kind}_s{seed}"]
+            for strategy, entry in section["strategies"].items():
+                a, c, d = (_acc(entry[k]) for k in ("all", "clean", "dirty"))
+                gaps.setdefault((kind, strategy), []).append(d - c)
+                print(f"| {kind} source | {strategy} | {seed} | {a:.3f} | {c:.3f} (n={entry['clean']['n']}) | "
+                      f"{d:.3f} (n={entry['dirty']['n']}) | {d - c:+.3f} |")
+    print()
+    for (kind, strategy), g in gaps.items():
+        mean = sum(g) / len(g)
+        std = (sum((x - mean) ** 2 for x in g) / (len(g) - 1)) ** 0.5 if len(g) > 1 else 0.0
+        print(f"- {kind} source, {strategy}: dirty - clean {mean:+.3f} ± {std:.3f} over {len(g)} seeds")
 
 
 if __name__ == "__main__":
