@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=1000)
     ap.add_argument("--cross-class", type=int, default=1000, help="test images matched against other classes")
     ap.add_argument("--embed-size", type=int, default=64)
+    ap.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per target for aligned, by each retrieval")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     root = Path(args.data)
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"features of {len(src)} training images: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     t0 = time.perf_counter()
     report = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder,
-                              n_copied=args.copied, n_negatives=args.negatives, sweep=SWEEP)
+                              n_copied=args.copied, n_negatives=args.negatives, k=args.k, sweep=SWEEP)
     print(f"calibration: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
     # second FPR estimate: test images against the training images of the other classes
@@ -72,7 +73,7 @@ def main() -> None:
         rows = [i for i, t in enumerate(tf.ids) if t.split("/")[1] == cls]
         if not rows:
             continue
-        found = match_images(tf.subset(rows), src.subset(np.flatnonzero(src_class != cls)))
+        found = match_images(tf.subset(rows), src.subset(np.flatnonzero(src_class != cls)), k=args.k)
         for m, res in found.items():
             for s in SWEEP.get(m, [None]):
                 cross[m][str(s)] += int(res.dirty(s).sum())
