@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from transferlab.contamination.detect import (
+    DEFAULT_K,
     IMAGE_METHODS,
     calibrate_images,
     match_images,
