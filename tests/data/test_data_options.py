@@ -16,13 +16,20 @@ def test_every_field_has_a_default_and_a_help_text():
 
 @pytest.mark.parametrize("kwargs", [
     {"val_fraction": 0}, {"val_fraction": 1}, {"val_fraction": 1.5}, {"val_fraction": -0.1},
-    {"max_train": 0}, {"max_train": 2.5}, {"image_size": 7}, {"max_length": 3},
+    {"max_train": 0}, {"max_train": 2.5}, {"image_size": 7}, {"image_size": 1025}, {"image_size": 30_000},
+    {"max_length": 3},
     {"no_header": True, "text_column": "text"}, {"no_header": True, "label_column": "-1"},
     {"text_column": "x", "label_column": "x"},
 ])
 def test_invalid_options_raise_data_error(kwargs):
     with pytest.raises(DataError):
         DataOptions(**kwargs)
+
+
+def test_the_largest_image_size_is_accepted_and_the_next_names_the_limit():
+    assert DataOptions(image_size=1024).image_size == 1024
+    with pytest.raises(DataError, match="--image-size must be at most 1024, got 1025"):
+        DataOptions(image_size=1025)
 
 
 def test_valid_options_are_kept():

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from ._errors import DataError
 
+MAX_IMAGE_SIZE = 1024  # pixels a side: 12 MB of float32 per image and far more per activation map
+
 
 @dataclass
 class DataOptions:
@@ -37,7 +39,7 @@ class DataOptions:
     )
     image_size: int | None = field(
         default=None,
-        metadata={"help": "Image side in pixels fed to the model. Default: the model's input size."},
+        metadata={"help": "Image side in pixels fed to the model, 8 to 1024. Default: the model's input size."},
     )
     text_column: str | None = field(
         default=None,
@@ -73,7 +75,9 @@ class DataOptions:
         _check_int("max_train", self.max_train, 1)
         _check_int("max_val", self.max_val, 1)
         _check_int("seed", self.seed, None, optional=False)
-        _check_int("image_size", self.image_size, 8)
+        # at most MAX_IMAGE_SIZE: one 30,000-pixel image is 10 GB of floats, and the kernel kills the process
+        # (no MemoryError to catch) before a batch is built (found by tests/reliability/test_fuzz.py)
+        _check_int("image_size", self.image_size, 8, maximum=MAX_IMAGE_SIZE)
         _check_int("max_length", self.max_length, 4)
         if self.no_header:
             for name in ("text_column", "label_column"):
@@ -124,10 +128,13 @@ def check_classes_exist(selected: list[str], available: list[str], source: objec
                         f"its classes are {listed(available)}")
 
 
-def _check_int(name: str, value: object, minimum: int | None, optional: bool = True) -> None:
+def _check_int(name: str, value: object, minimum: int | None, optional: bool = True,
+               maximum: int | None = None) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataError(f"{flag(name)} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise DataError(f"{flag(name)} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise DataError(f"{flag(name)} must be at most {maximum}, got {value}")
