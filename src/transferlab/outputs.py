@@ -226,6 +226,15 @@ GRID_FOLDER = FolderKind(
     folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset()})
 
 
+# A contamination check (contamination): summary.json marks it and is written last, so a killed run leaves only
+# what `residue` lists; matches.csv's columns are read back by `evaluate/compare --contamination`.
+CONTAMINATION_FORMAT = "transferlab-contamination-1"
+CONTAMINATION_COLUMNS = ("target_id", "source_id", "score", "method", "dirty")
+CONTAMINATION_FOLDER = FolderKind(
+    name="contamination check", marker="summary.json", formats=frozenset({CONTAMINATION_FORMAT}),
+    files=frozenset({"summary.json", "matches.csv", "contamination.html"}),
+    residue=frozenset({"matches.csv", "contamination.html"}))
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

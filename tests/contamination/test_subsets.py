@@ -15,13 +15,13 @@ from PIL import Image
 from tests.conftest import TINY_IMAGE_MODEL, error_line, run_cli
 from transferlab.cli import main
 from transferlab.contamination.subsets import (
-    FORMAT,
     Contamination,
     contamination_section,
     read_contamination,
     split_accuracy,
 )
 from transferlab.errors import ConfigError
+from transferlab.outputs import CONTAMINATION_FORMAT as FORMAT
 
 CLASSES = ("0", "1", "2")
 BAD = "test/1/0_bad.jpg"  # a truncated JPEG: passes the load-time check, fails to decode

@@ -81,14 +81,17 @@ def _options(args):
 
 def cmd_contamination(args) -> None:
     from transferlab.contamination.check import (
-        CONTAMINATION_FOLDER,
         CheckOptions,
         check_contamination,
-        clean_ids,
-        export_clean,
+        check_export_folder,
     )
     from transferlab.contamination.inputs import read_split
-    from transferlab.outputs import check_output_path, remove_owned, require_writable
+    from transferlab.outputs import (
+        CONTAMINATION_FOLDER,
+        check_output_path,
+        remove_owned,
+        require_writable,
+    )
 
     inputs = {"--source": args.source, "--target": args.target}
     out = check_output_path(args.out, "--out", inputs)
@@ -96,10 +99,7 @@ def cmd_contamination(args) -> None:
     clean = None
     if args.export_clean:
         clean = check_output_path(args.export_clean, "--export-clean", {**inputs, "--out": args.out})
-        if clean.exists() and any(clean.iterdir()):
-            from transferlab.errors import ConfigError
-
-            raise ConfigError(f"--export-clean {clean} is not empty; give a new or empty folder")
+        check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
                         thresholds=_thresholds(args.threshold), k=args.k, embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
@@ -114,10 +114,10 @@ def cmd_contamination(args) -> None:
     opts.check(target.modality)  # bad options fail before any work
     if state == "ours":  # --overwrite: our three files only, so that a failed rerun cannot mix two checks
         remove_owned(out, CONTAMINATION_FOLDER)
-    summary = check_contamination(source, target, opts, out, args.source, args.target)
+    summary = check_contamination(source, target, opts, out, args.source, args.target, export_to=clean)
     _print_summary(summary)
     if clean is not None:
-        kept = export_clean(target, clean_ids((out / "matches.csv").read_text(encoding="utf-8")), clean)
+        kept = summary["n_target"] - summary["n_dirty"]
         print(f"clean split: {kept} of {len(target)} examples written to {clean}")
     print(f"written to {out} (matches.csv, summary.json, contamination.html)")
 

@@ -38,17 +38,12 @@ from transferlab.contamination.page import ShownPair, write_page
 from transferlab.contamination.text_overlap import TextOverlap, calibrate_text
 from transferlab.data._images import read_image
 from transferlab.errors import ConfigError
-from transferlab.outputs import FolderKind
+from transferlab.outputs import CONTAMINATION_COLUMNS, CONTAMINATION_FORMAT
 from transferlab.safe_io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "transferlab-contamination-1"
 TEXT_METHODS = ("exact", "ngram")
-CONTAMINATION_FOLDER = FolderKind(
-    name="contamination check", marker="summary.json", formats=frozenset({FORMAT}),
-    files=frozenset({"summary.json", "matches.csv", "contamination.html"}),
-    residue=frozenset({"matches.csv", "contamination.html"}))  # summary.json is written last
 THUMB_SIDE = 96  # pixels: the page shows small copies, never the full photographs
 
 
@@ -128,7 +123,7 @@ def load_embedder(name: str, size: int) -> Embedder:
         from transferlab.models import create_model
 
         model = create_model(name, 2)
-    if getattr(model.cfg, "modality", "image") != "image":
+    if model.cfg.modality != "image":
         raise ConfigError(f"--embed-model {name} is not an image model")
     return Embedder(model, size=size)
 
@@ -228,7 +223,7 @@ def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitE
 def matches_csv(target_ids: Sequence[str], source_ids: Sequence[str], results: dict[str, Found]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["target_id", "source_id", "score", "method", "dirty"])
+    w.writerow(CONTAMINATION_COLUMNS)
     for t, tid in enumerate(target_ids):
         for m, f in results.items():
             s = int(f.source[t])
@@ -246,8 +241,9 @@ def _rule(modality: str, method: str, threshold, n: int | None) -> str:
 
 
 def check_contamination(source: SplitExamples, target: SplitExamples, opts: CheckOptions, out: Path,
-                        source_data: str = "", target_data: str = "") -> dict:
-    """Compare, write OUT/matches.csv, OUT/contamination.html and (last) OUT/summary.json; return the summary."""
+                        source_data: str = "", target_data: str = "", export_to: Path | None = None) -> dict:
+    """Compare, write OUT/matches.csv, OUT/contamination.html and (last) OUT/summary.json; return the summary.
+    `export_to`: also write the clean examples there (`export_clean`)."""
     if source.modality != target.modality:
         raise ConfigError(f"the source holds {source.modality} and the target {target.modality}: "
                           "they cannot be compared")
@@ -266,7 +262,7 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         return k / n if n else None
 
     summary = {
-        "format": FORMAT, "modality": target.modality,
+        "format": CONTAMINATION_FORMAT, "modality": target.modality,
         "source": _split_info(source, source_data), "target": _split_info(target, target_data),
         "n_target": n, "n_dirty": int(dirty.sum()), "dirty_fraction": frac(int(dirty.sum())),
         "dirty_rule": "found by any method",
@@ -288,23 +284,22 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     summary["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     atomic_write_json(out / "summary.json", summary)
+    if export_to is not None:  # the checked examples (unreadable ones were not) that no method marks
+        export_clean(target, {tid for tid, d in zip(tgt_ids, dirty) if not d}, export_to)
     return summary
 
 
-def clean_ids(matches: str) -> set[str]:
-    """Target ids that a matches.csv text covers and no method marks dirty (an unreadable example, never
-    checked, is in neither set)."""
-    rows = list(csv.DictReader(io.StringIO(matches)))
-    dirty = {row["target_id"] for row in rows if row.get("dirty") == "1"}
-    return {row["target_id"] for row in rows} - dirty
+def check_export_folder(out: Path) -> None:
+    """--export-clean writes only into a new or empty folder."""
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--export-clean {out} is not empty; give a new or empty folder (nothing was written)")
 
 
 def export_clean(target: SplitExamples, clean: set[str], out: Path) -> int:
     """Write the target split's `clean` examples to a new or empty folder `out`: images copied to the same
     relative paths (``test/cat/0042.jpg``), text rows to OUT/<split file's name>.tsv with the columns text and
     label (the defaults every command reads). Returns how many examples were written."""
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--export-clean {out} is not empty; give a new or empty folder (nothing was written)")
+    check_export_folder(out)
     keep = [i for i, tid in enumerate(target.ids) if tid in clean]
     out.mkdir(parents=True, exist_ok=True)
     if target.modality == "image":
@@ -322,4 +317,4 @@ def export_clean(target: SplitExamples, clean: set[str], out: Path) -> int:
     return len(keep)
 
 
-__all__ = ["CONTAMINATION_FOLDER", "CheckOptions", "check_contamination", "clean_ids", "export_clean"]
+__all__ = ["CheckOptions", "check_contamination", "check_export_folder", "export_clean"]

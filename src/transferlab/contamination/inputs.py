@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab.data import DataError, DataOptions, SkipLog
+from transferlab.data import DataError, DataOptions, SkipLog, image_id
 from transferlab.data._image_folder import class_folders, image_files
 from transferlab.data._split import VAL_NAMES
 from transferlab.data._text import find_text_file
@@ -126,7 +126,7 @@ def read_split(path: str | Path, split: str, options: DataOptions | None = None,
         paths = image_files(folder)
     if not paths:
         raise DataError(f"{folder} holds no images")
-    ids = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
-    labels = [Path(os.path.relpath(p, folder)).parts[0] if len(Path(os.path.relpath(p, folder)).parts) > 1 else ""
-              for p in paths]
+    ids = [image_id(p, str(root)) for p in paths]  # as `evaluate --contamination` names them
+    under = [Path(os.path.relpath(p, folder)).parts for p in paths]
+    labels = [parts[0] if len(parts) > 1 else "" for parts in under]  # the class folder, if any
     return SplitExamples("image", root, split, None, ids, paths, [], labels, skipped)

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.errors import ConfigError
+from transferlab.outputs import CONTAMINATION_COLUMNS, CONTAMINATION_FORMAT
 from transferlab.sections import Bullets, Section, Table, Text, register_section
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "transferlab-contamination-1"
-MATCH_COLUMNS = ("target_id", "source_id", "score", "method", "dirty")
 MODALITIES = ("image", "text")
 _MAX_SUMMARY_BYTES = 16 * 2**20  # a summary is a few hundred bytes; refuse to parse a huge file as one
 _SHOWN = 120  # characters of an untrusted value quoted in a message
@@ -73,10 +72,10 @@ def _read_summary(path: Path, folder: Path) -> tuple[str, dict]:
         summary = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({str(exc)[:80]})") from None
-    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
+    if not isinstance(summary, dict) or summary.get("format") != CONTAMINATION_FORMAT:
         found = summary.get("format") if isinstance(summary, dict) else None
         raise ConfigError(f"{path}: not a transferlab contamination summary (format {_shown(found)}, expected "
-                          f"{FORMAT!r})")
+                          f"{CONTAMINATION_FORMAT!r})")
     modality = summary.get("modality")
     if modality not in MODALITIES:
         raise ConfigError(f"{path}: modality {_shown(modality)}; expected 'image' or 'text'")
@@ -102,16 +101,16 @@ def _read_matches(path: Path, folder: Path) -> tuple[set[str], set[str]]:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
-                raise ConfigError(f"{path}: empty; expected the header {','.join(MATCH_COLUMNS)}")
+                raise ConfigError(f"{path}: empty; expected the header {','.join(CONTAMINATION_COLUMNS)}")
             names = [name.strip() for name in header]
-            missing = [c for c in MATCH_COLUMNS if c not in names]
+            missing = [c for c in CONTAMINATION_COLUMNS if c not in names]
             if missing:
                 raise ConfigError(f"{path}: no column {', '.join(missing)}; expected the header "
-                                  f"{','.join(MATCH_COLUMNS)} (found {_shown(','.join(names))})")
-            doubled = sorted({c for c in MATCH_COLUMNS if names.count(c) > 1})
+                                  f"{','.join(CONTAMINATION_COLUMNS)} (found {_shown(','.join(names))})")
+            doubled = sorted({c for c in CONTAMINATION_COLUMNS if names.count(c) > 1})
             if doubled:
                 raise ConfigError(f"{path}: column {', '.join(doubled)} appears more than once")
-            at = {c: names.index(c) for c in MATCH_COLUMNS}
+            at = {c: names.index(c) for c in CONTAMINATION_COLUMNS}
             for row in reader:
                 line = reader.line_num
                 if not row:

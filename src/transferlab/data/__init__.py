@@ -11,11 +11,11 @@ Bad user data raises DataError (one line for the CLI); unreadable inputs are ski
 """
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
-from ._ids import example_ids, split_file
+from ._ids import example_ids, image_id, split_file
 from ._images import DecodedImages
 from ._load import load_data, load_single_image
 from ._options import DataOptions
 from ._source import load_source_data, source_label_map
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "example_ids", "load_data",
+__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "example_ids", "image_id", "load_data",
            "load_single_image", "load_source_data", "source_label_map", "split_file"]

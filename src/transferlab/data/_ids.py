@@ -32,7 +32,7 @@ def example_ids(bundle: DataBundle, dataset: Dataset) -> list[str]:
     if isinstance(dataset, DigitsDataset):
         return list(dataset.paths)
     if isinstance(dataset, ImageDataset):
-        return [_relative(path, bundle.source) for path in dataset.paths]
+        return [image_id(path, bundle.source) for path in dataset.paths]
     raise DataError(f"{bundle.source}: examples of a {type(dataset).__name__} have no ids")
 
 
@@ -41,8 +41,9 @@ def split_file(dataset: Dataset) -> str | None:
     return dataset.file if isinstance(dataset, TextDataset) else None
 
 
-def _relative(path: str, root: str) -> str:
-    # String arithmetic only (no file is looked at): the scan joined every path onto the root it was given.
+def image_id(path: str, root: str) -> str:
+    """An image's id: its path relative to the data set's folder, '/'-separated. String arithmetic only (no file
+    is looked at): the scan joined every path onto the root it was given."""
     rel = os.path.relpath(path, root)
     if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
         raise DataError(f"{path} is not inside the data set's folder {root}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from transferlab.nn_utils import to_device  # noqa: F401  (the layers above import it from here too)
+from transferlab.nn_utils import to_device  # the layers above import it from here too
 
 
 def ordered_loader(dataset, batch_size: int, collate, **options) -> "torch.utils.data.DataLoader":
@@ -34,15 +34,22 @@ def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullc
     for batch in loader:
         if batch["labels"].numel() == 0:
             continue
-        batch = prepare(batch) if prepare is not None else to_device(batch, device)
-        with autocast():
-            outputs = model(batch)
-        part = objective.batch_sums(outputs.float(), batch["labels"])
-        sums["loss"] += part["loss"]
-        sums["correct"] = None if part["correct"] is None else sums["correct"] + part["correct"]
-        sums["n"] += part["n"]
+        _score_batch(model, batch, device, objective, sums, prepare, autocast)
     model.train(was_training)
     return objective.summary(sums)
+
+
+def _score_batch(model, batch, device, objective, sums: dict, prepare, autocast) -> torch.Tensor:
+    """One batch of `evaluate` and `evaluate_examples`: on the device, forward in `autocast()`, the objective's
+    sums added to `sums`; returns the float32 outputs (B, C)."""
+    batch = prepare(batch) if prepare is not None else to_device(batch, device)
+    with autocast():
+        outputs = model(batch).float()
+    part = objective.batch_sums(outputs, batch["labels"])
+    sums["loss"] += part["loss"]
+    sums["correct"] = None if part["correct"] is None else sums["correct"] + part["correct"]
+    sums["n"] += part["n"]
+    return outputs
 
 
 
@@ -115,14 +122,7 @@ def evaluate_examples(model, dataset, collate, device, batch_size: int, prepare=
         rows, ys = indices.tolist(), batch["labels"].tolist()
         if targets is not None and any(targets[i] != y for i, y in zip(rows, ys)):
             raise RuntimeError("batch labels do not match the dataset's targets at the carried indices")
-        batch = prepare(batch) if prepare is not None else to_device(batch, device)
-        with autocast():
-            outputs = model(batch)
-        outputs = outputs.float()  # (B, C)
-        part = objective.batch_sums(outputs, batch["labels"])
-        sums["loss"] += part["loss"]
-        sums["correct"] += part["correct"]
-        sums["n"] += part["n"]
+        outputs = _score_batch(model, batch, device, objective, sums, prepare, autocast)
         for i, p, y in zip(rows, outputs.argmax(1).tolist(), ys):
             predictions[i], labels[i] = p, y
     model.train(was_training)
