@@ -151,12 +151,6 @@ def match_images(target: ImageFeatures, source: ImageFeatures, methods: Sequence
     return {m: out[m] for m in methods}
 
 
-def dirty_any(found: dict[str, MethodResult], thresholds: dict[str, float]) -> np.ndarray:
-    """(T,) a target is dirty when any method finds it."""
-    flags = [r.dirty(thresholds.get(m)) for m, r in found.items()]
-    return np.logical_or.reduce(flags) if flags else np.zeros(0, dtype=bool)
-
-
 # ---- calibration on the tool's own near-copies --------------------------------------------------------------
 def _rate(num: int, den: int) -> float | None:
     return float(num / den) if den else None

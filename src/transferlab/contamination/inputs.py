@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.data import DataError, DataOptions, SkipLog, image_id
-from transferlab.data._image_folder import class_folders, image_files
+from transferlab.data._image_folder import class_folders, has_images, image_files
 from transferlab.data._split import VAL_NAMES
 from transferlab.data._text import find_text_file
 from transferlab.data._text_reader import TEXT_EXTENSIONS, read_text_file
@@ -54,10 +54,6 @@ def _image_folder(root: Path, split: str) -> Path | None:
     return None
 
 
-def _has_images(folder: Path) -> bool:
-    return bool(image_files(folder))
-
-
 def modality_of(path: Path) -> str:
     """"image" for a folder of images, "text" for a .tsv/.csv/.jsonl file or a folder of them."""
     if path.is_file():
@@ -69,7 +65,7 @@ def modality_of(path: Path) -> str:
         raise DataError(f"{path} does not exist")
     if any(find_text_file(path, n) for s in SPLITS for n in _split_names(s)):
         return "text"
-    if _has_images(path):
+    if has_images(path):
         return "image"
     raise DataError(f"{path} holds neither images nor train/val/test text files")
 
@@ -110,7 +106,7 @@ def read_split(path: str | Path, split: str, options: DataOptions | None = None,
                              [rows.texts[i] for i in picked], [rows.labels[i] for i in picked], skipped)
     folder = _image_folder(root, split)
     if folder is None:
-        hint = " (a folder without split folders is the train split: --split train)" if _has_images(root) else ""
+        hint = " (a folder without split folders is the train split: --split train)" if has_images(root) else ""
         raise DataError(f"{root} has no {split}/ folder{hint}")
     classes = class_folders(folder)
     if keep is not None:

@@ -61,7 +61,11 @@ def _visible(name: str) -> bool:
 
 def _images_under(folder: Path, ignored: Counter) -> list[str]:
     """Image files anywhere under ``folder``, sorted; other files' extensions are counted in ``ignored``."""
-    found = []
+    return list(_walk_images(folder, ignored))
+
+
+def _walk_images(folder: Path, ignored: Counter):
+    """Yield the image files under ``folder`` in sorted walk order (see `_images_under`)."""
     visited: set[str] = set()  # links are followed (data sets are often linked in); a link cycle must end
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -72,10 +76,14 @@ def _images_under(folder: Path, ignored: Counter) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if _visible(d))
         for name in sorted(filter(_visible, filenames)):
             if is_image_file(name):
-                found.append(os.path.join(dirpath, name))
+                yield os.path.join(dirpath, name)
             else:
                 ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
-    return found
+
+
+def has_images(folder: Path) -> bool:
+    """Whether any image file lies under ``folder``; stops at the first."""
+    return next(_walk_images(folder, Counter()), None) is not None
 
 
 def image_files(folder: Path) -> list[str]:
