@@ -30,6 +30,7 @@ from transferlab.data import SkipLog
 from transferlab.data._images import read_image, unreadable_reason
 
 logger = logging.getLogger(__name__)
+KEEP_SIDE = 256  # pixels: decoded images are kept at most this large (the hashes read 32 px, the embedding 64)
 
 
 class Embedder:
@@ -123,6 +124,7 @@ def _collect(items, ids, paths, embedder, batch, skipped, progress) -> ImageFeat
     grey, ph, dh, emb = [], [], [], []
     buf: list[np.ndarray] = []
     t0, last = time.perf_counter(), time.perf_counter()
+    keep_side = max(KEEP_SIDE, embedder.size if embedder is not None else 0)  # never upsample for the embedding
 
     def flush():
         g, p, d, e = _features_of(buf, embedder)
@@ -138,8 +140,8 @@ def _collect(items, ids, paths, embedder, batch, skipped, progress) -> ImageFeat
             raise ValueError(f"{ids[i]}: expected an H x W x 3 uint8 image, got {arr.dtype} {arr.shape}")
         kept.append(i)
         keys.append(pixel_hash(arr))  # of the pixels as decoded, before any resizing
-        # draft-mode JPEGs and big photos: keep at most a 256 px copy until the batch is processed
-        buf.append(arr if max(arr.shape[:2]) <= 256 else _shrink(arr, 256))
+        # big photos: keep a copy no larger than the methods read until the batch is processed
+        buf.append(arr if max(arr.shape[:2]) <= keep_side else _shrink(arr, keep_side))
         if len(buf) == batch:
             flush()
             if progress is not None and time.perf_counter() - last > 10:
@@ -154,7 +156,7 @@ def _collect(items, ids, paths, embedder, batch, skipped, progress) -> ImageFeat
         grey=torch.cat(grey) if grey else empty,
         phash=np.concatenate(ph) if ph else np.zeros(0, np.uint64),
         dhash=np.concatenate(dh) if dh else np.zeros(0, np.uint64),
-        embedding=(torch.cat(emb) if emb else None) if embedder is not None else None, skipped=skipped)
+        embedding=torch.cat(emb) if emb else None, skipped=skipped)
 
 
 def _shrink(arr: np.ndarray, side: int) -> np.ndarray:
