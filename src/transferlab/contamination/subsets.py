@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,9 +276,7 @@ PARTS = ("all", "clean", "dirty")
 def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     if not xs:
         return None, None
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return mean, std
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def _cell(part: dict) -> str:
