@@ -79,21 +79,10 @@ def make_loader(data, dataset, batch_size: int) -> DataLoader:
 
 
 def pool(output, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """A module output as (B, D): spatial maps (B, C, H, W) and token states (B, T, H) are mean-pooled
-    (token states over the non-padding tokens); tuples (transformer layers) give their first tensor."""
-    if isinstance(output, (tuple, list)):
-        output = output[0]
-    elif not isinstance(output, torch.Tensor) and hasattr(output, "last_hidden_state"):
-        output = output.last_hidden_state
-    x = output.detach()
-    if x.dim() == 4:  # (B, C, H, W)
-        return x.mean(dim=(2, 3))
-    if x.dim() == 3:  # (B, T, H)
-        if attention_mask is not None and attention_mask.shape[:2] == x.shape[:2]:
-            m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-            return (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return x.mean(1)
-    return x.reshape(x.shape[0], -1)
+    """`nn_utils.pool_output`, detached: a diagnostic reads activations, it does not train them."""
+    from transferlab.nn_utils import pool_output
+
+    return pool_output(output, attention_mask).detach()
 
 
 class GroupOutputs:

@@ -1,15 +1,17 @@
 """Heads: the new, trained part that maps pooled backbone features (B, D) to logits (B, C).
 
-A head is chosen by a spec with the strategies' syntax, `name[:key=value,...]` (`linear`, `mlp:hidden=256`),
+A head is chosen by a spec with the strategies' syntax, `name[:key=value,...]` (`linear`, `mlp:hidden=256`, `vib:dim=384,beta=1e-5`),
 from a small registry; `register_head` adds one. A head may add terms to the training loss (`loss_terms`,
 empty by default), e.g. an information-bottleneck head's KL term.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transferlab.errors import ConfigError
@@ -36,6 +38,10 @@ class Head(nn.Module):
     def loss_terms(self, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Extra loss terms (name -> scalar) from the last forward pass; none by default."""
         return {}
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        """Called by the trainer before each training epoch (0-based), also on resume: a head whose loss depends
+        on training progress (KL annealing) derives it from the epoch alone, so a resumed run matches."""
 
     def spec(self) -> str:
         """The spec that rebuilds this head: name plus the parameters that differ from their defaults."""
@@ -101,6 +107,101 @@ class MLPHead(Head):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.fc1(features))))  # (B, D) -> (B, hidden) -> (B, C)
+
+
+def gaussian_kl(mu_q: torch.Tensor, std_q: torch.Tensor, mu_p: torch.Tensor, std_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, diag std_q^2) || N(mu_p, diag std_p^2)) per row: (B, K) tensors (the prior's broadcast) -> (B,).
+
+    0.5 * sum_k [ (std_q^2 + (mu_q - mu_p)^2) / std_p^2 - 1 + 2 log std_p - 2 log std_q ]."""
+    var_p = std_p.pow(2)
+    ratio = (std_q.pow(2) + (mu_q - mu_p).pow(2)) / var_p
+    return 0.5 * (ratio - 1.0 + 2.0 * torch.log(std_p) - 2.0 * torch.log(std_q)).sum(-1)
+
+
+@register_head
+class VIBHead(Head):
+    """A variational information bottleneck between the pooled features and the classifier (Alemi et al.
+    2017, "Deep Variational Information Bottleneck"), with the settings of VIBERT (Mahabadi et al. 2021,
+    "Variational Information Bottleneck for Effective Low-Resource Fine-Tuning") as defaults:
+
+        h = tanh(W2 tanh(W1 x))                          x (B, D) -> (B, H), H = (D + dim) // 2
+        mu = W_mu h,  std = softplus(W_std h)            (B, dim) each
+        z = mu + std * eps, eps ~ N(0, I) in training;   z = mu in evaluation (prediction uses the mean)
+        logits = W_c z                                    (B, C)
+        loss += beta_e * mean_b KL(N(mu, std^2) || N(mu_p, std_p^2))
+
+    The prior N(mu_p, std_p^2) is learnable (`learnable_prior`, VIBERT's choice; started at N(0, I) here, where
+    VIBERT draws its start at random). KL annealing `linear` is VIBERT's schedule, beta_e = min(1, e * beta) at
+    epoch e = 1, 2, ...; `none` keeps beta. One sample of z per example and step (VIBERT averages the loss over
+    several: the trainer's loss reads one (B, C) logits tensor). Written here: PEFT and timm have no such head.
+    """
+
+    name = "vib"
+
+    @dataclasses.dataclass
+    class Params:
+        dim: int = 384  # size of the bottleneck z (VIBERT's ib_dim)
+        beta: float = 1e-5  # weight of the KL term
+        annealing: str = "linear"  # linear (VIBERT: beta_e = min(1, e * beta)) or none
+        learnable_prior: bool = True  # learn the prior's mean and std (VIBERT) or keep N(0, I)
+
+        def __post_init__(self):
+            if self.dim < 1:
+                raise ValueError(f"dim must be at least 1, got {self.dim}")
+            if not self.beta >= 0.0:
+                raise ValueError(f"beta must be >= 0, got {self.beta}")
+            if self.annealing not in ("linear", "none"):
+                raise ValueError(f"annealing must be linear or none, got {self.annealing!r}")
+
+    def __init__(self, in_features: int, num_classes: int, params: Params | None = None):
+        super().__init__()
+        self.params = params or self.Params()
+        self.in_features, self.out_features = in_features, num_classes
+        dim = self.params.dim
+        hidden = (in_features + dim) // 2
+        self.encoder = nn.Sequential(nn.Linear(in_features, (in_features + hidden) // 2), nn.Tanh(),
+                                     nn.Linear((in_features + hidden) // 2, hidden), nn.Tanh())
+        self.to_mu = nn.Linear(hidden, dim)
+        self.to_std = nn.Linear(hidden, dim)
+        # softplus(0.5413) = 1: the prior starts as N(0, I)
+        self.prior_mu = nn.Parameter(torch.zeros(dim), requires_grad=self.params.learnable_prior)
+        self.prior_std_raw = nn.Parameter(torch.full((dim,), math.log(math.e - 1.0)),
+                                          requires_grad=self.params.learnable_prior)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.epoch = 1  # 1-based, set by on_epoch_start
+        self._kl: torch.Tensor | None = None
+
+    def posterior(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, std) of q(z | x), each (B, dim)."""
+        h = self.encoder(features)
+        return self.to_mu(h), F.softplus(self.to_std(h)).clamp(min=1e-8)
+
+    def prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prior_mu, F.softplus(self.prior_std_raw).clamp(min=1e-8)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mu, std = self.posterior(features)
+        if self.training:
+            z = mu + std * torch.randn_like(std)
+            self._kl = gaussian_kl(mu, std, *self.prior()).mean()
+        else:
+            z, self._kl = mu, None
+        return self.classifier(z)
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        self.epoch = epoch + 1
+
+    def kl_weight(self) -> float:
+        if self.params.annealing == "linear":
+            return min(1.0, self.epoch * self.params.beta)
+        return self.params.beta
+
+    def loss_terms(self, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"vib_kl": beta_e * KL} after a training forward pass; nothing in evaluation."""
+        if self._kl is None:
+            return {}
+        kl, self._kl = self._kl, None  # read once per step; no graph is kept past it
+        return {"vib_kl": self.kl_weight() * kl}
 
 
 def parse_head(spec: str) -> tuple[type[Head], Head.Params]:

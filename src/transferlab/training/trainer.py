@@ -332,6 +332,7 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, total_steps: int) -> dict:
         trainable = self._configure_epoch(epoch)
+        self.model.head.on_epoch_start(epoch, self.config.epochs)
         k = self._cached_groups(trainable)
         cached = self._entry("train", k) if k else None  # before the modes are set: computing it runs in eval
         self._train_mode()
