@@ -7,7 +7,7 @@
 #      train/, scored on their 5,000 test images) with full, l2sp, ewc, lwf and ib_select at lam 1 and 10, 3 seeds,
 #      with the source task's forgetting measured on its 5,000 real test images;
 #   2. SST-2: minilm_l6 on ../shared/data/sst2_clean (validation sentences share nothing with training, so
-#      selection on them predicts the test), 2,000 training phrases, full and ib_select with the linear head and
+#      selection on them predicts the test), 1,000 training phrases, 3 epochs (the CPU budget of one session), full and ib_select with the linear head and
 #      full with the vib head, 5 seeds each; scored on the 872 test sentences.
 # Usage: bash benchmarks/bottleneck_study.sh SOURCE_RUN [OUT_DIR]
 #   SOURCE_RUN: the `source` folder of a pre-training study (e.g. /tmp/transferlab_pretraining_study/source).
@@ -35,9 +35,9 @@ step cifar_near $TL transfer-curve --pretrained "$SOURCE_RUN" --checkpoints best
   --source-data $CIFAR --out "$OUT/cifar_near" $(resume_flag "$OUT/cifar_near/curve.json")
 
 step sst2_linear $TL compare --model minilm_l6 --data $SST2 --strategies full,ib_select --seeds "$SEEDS_SST2" \
-  --no-scratch --max-train 2000 --max-length 64 --out "$OUT/sst2_linear" $(resume_flag "$OUT/sst2_linear/results.json")
+  --no-scratch --max-train 1000 --epochs 3 --max-length 64 --out "$OUT/sst2_linear" $(resume_flag "$OUT/sst2_linear/results.json")
 
 step sst2_vib $TL compare --model minilm_l6 --data $SST2 --strategies full --head vib --seeds "$SEEDS_SST2" \
-  --no-scratch --max-train 2000 --max-length 64 --out "$OUT/sst2_vib" $(resume_flag "$OUT/sst2_vib/results.json")
+  --no-scratch --max-train 1000 --epochs 3 --max-length 64 --out "$OUT/sst2_vib" $(resume_flag "$OUT/sst2_vib/results.json")
 
 .venv/bin/python benchmarks/bottleneck_summary.py "$OUT"

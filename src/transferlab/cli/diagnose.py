@@ -1,4 +1,4 @@
-"""Diagnostics commands: `diagnose drift|forgetting|bn-shift`, `adapt-bn`, `export-source`."""
+"""Diagnostics commands: `diagnose drift|forgetting|bn-shift|frequency|probe`, `adapt-bn`, `export-source`."""
 from __future__ import annotations
 
 from transferlab.cli._common import print_json
@@ -38,6 +38,11 @@ def register(sub) -> None:
     b.add_argument("--plot", metavar="FILE.png", help="write the shift by layer depth as a PNG")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bn_shift)
+
+    from transferlab.cli import diagnose_frequency, diagnose_probe
+
+    diagnose_frequency.register(dsub)
+    diagnose_probe.register(dsub)
 
     a = sub.add_parser("adapt-bn", help="AdaBN: re-estimate BatchNorm statistics on unlabelled target data")
     a.add_argument("--run", required=True)

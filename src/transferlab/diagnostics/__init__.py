@@ -21,6 +21,8 @@ _EXPORTS = {
     "adapt_bn_run": "adabn", "AdaBNResult": "adabn",
     "corrupt_folder": "corrupt", "CorruptResult": "corrupt",
     "export_source_weights": "source",
+    "probe_for": "probe", "ProbeResult": "probe",
+    "frequency_for": "frequency", "FrequencyResult": "frequency",
 }
 
 __all__ = sorted(_EXPORTS)

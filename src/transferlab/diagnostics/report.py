@@ -142,3 +142,8 @@ def bn_shift_section(ctx) -> Section | None:
     if notes:
         blocks.append(Bullets(notes))
     return Section("BatchNorm statistics on the target data", blocks, data=data | {"notes": notes})
+
+
+# Sections defined beside their diagnostic register on import, with the ones above.
+from transferlab.diagnostics import probe as _probe_section  # noqa: E402,F401  isort: skip
+from transferlab.diagnostics import frequency as _frequency_section  # noqa: E402,F401  isort: skip
