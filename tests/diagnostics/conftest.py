@@ -42,3 +42,13 @@ def tiny_run(tmp_path_factory, source_weights) -> Path:
     out = tmp_path_factory.mktemp("runs") / "full"
     finetune(tiny_config(source_weights), out)
     return out
+
+
+@pytest.fixture
+def report_ctx(tiny_run):
+    """A comparison report's context with one finished `full` run (tiny_run), as the report sections read it."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
+    results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run])
+    return SimpleNamespace(results=results, cache={}, source_data=None)

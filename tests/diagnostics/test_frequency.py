@@ -182,21 +182,19 @@ def test_bad_options_give_one_line(args, says, capsys):
     assert code == 2 and says in error_line(err)
 
 
-def test_report_section(tiny_run):
-    from types import SimpleNamespace
-
+def test_report_section(report_ctx):
     from transferlab.diagnostics import report  # registers the frequency section
     from transferlab.sections import Figure, Table, list_sections
 
     assert "frequency" in list_sections()
-    run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
-    results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run])
-    ctx = SimpleNamespace(results=results, cache={}, source_data=None)
+    ctx = report_ctx
     section = report._frequency_section.frequency_section(ctx)
     assert isinstance(section.blocks[0], Figure) and section.blocks[0].png[:4] == b"\x89PNG"
     table = section.blocks[1]
     assert isinstance(table, Table) and [r[0] for r in table.rows] == ["pre-trained", "full"]
     assert len(ctx.cache) == 1  # the reference, for the other runs of the grid
+    from types import SimpleNamespace
+
     broken = SimpleNamespace(results=SimpleNamespace(strategies=["x"], finished_runs=lambda name: [
         SimpleNamespace(run_dir="/nonexistent", seed=0)]), cache={})
     assert "Not computed" in report._frequency_section.frequency_section(broken).blocks[0].text

@@ -170,21 +170,19 @@ def test_a_text_model_is_probed_over_its_token_states(tiny_bert_dir, small_text_
     assert all(0 <= g.val_accuracy <= 1 for g in entry.groups)
 
 
-def test_report_section(tiny_run):
-    from types import SimpleNamespace
-
+def test_report_section(report_ctx):
     from transferlab.diagnostics import report  # registers the probe section
     from transferlab.sections import list_sections
 
     assert "probe" in list_sections()
-    run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
-    results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run])
-    ctx = SimpleNamespace(results=results, cache={}, source_data=None)
+    ctx = report_ctx
     section = report._probe_section.probe_section(ctx)
     figure, table = section.blocks[0], section.blocks[1]
     assert figure.png.startswith(b"\x89PNG")
     assert table.headers == ["depth group", "pre-trained", "full"] and len(table.rows) == 7
     assert section.data["full"]["examples"]["train"] == 100  # the report's cap (500) is above the run's 100
+    from types import SimpleNamespace
+
     broken = SimpleNamespace(results=SimpleNamespace(strategies=["x"], finished_runs=lambda name: [
         SimpleNamespace(run_dir="/nonexistent", seed=0)]), cache={})
     assert "Not computed" in report._probe_section.probe_section(broken).blocks[0].text

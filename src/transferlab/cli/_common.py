@@ -54,3 +54,15 @@ def print_json(obj) -> None:
 def fail(message: str) -> "NoReturn":  # noqa: F821
     print(f"transferlab: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def print_table(rows: list[list[str]]) -> None:
+    """Rows of strings as left-aligned columns (the first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def format_number(x, fmt=".4f") -> str:
+    """A table cell: `-` for a missing value."""
+    return "-" if x is None else format(x, fmt)

@@ -1,7 +1,7 @@
 """Diagnostics commands: `diagnose drift|forgetting|bn-shift|frequency|probe`, `adapt-bn`, `export-source`."""
 from __future__ import annotations
 
-from transferlab.cli._common import print_json
+from transferlab.cli._common import format_number, print_json, print_table
 
 
 def register(sub) -> None:
@@ -63,16 +63,6 @@ def register(sub) -> None:
     e.set_defaults(func=cmd_export_source)
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
-def _num(x, fmt=".4f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
 def cmd_drift(args) -> None:
     from transferlab.diagnostics.drift import drift_for_run, plot_drift
     from transferlab.outputs import check_plot_path
@@ -88,8 +78,8 @@ def cmd_drift(args) -> None:
         return
     if result.note:
         print(f"note: {result.note}")
-    _table([["group", "weight_change", "cka"]] +
-           [[g.name, _num(g.weight_change), _num(g.cka)] for g in result.groups])
+    print_table([["group", "weight_change", "cka"]] +
+           [[g.name, format_number(g.weight_change), format_number(g.cka)] for g in result.groups])
     print(f"({result.examples} {result.split} examples of {result.data}, {result.batches} minibatches; "
           f"{result.estimator})")
 
@@ -139,7 +129,7 @@ def cmd_bn_shift(args) -> None:
     if args.json:
         print_json(r.to_dict())
         return
-    _table([["#", "layer", "group", "channels", "sym_kl"]] +
+    print_table([["#", "layer", "group", "channels", "sym_kl"]] +
            [[str(x.index), x.name, x.group, str(x.channels), f"{x.skl:.4g}"] for x in r.layers])
     print(f"mean symmetric KL over {len(r.layers)} BatchNorm layers: {r.mean_skl:.4g} "
           f"({r.examples} {r.split} examples of {r.data})")

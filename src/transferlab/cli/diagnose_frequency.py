@@ -1,7 +1,7 @@
 """`transferlab diagnose frequency`: what the early layers pass or filter out, as frequency responses."""
 from __future__ import annotations
 
-from transferlab.cli._common import print_json
+from transferlab.cli._common import print_json, print_table
 
 TABLE_COLUMNS = 4  # grating frequencies shown in the plain table (the JSON has them all)
 
@@ -53,8 +53,6 @@ def _columns(n: int) -> list[int]:
 
 
 def _print_result(result) -> None:
-    from transferlab.cli.diagnose import _table
-
     for n in result.notes:
         print(f"note: {n}")
     for label, entry in result.entries.items():
@@ -62,7 +60,7 @@ def _print_result(result) -> None:
         if entry.groups:
             grid = next(iter(entry.groups.values()))["frequency"]
             cols = _columns(len(grid))
-            _table([["group"] + [f"f={grid[i]:.3g}" for i in cols]] +
+            print_table([["group"] + [f"f={grid[i]:.3g}" for i in cols]] +
                    [[name, *(f"{c['gain'][i]:.3g}" for i in cols)] for name, c in entry.groups.items()])
         k = entry.kernels
         if k is not None:

@@ -1,7 +1,7 @@
 """`transferlab diagnose probe`: linear-probe accuracy per depth group, before and after fine-tuning."""
 from __future__ import annotations
 
-from transferlab.cli._common import print_json
+from transferlab.cli._common import format_number, print_json, print_table
 
 
 def register(dsub) -> None:
@@ -60,7 +60,6 @@ def cmd_probe(args) -> None:
 
 
 def _print_table(result) -> None:
-    from transferlab.cli.diagnose import _table
     from transferlab.diagnostics.probe import accuracy_of
 
     labels = list(result.entries)
@@ -71,16 +70,14 @@ def _print_table(result) -> None:
         row = [g.name, str(g.dim)]
         for label in labels:
             mine = next((x for x in result.entries[label].groups if x.index == g.index), None)
-            row += ["-", "-"] if mine is None else [_num(mine.train_accuracy), _num(accuracy_of(mine, result.split))]
+            row += ["-", "-"] if mine is None else [format_number(mine.train_accuracy, ".3f"),
+                                                    format_number(accuracy_of(mine, result.split), ".3f")]
         rows.append(row)
     if result.note:
         print(f"note: {result.note}")
-    _table([headers] + rows)
+    print_table([headers] + rows)
     ex = result.examples
     baseline = result.majority_baseline.get(result.split)
     print(f"({ex['train']} of {ex['train_available']} train and {ex[result.split]} {result.split} examples of "
-          f"{result.data}; majority class {_num(baseline)} on {result.split}; {result.estimator})")
+          f"{result.data}; majority class {format_number(baseline, '.3f')} on {result.split}; {result.estimator})")
 
-
-def _num(x) -> str:
-    return "-" if x is None else f"{x:.3f}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -112,6 +113,23 @@ class GroupOutputs:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def first_finished_runs(ctx, section: str) -> Iterator[tuple[str, str]]:
+    """(strategy, run folder of its first finished seed) of a comparison report's context, logging progress as
+    report section `section`: each costs model loads and forward passes, and a grid has many."""
+    r = ctx.results
+    runs = [(name, runs[0].run_dir) for name in r.strategies if (runs := r.finished_runs(name))]
+    for i, (name, run_dir) in enumerate(runs, 1):
+        logger.info("report section %s: %d/%d %s", section, i, len(runs), name)
+        yield name, run_dir
+
+
+def figure_png(fig) -> bytes:
+    """A figure as PNG bytes (a report section's Figure)."""
+    from transferlab.figures import png_bytes
+
+    return png_bytes(fig)
 
 
 def save_figure(fig, path):

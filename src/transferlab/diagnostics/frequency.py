@@ -627,11 +627,11 @@ def band_mean(curve: dict, band: str) -> float | None:
 
 @register_section("frequency", order=69)
 def frequency_section(ctx) -> Section | None:
-    from transferlab.diagnostics.report import _first_runs, _png
+    from transferlab.diagnostics._common import figure_png, first_finished_runs
 
     title = "Frequency responses of the early layers"
     results, notes = {}, []
-    for name, run_dir in _first_runs(ctx, "frequency"):
+    for name, run_dir in first_finished_runs(ctx, "frequency"):
         try:
             results[name] = frequency_for(run_dir, frequencies=REPORT_FREQUENCIES, noise_draws=4,
                                           random_init=False, cache=ctx.cache)
@@ -650,7 +650,7 @@ def frequency_section(ctx) -> Section | None:
     first = next(iter(results.values()))
     lines = {"pre-trained": first.entries[PRETRAINED]} | {name: r.entries[r.main] for name, r in results.items()}
     groups = list(first.entries[PRETRAINED].groups)[:REPORT_GROUPS]
-    blocks = [Figure("frequency", _png(_section_figure(lines, groups)),
+    blocks = [Figure("frequency", figure_png(_section_figure(lines, groups)),
                      f"Grating gain of depth groups {', '.join(groups)} by frequency (cycles per pixel of the "
                      f"{first.image_size} px input): the mean square response to grey sinusoidal gratings over "
                      f"that to white noise of equal power (1 = passes the frequency as broadband noise; log "

@@ -360,12 +360,12 @@ def _nan(x) -> float:
 
 @register_section("probe", order=70)
 def probe_section(ctx) -> Section | None:
-    from transferlab.diagnostics.report import _first_runs, _png
+    from transferlab.diagnostics._common import figure_png, first_finished_runs
     from transferlab.figures import new_figure
 
     title = "Linear probes by depth"
     results, notes = {}, []
-    for name, run_dir in _first_runs(ctx, "probe"):
+    for name, run_dir in first_finished_runs(ctx, "probe"):
         try:
             results[name] = probe_for(run_dir, max_train=REPORT_MAX_TRAIN, cache=ctx.cache)
         except Exception as exc:  # noqa: BLE001  a diagnostic must not sink the report
@@ -384,7 +384,7 @@ def probe_section(ctx) -> Section | None:
     deepest = max(lines.values(), key=lambda e: len(e.groups))
     rows = [[g.name] + [_fmt(_at(e, g.index)) for e in lines.values()] for g in deepest.groups]
     first = next(iter(results.values()))
-    blocks = [Figure("probe", _png(fig), f"Validation accuracy of a linear probe (logistic regression, C = {C}) "
+    blocks = [Figure("probe", figure_png(fig), f"Validation accuracy of a linear probe (logistic regression, C = {C}) "
                      f"on each depth group's mean-pooled output, fit on at most {REPORT_MAX_TRAIN} training "
                      f"examples: where the target classes become linearly readable, in the pre-trained model "
                      f"and after fine-tuning (first seed of each strategy)."),

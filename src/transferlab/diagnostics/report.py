@@ -7,8 +7,8 @@ batches), and turns a failure into a note: a diagnostic must not sink the report
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
+from transferlab.diagnostics._common import figure_png, first_finished_runs
 from transferlab.sections import Bullets, Figure, Section, Table, Text, register_section
 from transferlab.errors import ConfigError
 
@@ -17,29 +17,13 @@ logger = logging.getLogger(__name__)
 MAX_BATCHES = 4
 
 
-def _first_runs(ctx, section: str) -> Iterator[tuple[str, str]]:
-    """(strategy, run folder of its first finished seed), logging progress: each costs model loads and
-    forward passes, and a grid has many."""
-    r = ctx.results
-    runs = [(name, runs[0].run_dir) for name in r.strategies if (runs := r.finished_runs(name))]
-    for i, (name, run_dir) in enumerate(runs, 1):
-        logger.info("report section %s: %d/%d %s", section, i, len(runs), name)
-        yield name, run_dir
-
-
-def _png(fig) -> bytes:
-    from transferlab.figures import png_bytes
-
-    return png_bytes(fig)
-
-
 @register_section("cka", order=65)
 def cka_section(ctx) -> Section | None:
     from transferlab.diagnostics.drift import drift_for_run
     from transferlab.figures import new_figure
 
     results, notes = {}, []
-    for name, run_dir in _first_runs(ctx, "cka"):
+    for name, run_dir in first_finished_runs(ctx, "cka"):
         try:
             d = drift_for_run(run_dir, max_batches=MAX_BATCHES, cache=ctx.cache)
         except Exception as exc:  # noqa: BLE001
@@ -61,7 +45,7 @@ def cka_section(ctx) -> Section | None:
     ax.legend(fontsize=8)
     rows = [[g] + [f"{d.groups[i].cka:.3f}" if d.groups[i].cka is not None else "-" for d in results.values()]
             for i, g in enumerate(groups)]
-    blocks = [Figure("cka", _png(fig), "Linear CKA between the pre-trained and the fine-tuned model's output of "
+    blocks = [Figure("cka", figure_png(fig), "Linear CKA between the pre-trained and the fine-tuned model's output of "
                      "each depth group on validation inputs (unbiased minibatch estimator, Nguyen et al. 2021; "
                      "first seed; 1 = unchanged representation)."),
               Table(["depth group"] + list(results), rows, css_class="small")]
@@ -76,7 +60,7 @@ def forgetting_section(ctx) -> Section | None:
     from transferlab.diagnostics.forgetting import forgetting_for_run
 
     rows, data, notes = [], {}, []
-    for name, run_dir in _first_runs(ctx, "forgetting"):
+    for name, run_dir in first_finished_runs(ctx, "forgetting"):
         source = _source_data(run_dir) or ctx.source_data
         try:
             f = forgetting_for_run(run_dir, source_data=source, cache=ctx.cache)
@@ -117,7 +101,7 @@ def bn_shift_section(ctx) -> Section | None:
     from transferlab.diagnostics.bn import bn_shift_for
 
     rows, data, notes = [], {}, []
-    for name, run_dir in _first_runs(ctx, "bn_shift"):
+    for name, run_dir in first_finished_runs(ctx, "bn_shift"):
         try:
             r = bn_shift_for(None, run_dir=run_dir, max_batches=MAX_BATCHES)
         except ConfigError as exc:
