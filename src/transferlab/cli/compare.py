@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--scratch", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="also train the same architecture from random weights (default: on)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
-    p.add_argument("--head", help="the new head of every run: linear (default), mlp[:hidden=256,dropout=0.0] or vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true]")
+    p.add_argument("--head", help="the new head of every run: linear (default), mlp[:hidden=256,dropout=0.0] or "
+                                  "vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true]")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--resume", action="store_true",
                    help="continue a grid in --out: finished runs are kept, unfinished ones resume")

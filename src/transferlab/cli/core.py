@@ -48,7 +48,9 @@ def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) 
         p.add_argument("--strategy", help="strategy spec, e.g. discriminative:decay=0.5+l2sp (default: full; "
                                           "with --resume: the run's)")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
-    p.add_argument("--head", help="the new head: linear (default), mlp[:hidden=256,dropout=0.0] or vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true] (an information bottleneck)")
+    p.add_argument("--head", help="the new head: linear (default), mlp[:hidden=256,dropout=0.0] or "
+                                  "vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true] (an information "
+                                  "bottleneck)")
     p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, DataOptions, exclude=("seed",))  # --seed seeds both

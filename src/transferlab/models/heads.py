@@ -1,8 +1,8 @@
 """Heads: the new, trained part that maps pooled backbone features (B, D) to logits (B, C).
 
-A head is chosen by a spec with the strategies' syntax, `name[:key=value,...]` (`linear`, `mlp:hidden=256`, `vib:dim=384,beta=1e-5`),
-from a small registry; `register_head` adds one. A head may add terms to the training loss (`loss_terms`,
-empty by default), e.g. an information-bottleneck head's KL term.
+A head is chosen by a spec with the strategies' syntax, `name[:key=value,...]` (`linear`, `mlp:hidden=256`,
+`vib:dim=384,beta=1e-5`), from a small registry; `register_head` adds one. A head may add terms to the training
+loss (`loss_terms`, empty by default), e.g. the information-bottleneck head's KL term.
 """
 from __future__ import annotations
 
