@@ -5,19 +5,11 @@ from the runs' own result files; the only arithmetic here is the mean and sample
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
-
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def seconds(out: Path, step: str) -> str:
-    f = out / f"{step}.seconds"
-    return f"{int(f.read_text())} s" if f.is_file() else "?"
+from pretraining_summary import load, seconds  # the sibling script's readers (benchmarks/ is on sys.path)
 
 
 def mean_std(values: list[float]) -> str:
