@@ -30,7 +30,8 @@ def register(dsub) -> None:
 
 
 def cmd_frequency(args) -> None:
-    from transferlab.diagnostics.frequency import frequency_for, plot_frequency
+    from transferlab.diagnostics.frequency import frequency_for
+    from transferlab.diagnostics.frequency_report import plot_frequency
     from transferlab.outputs import check_plot_path
 
     plot = check_plot_path(args.plot, inputs={"--run": args.run, "--weights": args.weights})  # before the work

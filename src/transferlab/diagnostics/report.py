@@ -130,4 +130,4 @@ def bn_shift_section(ctx) -> Section | None:
 
 # Sections defined beside their diagnostic register on import, with the ones above.
 from transferlab.diagnostics import probe as _probe_section  # noqa: E402,F401  isort: skip
-from transferlab.diagnostics import frequency as _frequency_section  # noqa: E402,F401  isort: skip
+from transferlab.diagnostics import frequency_report as _frequency_section  # noqa: E402,F401  isort: skip
