@@ -43,7 +43,8 @@ report section: `frequency_report`), with the fine-tuned model, its pre-trained 
 initialisation of the architecture side by side (a run), or the pre-trained model and a random initialisation
 (a model name). The random initialisation calls `reset_parameters()` (PyTorch's default init, not the
 architecture's own training init) on every backbone module that has one, under a fixed seed (0), and draws
-parameters held by modules without one (e.g. a ViT's position embedding) from N(0, 0.02^2); BatchNorm's running statistics go back to mean 0, variance 1.
+parameters held by modules without one (e.g. a ViT's position embedding) from N(0, 0.02^2); BatchNorm's
+running statistics go back to mean 0, variance 1.
 
 Cost: (n x orientations x phases + noise draws + 1) images per model; with the defaults (16 x 4 x 2 + 8 + 1 = 137)
 about 13 s per model for efficientnet_lite0 at 224 px on one CPU thread (about 90 ms an image), so
