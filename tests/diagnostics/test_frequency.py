@@ -198,3 +198,15 @@ def test_report_section(report_ctx):
     broken = SimpleNamespace(results=SimpleNamespace(strategies=["x"], finished_runs=lambda name: [
         SimpleNamespace(run_dir="/nonexistent", seed=0)]), cache={})
     assert "Not computed" in report._frequency_section.frequency_section(broken).blocks[0].text
+
+
+def test_a_run_from_random_weights_has_no_pretrained_entry(tmp_path, capsys):
+    """Building its start again would be another random draw: measuring it would give numbers that change from
+    call to call (and a comparison report that differs between a grid and its resumed copy)."""
+    out = tmp_path / "scratch_run"
+    assert run_cli(["finetune", "--model", TINY_IMAGE_MODEL, "--data", "digits:0-2", "--image-size", "32",
+                    "--max-train", "30", "--epochs", "1", "--out", str(out)], capsys)[0] in (0, None)
+    code, text, _ = run_cli(["diagnose", "frequency", "--run", str(out), "--frequencies", "4", "--json"], capsys)
+    d = json.loads(text)
+    assert code in (0, None) and "pretrained" not in d["entries"] and "random init" in d["entries"]
+    assert any("no pre-trained model to measure" in n for n in d["notes"])

@@ -530,21 +530,19 @@ def _run_entries(run_dir, image_size, grid, probe, random_init, device, cache, e
     dev = resolve_device(device or config.train.device, fallback=True)
     entries[f"finetuned ({run_dir})"] = measure(model, size, grid, dev, strategy, **probe)
     del model
-    reproducible = has_reproducible_start(config.model, config.weights)
-    if not reproducible:
-        notes.append(f"{config.model} was fine-tuned from a random initialisation (no --weights): "
-                     f"'{PRETRAINED}' is another random draw, not the run's start")
-    reference = reference_model(config, strategy)
-    reference.cfg = with_overrides(reference.cfg, config.cfg_overrides)  # read its inputs as the run does
-    key = ("frequency", config.model, config.weights, repr(config.cfg_overrides), size, tuple(grid),
-           repr(sorted(probe.items())), tuple(n for n, _ in reference.named_parameters()))
-    if cache is not None and reproducible and key in cache:
+    if has_reproducible_start(config.model, config.weights):
+        reference = reference_model(config, strategy)
+        reference.cfg = with_overrides(reference.cfg, config.cfg_overrides)  # read its inputs as the run does
+        key = ("frequency", config.model, config.weights, repr(config.cfg_overrides), size, tuple(grid),
+               repr(sorted(probe.items())), tuple(n for n, _ in reference.named_parameters()))
+        cache = {} if cache is None else cache
+        if key not in cache:
+            cache[key] = measure(reference, size, grid, dev, strategy, **probe)
         entries[PRETRAINED] = cache[key]
-    else:
-        entries[PRETRAINED] = measure(reference, size, grid, dev, strategy, **probe)
-        if cache is not None and reproducible:
-            cache[key] = entries[PRETRAINED]
-    del reference
+        del reference
+    else:  # building it again would be another random draw, not the run's start
+        notes.append(f"{config.model} was fine-tuned from a random initialisation (no --weights): there is no "
+                     f"pre-trained model to measure")
     if random_init:
         entries[RANDOM_INIT] = measure(_random_copy(config.model, config.weights, config.cfg_overrides), size,
                                        grid, dev, **probe)

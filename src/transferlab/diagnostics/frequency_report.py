@@ -102,8 +102,9 @@ def frequency_section(ctx) -> Section | None:
     if not results:
         return Section(title, [Text("Not computed: " + ("; ".join(notes) or "no finished runs"))])
     first = next(iter(results.values()))
-    lines = {"pre-trained": first.entries[PRETRAINED]} | {name: r.entries[r.main] for name, r in results.items()}
-    groups = list(first.entries[PRETRAINED].groups)[:REPORT_GROUPS]
+    reference = {"pre-trained": first.entries[PRETRAINED]} if PRETRAINED in first.entries else {}
+    lines = reference | {name: r.entries[r.main] for name, r in results.items()}
+    groups = list(first.entries[first.main].groups)[:REPORT_GROUPS]
     blocks = [Figure("frequency", figure_png(_section_figure(lines, groups)),
                      f"Grating gain of depth groups {', '.join(groups)} by frequency (cycles per pixel of the "
                      f"{first.image_size} px input): the mean square response to grey sinusoidal gratings over "
