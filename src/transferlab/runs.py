@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -326,14 +326,17 @@ def load_run_model(run_dir: str | Path):
     return config, model, parse_strategy(config.strategy)
 
 
-def load_run(run_dir: str | Path, data_path: str | None = None):
-    """(config, data, model with the selected weights, strategy) of a finished or unfinished run."""
+def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | None = None):
+    """(config, data, model with the selected weights, strategy) of a finished or unfinished run; `augment=False`
+    reads a run trained with --augment as it is evaluated (no random crops on its train split)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if config is None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
     if data_path:
         config.data = data_path
+    if augment is not None:
+        config.data_options = replace(config.data_options, augment=augment)
     if not str(config.data).strip():
         raise ConfigError(f"{run_dir} records no data set (a model merged from a task module made outside a run): "
                           f"pass --data")

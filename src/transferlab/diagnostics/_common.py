@@ -88,11 +88,13 @@ def pool(output, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
 
 class GroupOutputs:
     """Forward hooks on every top-level module of each depth group; after a forward pass, `outputs[i]` is
-    the pooled (B, D) output of the module of group i that ran last, i.e. the group's output."""
+    `keep(output, attention_mask)` of the module of group i that ran last, i.e. of the group's output: by
+    default pooled to (B, D) and detached (`pool`)."""
 
-    def __init__(self, model: "TransferModel"):
+    def __init__(self, model: "TransferModel", keep=None):
         self.outputs: list[torch.Tensor | None] = [None] * len(model.depth_groups)
         self.attention_mask: torch.Tensor | None = None
+        self._keep = keep or pool
         self._handles = []
         for i, modules in enumerate(model.group_modules()):
             for _, module in modules:
@@ -100,7 +102,7 @@ class GroupOutputs:
 
     def _hook(self, index: int):
         def fn(module, inputs, output):
-            self.outputs[index] = pool(output, self.attention_mask)
+            self.outputs[index] = self._keep(output, self.attention_mask)
         return fn
 
     def run(self, model, batch: dict) -> list[torch.Tensor | None]:

@@ -294,39 +294,33 @@ def grating_gains(run_groups: RunGroups, size: int, frequencies: Sequence[float]
     return gains
 
 
+def _raw_copy(output, attention_mask=None) -> torch.Tensor | None:
+    """A group's raw output, cloned: a later in-place operation cannot change it."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    return output.detach().clone() if torch.is_tensor(output) else None
+
+
 class GroupTaps:
     """`run_groups` for a TransferModel: normalises pixels with the model's mean and std, runs it, and returns
-    the raw output of each backbone depth group (the last of its top-level modules to run), cloned in the hook
-    so that a later in-place operation cannot change it."""
+    the raw output of each backbone depth group (`_common.GroupOutputs` keeping `_raw_copy`; the head is
+    skipped)."""
 
     def __init__(self, model, device):
+        from transferlab.diagnostics._common import GroupOutputs
+
         self.model, self.device = model.eval(), device
-        self.outputs: list[torch.Tensor | None] = []
-        self._handles = []
-        self.names = [g.name for g in model.depth_groups[:model.num_backbone_groups]]  # the head is skipped
-        for i, modules in enumerate(model.group_modules()[:model.num_backbone_groups]):
-            for _, module in modules:
-                self._handles.append(module.register_forward_hook(self._hook(i)))
+        self.names = [g.name for g in model.depth_groups[:model.num_backbone_groups]]
+        self._hooks = GroupOutputs(model, keep=_raw_copy)
         self.mean = torch.tensor(model.cfg.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(model.cfg.std, device=device).view(1, 3, 1, 1)
 
-    def _hook(self, index: int):
-        def fn(module, inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            self.outputs[index] = output.detach().clone() if torch.is_tensor(output) else None
-        return fn
-
     def __call__(self, pixels: torch.Tensor) -> list[torch.Tensor | None]:
-        self.outputs = [None] * len(self.names)
         x = (pixels.to(self.device) - self.mean) / self.std  # (N, 3, S, S), as data._transforms.normalize
-        self.model({"pixel_values": x})
-        return list(self.outputs)
+        return self._hooks.run(self.model, {"pixel_values": x})[:len(self.names)]
 
     def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._hooks.close()
 
 
 def model_gains(model, size: int, frequencies: Sequence[float], device, **probe) -> dict[str, dict]:

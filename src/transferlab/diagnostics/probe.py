@@ -251,8 +251,7 @@ def _probe_run(run_dir, data, split, max_train, batch_size, c_grid, cache) -> Pr
     from transferlab.runs import load_run
     from transferlab.training.trainer import resolve_device
 
-    config, bundle, model, strategy = load_run(run_dir, data)
-    bundle = _unaugmented(config, bundle, model)
+    config, bundle, model, strategy = load_run(run_dir, data, augment=False)  # images as evaluated
     split_of(bundle, split)  # no test split: one line before any forward pass
     device = resolve_device(config.train.device, fallback=True)
     bs = batch_size or config.train.eval_batch_size
@@ -278,18 +277,6 @@ def _probe_run(run_dir, data, split, max_train, batch_size, c_grid, cache) -> Pr
     return ProbeResult(source=str(run_dir), data=str(config.data), split=split,
                        examples=_examples(bundle, features), estimator=describe_estimator(c_grid),
                        majority_baseline=majority_baseline(features), entries=entries, note=note)
-
-
-def _unaugmented(config, bundle, model):
-    """The run's data as evaluated: a run trained with --augment reads its train split through random crops."""
-    if not config.data_options.augment:
-        return bundle
-    import dataclasses
-
-    from transferlab.data import load_data
-
-    options = dataclasses.replace(config.data_options, augment=False)
-    return load_data(config.data, model.cfg, options, tokenizer=model.tokenizer)
 
 
 def _probe_pretrained(model_name, data, split, max_train, image_size, max_length, batch_size,

@@ -99,7 +99,8 @@ class IBSelect(Strategy):
         self.variance: torch.Tensor | None = None  # (D,) s_d^2, floored
         self._student: object = None  # the student's representation from the main forward pass
         self._handle = None
-        self._module_path = ""
+        self._module_path = ""  # layer >= 0: the module whose output is the group's (set in on_fit_start)
+        self._batchnorms: list = []
 
     # ---- setup ---------------------------------------------------------------------------------
     def _check_layer(self, model) -> None:
@@ -116,9 +117,11 @@ class IBSelect(Strategy):
             self._handle.remove()
         # on_fit_start runs on the pre-trained model, before any checkpoint loads: this copy is z0's model.
         self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-        for module in self.reference.modules():
-            if is_batchnorm(module):
-                module.momentum = 0.0  # batch statistics when mirrored into train mode, running ones never move
+        # (student, reference) BatchNorm pairs, found once: the copy has the model's structure, module for module
+        self._batchnorms = [(mine, ref) for mine, ref in zip(model.modules(), self.reference.modules())
+                            if is_batchnorm(ref)]
+        for _, ref in self._batchnorms:
+            ref.momentum = 0.0  # batch statistics when mirrored into train mode, running ones never move
         if self.params.layer == FEATURES:
             self._handle = model.head.register_forward_pre_hook(self._capture_input)
         else:
@@ -160,27 +163,25 @@ class IBSelect(Strategy):
     def _capture_output(self, module, inputs, output):
         self._student = output
 
-    def reference_representation(self, batch: dict, mirror=None) -> torch.Tensor:
-        """z0 (B, D): the pre-trained model's representation of the batch, in eval mode, or with its BatchNorm
-        layers in the modes of the model `mirror`'s."""
+    def reference_representation(self, batch: dict, mirror: bool = False) -> torch.Tensor:
+        """z0 (B, D): the pre-trained model's representation of the batch, in eval mode, or (`mirror`) with its
+        BatchNorm layers in the modes of the fine-tuned model's."""
         self.reference.eval()
-        if mirror is not None:
-            self._mirror_batchnorm(mirror)
+        if mirror:
+            self._mirror_batchnorm()
         if self.params.layer == FEATURES:
             return self.reference.features(batch)
         from transferlab.models.transfer_model import run_until_module
 
-        path = self._module_path or self.reference.group_modules()[self.params.layer][-1][0]
-        output = run_until_module(self.reference, path, lambda: self.reference(batch))
+        output = run_until_module(self.reference, self._module_path, lambda: self.reference(batch))
         return pool_output(output, batch.get("attention_mask"))
 
-    def _mirror_batchnorm(self, model) -> None:
+    def _mirror_batchnorm(self) -> None:
         """Put each BatchNorm of the reference in the mode of the student's (batch statistics where the student
         trains its own): otherwise the gap between batch and running statistics on target data would be
         penalised as drift before any weight moved. Dropout stays off in the reference."""
-        for student, reference in zip(model.modules(), self.reference.modules()):
-            if is_batchnorm(reference):
-                reference.train(student.training)
+        for student, reference in self._batchnorms:
+            reference.train(student.training)
 
     def loss_terms(self, model, batch, logits):
         if self.reference is None or self._student is None or self.relevance is None:
@@ -188,7 +189,7 @@ class IBSelect(Strategy):
         student, self._student = self._student, None
         z = student if self.params.layer == FEATURES else pool_output(student, batch.get("attention_mask"))
         with torch.no_grad():
-            z0 = self.reference_representation(batch, mirror=model)
+            z0 = self.reference_representation(batch, mirror=True)
         penalty = selective_penalty(z.float(), z0.float(), self.relevance.to(z.device), self.variance.to(z.device))
         return {"ib_select": self.params.lam * penalty}
 
