@@ -7,7 +7,7 @@ STAMP := .venv/.installed
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,cluster,track]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,3 +15,7 @@ class UnsafeFileError(TransferlabError):
 
 class TrainingError(TransferlabError, RuntimeError):
     """A run that cannot go on (non-finite loss, out of memory, disk full)."""
+
+
+class PeerError(TransferlabError):
+    """Raised on the other ranks of a distributed run when rank 0 refused the run: rank 0 prints the reason."""

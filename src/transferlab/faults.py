@@ -17,6 +17,9 @@ with that name. Actions:
     kill_at_step        SIGKILL before the step's forward pass
     oom_at_step         MemoryError before the step's forward pass
     nan_at_step         the step's loss becomes NaN
+
+Under torchrun every rank inherits the spec; TRANSFERLAB_FAULT_RANK=R keeps it to the process of rank R (one
+rank of a distributed run killed while the others go on).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import signal
 from collections import Counter
 
 ENV = "TRANSFERLAB_FAULT"
+RANK_ENV = "TRANSFERLAB_FAULT_RANK"
 _ACTIONS = ("kill_during_write", "kill_after_write", "enospc_on_write", "kill_at_step", "oom_at_step",
             "nan_at_step")
 _write_counts: Counter = Counter()  # writes seen in this process since the spec was set (or reset())
@@ -41,6 +45,9 @@ def reset() -> None:
 
 def _plan() -> list[tuple[str, str | None, int]]:
     spec = os.environ.get(ENV, "")
+    only = os.environ.get(RANK_ENV)
+    if only is not None and only != os.environ.get("RANK", "0"):
+        return []
     plan = []
     for item in filter(None, (s.strip() for s in spec.split(";"))):
         parts = item.split(":")

@@ -22,6 +22,7 @@ from transferlab.errors import ConfigError
 from transferlab.models import pretrained_dir
 from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name, is_exported
 from transferlab.runs import RunCaches, RunConfig, finetune, read_run_config, with_overrides
+from transferlab.training import distributed
 from transferlab.safe_io import TEMP_SUFFIX, atomic_write_json
 from transferlab.training.trainer import Callback
 
@@ -198,12 +199,15 @@ def pretrain(config: RunConfig, out: str | Path, checkpoint_every: int | None = 
         from transferlab.runs import _out_state, run_inputs, with_absolute_paths
 
         config = with_absolute_paths(config)
-        # the output's checks before the source data is read (finetune repeats them: they are cheap)
-        _out_state(check_output_path(out, "--out", run_inputs(config)), resume, overwrite)
+        # the output's checks before the source data is read (finetune repeats them: they are cheap); rank 0's
+        # alone in a distributed run, which may already be writing the run's config when another rank gets here
+        if distributed.is_main_process():
+            _out_state(check_output_path(out, "--out", run_inputs(config)), resume, overwrite)
         config.cfg_overrides = source_overrides(config, caches)
     keep = KeepCheckpoints(Path(out), every, saved or config)
     metrics = finetune(config, out, resume=resume, overwrite=overwrite, callbacks=[keep, *(callbacks or [])],
                        given=given, caches=caches)
     metrics["checkpoints"] = [epoch_folder_name(e) for e in pretrained_dir.kept_epochs(Path(out))]
-    atomic_write_json(Path(out).resolve() / "metrics.json", metrics)
+    if distributed.is_main_process():
+        atomic_write_json(Path(out).resolve() / "metrics.json", metrics)
     return metrics

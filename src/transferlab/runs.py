@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from transferlab.data import DataOptions, DecodedImages, load_data
-from transferlab.errors import ConfigError, UnsafeFileError
+from transferlab.errors import ConfigError, PeerError, UnsafeFileError
 from transferlab.models import create_model
 from transferlab.outputs import RUN_FOLDER, RUN_FORMAT, check_output_path, folder_state, foreign_message, \
     remove_owned
 from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
+from transferlab.training import distributed
 from transferlab.training.config import TrainConfig
 from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import BEST, Trainer, resolve_device
@@ -232,6 +233,48 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     the keys in `given`, when the caller knows which ones the user passed), except RESUME_MAY_DIFFER, which
     take the new value (a run interrupted on a GPU machine continues with --device cpu). `caches`: decoded images
     and frozen-prefix outputs shared with other runs of this process (default: the run's own)."""
+    place = distributed.world()
+    if place.active:
+        distributed.init(resolve_device(config.train.device))
+    if place.is_main:  # the checks, --overwrite's removals and the resume decision, once, by rank 0
+        try:
+            config, out = check_run_folder(config, out, resume, overwrite, given)
+        except Exception as exc:  # the other ranks wait for the decision: they stop too
+            distributed.broadcast((type(exc).__name__, str(exc)))
+            raise
+        distributed.broadcast((None, config.to_dict(), str(out)))
+    else:
+        decided = distributed.broadcast(None)
+        if decided[0] is not None:
+            raise PeerError(decided[1])
+        config, out = RunConfig.from_dict(decided[1]), Path(decided[2])
+    data, model, strategy = prepare(config, decoded=caches.decoded if caches else None)
+    if len(data.train) < 2:
+        raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
+                          f"least 2")
+    if place.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", config.to_dict())
+    trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
+                      strategy_options=config.strategy_options, feature_store=caches.features if caches else None)
+    metrics = trainer.fit(resume=resume)
+    if place.is_main:
+        metrics.update(strategy.save_task_module(model, out) or {})
+    metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,
+               "classes": list(data.classes), "seed": config.train.seed, **metrics,
+               "skipped_inputs": data.skipped.count, "skipped_files": data.skipped.to_list(),
+               "data_summary": data.summary(), "config": config.to_dict()}
+    if place.is_main:
+        atomic_write_json(out / "metrics.json", metrics)
+    distributed.barrier()  # the run folder is complete when any rank returns
+    return metrics
+
+
+def check_run_folder(config: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
+                     given: set[str] | None = None, dry: bool = False) -> tuple[RunConfig, Path]:
+    """(the config to run, the checked output folder): every check that needs no data, the resume decision
+    (the saved config, continued), then --overwrite's removals and stale temporary files. `dry`: checks only,
+    nothing removed (a launcher's check before it starts the processes)."""
     config = with_absolute_paths(config)
     out = check_output_path(out, "--out", run_inputs(config))  # before Path(""), which is the current folder
     if config.train.cache_dir:  # written into: never an input, never the run folder
@@ -245,28 +288,15 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     from transferlab.models import model_cfg
 
     model_cfg(config.model, config.weights)  # an unknown model or a damaged pretrained folder: before --overwrite
+    if dry:
+        return config, out
     if overwrite and state != "empty":
         for path in remove_owned(out, RUN_FOLDER):
             logger.debug("--overwrite: removed %s", path)
     for folder in (out, out / "checkpoint"):  # temporary files of writes that a kill interrupted
         for stale in remove_stale_temps(folder):
             logger.info("removed %s, left by an interrupted write", stale)
-    data, model, strategy = prepare(config, decoded=caches.decoded if caches else None)
-    if len(data.train) < 2:
-        raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
-                          f"least 2")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
-    trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
-                      strategy_options=config.strategy_options, feature_store=caches.features if caches else None)
-    metrics = trainer.fit(resume=resume)
-    metrics.update(strategy.save_task_module(model, out) or {})
-    metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,
-               "classes": list(data.classes), "seed": config.train.seed, **metrics,
-               "skipped_inputs": data.skipped.count, "skipped_files": data.skipped.to_list(),
-               "data_summary": data.summary(), "config": config.to_dict()}
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics
+    return config, out
 
 
 def _resumed_config(out: Path, config: RunConfig, given: set[str] | None) -> RunConfig:

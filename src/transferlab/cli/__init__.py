@@ -45,15 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # --nproc starts the same command in several processes
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from transferlab.errors import TransferlabError
 
+    from transferlab.training import distributed
+
+    if not distributed.is_main_process():  # one copy of the log in a distributed run: rank 0's
+        logging.getLogger("transferlab").setLevel(logging.WARNING)
     try:
         args.func(args)
     except TransferlabError as exc:
-        _fail(str(exc))
+        from transferlab.errors import PeerError
+
+        if isinstance(exc, PeerError):  # rank 0 refused the run and printed why
+            sys.exit(2)
+        place = distributed.world()
+        _fail(f"(rank {place.rank}) {exc}" if place.active and not place.is_main else str(exc))
     except (ValueError, FileNotFoundError, PermissionError) as exc:  # data errors and friends: one line
         _show_traceback(args)
         _fail(f"{type(exc).__name__}: {exc}")
@@ -68,4 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         resumable = args.command in ("finetune", "compare", "pretrain", "transfer-curve")
         _fail("interrupted" + ("; continue with --resume" if resumable else ""))
+    finally:
+        distributed.shutdown()
     return 0

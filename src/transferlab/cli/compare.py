@@ -35,7 +35,25 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run the grid's cells in N worker processes, torch's threads divided among them (at most "
                         "the cells still to run); the report equals a sequential one (default: 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the cells run: local (this process, or --jobs worker processes) or ray (one Ray task "
+                        "per cell, on --address or a local Ray instance; needs pip install \"transferlab[cluster]\"); "
+                        "the report is the same (default: local)")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="with --executor ray: the Ray cluster's head node (as `ray start --head` prints it, or auto); "
+                        "every node needs transferlab, the data at the same paths and --out on a shared file system "
+                        "(default: start a local Ray instance)")
+    p.add_argument("--cpus-per-cell", type=int, metavar="C",
+                   help="with --executor ray: CPUs Ray reserves for each cell, and its torch threads (default: 1)")
+    p.add_argument("--gpus-per-cell", type=float, metavar="G",
+                   help="with --executor ray: GPUs Ray reserves for each cell; 0.5 puts two cells on one GPU "
+                        "(default: 0, the cells run on CPU)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs in --out")
+    from transferlab.tracking import TRACK_HELP
+
+    p.add_argument("--track", action="append", metavar="SPEC",
+                   help=TRACK_HELP + "; a grid is one parent run with a child per finished cell, and --resume adds "
+                                     "no duplicates")
     p.add_argument("--source-data", help="source-task data, in the source model's label space (e.g. class folders "
                    "named by ImageNet class): used by ewc, and the report measures every strategy's forgetting on it")
     p.add_argument("--contamination", metavar="DIR",
@@ -70,7 +88,9 @@ def _given(args) -> set[str]:
 
 def cmd_compare(args) -> None:
     from transferlab.compare import compare, report_from_dir
+    from transferlab.tracking import log_grid, parse_tracks
 
+    tracks = parse_tracks(args.track)  # a bad spec or a missing package: before the grid runs
     if args.contamination:  # checked before any run: a bad folder should not wait for the whole grid
         from transferlab.contamination.subsets import read_contamination
 
@@ -91,13 +111,16 @@ def cmd_compare(args) -> None:
         args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
         results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given, jobs=args.jobs,
-                          contamination=args.contamination)
+                          contamination=args.contamination, executor=args.executor, address=args.address,
+                          cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
           f"(numbers in results.csv, results.json, runs.csv)")
     if failed:
         print(f"{len(failed)} of {len(results.runs)} runs did not finish: "
               + "; ".join(f"{r.strategy} seed {r.seed}: {r.error or r.status}" for r in failed))
+    for line in log_grid(tracks, results.out):  # after the report: the parent run carries it
+        print(line)
     if results.runs and len(failed) == len(results.runs):
         from transferlab.errors import TrainingError
 

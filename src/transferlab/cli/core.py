@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from transferlab.cli._common import add_dataclass_options, dataclass_from_args, print_json
+from transferlab.cli._launch import add_nproc_option, launch, wants_launch, without_nproc
 from transferlab.data import DataOptions
 from transferlab.training.config import TrainConfig
 
@@ -23,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_nproc_option(p)
+    p.add_argument("--track", action="append", metavar="SPEC", help=_track_help())
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="metrics of a run's selected weights, as JSON")
@@ -118,18 +121,41 @@ def cmd_strategies(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from transferlab.runs import finetune
+    from transferlab.runs import check_run_folder, finetune
+    from transferlab.training import distributed
 
-    metrics = finetune(run_config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite,
-                       given=given_keys(args))
+    from transferlab.tracking import log_run, parse_tracks
+
+    tracks = parse_tracks(args.track)  # a bad spec or a missing package: before any work
+    config = run_config_from_args(args)
+    if wants_launch(args):  # the checks that need no data, here; then the processes run this command
+        _, out = check_run_folder(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                                  given=given_keys(args), dry=True)
+        launch(args.nproc, without_nproc(args.argv), str(out / "checkpoint" / "last.safetensors"))
+        return  # rank 0 printed the summary
+    metrics = finetune(config, args.out, resume=args.resume, overwrite=args.overwrite, given=given_keys(args))
+    if not distributed.is_main_process():
+        return
+    _print_summary(metrics, args.out)
+    for line in log_run(tracks, args.out):  # rank 0 only: launched processes get --track, the launcher logs nothing
+        print(line)
+
+
+def _track_help() -> str:
+    from transferlab.tracking import TRACK_HELP
+
+    return TRACK_HELP
+
+
+def _print_summary(metrics: dict, out: str) -> None:
     summary = {k: metrics[k] for k in ("model", "strategy", "val", "test", "trainable_params", "total_params",
                                        "trainable_share", "train_seconds", "epochs_run", "best_epoch",
                                        "skipped_inputs") if k in metrics}
-    for key in ("task_module_bytes", "full_checkpoint_bytes"):
+    for key in ("task_module_bytes", "full_checkpoint_bytes", "world_size", "global_batch_size"):
         if key in metrics:
             summary[key] = metrics[key]
     print_json(summary)
-    print(f"run written to {args.out} (metrics.json, history.jsonl, checkpoint/)")
+    print(f"run written to {out} (metrics.json, history.jsonl, checkpoint/)")
 
 
 def cmd_evaluate(args) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from transferlab.cli._common import add_dataclass_options, dataclass_from_args, print_json
+from transferlab.cli._launch import add_nproc_option, launch, wants_launch, without_nproc
 from transferlab.data import DataOptions
 from transferlab.training.config import TrainConfig
 
@@ -25,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_nproc_option(p)
     add_dataclass_options(p, TrainConfig, exclude=("head_init",))
     add_dataclass_options(p, DataOptions, exclude=("seed",))
     p.set_defaults(func=cmd_pretrain)
@@ -63,8 +65,21 @@ def cmd_pretrain(args) -> None:
     config = RunConfig(model=args.model or DEFAULT_MODEL, data=args.data, strategy=PRETRAIN_STRATEGY,
                        train=dataclass_from_args(TrainConfig, args),
                        data_options=dataclass_from_args(DataOptions, args, seed=args.seed))
+    if wants_launch(args):
+        from transferlab.pretraining import check_pretrainable
+        from transferlab.runs import check_run_folder
+
+        check_pretrainable(config)
+        _, out = check_run_folder(config, args.out, resume=args.resume, overwrite=args.overwrite, given=given,
+                                  dry=True)
+        launch(args.nproc, without_nproc(args.argv), str(out / "checkpoint" / "last.safetensors"))
+        return  # rank 0 printed the summary
+    from transferlab.training import distributed
+
     metrics = pretrain(config, args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
                        overwrite=args.overwrite, given=given)
+    if not distributed.is_main_process():
+        return
     print_json({k: metrics[k] for k in ("model", "classes", "val", "test", "best_epoch", "epochs_run",
                                         "train_seconds", "checkpoints") if k in metrics})
     print(f"pre-trained run written to {args.out}; its checkpoints: --model {args.out}@E (E in the list above), "

@@ -23,28 +23,30 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class NoSingletonBatches(BatchSampler):
     """Batches of `batch_size`; a last batch of a single example joins the one before it. In training mode
     BatchNorm cannot normalise one example (one value per channel at small image sizes), so a training set of
-    33 with batch size 32 would stop; merged, every training-set size of 2 or more works."""
+    33 with batch size 32 would stop; merged, every training-set size of 2 or more works. `min_last`: the
+    smallest last batch kept on its own (a distributed run needs one example per rank)."""
 
-    def __init__(self, sampler, batch_size: int):
+    def __init__(self, sampler, batch_size: int, min_last: int = 2):
         super().__init__(sampler, batch_size, drop_last=False)
+        self.min_last = max(2, min_last)
 
     def __iter__(self):
         batches = list(super().__iter__())
-        if len(batches) > 1 and len(batches[-1]) == 1:
+        if len(batches) > 1 and len(batches[-1]) < self.min_last:
             last = batches.pop()
             batches[-1] = batches[-1] + last
         yield from batches
 
     def __len__(self) -> int:
         n, full = len(self.sampler), super().__len__()
-        return full - 1 if full > 1 and n % self.batch_size == 1 else full
+        return full - 1 if full > 1 and 0 < n % self.batch_size < self.min_last else full
 
 
 class EpochBatches(NoSingletonBatches):
     """One epoch's batches from `start` on, each example as (index, its augmentation seed)."""
 
-    def __init__(self, sampler, batch_size: int, seed: int, epoch: int, start: int = 0):
-        super().__init__(sampler, batch_size)
+    def __init__(self, sampler, batch_size: int, seed: int, epoch: int, start: int = 0, min_last: int = 2):
+        super().__init__(sampler, batch_size, min_last)
         self.seed, self.epoch, self.start = seed, epoch, start
 
     def __iter__(self):
@@ -54,6 +56,21 @@ class EpochBatches(NoSingletonBatches):
 
     def __len__(self) -> int:
         return max(0, super().__len__() - self.start)
+
+
+class RankRows:
+    """Rank `rank`'s rows of each global batch (rows rank, rank + size, ...): the ranks of a distributed run
+    together see each global batch once. A batch sampler (iterable of index lists with a length)."""
+
+    def __init__(self, batches, rank: int, size: int):
+        self.batches, self.rank, self.size = batches, rank, size
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[self.rank::self.size]
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class SeededItems(Dataset):

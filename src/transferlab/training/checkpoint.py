@@ -37,12 +37,15 @@ def optimizer_from_flat(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
-def save_checkpoint(path: Path, model, optimizer, trainer_state: dict, strategy_tensors: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, trainer_state: dict, strategy_tensors: dict,
+                    extra_rng: dict[str, torch.Tensor] | None = None) -> None:
+    """`extra_rng`: generator states beside this process's (a distributed run's other ranks, 'rank1.torch', ...)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors.update({f"strategy.{k}": v for k, v in strategy_tensors.items()})
     tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update({f"rng.{k}": v for k, v in (extra_rng or {}).items()})
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda{i}"] = s

@@ -53,6 +53,9 @@ class TrainConfig:
                 "(CUDA, with loss scaling); weights and optimiser stay float32"})
     memory_format: str = field(default="auto", metadata={
         "help": "auto (channels_last for convolutional image models), channels_last or contiguous"})
+    sync_bn: bool = field(default=False, metadata={
+        "help": "in a distributed CUDA run, normalise BatchNorm layers that train with the statistics of the "
+                "global batch (torch's SyncBatchNorm; CUDA only)"})
     cache: bool = field(default=True, metadata={
         "help": "compute what frozen leading depth groups output once per split, not every epoch (on where it "
                 "applies: frozen prefix, inputs not augmented; results as without it); --no-cache turns it off"})

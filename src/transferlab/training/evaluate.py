@@ -21,10 +21,11 @@ def ordered_loader(dataset, batch_size: int, collate, **options) -> "torch.utils
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullcontext) -> dict:
+def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullcontext, reduce=None) -> dict:
     """The objective's mean loss and accuracy over a loader: {"loss", "accuracy", "n"} (default:
     cross-entropy and accuracy). `prepare(batch)` puts a batch on the device in the run's layout (default:
-    `to_device`); forward passes run inside `autocast()` (the run's precision), the loss in float32."""
+    `to_device`); forward passes run inside `autocast()` (the run's precision), the loss in float32.
+    `reduce(sums)`: the sums of all processes of a distributed run, each of which evaluated its own block."""
     from transferlab.training.objectives import Classification
 
     objective = objective or Classification()
@@ -36,7 +37,7 @@ def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullc
             continue
         _score_batch(model, batch, device, objective, sums, prepare, autocast)
     model.train(was_training)
-    return objective.summary(sums)
+    return objective.summary(reduce(sums) if reduce is not None else sums)
 
 
 def _score_batch(model, batch, device, objective, sums: dict, prepare, autocast) -> torch.Tensor:

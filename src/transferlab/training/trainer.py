@@ -3,6 +3,12 @@
 Exactness of `--resume`: every decision in an epoch (trainable set, learning rates, shuffling order) is a
 function of the epoch number, the seed and the saved state (weights, optimiser, torch RNG), so a run
 resumed from its last epoch checkpoint makes the same updates bit for bit on CPU.
+
+Several processes (torchrun, training/distributed.py): each rank trains on its rows of the same global batches
+through DistributedDataParallel, evaluates its block of each split, and the sums are reduced; rank 0 alone writes
+(checkpoints, history, best weights) and runs the callbacks. The wrapper is rebuilt whenever the trainable set
+changes (a gradual_unfreeze or lp_ft phase), because DDP only reduces the parameters that required gradients when
+it was built. A run folder must be on a file system that every rank sees.
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ from transferlab.errors import ConfigError, TrainingError, UnsafeFileError
 from transferlab.nn_utils import is_batchnorm
 from transferlab.safe_io import atomic_write_text
 from transferlab.strategies import StrategyContext
-from transferlab.training.batches import EpochBatches, NoSingletonBatches, SeededItems
+from transferlab.training import distributed
+from transferlab.training.batches import EpochBatches, NoSingletonBatches, RankRows, SeededItems
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, ordered_loader, to_device
@@ -42,7 +49,8 @@ BEST = "best.safetensors"
 
 
 class Callback:
-    """Per-run hooks; each does nothing by default. State they need on resume they keep themselves."""
+    """Per-run hooks; each does nothing by default. State they need on resume they keep themselves. In a
+    distributed run they are called on rank 0 only (they write files and log)."""
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
 
@@ -68,6 +76,7 @@ class FitState:
     epoch_sums: dict = field(default_factory=dict)
     scaler: dict = field(default_factory=dict)  # fp16's gradient scaler (scale, growth tracker)
     cache_seconds: float = 0.0  # spent computing frozen-prefix cache entries
+    world_size: int = 1  # processes that trained the run (torchrun); a resume with another count says so
 
 
 def resolve_device(name: str, fallback: bool = False) -> torch.device:
@@ -121,7 +130,8 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoint"
         self.callbacks = callbacks or []
         self.strategy_options = strategy_options or {}
-        self.device = resolve_device(config.device)
+        self.world = distributed.world()
+        self.device = _rank_device(resolve_device(config.device), self.world)
         self.state = FitState()
         self.optimizer = None
         self.objective = objective or Classification()
@@ -131,6 +141,8 @@ class Trainer:
         self.store = feature_store
         self._fingerprints: dict[str, str | None] = {}
         self._cache_notes: set[str] = set()
+        self._ddp = None  # DistributedDataParallel over the model, for the trainable set in _wrapped_for
+        self._wrapped_for: frozenset[str] | None = None
 
     # ---- data ----------------------------------------------------------------------------------
     def train_loader(self, epoch: int, start: int = 0, cached: dict | None = None, k: int = 0) -> DataLoader:
@@ -139,24 +151,52 @@ class Trainer:
         The shuffle order depends on (seed, epoch) only, so a resumed epoch sees the same batches. The loader
         draws its base seed from `gen` before the sampler's permutation, as DataLoader(shuffle=True) does."""
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        sampler = EpochBatches(RandomSampler(self.data.train, generator=gen), self.config.batch_size,
-                               self.config.seed, epoch, start=start)
+        sampler = EpochBatches(RandomSampler(self.data.train, generator=gen), self.global_batch_size,
+                               self.config.seed, epoch, start=start, min_last=self.world.size)
+        if self.world.active:
+            sampler = RankRows(sampler, self.world.rank, self.world.size)
         if cached is not None:
             return cached_loader(cached, k, len(self.data.train), batch_sampler=sampler, generator=gen)
         return DataLoader(SeededItems(self.data.train), batch_sampler=sampler, generator=gen,
                           collate_fn=self.data.collate, **self._worker_options())
 
+    @property
+    def global_batch_size(self) -> int:
+        """Examples per optimiser step: --batch-size on each of the world's processes."""
+        return self.config.batch_size * self.world.size
+
     def eval_loader(self, dataset) -> DataLoader:
         return ordered_loader(dataset, self.config.eval_batch_size, self.data.collate, **self._worker_options())
+
+    def _rank_block(self, dataset):
+        """This rank's contiguous block of a split (the whole split in one process): evaluated once, no padding."""
+        if not self.world.active:
+            return dataset
+        from torch.utils.data import Subset
+
+        return Subset(dataset, distributed.shard(len(dataset), self.world))
+
+    def _reduce(self, sums: dict) -> dict:
+        """Evaluation or epoch sums added over the ranks."""
+        if not self.world.active:
+            return sums
+        keys = [k for k, v in sums.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not keys:
+            return sums
+        totals = distributed.all_sum([float(sums[k]) for k in keys])
+        out = dict(sums)
+        for key, total in zip(keys, totals):
+            out[key] = int(round(total)) if isinstance(sums[key], int) else total
+        return out
 
     def _evaluate(self, split: str, k: int = 0) -> dict:
         """The objective on a split, from its frozen-prefix entry for k groups when there is one."""
         dataset = getattr(self.data, split)
         entry = self._entry(split, k) if k else None
         loader = (cached_loader(entry, k, len(dataset), batch_size=self.config.eval_batch_size)
-                  if entry is not None else self.eval_loader(dataset))
+                  if entry is not None else self.eval_loader(self._rank_block(dataset)))
         return evaluate(self.model, loader, self.device, self.objective, prepare=self._prepare,
-                        autocast=self.precision.autocast)
+                        autocast=self.precision.autocast, reduce=self._reduce)
 
     def _prepare(self, batch: dict) -> dict:
         batch = to_device(batch, self.device)
@@ -177,6 +217,9 @@ class Trainer:
             return 0
         if self.strategy.reads_inputs:
             self._note(f"frozen-prefix cache off: {self.strategy.spec()} reads the inputs of each batch")
+            return 0
+        if self.world.active:
+            self._note("frozen-prefix cache off: in a distributed run every rank would compute the whole split")
             return 0
         return k
 
@@ -225,12 +268,19 @@ class Trainer:
 
     # ---- set-up --------------------------------------------------------------------------------
     def setup(self, resume: bool) -> None:
-        torch.manual_seed(self.config.seed)
+        self.world = distributed.init(self.device)
+        if self.world.active and len(self.data.train) < self.world.size:
+            raise ConfigError(f"{len(self.data.train)} training examples for {self.world.size} processes: each "
+                              f"process needs at least one")
+        # Rank 0 draws what one process draws; the other ranks' dropout masks come from streams of their own.
+        torch.manual_seed(self.config.seed + self.world.rank * 1_000_003)
         self.precision = Precision(self.config.precision, self.device)
         self.channels_last = use_channels_last(self.config.memory_format, self.model)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.config.sync_bn:
+            self._convert_sync_batchnorm()
         if self.config.cache and self.store is None:
             self.store = FeatureStore(self.config.cache_memory_mb * 2**20, folder=self.config.cache_dir or None)
         if self.config.head_init == "source":
@@ -238,15 +288,36 @@ class Trainer:
 
             init_head_from_source(self.model, self.eval_loader(self.data.train), self.device)
         resuming = resume and (self.ckpt_dir / LAST).is_file()
+        # Other ranks take rank 0's strategy state (EWC's Fisher is computed once, not once per rank), as a
+        # resumed run takes its checkpoint's: on_fit_start is told that the state follows.
+        follows = resuming or not self.world.is_main
         ctx = StrategyContext(total_epochs=self.config.epochs, train_batches=self._plain_train_batches,
-                              device=self.device, options=self.strategy_options, resuming=resuming)
+                              device=self.device, options=self.strategy_options, resuming=follows)
         self.strategy.on_fit_start(self.model, ctx)
+        if self.world.active and not resuming:
+            state = distributed.broadcast({k: v.cpu() for k, v in self.strategy.state_dict().items()}
+                                          if self.world.is_main else None)
+            if not self.world.is_main:
+                self.strategy.load_state_dict(state)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         self.optimizer = build_optimizer(self.model, trainable, self.config,
                                          anchored=self.strategy.anchored_parameters(self.model))
         if resuming:
+            distributed.barrier()  # rank 0 may have just removed a stale temporary file beside it
             self._restore(self.ckpt_dir / LAST)
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.state.world_size = self.world.size
+
+    def _convert_sync_batchnorm(self) -> None:
+        if self.device.type != "cuda":
+            raise ConfigError("--sync-bn: torch's SyncBatchNorm runs on CUDA devices only; on the CPU each "
+                              "process normalises with its own batch statistics (or use --bn-stats frozen)")
+        if not self.world.active:
+            logger.info("--sync-bn: one process, so BatchNorm statistics are already those of the whole batch")
+            return
+        # Frozen BatchNorm layers stay in eval mode (_train_mode), so their statistics are not synchronised.
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
 
     def _restore(self, path: Path) -> None:
         model_state, opt_state, trainer_state, strategy_state, rng = load_checkpoint(path)
@@ -255,7 +326,9 @@ class Trainer:
             self.optimizer.load_state_dict(opt_state)
             self.strategy.load_state_dict(strategy_state)
             self.state = FitState(**trainer_state)
-            torch.set_rng_state(rng["torch"])
+            own = rng["torch"] if self.world.rank == 0 else rng.get(f"rank{self.world.rank}.torch")
+            if own is not None and self.state.world_size == self.world.size:
+                torch.set_rng_state(own)
             scaler = self.precision.scaler if self.precision is not None else None  # fp16's loss scale goes on
             if scaler is not None and self.state.scaler:
                 scaler.load_state_dict(self.state.scaler)
@@ -265,14 +338,44 @@ class Trainer:
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise UnsafeFileError(f"{path}: does not fit this run, cannot resume from it: "
                                   f"{_first_reason(exc)}") from None
+        if self.state.world_size != self.world.size:
+            self._resume_other_world()
         logger.info("resumed from %s at epoch %d", path, self.state.epoch + 1)
+
+    def _resume_other_world(self) -> None:
+        """A run continued on another number of processes: the same seeded example order, in global batches of
+        another size; an epoch interrupted inside goes on from the batch that holds its next example."""
+        before, now = self.state.world_size, self.world.size
+        done = self.state.batch_in_epoch * self.config.batch_size * before
+        self.state.batch_in_epoch = done // self.global_batch_size
+        logger.warning("--resume: the run was trained on %d process(es), now %d: the global batch goes from %d to %d "
+                       "examples (the learning rate is not rescaled), so steps per epoch, the schedule and the "
+                       "other ranks' dropout streams change; the result is not the uninterrupted run's",
+                       before, now, self.config.batch_size * before, self.global_batch_size)
 
     def _configure_epoch(self, epoch: int) -> set[str] | None:
         trainable = self.strategy.trainable(self.model, epoch)
         for name, p in self.model.named_parameters():
             p.requires_grad_(trainable is None or name in trainable)
         set_group_base_lrs(self.optimizer, self.strategy.lr_scales(self.model, epoch), self.config.lr)
+        if self.world.active:
+            self._wrap_for_epoch()
         return trainable
+
+    def _wrap_for_epoch(self) -> None:
+        """A DDP wrapper for the parameters that train now: built again when the set changed since the last one."""
+        training = frozenset(n for n, p in self.model.named_parameters() if p.requires_grad)
+        if training == self._wrapped_for:
+            return
+        if not training:
+            raise ConfigError(f"{self.strategy.spec()} trains no parameter in this epoch: nothing to distribute")
+        if self._wrapped_for is not None:
+            logger.info("the trainable set changed (%d -> %d tensors): DistributedDataParallel rebuilt for it",
+                        len(self._wrapped_for), len(training))
+        # PEFT methods can leave trainable adapters outside the forward pass (a LoRA target the pooling skips,
+        # peft#899): DDP then has to look for parameters that got no gradient.
+        self._ddp = distributed.wrap(self.model, self.device, find_unused_parameters=_may_leave_unused(self.strategy))
+        self._wrapped_for = training
 
     def _train_mode(self) -> None:
         """Train mode, except the modules of depth groups whose parameters are all frozen, which run in eval
@@ -301,10 +404,20 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
+        try:
+            return self._fit(resume)
+        except RuntimeError as exc:
+            if not (self.world.active and _lost_peer(exc)):
+                raise
+            raise TrainingError(f"lost contact with another training process at step {self.state.step + 1}: "
+                                f"{str(exc).splitlines()[0][:200]}; {self._kept()}") from None
+
+    def _fit(self, resume: bool) -> dict:
         self.setup(resume)
-        self._batches_per_epoch = len(NoSingletonBatches(range(len(self.data.train)), self.config.batch_size))
+        self._batches_per_epoch = len(NoSingletonBatches(range(len(self.data.train)), self.global_batch_size,
+                                                         min_last=self.world.size))
         total_steps = self.config.epochs * self._batches_per_epoch
-        for cb in self.callbacks:
+        for cb in self._callbacks():
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
             if self._should_stop():  # restored from a run that had already stopped early
@@ -322,13 +435,16 @@ class Trainer:
             stop = self._track_best(record)
             self._save_last()
             self._write_history()
-            for cb in self.callbacks:
+            for cb in self._callbacks():
                 cb.on_epoch_end(self, record)
             if stop:
                 logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1,
                             self.config.patience)
                 break
         return self._finish()
+
+    def _callbacks(self) -> list[Callback]:
+        return self.callbacks if self.world.is_main else []
 
     def _run_epoch(self, epoch: int, total_steps: int) -> dict:
         trainable = self._configure_epoch(epoch)
@@ -344,12 +460,14 @@ class Trainer:
         start = time.perf_counter()
         progress = _progress(self.train_loader(epoch, start=done, cached=cached, k=k),
                              f"epoch {epoch + 1}/{self.config.epochs}")
+        if not self.world.is_main:  # rank 0's checkpoint holds the sums of all ranks so far
+            sums, term_sums = {"loss": 0.0, "correct": 0, "n": 0}, {k: 0.0 for k in term_sums}
         for position, batch in enumerate(progress, start=done):
-            if batch["labels"].numel() > 0:
+            if batch["labels"].numel() > 0 or self.world.active:  # every rank takes part in every step
                 self._train_step(batch, epoch, total_steps, sums, term_sums)
             self.state.batch_in_epoch = position + 1
             if self._checkpoint_due():
-                self.state.epoch_sums = {**sums, "terms": dict(term_sums),
+                self.state.epoch_sums = {**self._reduce(sums), "terms": self._reduce(term_sums),
                                          "seconds": seconds_before + time.perf_counter() - start}
                 self._save_last()
             if hasattr(progress, "set_postfix") and sums["n"]:
@@ -357,6 +475,7 @@ class Trainer:
         seconds = seconds_before + time.perf_counter() - start
         self.state.train_seconds += seconds
         self.state.batch_in_epoch, self.state.epoch_sums = 0, {}
+        sums, term_sums = self._reduce(sums), self._reduce(term_sums)
         val = self._evaluate("val", k)
         n = max(sums["n"], 1)
         record = {
@@ -384,9 +503,19 @@ class Trainer:
     def _train_step(self, batch: dict, epoch: int, total_steps: int, sums: dict, term_sums: dict) -> None:
         batch = self._prepare(batch)
         poison = faults.on_step(self.state.step + 1)  # test-only fault injection; no-op otherwise
+        n = batch["labels"].numel()
+        share = 1.0  # this rank's loss weight: n / (global n / world size), so DDP's gradient mean is the global one
+        if self.world.active:
+            total, empty = distributed.all_sum([n, n == 0])
+            if empty:  # a rank whose rows could all not be read: no rank can step without it
+                logger.warning("step %d: a process had no readable example in its rows of the batch: step skipped "
+                               "on every process", self.state.step + 1)
+                self.state.step += 1
+                return
+            share = n * self.world.size / total
         apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
         with self.precision.autocast():
-            logits = self.model(batch)
+            logits = (self._ddp or self.model)(batch)
             terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
         logits = logits.float()  # the loss and its terms in float32
         task_loss = self.objective.loss(logits, batch["labels"])
@@ -394,13 +523,17 @@ class Trainer:
         loss = task_loss + sum(terms.values()) if terms else task_loss
         if poison:
             loss = loss * float("nan")
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if self.world.active:  # one rank's NaN stops (or skips) the step on all of them
+            finite = distributed.all_sum([not finite])[0] == 0
+        if not finite:
             self._handle_nonfinite(loss, epoch)
             self.state.step += 1
             return
         self.optimizer.zero_grad(set_to_none=True)
         scaler = self.precision.scaler
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        weighted = loss * share if share != 1.0 else loss
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
@@ -429,7 +562,6 @@ class Trainer:
                                 f"{epoch + 1}): the learning rate times its group's scale is too large for "
                                 f"float32; {self._kept()} (lower --lr)") from None
         self.state.step += 1
-        n = batch["labels"].numel()
         sums["loss"] += task_loss.item() * n
         correct = self.objective.correct(logits, batch["labels"])
         sums["correct"] = None if correct is None or sums["correct"] is None else sums["correct"] + correct
@@ -457,7 +589,8 @@ class Trainer:
             self.state.best_accuracy, self.state.best_loss = acc, loss
             self.state.best_epoch = record["epoch"]
             self.state.epochs_without_improvement = 0
-            save_weights(self.ckpt_dir / BEST, self.model)
+            if self.world.is_main:
+                save_weights(self.ckpt_dir / BEST, self.model)
         else:
             self.state.epochs_without_improvement += 1
         return self._should_stop()
@@ -468,12 +601,17 @@ class Trainer:
     def _save_last(self) -> None:
         if self.precision.scaler is not None:
             self.state.scaler = dict(self.precision.scaler.state_dict())
-        save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, vars(self.state),
-                        self.strategy.state_dict())
+        rng = distributed.gather(torch.get_rng_state()) if self.world.active else []  # every rank's dropout stream
+        if self.world.is_main:
+            save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, vars(self.state),
+                            self.strategy.state_dict(),
+                            extra_rng={f"rank{r}.torch": state for r, state in enumerate(rng) if r > 0})
 
     def _write_history(self) -> None:
         import json
 
+        if not self.world.is_main:
+            return
         atomic_write_text(self.out_dir / "history.jsonl",
                           "".join(json.dumps(r) + "\n" for r in self.state.history))
 
@@ -481,6 +619,7 @@ class Trainer:
         from transferlab.safe_io import load_tensors
 
         final_train_accuracy = self.state.history[-1]["train_accuracy"] if self.state.history else float("nan")
+        distributed.barrier()  # rank 0 has written the best weights
         self.model.load_state_dict(load_tensors(self.ckpt_dir / BEST))
         # The selected weights were trained with the best epoch's frozen prefix: its cached outputs still apply
         # (the entry's key is recomputed from these weights, so a changed prefix cannot be served stale).
@@ -502,10 +641,33 @@ class Trainer:
             "samples_per_second": samples / self.state.train_seconds if self.state.train_seconds else 0.0,
             "peak_memory_mb": peak_memory_mb(self.device), "skipped_steps": self.state.skipped_steps,
             "precision": self.config.precision, "cache_seconds": self.state.cache_seconds,
+            "world_size": self.world.size, "global_batch_size": self.global_batch_size,
         }
-        for cb in self.callbacks:
+        for cb in self._callbacks():
             cb.on_fit_end(self, metrics)
         return metrics
+
+
+def _rank_device(device: torch.device, place) -> torch.device:
+    """In a distributed CUDA run, each process of a machine takes the GPU of its local rank."""
+    if place.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", place.local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """A collective that failed because another process of the job died (gloo reports a plain RuntimeError)."""
+    text = str(exc)
+    return isinstance(exc, torch.distributed.DistError) or "gloo" in text or "Connection reset" in text \
+        or "Connection closed" in text or "NCCL" in text
+
+
+def _may_leave_unused(strategy) -> bool:
+    from transferlab.strategies.peft_methods._base import PeftStrategy
+
+    parts = getattr(strategy, "parts", [strategy])
+    return any(isinstance(part, PeftStrategy) for part in parts)
 
 
 def _fmt(x) -> str:

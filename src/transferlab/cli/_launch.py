@@ -1,0 +1,86 @@
+"""`--nproc N`: the same command in N processes on this machine, started by torch's own launcher (what `torchrun
+--standalone --nproc-per-node N -m transferlab ...` does), with a one-line message when a process fails."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import uuid
+
+from transferlab.errors import ConfigError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+
+def add_nproc_option(p) -> None:
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes on this machine with DistributedDataParallel (gloo on CPU, NCCL on "
+                        "CUDA), as torchrun --nproc-per-node N would; --batch-size is per process, so a step sees "
+                        "N x --batch-size examples (the learning rate is not rescaled). Several machines: "
+                        "torchrun, docs/distributed.md")
+
+
+def wants_launch(args) -> bool:
+    """True when this invocation should start the processes (and not train itself)."""
+    nproc = getattr(args, "nproc", None)
+    if nproc is None:
+        return False
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1 (the number of training processes), got {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        if nproc != int(os.environ["WORLD_SIZE"]):
+            raise ConfigError(f"--nproc {nproc} inside a job of {os.environ['WORLD_SIZE']} processes started by "
+                              f"torchrun: drop --nproc (torchrun's --nproc-per-node decides)")
+        return False
+    return nproc > 1
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line with its --nproc option removed (the started processes are told by torchrun's variables)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def launch(nproc: int, argv: list[str], checkpoint: str) -> None:
+    """Run `transferlab ARGV` in `nproc` processes; TrainingError naming the process that failed, the signal
+    that killed it, and the checkpoint that a --resume continues from."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    cores = os.cpu_count() or 1
+    if nproc > cores:
+        logger.warning("--nproc %d on %d CPU core(s): the processes share cores and each runs slower", nproc, cores)
+    # torch's threads divided among the processes (torchrun sets 1); a value the user set is kept
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its own failure report: ours below
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+    logger.info("starting %d training processes", nproc)
+    try:
+        elastic_launch(config, sys.executable)("-m", "transferlab", *argv)
+    except ChildFailedError as exc:
+        raise _failure(exc, checkpoint) from None
+
+
+def _failure(exc, checkpoint: str) -> BaseException:
+    """What failed, in one line: a process killed by a signal first (the launcher stops the others with SIGTERM),
+    else the first to fail. A process that exited with the CLI's error status 2 has printed its reason itself."""
+    failures = sorted(exc.failures.items(), key=lambda item: item[1].timestamp)
+    killed = [(rank, f) for rank, f in failures if f.exitcode < 0 and -f.exitcode != signal.SIGTERM]
+    if not killed and any(f.exitcode == 2 for _, f in failures):
+        return SystemExit(2)  # rank 0 printed the one line (transferlab: error: ...)
+    rank, first = (killed or failures)[0]
+    how = (f"was killed by {signal.Signals(-first.exitcode).name}" if first.exitcode < 0
+           else f"exited with status {first.exitcode}")
+    kept = (f"the last good checkpoint is {checkpoint} (continue with --resume)" if os.path.isfile(checkpoint)
+            else "no checkpoint was written yet")
+    return TrainingError(f"training process of rank {rank} (pid {first.pid}) {how}; the job's other processes were "
+                         f"stopped; {kept}")

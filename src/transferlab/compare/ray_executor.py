@@ -1,0 +1,220 @@
+"""A comparison grid's cells as Ray tasks (`transferlab compare --executor ray`).
+
+Each cell that is not finished yet becomes one task declaring `cpus_per_cell` CPUs and `gpus_per_cell` GPUs; the
+task runs the same `grid.run_cell` as a local grid (re-seeded, its own config only), so the report equals a local
+run's. Ray is optional (`pip install "transferlab[cluster]"`) and imported only here, when it is asked for.
+
+Where the code comes from: a task names `transferlab.compare.ray_executor._run_cell_task`, which each Ray worker
+imports. A local instance's workers run this same Python with this process's environment (the venv, where
+transferlab is installed, editable in a checkout; PYTHONPATH too), so they find it. On a cluster every node needs
+transferlab installed (the same version), the data at the same paths, and --out on a file system all nodes share
+at the same path: the tasks write their run folders there themselves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from transferlab.compare import grid
+from transferlab.compare.grid import FEATURE_CACHE, Cell, CellResult, GridProgress, GridSpec
+from transferlab.errors import ConfigError
+from transferlab.runs import RunCaches, run_state
+
+logger = logging.getLogger(__name__)
+
+EXTRA = 'pip install "transferlab[cluster]"'
+CONNECT_TIMEOUT_S = 5.0  # a TCP connect to --address; `ray.init` on a dead address can block for minutes
+WAIT_S = 1.0  # ray.wait's timeout: short, so that Ctrl-C is seen at once
+
+
+def import_ray():
+    """The `ray` module, or one line naming the extra to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"--executor ray needs Ray, which is not installed: {EXTRA}") from exc
+    return ray
+
+
+def check_ray_options(address: str | None, cpus_per_cell: int | None, gpus_per_cell: float | None,
+                      device: str = "auto") -> None:
+    """Everything about `--executor ray` that can be checked before the grid folder is written: the values, that
+    Ray imports, that something listens at `address`. `device` is the cells' --device."""
+    if cpus_per_cell is not None and cpus_per_cell < 1:
+        raise ConfigError(f"--cpus-per-cell must be >= 1 (the CPUs Ray reserves for each cell), got {cpus_per_cell}")
+    if gpus_per_cell is not None and gpus_per_cell < 0:
+        raise ConfigError(f"--gpus-per-cell must be >= 0 (the GPUs Ray reserves for each cell; 0.5 shares one "
+                          f"between two cells), got {gpus_per_cell}")
+    if device.startswith("cuda") and not gpus_per_cell:
+        raise ConfigError(f"--device {device} with --executor ray needs --gpus-per-cell > 0: a Ray task sees only "
+                          "the GPUs it reserved")
+    import_ray()
+    if address:
+        check_address(address)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT`, `[IPv6]:PORT` or `ray://HOST:PORT` (the Ray client's)."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: give HOST:PORT of the Ray head node (e.g. 10.0.0.1:6379, as "
+                          "printed by `ray start --head`), or auto")
+    return host.strip("[]"), int(port)
+
+
+def check_address(address: str) -> None:
+    """A plain TCP connect to `address`, so that nobody listening there fails in seconds with one line.
+    `auto` (Ray finds a cluster started on this machine, or RAY_ADDRESS) is left to ray.init."""
+    if address == "auto":
+        return
+    host, port = split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__  # a timeout has no strerror
+        raise ConfigError(f"--address {address}: nothing answers there ({reason}); start the head node with "
+                          f"`ray start --head --port {port}`, or check the host and port") from exc
+
+
+def run_on_ray(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, address: str | None = None,
+               cpus_per_cell: int = 1, gpus_per_cell: float = 0) -> list[CellResult]:
+    """The cells as Ray tasks on the cluster at `address` (else the instance this process is connected to, else a
+    local one sized to this machine); results in plan order. Finished cells are kept without a task; a task that
+    dies becomes a failed cell (error.json) and the others go on; Ctrl-C cancels the tasks."""
+    ray = import_ray()
+    check_ray_options(address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
+    progress = GridProgress(len(cells))
+    results: list[CellResult | None] = [None] * len(cells)
+    for i, cell in enumerate(cells):
+        if run_state(cell.run_dir) == "finished":  # as run_cell does, without a task
+            results[i] = grid.run_cell(spec, cell, out, resume)
+            progress.finished(i, results[i])
+    todo = [i for i, result in enumerate(results) if result is None]
+    if not todo:
+        return results
+    started = _connect(ray, address, cpus_per_cell)
+    try:
+        progress.jobs = _cells_at_once(ray, cpus_per_cell, gpus_per_cell, local=started and not address)
+        # Absolute paths for the tasks: a worker's working folder is not necessarily this one on another node.
+        out_abs = Path(out).absolute()
+        level = logging.getLogger("transferlab").getEffectiveLevel()
+        # Declared in ray.remote (not .options): with num_gpus > 0 there, Ray gives each GPU cell a fresh worker
+        # process (max_calls=1), which frees its GPU memory. max_retries=0: a cell whose worker died is failed, as
+        # with --jobs; --resume continues it.
+        task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)(_run_cell_task)
+        spec_ref = ray.put(spec)  # once, not with every task
+        pending = {task.remote(spec_ref, dataclasses.replace(cells[i], run_dir=cells[i].run_dir.absolute()),
+                               out_abs, resume, i, len(cells), cpus_per_cell, gpus_per_cell, level): i
+                   for i in todo}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                for ref in done:
+                    i = pending.pop(ref)
+                    results[i] = _task_result(ray, ref, cells[i])
+                    progress.finished(i, results[i])
+        except KeyboardInterrupt:
+            logger.warning("interrupted: cancelling the Ray tasks (unfinished runs continue with --resume)")
+            for ref in pending:
+                ray.cancel(ref, force=True)  # force: stop the running cells now, not after their epochs
+            raise
+    finally:
+        if started:  # only what this call started or connected; a caller's own ray.init stays
+            ray.shutdown()
+    return results
+
+
+def _connect(ray, address: str | None, cpus_per_cell: int) -> bool:
+    """Connect to Ray; True when this call did (and so must shut it down)."""
+    if ray.is_initialized():
+        logger.info("Ray: using the instance this process is already connected to")
+        return False
+    # Worker output (the cells' progress lines) comes to this terminal, as the --jobs workers' does.
+    options = {"log_to_driver": True, "logging_level": logging.WARNING}
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # no token, versions
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"--address {address}: cannot connect to Ray ({first})") from exc
+        return True
+    cpus = torch.get_num_threads() or os.cpu_count() or 1
+    if cpus_per_cell > cpus:
+        raise ConfigError(f"--cpus-per-cell {cpus_per_cell} is more than the {cpus} CPU(s) of the local Ray instance "
+                          "(torch's threads here: the cores, or OMP_NUM_THREADS); no cell could start")
+    # Sized to what torch uses here; no dashboard (a web server nobody asked for).
+    ray.init(num_cpus=cpus, include_dashboard=False, **options)
+    return True
+
+
+def _cells_at_once(ray, cpus_per_cell: int, gpus_per_cell: float, local: bool) -> int:
+    """How many cells the cluster's alive nodes hold at once (for the time-left estimate). None fitting on any node:
+    an error for the local instance (the tasks would wait for ever), a warning on a cluster (an autoscaler may add
+    a node)."""
+    fits = 0
+    for node in ray.nodes():
+        if not node.get("Alive", False):
+            continue
+        have = node.get("Resources", {})
+        n = int(have.get("CPU", 0) // cpus_per_cell)
+        if gpus_per_cell:
+            n = min(n, int(have.get("GPU", 0) // gpus_per_cell))
+        fits += n
+    need = f"{cpus_per_cell} CPU(s)" + (f" and {gpus_per_cell:g} GPU(s)" if gpus_per_cell else "")
+    if not fits:
+        if local:
+            raise ConfigError(f"no cell fits on the local Ray instance: each needs {need}; lower --cpus-per-cell "
+                              "or --gpus-per-cell")
+        logger.warning("Ray: no node has %s free for a cell now; the tasks wait until one joins", need)
+        return 1
+    logger.info("Ray: %d cell(s) at a time, %s each", fits, need)
+    return fits
+
+
+def _task_result(ray, ref, cell: Cell) -> CellResult:
+    """The task's CellResult, or a failed cell when the task could not return one."""
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # raised in the task around run_cell: report the error itself
+        return grid._failed(cell, exc.cause if isinstance(exc.cause, Exception) else exc)
+    except ray.exceptions.RayError as exc:  # WorkerCrashedError (killed: out of memory?), a node that died, ...
+        return grid._failed(cell, exc)
+    result.cell.run_dir = cell.run_dir  # the path as planned (absolute only for the task)
+    return result
+
+
+# ---- inside a Ray worker process -----------------------------------------------------------------------------
+_worker_caches: dict[tuple, RunCaches] = {}  # this worker process's caches, one per grid (cache folder)
+_worker_logging = False
+
+
+def _run_cell_task(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: int, total: int, threads: int,
+                   gpus: float, log_level: int) -> CellResult:
+    """One cell in a Ray worker. Workers are reused across tasks (and across grids sent to a long-lived cluster),
+    so what `grid._init_worker` does once per process is done here per task, cheaply."""
+    global _worker_logging
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    if not gpus and not torch.cuda.is_initialized():
+        # Ray hides no GPU from a task that reserved none: without this, --device auto would put the cell on a
+        # GPU that Ray gives to other tasks.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if not _worker_logging:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("transferlab").setLevel(log_level)
+        _worker_logging = True
+    # Frozen-prefix entries in DIR/feature_cache (or --cache-dir), shared with the tasks in other processes.
+    folder = out / FEATURE_CACHE
+    key = (str(folder), spec.base.train.cache_dir, spec.base.train.cache_memory_mb)
+    if key not in _worker_caches:
+        _worker_caches[key] = grid.grid_caches(spec, folder=folder)
+    grid._worker_caches = _worker_caches[key]  # what _worker_run_cell reads, as after _init_worker
+    return grid._worker_run_cell(spec, cell, out, resume, index, total)
