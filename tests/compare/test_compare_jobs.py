@@ -19,7 +19,8 @@ import torch
 from tests.compare.conftest import STRATEGIES, grid_args, load_json
 from tests.reliability.conftest import ROOT, error_line, run_cli, strip_keys, subprocess_env
 from tests.reliability.test_compare_resume import GRID_TIMING
-from transferlab.compare.grid import FEATURE_CACHE, GridSpec, run_grid, safe_name, worker_threads
+from transferlab.compare.executor import run_grid
+from transferlab.compare.grid import FEATURE_CACHE, GridSpec, safe_name, worker_threads
 
 FINISHED = ("linear_probe", "full", "scratch")  # STRATEGIES' freeze:k=50 fails at run time (too few groups)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transferlab.compare.grid import DEFAULT_STRATEGIES, SCRATCH, GridSpec, grid_spec, run_grid, split_strategy_list
+from transferlab.compare.executor import run_grid
+from transferlab.compare.grid import DEFAULT_STRATEGIES, SCRATCH, GridSpec, grid_spec, split_strategy_list
 from transferlab.compare.report import Section, register_section, write_report
 from transferlab.compare.results import GridResults, collect
 
@@ -20,8 +21,8 @@ from transferlab.compare.results import GridResults, collect
 from transferlab.diagnostics import report as _diagnostic_sections  # noqa: E402,F401  isort: skip
 from transferlab.contamination import subsets as _contamination_section  # noqa: E402,F401  isort: skip
 
-__all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResults", "Section", "collect", "compare", "register_section",
-           "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
+__all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResults", "Section", "collect", "compare",
+           "register_section", "report_from_dir", "run_grid", "split_strategy_list", "write_report"]
 
 
 def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,

@@ -8,7 +8,8 @@ DIR/feature_cache/                frozen-prefix outputs shared by the worker pro
 
 Every cell depends only on its own config and seed (torch is re-seeded before each), so a grid that was killed
 and continued with `resume=True` ends with the same numbers as one that ran straight through, and a grid run in
-`jobs` worker processes with the same numbers as one run cell after cell.
+`jobs` worker processes with the same numbers as one run cell after cell. `compare/executor.py` decides where the
+cells run (here, in `run_parallel`'s processes, or on Ray) and runs them.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from pathlib import Path
 import torch
 
 from transferlab.errors import ConfigError
-from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, check_output_path, foreign_message, folder_state
-from transferlab.runs import RunCaches, RunConfig, finetune, run_inputs, run_state
+from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, foreign_message, folder_state
+from transferlab.runs import RunCaches, RunConfig, finetune, run_state
 from transferlab.safe_io import atomic_write_json, save_tensors
 from transferlab.strategies import parse_strategy
 from transferlab.training.trainer import Callback
@@ -319,67 +320,6 @@ def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = No
     for key, (old, now) in resume_differences(with_absolute_paths(copy.deepcopy(saved.base)), base, given).items():
         out.append(f"{key} {old!r} in the grid, {now!r} now")
     return out
-
-
-def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
-             jobs: int = 1, executor: str = "local", address: str | None = None, cpus_per_cell: int | None = None,
-             gpus_per_cell: float | None = None) -> list[CellResult]:
-    """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on.
-    `jobs` > 1 runs the cells in that many worker processes (see run_parallel); `executor="ray"` runs them as Ray
-    tasks of `cpus_per_cell` CPUs (1) and `gpus_per_cell` GPUs (0) each, on the cluster at `address` or a local
-    instance (see ray_executor). The results are the same."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
-                          f"got {jobs}")
-    check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
-    out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder
-    spec = check_grid_dir(out, spec, resume, given)
-    spec.base = _absolute_base(spec.base)
-    cells = plan(spec, out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "grid.json", spec.to_dict())
-    to_run = sum(run_state(cell.run_dir) != "finished" for cell in cells)
-    if jobs > 1 and jobs > to_run:
-        logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))
-        jobs = max(to_run, 1)
-    if executor == "ray":
-        from transferlab.compare.ray_executor import run_on_ray
-
-        return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
-                          gpus_per_cell=gpus_per_cell or 0)
-    if jobs > 1:
-        return run_parallel(spec, cells, out, resume, jobs)
-    progress = GridProgress(len(cells))
-    caches = grid_caches(spec)
-    results = []
-    for i, cell in enumerate(cells):
-        progress.start(i, cell)
-        results.append(run_cell(spec, cell, out, resume, progress, caches))
-        progress.done(results[-1])
-    return results
-
-
-EXECUTORS = ("local", "ray")  # where the cells run: this machine (--jobs processes), or Ray tasks
-
-
-def check_executor(executor: str, jobs: int, address: str | None, cpus_per_cell: int | None,
-                   gpus_per_cell: float | None, device: str = "auto") -> None:
-    """The executor options fit together; checked before the grid folder is written. None: not given."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    ray_only = [name for name, value in (("--address", address), ("--cpus-per-cell", cpus_per_cell),
-                                         ("--gpus-per-cell", gpus_per_cell)) if value is not None]
-    if executor != "ray":
-        if ray_only:
-            raise ConfigError(f"{', '.join(ray_only)} only apply to --executor ray (the Ray cluster and each cell's "
-                              "resources there); add --executor ray or drop them")
-        return
-    if jobs > 1:
-        raise ConfigError(f"--jobs {jobs} is for --executor local (worker processes on this machine); with "
-                          "--executor ray, Ray spreads the cells: drop --jobs and size them with --cpus-per-cell")
-    from transferlab.compare.ray_executor import check_ray_options
-
-    check_ray_options(address, cpus_per_cell, gpus_per_cell, device)
 
 
 def grid_caches(spec: GridSpec, folder: Path | None = None) -> RunCaches:

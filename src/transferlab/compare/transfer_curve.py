@@ -19,7 +19,8 @@ import logging
 from pathlib import Path
 
 from transferlab.compare.curve import curve_csv, curve_figure, curve_section, summarize_curve
-from transferlab.compare.grid import GridSpec, run_grid
+from transferlab.compare.executor import run_grid
+from transferlab.compare.grid import GridSpec
 from transferlab.compare.results import collect
 from transferlab.errors import ConfigError
 from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name, kept_entries

@@ -1,0 +1,74 @@
+"""Where a comparison grid's cells run, and running them: one after another in this process, in `jobs` worker
+processes on this machine (grid.run_parallel), or as Ray tasks (ray_executor.run_on_ray). Each cell runs the same
+grid.run_cell (re-seeded, its own config only), so the results are the same wherever it ran."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transferlab.compare.grid import CellResult, GridProgress, GridSpec, _absolute_base, check_grid_dir, \
+    grid_caches, plan, run_cell, run_parallel
+from transferlab.compare.ray_executor import check_ray_options, run_on_ray
+from transferlab.errors import ConfigError
+from transferlab.outputs import check_output_path
+from transferlab.runs import run_inputs, run_state
+from transferlab.safe_io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
+             jobs: int = 1, executor: str = "local", address: str | None = None, cpus_per_cell: int | None = None,
+             gpus_per_cell: float | None = None) -> list[CellResult]:
+    """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on.
+    `jobs` > 1 runs the cells in that many worker processes (see run_parallel); `executor="ray"` runs them as Ray
+    tasks of `cpus_per_cell` CPUs (1) and `gpus_per_cell` GPUs (0) each, on the cluster at `address` or a local
+    instance (see ray_executor). The results are the same."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
+                          f"got {jobs}")
+    check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
+    out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder
+    spec = check_grid_dir(out, spec, resume, given)
+    spec.base = _absolute_base(spec.base)
+    cells = plan(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "grid.json", spec.to_dict())
+    to_run = sum(run_state(cell.run_dir) != "finished" for cell in cells)
+    if jobs > 1 and jobs > to_run:
+        logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))
+        jobs = max(to_run, 1)
+    if executor == "ray":
+        return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
+                          gpus_per_cell=gpus_per_cell or 0)
+    if jobs > 1:
+        return run_parallel(spec, cells, out, resume, jobs)
+    progress = GridProgress(len(cells))
+    caches = grid_caches(spec)
+    results = []
+    for i, cell in enumerate(cells):
+        progress.start(i, cell)
+        results.append(run_cell(spec, cell, out, resume, progress, caches))
+        progress.done(results[-1])
+    return results
+
+
+EXECUTORS = ("local", "ray")  # where the cells run: this machine (--jobs processes), or Ray tasks
+
+
+def check_executor(executor: str, jobs: int, address: str | None, cpus_per_cell: int | None,
+                   gpus_per_cell: float | None, device: str = "auto") -> None:
+    """The executor options fit together; checked before the grid folder is written. None: not given."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    ray_only = [name for name, value in (("--address", address), ("--cpus-per-cell", cpus_per_cell),
+                                         ("--gpus-per-cell", gpus_per_cell)) if value is not None]
+    if executor != "ray":
+        if ray_only:
+            raise ConfigError(f"{', '.join(ray_only)} only apply to --executor ray (the Ray cluster and each cell's "
+                              "resources there); add --executor ray or drop them")
+        return
+    if jobs > 1:
+        raise ConfigError(f"--jobs {jobs} is for --executor local (worker processes on this machine); with "
+                          "--executor ray, Ray spreads the cells: drop --jobs and size them with --cpus-per-cell")
+    check_ray_options(address, cpus_per_cell, gpus_per_cell, device)
