@@ -249,3 +249,14 @@ def check_plot_path(path: str | Path | None, option: str = "--plot", inputs: dic
             if fh.read(8) != PNG_MAGIC:
                 raise ConfigError(f"{option} {out} exists and is not a PNG image; it is not replaced")
     return out
+
+# A lab (lab run NAME): lab.json marks it (written first: what was asked); result.json is written last. Its runs
+# are ordinary run folders under runs/, its own measurements under measures/.
+LAB_FORMAT = "transferlab-lab-1"
+LAB_FOLDER = FolderKind(
+    name="lab", marker="lab.json", formats=frozenset({LAB_FORMAT}),
+    files=frozenset({"lab.json", "result.json", "figure.png", "README.md"}),
+    folders={"runs": frozenset(), "measures": frozenset()})
+# Every lab (lab run all): labs.json marks it; one lab folder per lab, and the page.
+LABS_FOLDER = FolderKind(name="labs", marker="labs.json", formats=frozenset({LAB_FORMAT}),
+                         files=frozenset({"labs.json", "labs.md", "labs.html"}))

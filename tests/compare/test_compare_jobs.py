@@ -110,7 +110,7 @@ def test_jobs_beyond_the_cells_left_are_reduced(grids, tmp_path, caplog):
     out = tmp_path / "copy"
     shutil.copytree(parallel, out)
     spec = GridSpec.from_dict(load_json(out / "grid.json"))
-    with caplog.at_level(logging.INFO, logger="transferlab.compare.grid"):
+    with caplog.at_level(logging.INFO, logger="transferlab.compare"):
         results = run_grid(spec, out, resume=True, jobs=3)
     assert "--jobs 3: 1 run(s) to do, so 1 process(es)" in caplog.messages
     assert not any("worker processes" in m for m in caplog.messages)

@@ -1,0 +1,49 @@
+"""`transferlab lab list` and `transferlab lab run NAME|all`: the chapter's claims as experiments."""
+from __future__ import annotations
+
+from transferlab.cli._common import print_json, print_table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lab", help="the chapter's claims as labs: run an experiment, draw its figure, state what "
+                                   "the measurement says")
+    lab_sub = p.add_subparsers(dest="lab_command", required=True)
+    q = lab_sub.add_parser("list", help="every lab: its claim, its data, its expected run time")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_list)
+    q = lab_sub.add_parser("run", help="run a lab (or all): DIR/figure.png, DIR/result.json, DIR/README.md")
+    q.add_argument("name", help="a lab's name (transferlab lab list), or all")
+    q.add_argument("--quick", action="store_true", help="the small version (what the test suite runs)")
+    q.add_argument("--seeds", type=int, help="seeds per setting (default: 3; --quick: 2)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=cmd_run)
+
+
+def cmd_list(args) -> None:
+    from transferlab.labs import LABS
+
+    entries = [{"name": lab.name, "claim": lab.claim, "data": lab.data, "minutes": lab.minutes,
+                "quick_minutes": lab.quick_minutes} for lab in LABS]
+    if args.json:
+        print_json(entries)
+        return
+    print_table([["lab", "minutes (quick)", "data", "claim"]]
+                + [[e["name"], f"{e['minutes']:g} ({e['quick_minutes']:g})", e["data"], e["claim"]] for e in entries])
+
+
+def cmd_run(args) -> None:
+    import json
+
+    from transferlab.labs import run_all, run_lab
+
+    if args.name == "all":
+        command = f"transferlab lab run all{' --quick' if args.quick else ''}" + \
+                  (f" --seeds {args.seeds}" if args.seeds else "") + f" --out {args.out}"
+        records = run_all(args.out, quick=args.quick, seeds=args.seeds, command=command)
+        for r in records:
+            print(f"{r['lab']:<16} {r['verdict']:<14} {r['seconds']:.0f} s")
+        print(f"page written to {args.out}/labs.md and {args.out}/labs.html")
+        return
+    record = run_lab(args.name, args.out, quick=args.quick, seeds=args.seeds)
+    print(json.dumps({k: record[k] for k in ("lab", "verdict", "rule", "summary", "seconds")}, indent=2))
+    print(f"lab written to {args.out} (figure.png, result.json, README.md)")
