@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -61,142 +60,19 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+# the data and weights (the lab `frequency` builds the same): transferlab/labs/frequency_data.py
+from transferlab.labs.frequency_data import CLASSES, FREQUENCY, MODEL, build_data, carrier, write_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 HYMENOPTERA = ROOT.parent / "shared/data/hymenoptera"
 TL = str(Path(sys.executable).parent / "transferlab")
-MODEL = "efficientnet_lite0"
 MODELS = ("efficientnet_lite0", "lowpass")
-FREQUENCY = {"high": 1 / 3, "low": 1 / 32}
-CLASSES = ("a", "b")
-VAL_FRACTION = 0.2
 CHANCE = 0.5
 
 
 # ---------------------------------------------------------------------------------------------- geometry
-def input_geometry(size: int) -> dict:
-    """R (the side written), the eval crop's offset, and the stem's 'same' padding positions (crop coordinates).
-
-    The eval transform is Resize(int(S / crop_pct)) then CenterCrop(S) (transferlab.data._transforms); torchvision's
-    centre crop starts at int(round((R - S) / 2)). timm's Conv2dSame (k=3, stride 2) pads
-    max((ceil(S / 2) - 1) * 2 + 3 - S, 0) pixels, the smaller half before."""
-    from transferlab.data._transforms import resize_size
-    from transferlab.models import model_cfg
-
-    cfg = model_cfg(MODEL)
-    side = resize_size(size, cfg)
-    pad = max((math.ceil(size / 2) - 1) * 2 + 3 - size, 0)
-    before, after = pad // 2, pad - pad // 2
-    padded = list(range(-before, 0)) + list(range(size, size + after))
-    return {"crop_pct": cfg.crop_pct, "side": side, "offset": round((side - size) / 2.0), "padded": padded,
-            "interpolation": cfg.interpolation}
-
-
-def grating_levels(target: str, size: int, geo: dict, amplitude: float, sign: int, phase: float) -> np.ndarray:
-    """Integer pixel levels of the 1-D grating over the written side R (indexed in written-image coordinates)."""
-    u = np.arange(geo["side"]) - geo["offset"]  # crop coordinates
-    level = 255.0 * amplitude
-    if target == "high":  # zero crossing on the stem's padding: every stride-2 3-tap window sums to exactly 0
-        anchor = geo["padded"][-1] if geo["padded"] else size
-        if any((p - anchor) % 3 for p in geo["padded"]):
-            print(f"warning: --image-size {size}: the stem pads at {geo['padded']}, which no period-3 grating zero "
-                  "covers; the low-pass stem leaks the label on the border", flush=True)
-        return sign * np.rint(level * np.sin(2 * np.pi * (u - anchor) / 3)).astype(np.int16)
-    return np.rint(level * np.sin(2 * np.pi * FREQUENCY[target] * u + phase)).astype(np.int16)
-
-
-def carrier(path: Path, side: int, margin: int) -> np.ndarray:
-    """The photograph resized and centre-cropped to side x side, its levels compressed to [margin, 255 - margin]."""
-    with Image.open(path) as img:
-        img = ImageOps.fit(ImageOps.exif_transpose(img).convert("RGB"), (side, side), Image.Resampling.LANCZOS)
-    arr = np.asarray(img, dtype=np.float64)
-    return np.rint(margin + arr * (255 - 2 * margin) / 255).astype(np.int16)
-
-
-def with_grating(base: np.ndarray, levels: np.ndarray, cls: str) -> np.ndarray:
-    """Class a: vertical stripes (levels vary along x); class b: horizontal stripes (along y)."""
-    g = levels[None, :] if cls == "a" else levels[:, None]
-    out = base + g[:, :, None]
-    assert out.min() >= 0 and out.max() <= 255, "grating clipped"
-    return out.astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------- data
-def build_data(out: Path, size: int, amplitude: float, max_images: int | None) -> tuple[dict, dict]:
-    """OUT/data/<target>/{train,val,test}/<class>/*.png and OUT/data/manifest.json; returns (manifest, geometry)."""
-    data = out / "data"
-    manifest_file = data / "manifest.json"
-    geo = input_geometry(size)
-    params = {"image_size": size, "amplitude": amplitude, "max_images": max_images, "side": geo["side"]}
-    if manifest_file.exists():
-        manifest = json.loads(manifest_file.read_text())
-        if manifest["params"] != params:
-            sys.exit(f"{data} was written with {manifest['params']}, not {params}: use another --out")
-        return manifest, geo
-    rng = np.random.default_rng(0)
-    pools = {}
-    for name, folder in (("train", "train"), ("test", "val")):
-        files = sorted((HYMENOPTERA / folder).glob("*/*.jpg"))
-        if max_images is not None and max_images < len(files):
-            files = sorted(rng.choice(files, max_images, replace=False).tolist())
-        pools[name] = files
-    margin = math.ceil(255 * amplitude) + 1
-    images = []
-    for pool, files in pools.items():
-        order = rng.permutation(len(files))
-        labels = np.empty(len(files), dtype=object)
-        labels[order[: (len(files) + 1) // 2]] = "a"
-        labels[order[(len(files) + 1) // 2:]] = "b"
-        split = np.full(len(files), pool, dtype=object)
-        if pool == "train":  # a fixed, stratified validation split carved from hymenoptera's train/
-            for cls in CLASSES:
-                idx = np.flatnonzero(labels == cls)
-                split[rng.choice(idx, max(1, round(VAL_FRACTION * len(idx))), replace=False)] = "val"
-        for i, path in enumerate(files):
-            images.append({"split": str(split[i]), "class": str(labels[i]), "source": str(path.relative_to(HYMENOPTERA)),
-                           "name": f"{path.parent.name}_{path.stem}.png", "sign": int(rng.choice([-1, 1])),
-                           "phase": float(rng.uniform(0, 2 * np.pi))})
-    print(f"writing {len(images)} images x {len(FREQUENCY)} targets at {geo['side']} px to {data}", flush=True)
-    for item in images:
-        base = carrier(HYMENOPTERA / item["source"], geo["side"], margin)
-        for target in FREQUENCY:
-            dest = data / target / item["split"] / item["class"] / item["name"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            levels = grating_levels(target, size, geo, amplitude, item["sign"], item["phase"])
-            Image.fromarray(with_grating(base, levels, item["class"])).save(dest, format="PNG")
-    counts = {s: {c: sum(1 for m in images if m["split"] == s and m["class"] == c) for c in CLASSES}
-              for s in ("train", "val", "test")}
-    manifest = {"params": params, "margin": margin, "geometry": geo, "counts": counts, "images": images}
-    manifest_file.write_text(json.dumps(manifest, indent=1))
-    return manifest, geo
-
-
-# ---------------------------------------------------------------------------------------------- weights
-def write_weights(out: Path) -> dict[str, Path]:
-    """The bundled weights unchanged, and with the stem's kernels replaced by their 3x3 means (safetensors)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from transferlab.models.timm_models import efficientnet_lite0_state_dict
-
-    folder = out / "weights"
-    files = {"original": folder / "efficientnet_lite0.safetensors",
-             "lowpass": folder / "efficientnet_lite0_lowpass.safetensors"}
-    if all(f.exists() for f in files.values()):
-        return files
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone().contiguous() for k, v in efficientnet_lite0_state_dict().items()}
-    save_file(state, str(files["original"]))
-    w = state["conv_stem.weight"]
-    assert tuple(w.shape) == (32, 3, 3, 3), w.shape
-    low = dict(state)
-    low["conv_stem.weight"] = (w.mean(dim=(2, 3), keepdim=True) * torch.ones_like(w)).contiguous()
-    save_file(low, str(files["lowpass"]))
-    print(f"weights: {files['original']}, {files['lowpass']}", flush=True)
-    return files
-
-
 # ---------------------------------------------------------------------------------------------- checks
 def run_checks(out: Path, manifest: dict, geo: dict, size: int, amplitude: float, weights: dict) -> dict:
     """What the model is fed, checked through transferlab's own loader (see the docstring); exits on a failure."""
@@ -529,7 +405,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    manifest, geo = build_data(out, args.image_size, args.amplitude, args.max_images)
+    manifest, geo = build_data(out, args.image_size, args.amplitude, args.max_images, HYMENOPTERA)
     print(f"data: {manifest['counts']} (written side {geo['side']} px, crop offset {geo['offset']})", flush=True)
     weights = write_weights(out)
     checks = run_checks(out, manifest, geo, args.image_size, args.amplitude, weights)

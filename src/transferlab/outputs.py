@@ -251,12 +251,12 @@ def check_plot_path(path: str | Path | None, option: str = "--plot", inputs: dic
     return out
 
 # A lab (lab run NAME): lab.json marks it (written first: what was asked); result.json is written last. Its runs
-# are ordinary run folders under runs/, its own measurements under measures/.
+# are ordinary run folders under runs/, its own measurements under measures/, data it builds under data/.
 LAB_FORMAT = "transferlab-lab-1"
 LAB_FOLDER = FolderKind(
     name="lab", marker="lab.json", formats=frozenset({LAB_FORMAT}),
     files=frozenset({"lab.json", "result.json", "figure.png", "README.md"}),
-    folders={"runs": frozenset(), "measures": frozenset()})
+    folders={"runs": frozenset(), "measures": frozenset(), "data": frozenset(), "weights": frozenset()})
 # Every lab (lab run all): labs.json marks it; one lab folder per lab, and the page.
 LABS_FOLDER = FolderKind(name="labs", marker="labs.json", formats=frozenset({LAB_FORMAT}),
                          files=frozenset({"labs.json", "labs.md", "labs.html"}))

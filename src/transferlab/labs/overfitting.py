@@ -12,7 +12,7 @@ def _sweep(quick: bool) -> tuple[list[tuple[str, str]], int, int, int]:
     groups: freeze:k=9 trains the head alone, freeze:k=0 everything."""
     ks = [9, 6, 0] if quick else [9, 7, 5, 3, 0]
     return [(f"k{k}", f"freeze:k={k}") for k in ks], (40 if quick else 60), (200 if quick else 500), \
-        (4 if quick else 8)
+        (8 if quick else 12)
 
 
 def run(ctx: LabContext) -> LabResult:

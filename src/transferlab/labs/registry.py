@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from transferlab.errors import ConfigError
-from transferlab.labs import overfitting
+from transferlab.labs import batchnorm, bottleneck, contamination, discriminative, forgetting, freezing, frequency, \
+    hierarchy, l2sp, overfitting, peft, pretraining
 from transferlab.labs.base import Lab
 
-LABS: list[Lab] = [overfitting.LAB]
+LABS: list[Lab] = [hierarchy.LAB, frequency.LAB, overfitting.LAB, forgetting.LAB, freezing.LAB, discriminative.LAB,
+                   l2sp.LAB, pretraining.LAB, batchnorm.LAB, peft.LAB, bottleneck.LAB, contamination.LAB]
 
 
 def get_lab(name: str) -> Lab:
