@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,14 @@ def grid_dir(tmp_path_factory, tiny_weights) -> Path:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+class LogLines(logging.Handler):
+    """Collects the messages of the loggers it is added to (caplog does not see worker processes' lines)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.compare.conftest import STRATEGIES, grid_args, load_json
+from tests.compare.conftest import STRATEGIES, LogLines, grid_args, load_json
 from tests.reliability.conftest import ROOT, error_line, run_cli, strip_keys, subprocess_env
 from tests.reliability.test_compare_resume import GRID_TIMING
 from transferlab.compare.executor import run_grid
@@ -24,14 +24,6 @@ from transferlab.compare.grid import FEATURE_CACHE, GridSpec, safe_name, worker_
 
 FINISHED = ("linear_probe", "full", "scratch")  # STRATEGIES' freeze:k=50 fails at run time (too few groups)
 
-
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def grids(tmp_path_factory, tiny_weights):
 
     root = tmp_path_factory.mktemp("jobs")
     grid_logger = logging.getLogger("transferlab.compare.grid")
-    handler, level, threads = _Lines(), grid_logger.level, torch.get_num_threads()
+    handler, level, threads = LogLines(), grid_logger.level, torch.get_num_threads()
     grid_logger.addHandler(handler)
     grid_logger.setLevel(logging.INFO)
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.compare.conftest import STRATEGIES, grid_args, load_json
+from tests.compare.conftest import STRATEGIES, LogLines, grid_args, load_json
 from tests.conftest import error_line, run_cli
 from tests.reliability.conftest import strip_keys
 from tests.reliability.test_compare_resume import GRID_TIMING
@@ -36,14 +36,6 @@ SEEDS = ["--seeds", "2", "--no-scratch"]  # STRATEGIES x 2 seeds: linear_probe, 
 KEPT = Path("runs") / "linear_probe" / "0"  # finished before the Ray run, kept by it
 RECOMPUTED = [Path("runs") / s / str(seed) for s, seed in (("linear_probe", 1), ("full", 0), ("full", 1))]
 
-
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def _ray_tmpdir(tmp_path_factory) -> tuple[Path, bool]:
@@ -84,7 +76,7 @@ def grids(tmp_path_factory, tiny_weights):
     local, on_ray = root / "local", root / "ray"
     ray_dir, fallback = _ray_tmpdir(tmp_path_factory)
     compare_logger = logging.getLogger("transferlab.compare")
-    handler, level, threads = _Lines(), compare_logger.level, torch.get_num_threads()
+    handler, level, threads = LogLines(), compare_logger.level, torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_TMPDIR", str(ray_dir))
         mp.setenv("RAY_AUTH_MODE", "disabled")

@@ -2,7 +2,6 @@
 of an epoch. The job ends with a clear message, the last checkpoint is whole, and --resume on the same number of
 processes ends with the uninterrupted run's weights and numbers."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import error_line, run_cli
+from tests.distributed.conftest import transferlab
 from transferlab.safe_io import load_tensors
 from transferlab.training.checkpoint import load_checkpoint
 
@@ -24,11 +24,6 @@ def finetune_args(out: Path, weights: str, *extra: str) -> list[str]:
     return ["finetune", "--model", "test_efficientnet", "--weights", weights, "--data", "digits",
             "--image-size", "32", "--max-train", "117", "--max-val", "61", "--epochs", "3", "--batch-size", "8",
             "--lr", "3e-3", "--bn-stats", "frozen", "--device", "cpu", "--out", str(out), *extra]
-
-
-def transferlab(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,15 @@
 """`transferlab pretrain --nproc 2`: the same source model as one process with the global batch, and its
 checkpoints exported once (by rank 0)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.distributed.conftest import transferlab
 
 from transferlab.safe_io import load_tensors
 
 ARGS = ["pretrain", "--data", "digits:0-4", "--image-size", "32", "--max-train", "101", "--max-val", "41",
         "--epochs", "2", "--bn-stats", "frozen", "--device", "cpu", "--lr", "3e-3"]
-
-
-def transferlab(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,18 @@ class LabContext:
         self.readings.append({"file": relative_file, "key": key, "value": value})
         return value
 
+    def save_drift(self, name: str, cache: dict) -> str:
+        """CKA and relative weight change per backbone depth group of run NAME against its pre-trained model
+        (diagnostics.drift, as `transferlab diagnose drift` measures it), saved as a measure; its path."""
+        from transferlab.diagnostics.drift import drift_for_run
+
+        result = drift_for_run(self.run_dir(name), cache=cache)
+        backbone = [g for g in result.groups if g.cka is not None]  # the new head has no pre-trained counterpart
+        return self.save_measure(f"drift_{name}", {
+            "run": f"runs/{name}", "split": result.split, "examples": result.examples, "note": result.note,
+            "groups": [{"name": g.name, "index": g.index, "weight_change": g.weight_change, "cka": g.cka}
+                       for g in backbone]})
+
     def save_measure(self, name: str, values: dict) -> str:
         """A measurement of the lab's own (a diagnostic's numbers) as DIR/measures/NAME.json; returns its path
         relative to DIR, for `read`."""

@@ -61,8 +61,6 @@ def _read_groups(ctx: LabContext, path: str, key: str) -> list[float]:
 
 
 def run(ctx: LabContext) -> LabResult:
-    from transferlab.diagnostics.drift import drift_for_run
-
     settings = _settings(ctx.quick)
     decays = settings["decays"]
     # Decay 1.0 trains every group at the head's rate. At the demo's 2e-3 that rate wiped out the pre-trained
@@ -78,13 +76,8 @@ def run(ctx: LabContext) -> LabResult:
         for seed in ctx.seeds:
             name = f"decay{decay:g}_s{seed}"
             ctx.finetune(name, run_config(IMAGE_MODEL, "digits", f"discriminative:decay={decay:g}", seed, **options))
-            result = drift_for_run(ctx.run_dir(name), cache=cache)
-            backbone = [g for g in result.groups if g.cka is not None]  # the new head has no pre-trained value
-            path = ctx.save_measure(f"drift_{name}", {
-                "run": f"runs/{name}", "split": result.split, "examples": result.examples, "note": result.note,
-                "groups": [{"name": g.name, "index": g.index, "weight_change": g.weight_change, "cka": g.cka}
-                           for g in backbone]})
-            names = names or [g.name for g in backbone]
+            path = ctx.save_drift(name, cache)
+            names = names or [g["name"] for g in json.loads((ctx.out / path).read_text(encoding="utf-8"))["groups"]]
             change[decay, seed] = _read_groups(ctx, path, "weight_change")
             drift[decay, seed] = [1 - c for c in _read_groups(ctx, path, "cka")]
             rows.append({"decay": decay, "seed": seed, "run": f"runs/{name}",

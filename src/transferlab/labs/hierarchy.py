@@ -86,18 +86,11 @@ def _probe(ctx: LabContext, target: str, seed: int, settings: dict) -> str:
 def _drift(ctx: LabContext, target: str, seed: int, settings: dict, cache: dict) -> tuple[str, dict]:
     """Fine-tune on `target` and measure CKA per depth group against the pre-trained model; (measure path,
     run name)."""
-    from transferlab.diagnostics.drift import drift_for_run
-
     data, options = _data(target)
     name = f"{target}_full_s{seed}"
     ctx.finetune(name, run_config(IMAGE_MODEL, data, "full", seed, max_train=settings["max_train"],
                                   max_val=settings["max_val"], epochs=settings["epochs"], patience=0, **options))
-    result = drift_for_run(ctx.run_dir(name), cache=cache)
-    backbone = [g for g in result.groups if g.cka is not None]  # the new head has no pre-trained counterpart
-    path = ctx.save_measure(f"drift_{name}", {
-        "run": f"runs/{name}", "split": result.split, "examples": result.examples, "note": result.note,
-        "groups": [{"name": g.name, "index": g.index, "weight_change": g.weight_change, "cka": g.cka}
-                   for g in backbone]})
+    path = ctx.save_drift(name, cache)
     return path, name
 
 
