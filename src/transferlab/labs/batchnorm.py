@@ -153,6 +153,6 @@ LAB = Lab(name="batchnorm", title="BatchNorm statistics under covariate shift",
                 "shift with them, and re-estimating those statistics on the shifted data (AdaBN) recovers part "
                 "of the loss.",
           data="digits written as an image folder (train/val/test), Gaussian noise at severities, "
-               "efficientnet_lite0 (ImageNet) at 64 px", minutes=6, quick_minutes=1.5, run=run,
+               "efficientnet_lite0 (ImageNet) at 64 px", minutes=3.5, quick_minutes=1.5, run=run,
           reference="Li, Wang, Shi, Liu & Hou 2016, Revisiting batch normalization for practical domain "
                     "adaptation (AdaBN)")

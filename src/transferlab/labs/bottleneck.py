@@ -117,5 +117,5 @@ LAB = Lab(name="bottleneck", title="Fine-tuning as selection: the selective pena
                 "does not need close to the pre-trained model, so the source task is forgotten less, at a target "
                 "cost within 2 points.",
           data="digits 0-4 (source) -> digits 5-9 (target), test_efficientnet (random init, pre-trained on the "
-               "source here) at 32 px", minutes=4, quick_minutes=0.5, run=run,
+               "source here) at 32 px", minutes=1, quick_minutes=0.5, run=run,
           reference="Tishby & Zaslavsky 2015 (information bottleneck); docs/bottleneck.md (ib_select)")

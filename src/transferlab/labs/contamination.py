@@ -213,5 +213,5 @@ LAB = Lab(name="contamination", title="Contamination inflates test scores",
           claim="Test examples that leaked into the training data score higher than the clean ones, and the "
                 "near-duplicate check finds them.",
           data="digits (bundled) written as an image folder with a leak of test images, efficientnet_lite0 "
-               "(ImageNet) at 64 px", minutes=5, quick_minutes=1.2, run=run,
+               "(ImageNet) at 64 px", minutes=3, quick_minutes=1.2, run=run,
           reference="Brown et al. 2020 (GPT-3), Appendix C; docs/contamination.md")

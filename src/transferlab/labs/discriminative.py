@@ -162,5 +162,5 @@ LAB = Lab(name="discriminative", title="Discriminative learning rates",
           claim="With discriminative learning rates, fine-tuning moves the early layers least and the late layers "
                 "most, and a stronger decay widens that spread.",
           data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px, BatchNorm statistics frozen",
-          minutes=6, quick_minutes=1.0, run=run,
+          minutes=2.5, quick_minutes=1.0, run=run,
           reference="Howard and Ruder 2018, Universal Language Model Fine-tuning for Text Classification (ACL)")

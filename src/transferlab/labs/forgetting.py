@@ -115,7 +115,7 @@ def run(ctx: LabContext) -> LabResult:
 LAB = Lab(name="forgetting", title="Catastrophic forgetting as a tug-of-war",
           claim="Training on a new task pulls the weights away from the old task's optimum and the old task is "
                 "forgotten; EWC, LwF and L2-SP forget less.",
-          data="digits 0-4 then 5-9 (bundled), test_efficientnet (random init) at 32 px", minutes=1.5,
+          data="digits 0-4 then 5-9 (bundled), test_efficientnet (random init) at 32 px", minutes=1,
           quick_minutes=1.0, run=run,
           reference="Kirkpatrick et al. 2017, Overcoming catastrophic forgetting in neural networks (PNAS); Li & "
                     "Hoiem 2016, Learning without forgetting; Li et al. 2018 (L2-SP)")

@@ -80,4 +80,4 @@ LAB = Lab(name="frequency", title="Early layers as frequency filters",
           claim="What the early layers filter out (here: a 1/3 cycles/px grating a low-pass stem removes) cannot be "
                 "recovered by training the later ones; a label the filter passes is not hurt.",
           data="hymenoptera photographs carrying a faint grating label (written by the lab), efficientnet_lite0",
-          minutes=28, quick_minutes=1.5, run=run, reference="Yosinski et al. 2014; Zeiler & Fergus 2014")
+          minutes=10, quick_minutes=1.5, run=run, reference="Yosinski et al. 2014; Zeiler & Fergus 2014")

@@ -208,5 +208,5 @@ LAB = Lab(name="hierarchy", title="Generic early layers, specific late layers",
                 "late layers most, and the late layers lose more of their usefulness on a distant target than on "
                 "a near one.",
           data="efficientnet_lite0 (ImageNet); hymenoptera (near, 96 px) and digits (distant, 64 px)",
-          minutes=5, quick_minutes=1.2, run=run,
+          minutes=2, quick_minutes=1.2, run=run,
           reference="Yosinski et al. 2014, How transferable are features in deep neural networks? (NeurIPS)")

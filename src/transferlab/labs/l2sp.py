@@ -230,6 +230,6 @@ LAB = Lab(name="l2sp", title="L2-SP: a pull towards the pre-trained weights",
           claim="The L2-SP objective of a linear model has a closed form that training reaches, and on a small "
                 "target L2-SP generalises better than plain L2 towards zero.",
           data="digits features and a digits image folder (train/val/test), efficientnet_lite0 (ImageNet) at "
-               "64 px", minutes=8, quick_minutes=1.0, run=run,
+               "64 px", minutes=5.5, quick_minutes=1.0, run=run,
           reference="Li, Grandvalet & Davoine 2018, Explicit inductive bias for transfer learning with "
                     "convolutional networks (ICML)")

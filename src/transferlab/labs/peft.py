@@ -156,5 +156,5 @@ def run(ctx: LabContext) -> LabResult:
 LAB = Lab(name="peft", title="Parameter-efficient fine-tuning and swappable task modules",
           claim="Parameter-efficient fine-tuning (LoRA, adapters, BitFit) trains under 1% of the parameters, comes "
                 "within 2 points of full fine-tuning's accuracy, and its task modules swap on one shared model.",
-          data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px", minutes=8, quick_minutes=2, run=run,
+          data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px", minutes=5.5, quick_minutes=2, run=run,
           reference="Hu et al. 2021 (LoRA); Houlsby et al. 2019 (adapters); Ben Zaken et al. 2022 (BitFit)")

@@ -113,5 +113,5 @@ LAB = Lab(name="pretraining", title="Negative transfer and early-stopped pre-tra
           claim="Pre-training helps a related target, can hurt an unrelated one (negative transfer), and a "
                 "checkpoint stopped early on the source transfers at least as well as the last.",
           data="digits 0-4 as source (resnet10_cifar pre-trained by the lab), digits 5-9 (near) and hymenoptera "
-               "(distant) as targets", minutes=15, quick_minutes=1.5, run=run,
+               "(distant) as targets", minutes=2, quick_minutes=1.5, run=run,
           reference="Rosenstein et al. 2005; Wang et al. 2019; Yosinski et al. 2014")
