@@ -44,8 +44,9 @@ def _seeds(quick: bool, seeds: int | None) -> list[int]:
 def run_lab(name: str, out: str | Path, quick: bool = False, seeds: int | None = None) -> dict:
     lab = get_lab(name)
     out = check_output_path(out)
-    _claim(out, LAB_FOLDER, {"format": LAB_FORMAT, "lab": lab.name, "quick": quick, "seeds": _seeds(quick, seeds)})
-    return execute(lab, out, quick, _seeds(quick, seeds))
+    listed = _seeds(quick, seeds)
+    _claim(out, LAB_FOLDER, {"format": LAB_FORMAT, "lab": lab.name, "quick": quick, "seeds": listed})
+    return execute(lab, out, quick, listed)
 
 
 def run_all(out: str | Path, quick: bool = False, seeds: int | None = None, command: str = "") -> list[dict]:
