@@ -209,7 +209,7 @@ MODULE_FILES = frozenset({"transferlab_module.json", "module.safetensors", "adap
 RUN_FOLDER = FolderKind(
     name="run", marker="config.json", formats=frozenset({RUN_FORMAT}),
     files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json",
-                     "pretrain.json"}),
+                     "pretrain.json", "examples.safetensors"}),
     folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES,
              "checkpoints": frozenset({"index.json"})},  # pretrain's kept epochs (models.pretrained_dir)
     nested={"checkpoints": (r"epoch_\d+|scratch", frozenset({"pretrained_cfg.json", "model.safetensors"}))},

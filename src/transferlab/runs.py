@@ -3,6 +3,9 @@
 DIR/config.json      what was asked (model, data, strategy, training and data options)
 DIR/checkpoint/      last.safetensors (resume state), best.safetensors (selected weights)
 DIR/history.jsonl    one line per epoch
+DIR/examples.safetensors   per evaluated split: `<split>.correct` (N,) uint8, whether the selected weights
+                     classify each example correctly, and `<split>.labels` (N,) int64, in the split's order
+                     (what paired comparisons of runs scored on the same examples read: `run_examples`)
 DIR/metrics.json     written last: its presence marks a finished run
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from transferlab.data import DataOptions, DecodedImages, load_data
@@ -386,3 +390,17 @@ def _load_selected_weights(run_dir: Path, model) -> None:
 
         raise UnsafeFileError(f"{weights}: does not fit the run's model: {_first_reason(exc)}") from None
     model.eval()
+
+
+def run_examples(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(correct (N,) bool, labels (N,) int64 or None) of a finished run's split from DIR/examples.safetensors;
+    None when the run kept none (a run from an older version, a regression objective, no such split)."""
+    path = Path(run_dir) / "examples.safetensors"
+    if not path.is_file():
+        return None
+    tensors = load_tensors(path)
+    correct = tensors.get(f"{split}.correct")
+    if correct is None:
+        return None
+    labels = tensors.get(f"{split}.labels")
+    return correct.numpy().astype(bool), None if labels is None else labels.numpy()

@@ -45,6 +45,15 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def run_folder(grid_dir: Path, strategy: str) -> Path:
+    """The run folder of seed 0 of a strategy; for "scratch", of the baseline recipe the grid selected."""
+    from transferlab.compare.grid import safe_name
+
+    if strategy == "scratch":
+        strategy = load_json(grid_dir / "results.json")["scratch_choice"]["selected"]
+    return grid_dir / "runs" / safe_name(strategy) / "0"
+
+
 class LogLines(logging.Handler):
     """Collects the messages of the loggers it is added to (caplog does not see worker processes' lines)."""
 

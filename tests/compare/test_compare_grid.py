@@ -6,16 +6,19 @@ import shutil
 
 import pytest
 
-from tests.compare.conftest import grid_args, load_json
+from tests.compare.conftest import grid_args, load_json, run_folder
 from transferlab.compare.grid import safe_name, split_strategy_list
 from transferlab.runs import run_state
 
 
 def test_every_cell_is_a_run_dir(grid_dir):
     runs = grid_dir / "runs"
-    for name in ("linear_probe", "full", "scratch"):
+    from transferlab.compare.grid import SCRATCH_SEARCH, safe_name, scratch_name
+
+    for name in ["linear_probe", "full"] + [safe_name(scratch_name(r)) for r in SCRATCH_SEARCH]:
         assert run_state(runs / name / "0") == "finished", name
         assert (runs / name / "0" / "history.jsonl").is_file()
+        assert (runs / name / "0" / "examples.safetensors").is_file()
     for name in ("report.md", "report.html", "results.csv", "results.json", "runs.csv", "grid.json"):
         assert (grid_dir / name).is_file(), name
     assert not list(grid_dir.rglob(".*.tmp")), "atomic writes leave no temporary files"
@@ -23,8 +26,12 @@ def test_every_cell_is_a_run_dir(grid_dir):
 
 def test_scratch_is_same_model_entry_with_random_weights(grid_dir, tiny_weights):
     transfer = load_json(grid_dir / "runs" / "full" / "0" / "config.json")
-    scratch = load_json(grid_dir / "runs" / "scratch" / "0" / "config.json")
-    assert scratch["model"] == transfer["model"] and scratch["strategy"] == "full"
+    scratch = load_json(run_folder(grid_dir, "scratch") / "config.json")
+    # every parameter at the base rate, with the selected recipe's BatchNorm mode and learning rate
+    choice = load_json(grid_dir / "results.json")["scratch_choice"]
+    assert scratch["model"] == transfer["model"] and scratch["strategy"] == "full:backbone_lr=1"
+    assert scratch["train"]["bn_stats"] == choice["recipe"]["bn_stats"]
+    assert scratch["train"]["lr"] == pytest.approx(transfer["train"]["lr"] * choice["recipe"]["lr_scale"])
     assert transfer["weights"] == str(tiny_weights)
     assert scratch["weights"] != transfer["weights"] and scratch["weights"].startswith(str(grid_dir.resolve()))
     assert scratch["data_options"] == transfer["data_options"]  # same inputs, same normalisation
@@ -35,7 +42,8 @@ def test_failing_run_is_recorded_and_the_others_complete(grid_dir):
     status = {r["strategy"]: r for r in results["runs"]}
     assert status["freeze:k=50"]["status"] == "failed"
     assert "freeze" in status["freeze:k=50"]["error"] and "depth" in status["freeze:k=50"]["error"]
-    assert all(status[s]["status"] == "finished" for s in ("linear_probe", "full", "scratch"))
+    scratch = results["scratch_choice"]["selected"]
+    assert all(status[s]["status"] == "finished" for s in ("linear_probe", "full", scratch))
     assert (grid_dir / "runs" / safe_name("freeze:k=50") / "0" / "error.json").is_file()
     md = (grid_dir / "report.md").read_text()
     assert "failed" in md and "would freeze the head" in md

@@ -11,21 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.compare.conftest import load_json
-from transferlab.compare.grid import safe_name
+from tests.compare.conftest import load_json, run_folder
+from transferlab import stats
 
 FINISHED = ("linear_probe", "full", "scratch")
 
 
 def _metrics(grid_dir: Path, strategy: str) -> dict:
-    folder = "scratch" if strategy == "scratch" else safe_name(strategy)
-    return load_json(grid_dir / "runs" / folder / "0" / "metrics.json")
+    return load_json(run_folder(grid_dir, strategy) / "metrics.json")
 
 
 def _history(grid_dir: Path, strategy: str) -> list[dict]:
-    folder = "scratch" if strategy == "scratch" else safe_name(strategy)
-    path = grid_dir / "runs" / folder / "0" / "history.jsonl"
+    path = run_folder(grid_dir, strategy) / "history.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _record_name(results: dict, strategy: str) -> str:
+    return results["scratch_choice"]["selected"] if strategy == "scratch" else strategy
 
 
 def test_numbers_match_each_runs_metrics(grid_dir):
@@ -35,7 +37,7 @@ def test_numbers_match_each_runs_metrics(grid_dir):
     rows = {r["strategy"]: r for r in csv.DictReader(open(grid_dir / "results.csv"))}
     for name in FINISHED:
         m = _metrics(grid_dir, name)
-        v = runs[name]["values"]
+        v = runs[_record_name(results, name)]["values"]
         assert v["val_accuracy"] == m["val"]["accuracy"]
         assert v["trainable_params"] == m["trainable_params"] and v["train_seconds"] == m["train_seconds"]
         assert v["samples_per_second"] == m["samples_per_second"] and v["peak_memory_mb"] == m["peak_memory_mb"]
@@ -48,28 +50,36 @@ def test_numbers_match_each_runs_metrics(grid_dir):
         assert float(rows[name]["val_accuracy_mean"]) == pytest.approx(m["val"]["accuracy"])
         table_row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
         assert f"{m['val']['accuracy']:.3f}" in table_row and f"{m['trainable_params']:,}" in table_row
+        assert f"| {m['best_epoch']} |" in table_row  # an epoch, not "2.0"
 
 
 def test_negative_transfer_gap_and_flags(grid_dir):
+    """One seed each on the same validation images: McNemar's exact test on the runs' own per-example
+    correctness (examples.safetensors), Holm-corrected over the strategies compared with the baseline."""
+    from transferlab.runs import run_examples
+
     results = load_json(grid_dir / "results.json")
-    scratch = _metrics(grid_dir, "scratch")["val"]["accuracy"]
     md = (grid_dir / "report.md").read_text()
-    sm = _metrics(grid_dir, "scratch")["val"]
+    scratch_correct, scratch_labels = run_examples(run_folder(grid_dir, "scratch"), "val")
+    expected = {}
     for name in ("linear_probe", "full"):
+        correct, labels = run_examples(run_folder(grid_dir, name), "val")
+        assert (labels == scratch_labels).all()  # the same examples in the same order
+        expected[name] = stats.mcnemar(scratch_correct, correct)
+    adjusted = dict(zip(expected, stats.holm(list(expected.values()))))
+    for name, test in adjusted.items():
         s = results["summary"][name]
-        m = _metrics(grid_dir, name)["val"]
-        gap = scratch - m["accuracy"]
-        assert s["negative_transfer_gap"] == pytest.approx(gap)
-        # one seed: the binomial standard errors on each run's own n; flagged only beyond 2 se
-        se = math.sqrt(sm["accuracy"] * (1 - sm["accuracy"]) / sm["n"] + m["accuracy"] * (1 - m["accuracy"]) / m["n"])
-        assert s["vs_scratch"]["se"] == pytest.approx(se)
-        hurt = gap > 2 * se
-        assert s["transfer_hurt"] == hurt
+        gap = _metrics(grid_dir, "scratch")["val"]["accuracy"] - _metrics(grid_dir, name)["val"]["accuracy"]
+        assert s["negative_transfer_gap"] == pytest.approx(gap) == pytest.approx(test.estimate)
+        assert s["vs_scratch"]["method"] == "McNemar exact" and s["vs_scratch"]["family"] == 2
+        assert s["vs_scratch"]["p_adjusted"] == pytest.approx(test.p_adjusted)
+        assert s["transfer_hurt"] == (gap > 0 and test.p_adjusted < 0.05)
         row = next(line for line in md.split("## Transfer and overfitting gaps")[1].splitlines()
                    if line.startswith(f"| {name} |"))
-        assert f"{gap:+.3f} ± {se:.3f}" in row and (("transfer hurt" in row) == hurt)
-        assert ("within noise" in row) == (abs(gap) <= 2 * se)
-    assert "Reading" in md and "Best: **" in md and "Noise rule:" in md
+        assert f"{gap:+.3f} [{test.low:+.3f}, {test.high:+.3f}]" in row
+        assert ("transfer hurt" in row) == s["transfer_hurt"]
+        assert ("within noise" in row) == (not test.significant)
+    assert "Reading" in md and "Best: **" in md and "Noise rule:" in md and stats.RULE in md
 
 
 def test_weight_change_per_depth_group(grid_dir):

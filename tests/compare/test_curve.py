@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats as st
 
+from transferlab import stats
 from transferlab.compare.curve import CSV_COLUMNS, TITLE, curve_csv, curve_figure, curve_section, summarize_curve
 from transferlab.errors import ConfigError
 from transferlab.sections import Bullets, Figure, Table, Text
@@ -52,6 +54,45 @@ def se_by_hand(values: list[float], n: int) -> float:
     return math.sqrt(p * (1 - p) / n + np.std(values, ddof=1) ** 2 / len(values))
 
 
+def by_hand(a: list[float], b: list[float], n: int) -> dict:
+    """mean(a) - mean(b) from per-seed accuracies scored on n examples: the comparison `stats.unpaired_accuracies`
+    makes of these lists alone (not through the curve's records), its standard error checked against the closed
+    formula se^2 = s_a^2/k_a + s_b^2/k_b + p_a(1-p_a)/n + p_b(1-p_b)/n: the 95% interval is estimate ± t se, t the
+    97.5% quantile of its reported df."""
+    c = stats.unpaired_accuracies(a, n, b, n)
+    se = math.hypot(se_by_hand(a, n), se_by_hand(b, n))
+    assert c.estimate == pytest.approx(float(np.mean(a) - np.mean(b)))
+    assert (c.high - c.low) / 2 == pytest.approx(st.t.isf(0.025, c.df) * se, rel=1e-6)
+    assert c.low < c.estimate < c.high and (c.p_value < 0.05) == (c.low > 0 or c.high < 0)
+    return {"gap": c.estimate, "se": se, "low": c.low, "high": c.high, "p": c.p_value}
+
+
+def holm_by_hand(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the i-th smallest p times (m - i), a running maximum, capped at 1."""
+    m, adjusted, running = len(p_values), [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def gaps_by_hand(runs: dict = RUNS, which: int = 1, n: int = TEST_N) -> dict:
+    """Every (strategy, checkpoint) minus scratch on the metric (which: 0 val, 1 test), Holm over the curve's gaps
+    as one family, and the verdict: helps / hurts when the adjusted p < 0.05, else within noise."""
+    scratch = runs[("scratch", "scratch")][which]
+    keys = [k for k in runs if k[0] != "scratch"]
+    found = {k: by_hand(runs[k][which], scratch, n) for k in keys}
+    for k, p_adj in zip(keys, holm_by_hand([found[k]["p"] for k in keys])):
+        d = found[k]
+        d["p_adjusted"] = p_adj
+        d["verdict"] = "within noise" if p_adj >= 0.05 else "helps" if d["gap"] > 0 else "hurts"
+    return found
+
+
+def band(d: dict) -> str:
+    return f"{d['gap']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
 @pytest.fixture
 def summary() -> dict:
     return summarize_curve(make_records())
@@ -83,24 +124,51 @@ def test_gap_and_verdicts(summary):
     # by hand: 0.67 - 0.61 = +0.06; se = sqrt(.67*.33/5000 + .01²/3 + .61*.39/5000 + .01²/3) = 0.012588
     se = math.hypot(se_by_hand(RUNS[("linear_probe", "epoch_4")][1], TEST_N), se_by_hand(scratch_test, TEST_N))
     assert se == pytest.approx(0.012588, abs=1e-6)
-    assert lp4["gap"] == pytest.approx(0.06) and lp4["gap_se"] == pytest.approx(se) and lp4["verdict"] == "helps"
+    hand = gaps_by_hand()
+    assert hand[("linear_probe", "epoch_4")]["se"] == pytest.approx(se)
+    # the 95% interval: +0.06 ± 2.30 se (a t, not z: the seed parts have 2 df each), [+0.031, +0.089]
+    assert lp4["gap"] == pytest.approx(0.06)
+    assert (lp4["gap_low"], lp4["gap_high"]) == pytest.approx((0.031, 0.089), abs=1e-3)
+    for (strategy, checkpoint), d in hand.items():  # every point of the curve against the hand computation
+        p = point(summary, strategy, checkpoint)
+        assert p["gap"] == pytest.approx(d["gap"]), (strategy, checkpoint)
+        assert (p["gap_low"], p["gap_high"]) == pytest.approx((d["low"], d["high"]), abs=1e-9), (strategy, checkpoint)
+        assert p["gap_p"] == pytest.approx(d["p_adjusted"], rel=1e-6), (strategy, checkpoint)
+        assert p["verdict"] == d["verdict"], (strategy, checkpoint)
+        assert {"se", "gap_se", "gap_z"}.isdisjoint(p)
+    # Holm over the 6 gaps (one family): lp4's p 0.0021 is the 5th smallest, so x2, 0.0042: still helps
+    assert lp4["gap_p"] == pytest.approx(2 * hand[("linear_probe", "epoch_4")]["p"])
+    assert lp4["verdict"] == "helps"
     assert point(summary, "linear_probe", "epoch_0")["verdict"] == "hurts"  # 0.50 vs 0.61
     assert point(summary, "full", "epoch_0")["gap"] == pytest.approx(0.0)
     assert point(summary, "full", "epoch_0")["verdict"] == "within noise"
+    assert point(summary, "full", "epoch_0")["gap_p"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("scratch_test, verdict", [([0.66, 0.67, 0.68], "within noise"),  # gap 0
-                                                   ([0.645, 0.655, 0.665], "within noise"),  # gap +0.015, z 1.2
-                                                   ([0.62, 0.63, 0.64], "helps"),  # gap +0.04, z 3.2
-                                                   ([0.72, 0.73, 0.74], "hurts")])  # gap -0.06
-def test_moving_scratch_flips_the_verdict(scratch_test, verdict):
+# linear_probe at epoch 4 scores 0.67 ± 0.01 on test; scratch is moved. The gap's own 95% interval is about
+# ± 0.029 (2.3 se, se 0.0126); its verdict uses the p-value after Holm over the curve's 6 gaps, so a gap whose own
+# interval clears 0 can still be within noise (-0.035 below), while +0.04 and -0.06 clear both.
+@pytest.mark.parametrize("scratch_test, own_beyond_noise, verdict", [
+    ([0.66, 0.67, 0.68], False, "within noise"),  # gap 0, p 1
+    ([0.645, 0.655, 0.665], False, "within noise"),  # gap +0.015: [-0.014, +0.044], p 0.26
+    ([0.62, 0.63, 0.64], True, "helps"),  # gap +0.04: [+0.011, +0.069], p 0.014; Holm (x2) 0.028
+    ([0.695, 0.705, 0.715], True, "within noise"),  # gap -0.035: [-0.064, -0.006], p 0.024; Holm (x3) 0.070
+    ([0.72, 0.73, 0.74], True, "hurts"),  # gap -0.06: [-0.089, -0.032], p 0.002; Holm 0.008
+])
+def test_moving_scratch_flips_the_verdict(scratch_test, own_beyond_noise, verdict):
     runs = {**RUNS, ("scratch", "scratch"): (RUNS[("scratch", "scratch")][0], scratch_test)}
     lp4 = point(summarize_curve(make_records(runs)), "linear_probe", "epoch_4")
     gap = 0.67 - float(np.mean(scratch_test))
     se = math.hypot(se_by_hand(RUNS[("linear_probe", "epoch_4")][1], TEST_N), se_by_hand(scratch_test, TEST_N))
-    assert lp4["gap"] == pytest.approx(gap) and lp4["gap_se"] == pytest.approx(se)
-    assert (abs(gap) > 2 * se) == (verdict != "within noise")
-    assert lp4["verdict"] == verdict
+    hand = gaps_by_hand(runs)[("linear_probe", "epoch_4")]
+    assert hand["gap"] == pytest.approx(gap) and hand["se"] == pytest.approx(se)
+    assert lp4["gap"] == pytest.approx(gap)
+    assert (lp4["gap_low"], lp4["gap_high"]) == pytest.approx((hand["low"], hand["high"]), abs=1e-9)
+    assert lp4["gap_p"] == pytest.approx(hand["p_adjusted"], rel=1e-6)
+    # the unadjusted test: its interval excludes 0 exactly when its own p is below 0.05
+    assert (hand["low"] > 0 or hand["high"] < 0) == own_beyond_noise == (hand["p"] < 0.05)
+    assert (hand["p_adjusted"] < 0.05) == (verdict != "within noise")
+    assert lp4["verdict"] == hand["verdict"] == verdict
 
 
 def test_best_checkpoint_is_chosen_on_validation_not_test(summary):
@@ -116,8 +184,13 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(summary):
 
 def test_last_checkpoint_against_best(summary):
     full = summary["strategies"]["full"]["last_vs_best"]
-    se = math.hypot(se_by_hand(RUNS[("full", "epoch_12")][1], TEST_N), se_by_hand(RUNS[("full", "epoch_4")][1], TEST_N))
-    assert full["difference"] == pytest.approx(-0.08) and full["se"] == pytest.approx(se) and full["significant"]
+    # one comparison (no family): last - best = 0.70 - 0.78, its interval and p by hand, beyond noise
+    hand = by_hand(RUNS[("full", "epoch_12")][1], RUNS[("full", "epoch_4")][1], TEST_N)
+    assert hand["p"] < 0.05 and hand["high"] < 0
+    assert full["difference"] == pytest.approx(-0.08) and full["significant"]
+    assert (full["low"], full["high"]) == pytest.approx((hand["low"], hand["high"]), abs=1e-9)
+    assert full["p_value"] == pytest.approx(hand["p"], rel=1e-6) and full["method"].startswith("t, ")
+    assert "se" not in full
     # last = best: no difference to weigh
     runs = {k: v for k, v in RUNS.items() if k != ("full", "epoch_12")}
     full = summarize_curve(make_records(runs))["strategies"]["full"]
@@ -140,8 +213,16 @@ def test_metric_falls_back_to_val_when_a_test_accuracy_is_missing():
         assert p["mean"] == pytest.approx(np.mean(vals)) and p["n_examples"] == VAL_N
     lp4 = point(s, "linear_probe", "epoch_4")
     assert lp4["gap"] == pytest.approx(0.71 - 0.61)
-    assert lp4["gap_se"] == pytest.approx(math.hypot(se_by_hand(RUNS[("linear_probe", "epoch_4")][0], VAL_N),
-                                                     se_by_hand(RUNS[("scratch", "scratch")][0], VAL_N)))
+    # the interval on validation accuracy uses the validation split's n (200), so it is wider than on test
+    hand = gaps_by_hand(which=0, n=VAL_N)
+    d = hand[("linear_probe", "epoch_4")]
+    assert d["se"] == pytest.approx(math.hypot(se_by_hand(RUNS[("linear_probe", "epoch_4")][0], VAL_N),
+                                               se_by_hand(RUNS[("scratch", "scratch")][0], VAL_N)))
+    assert (lp4["gap_low"], lp4["gap_high"]) == pytest.approx((d["low"], d["high"]), abs=1e-9)
+    assert lp4["gap_high"] - lp4["gap_low"] > 2 * (0.089 - 0.06)  # wider than the test interval above
+    for (strategy, checkpoint), d in hand.items():
+        p = point(s, strategy, checkpoint)
+        assert p["gap_p"] == pytest.approx(d["p_adjusted"], rel=1e-6) and p["verdict"] == d["verdict"]
     section = curve_section(s)
     assert "validation accuracy" in section.blocks[0].text and "optimistic" in section.blocks[0].text
 
@@ -150,13 +231,15 @@ def test_csv_header_and_rows(summary):
     text = curve_csv(summary)
     assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
     assert CSV_COLUMNS == ["strategy", "checkpoint", "epoch", "source_val_accuracy", "n", "mean", "std", "gap",
-                           "gap_se", "verdict"]
+                           "gap_low", "gap_high", "verdict"]
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 6  # 2 strategies x 3 checkpoints; scratch is the baseline, not a row
     row = next(r for r in rows if r["strategy"] == "linear_probe" and r["checkpoint"] == "epoch_4")
     assert row["epoch"] == "4" and row["n"] == "3" and float(row["source_val_accuracy"]) == 0.70
     assert float(row["mean"]) == pytest.approx(0.67) and float(row["gap"]) == pytest.approx(0.06)
     assert float(row["std"]) == pytest.approx(0.01) and row["verdict"] == "helps"
+    hand = gaps_by_hand()[("linear_probe", "epoch_4")]
+    assert (float(row["gap_low"]), float(row["gap_high"])) == pytest.approx((hand["low"], hand["high"]), abs=1e-9)
 
 
 def test_figure_is_a_png_and_leaves_pyplot_alone(summary):
@@ -177,7 +260,7 @@ def test_section(summary):
     kinds = [type(b) for b in section.blocks]
     assert kinds == [Text, Table, Figure, Bullets]
     text, table, figure, bullets = section.blocks
-    assert "test accuracy" in text.text and "2 standard errors" in text.text
+    assert "test accuracy" in text.text and stats.RULE in text.text  # the noise rule, stated in full
     assert len(table.rows) == 6 and all(len(r) == len(table.headers) for r in table.rows)
     assert {(r[0], r[1]) for r in table.rows} == {(s, c) for s, c in RUNS if s != "scratch"}
     assert figure.png.startswith(b"\x89PNG")
@@ -189,6 +272,14 @@ def test_section(summary):
     assert "the last checkpoint (epoch 12) is 0.080 lower, beyond noise" in full
     gaps = next(b for b in bullets.items if b.startswith("linear_probe minus scratch"))
     assert "epoch 0 -0.110" in gaps and "hurts" in gaps and "epoch 4 +0.060" in gaps and "helps" in gaps
+    # each gap as '+0.060 [+0.023, +0.097]' (its 95% interval), the numbers computed by hand
+    hand = gaps_by_hand()
+    for checkpoint, epoch in (("epoch_0", 0), ("epoch_4", 4), ("epoch_12", 12)):
+        d = hand[("linear_probe", checkpoint)]
+        assert f"epoch {epoch} {band(d)} {d['verdict']}" in gaps, checkpoint
+    assert "epoch 4 +0.060 [+0.031, +0.089] helps" in gaps
+    row = next(r for r in table.rows if r[:2] == ["linear_probe", "epoch_4"])
+    assert row[-2:] == [band(hand[("linear_probe", "epoch_4")]), "helps"]
 
 
 def test_without_scratch_there_is_no_gap():
@@ -205,9 +296,69 @@ def test_one_seed_and_unknown_n():
         r["test_n"] = None
     s = summarize_curve(records)
     p = point(s, "linear_probe", "epoch_0")
-    assert p["std"] == 0.0 and p["se"] is None and p["gap_se"] is None and p["verdict"] == "within noise"
+    # n unknown: no interval (stored as None, not ±inf) and no verdict beyond noise, whatever the gap
+    assert p["std"] == 0.0 and p["gap_low"] is None and p["gap_high"] is None and p["verdict"] == "within noise"
+    assert all(q["verdict"] == "within noise" for v in s["strategies"].values() for q in v["points"])
     json.dumps(s, allow_nan=False)
-    curve_section(s)  # renders without a noise band
+    gaps = next(b for b in curve_section(s).blocks if isinstance(b, Bullets)).items
+    assert any("epoch 0 -0.110 (n unknown, no noise band) within noise" in b for b in gaps)  # no noise band
+
+
+def test_one_seed_with_known_n_is_the_binomial_z():
+    """One seed each, n known: se = sqrt(pa(1-pa)/na + pb(1-pb)/nb), the 95% interval estimate ± 1.959964 se."""
+    records = [r for r in make_records() if r["seed"] == 0]
+    s = summarize_curve(records)
+    scratch = RUNS[("scratch", "scratch")][1][0]  # 0.60
+    gaps, raw = {}, {}
+    for (strategy, checkpoint), (_, tests) in RUNS.items():
+        if strategy == "scratch":
+            continue
+        pa, pb = tests[0], scratch
+        se = math.sqrt(pa * (1 - pa) / TEST_N + pb * (1 - pb) / TEST_N)
+        gaps[(strategy, checkpoint)] = (pa - pb, pa - pb - 1.959964 * se, pa - pb + 1.959964 * se)
+        raw[(strategy, checkpoint)] = 2 * st.norm.sf(abs(pa - pb) / se)
+    adjusted = dict(zip(raw, holm_by_hand(list(raw.values()))))
+    for key, (gap, low, high) in gaps.items():
+        p = point(s, *key)
+        assert (p["gap"], p["gap_low"], p["gap_high"]) == pytest.approx((gap, low, high), abs=1e-6), key
+        assert p["gap_p"] == pytest.approx(adjusted[key], rel=1e-6, abs=1e-12), key
+    # full at epoch 0 scored 0.60, as scratch: within noise; linear_probe at epoch 4, 0.66 against 0.60: +0.06
+    # over se 0.0097 is z 6.2, helps even after Holm
+    assert point(s, "full", "epoch_0")["verdict"] == "within noise"
+    assert point(s, "linear_probe", "epoch_4")["verdict"] == "helps"
+    json.dumps(s, allow_nan=False)
+
+
+def _paired_records(a_correct: np.ndarray, b_correct: np.ndarray) -> list[dict]:
+    """full from epoch 4 and scratch, one seed each, with their per-example test correctness."""
+    common = {"seed": 0, "val_accuracy": 0.5, "val_n": VAL_N, "test_n": len(a_correct)}
+    return [{**common, "checkpoint": "epoch_4", "epoch": 4, "source_val_accuracy": 0.7, "strategy": "full",
+             "test_accuracy": float(a_correct.mean()), "test_correct": a_correct},
+            {**common, "checkpoint": "scratch", "epoch": None, "source_val_accuracy": None, "strategy": "scratch",
+             "test_accuracy": float(b_correct.mean()), "test_correct": b_correct}]
+
+
+@pytest.mark.parametrize("a_only, b_only, verdict", [(30, 10, "helps"),  # McNemar: p = 0.0022
+                                                     (24, 16, "within noise")])  # p = 0.27
+def test_records_with_per_example_correctness_are_compared_paired(a_only, b_only, verdict):
+    """Runs that kept which examples they got right are compared on those examples: one run each, McNemar's exact
+    test, i.e. the two-sided binomial test of the discordant examples against 1/2. 200 test examples: 100 both
+    right, 60 both wrong, and the discordant ones split as given; the accuracies differ by the same 0.10 in
+    both cases only when a_only - b_only is 20, so the split (not the accuracies) decides."""
+    n, both = 200, 100
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:both] = b[:both] = True
+    a[both:both + a_only] = True
+    b[both + a_only:both + a_only + b_only] = True
+    p = point(summarize_curve(_paired_records(a, b)), "full", "epoch_4")
+    discordant = a_only + b_only
+    p_hand = min(1.0, 2 * sum(math.comb(discordant, k) for k in range(max(a_only, b_only), discordant + 1))
+                 / 2 ** discordant)
+    assert p["gap"] == pytest.approx((a_only - b_only) / n)
+    assert p["gap_p"] == pytest.approx(p_hand, rel=1e-9)  # a family of one: Holm changes nothing
+    assert p["gap_low"] < p["gap"] < p["gap_high"]
+    assert p["verdict"] == verdict
 
 
 def test_empty_records_is_a_config_error():

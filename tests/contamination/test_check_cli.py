@@ -21,7 +21,9 @@ from transferlab.errors import ConfigError
 
 CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
 CLASSES = ("cat", "ship", "frog", "truck")
-NO_EMBEDDING = ("--methods", "exact,phash,dhash,aligned", "--calibrate", "0")
+# 16 source photographs are too few for a null distribution at fpr 0.001 (tests/contamination/test_calibrate.py
+# checks the data-calibrated thresholds on digits): these tests use the thresholds calibrated on CIFAR-10
+NO_EMBEDDING = ("--methods", "exact,phash,dhash,aligned", "--calibrate", "0", "--threshold-mode", "fixed")
 HEADER = ["target_id", "source_id", "score", "method", "dirty"]
 # target id -> (its source id, the methods that must find it); strangers: no source
 PLANTED = {"test/cat/copy.jpg": ("train/cat/0001.jpg", {"exact", "phash", "dhash", "aligned"}),
@@ -129,6 +131,9 @@ def test_image_check_writes_one_row_per_target_and_method_and_finds_the_planted_
         assert entry["n_dirty"] == n and entry["dirty_fraction"] == pytest.approx(n / 7)
     assert summary["methods"]["aligned"]["threshold"] == DEFAULT_THRESHOLDS["aligned"]
     assert summary["methods"]["phash"]["threshold"] == DEFAULT_THRESHOLDS["phash"]
+    assert summary["methods"]["phash"]["chosen"] == "fixed (the CIFAR-10 default)"
+    assert summary["methods"]["phash"]["n_null"] == 16 and 0 <= summary["methods"]["phash"]["null_rate"] <= 1
+    assert summary["thresholds"]["mode"] == "fixed" and summary["thresholds"]["fpr"] is None
     assert summary["calibration"] is None
     page = (out / "contamination.html").read_text(encoding="utf-8")
     assert "test/ship/shifted.png" in page and "data:image/png;base64," in page
@@ -148,13 +153,18 @@ def test_image_thresholds_from_the_command_line_are_used(capsys, tmp_path, image
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["methods"]["aligned"]["match_if"] == "score >= -1"
     assert summary["methods"]["phash"]["match_if"] == "distance <= 0"
+    # the default mode is "data"; a --threshold wins over it for its method
+    assert summary["thresholds"]["mode"] == "data" and summary["thresholds"]["fpr"] == 0.001
+    for m in ("aligned", "phash"):
+        assert summary["methods"][m]["chosen"] == "fixed (--threshold)" and not summary["methods"][m]["disabled"]
+    assert summary["methods"]["aligned"]["null_rate"] == 1.0  # every null image scores >= -1 too
 
 
 def test_default_methods_with_the_embedding_and_a_small_calibration(capsys, tmp_path, images):
     src, tgt = images
     out = tmp_path / "out"
     code, printed, err = run(capsys, "contamination", "--source", str(src), "--target", str(tgt), "--out", str(out),
-                             "--calibrate", "5", "--classes", "cat,ship")
+                             "--calibrate", "5", "--classes", "cat,ship", "--threshold-mode", "fixed")
     assert code == 0, err
     rows = _rows(out)
     targets = {"test/cat/copy.jpg", "test/ship/shifted.png", "test/cat/stranger.jpg", "test/ship/stranger.jpg"}
@@ -168,6 +178,8 @@ def test_default_methods_with_the_embedding_and_a_small_calibration(capsys, tmp_
     assert summary["source"]["n"] == 8 and summary["n_dirty"] == 2
     assert cal["n_copied"] == 5 and cal["n_copies"] == 30 and list(cal["methods"]) == list(summary["methods"])
     assert cal["any"]["recall"] == pytest.approx(cal["any"]["tp"] / 30)
+    for m in ("phash", "dhash", "embedding", "aligned"):  # each method's recall of the near-copies, beside its rule
+        assert summary["methods"][m]["copy_recall"] == cal["methods"][m]["recall"]
     assert "calibration: near-copies of 5 source images" in printed
 
 

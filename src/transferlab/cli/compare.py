@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, help="seeds per strategy: --seed, --seed+1, ... (default: 1)")
     p.add_argument("--scratch", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="also train the same architecture from random weights (default: on)")
+    p.add_argument("--scratch-epochs", type=int, metavar="N",
+                   help="epochs of the from-scratch baseline (default: --epochs); a random model usually needs more "
+                        "than a fine-tune, and a baseline given too few is a weak one")
     p.add_argument("--weights", help="weights for a timm architecture (.safetensors, or weights-only .pth)")
     p.add_argument("--head", help="the new head of every run: linear (default), mlp[:hidden=256,dropout=0.0] or "
                                   "vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true]")
@@ -72,7 +75,8 @@ def grid_spec_from_args(args):
     args.model = args.model or "efficientnet_lite0"
     args.data = args.data or "digits"
     return grid_spec(model=args.model, data=args.data, strategies=args.strategies or DEFAULT_STRATEGIES,
-                     seeds=args.seeds, scratch=args.scratch is not False, weights=args.weights,
+                     seeds=args.seeds, scratch=args.scratch is not False, scratch_epochs=args.scratch_epochs,
+                     weights=args.weights,
                      source_data=args.source_data, head=args.head, **options)
 
 
@@ -80,7 +84,7 @@ def _given(args) -> set[str]:
     from transferlab.cli.core import given_keys
 
     given = given_keys(args)
-    given |= {key for key in ("strategies", "scratch") if getattr(args, key) is not None}
+    given |= {key for key in ("strategies", "scratch", "scratch_epochs") if getattr(args, key) is not None}
     if args.seeds is not None or args.seed is not None:  # the seed list follows from both
         given.add("seeds")
     return given

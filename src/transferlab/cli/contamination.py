@@ -18,6 +18,11 @@ def _thresholds(values: list[str] | None) -> dict[str, float]:
 
 
 def register(sub) -> None:
+    from transferlab.contamination.calibrate import (
+        DEFAULT_FPR,
+        DEFAULT_NULL_SIZE,
+        THRESHOLD_MODES,
+    )
     from transferlab.contamination.detect import (
         DEFAULT_K,
         DEFAULT_THRESHOLDS,
@@ -43,8 +48,20 @@ def register(sub) -> None:
                                      "(default: all of the modality; aligned uses the embedding model too, to "
                                      "find its candidates)")
     p.add_argument("--threshold", action="append", metavar="METHOD=VALUE",
-                   help=f"an image method's threshold, repeatable (defaults, calibrated on CIFAR-10: {defaults}; "
-                        "phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
+                   help="an image method's threshold, repeatable; it wins over --threshold-mode for that method "
+                        "(phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
+    p.add_argument("--threshold-mode", default="data", choices=THRESHOLD_MODES,
+                   help="how the other image thresholds are chosen: data = from this source's own null distribution "
+                        "(source images matched against the rest of the source) so that at most --fpr of images "
+                        "that copy nothing are flagged, a method that cannot reach it disabled with a warning; "
+                        f"fixed = the thresholds calibrated on CIFAR-10 at 32 px ({defaults}) (default: data)")
+    p.add_argument("--fpr", type=float, default=DEFAULT_FPR,
+                   help=f"--threshold-mode data: the false-positive rate each method is held to (default: "
+                        f"{DEFAULT_FPR:g})")
+    p.add_argument("--null-size", type=int, default=DEFAULT_NULL_SIZE, metavar="N",
+                   help=f"source images (at most) matched against the rest of the source for the null distribution "
+                        f"(default: {DEFAULT_NULL_SIZE}); 0: none (then --threshold-mode fixed, or --threshold for "
+                        "each method)")
     p.add_argument("--k", type=int, default=DEFAULT_K,
                    help=f"candidates per target for the aligned method, by embedding and by thumbnail (default: "
                         f"{DEFAULT_K} each)")
@@ -101,7 +118,8 @@ def cmd_contamination(args) -> None:
         clean = check_output_path(args.export_clean, "--export-clean", {**inputs, "--out": args.out})
         check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
-                        thresholds=_thresholds(args.threshold), k=args.k, embed_model=args.embed_model,
+                        thresholds=_thresholds(args.threshold), threshold_mode=args.threshold_mode, fpr=args.fpr,
+                        null_size=args.null_size, k=args.k, embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
                         calibrate=args.calibrate, show=args.show)
     source = read_split(args.source, args.source_split, _options(args), args.source_classes or args.classes)
@@ -133,7 +151,15 @@ def _print_summary(s: dict) -> None:
     frac = s["dirty_fraction"]
     print(f"dirty (any method): {s['n_dirty']} ({_fmt(frac)})")
     for m, e in s["methods"].items():
-        print(f"  {m:<10} {e['n_dirty']:>7} ({_fmt(e['dirty_fraction'])})  {e['match_if']}")
+        how = f"  [{e['chosen']}; null rate {_fmt(e['null_rate'])}]" if e.get("chosen") and not e["disabled"] else ""
+        print(f"  {m:<10} {e['n_dirty']:>7} ({_fmt(e['dirty_fraction'])})  {e['match_if']}{how}")
+    th = s.get("thresholds")
+    if th and th.get("null"):
+        null = th["null"]
+        print(f"null: {null['n']} source images matched against the rest of the source ({null['seconds']:.0f}s); "
+              f"share flagged by any method {_fmt(th['null_rate_any'])}")
+    for warning in s.get("warnings", []):
+        print(f"warning: {warning}")
     long = s.get("long_examples")
     if long:
         print(f"  of the {long['n']} examples of {long['min_words']}+ words: {long['n_dirty']} dirty")

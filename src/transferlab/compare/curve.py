@@ -17,10 +17,12 @@ Choices, and why:
 - Gap = a (strategy, checkpoint)'s mean metric minus scratch's (negative: transfer hurt). Note the sign is the
   opposite of results.py's `negative_transfer_gap` (scratch minus transfer, Wang et al. 2019); the verdict words
   ("hurts" / "helps") make the direction explicit either way.
-- Every verdict goes through `significance.compare_accuracies`, the project's one noise rule (binomial and seed
-  standard errors in quadrature, a difference counts beyond 2 se). The n of a point is the smallest split a seed
-  was scored on (as results.py does); with no n known its se is unbounded and every verdict is "within noise".
-- Non-finite numbers (an unbounded se) are stored as None, so the summary is strict JSON.
+- Every verdict goes through `transferlab.stats`, the project's one rule: paired on the examples when the records
+  carry each run's per-example correctness (`val_correct` / `test_correct`, (N,) bool), else from the per-seed
+  accuracies and the split size (the n of a point is the smallest split a seed was scored on, as results.py
+  does; with no n known the interval is unbounded and every verdict is "within noise"). The gaps against scratch
+  of one curve are one family, Holm-corrected together.
+- Non-finite numbers (an unbounded interval) are stored as None, so the summary is strict JSON.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from matplotlib.ticker import MaxNLocator
 
 from transferlab.compare.grid import SCRATCH
-from transferlab.compare.significance import RULE, Z_THRESHOLD, Accuracy, Difference, compare_accuracies
+from transferlab import stats as tests
 from transferlab.errors import ConfigError
 from transferlab.figures import new_figure, png_bytes
 from transferlab.sections import Bullets, Figure, Section, Table, Text
@@ -41,8 +43,8 @@ from transferlab.sections import Bullets, Figure, Section, Table, Text
 logger = logging.getLogger(__name__)
 
 TITLE = "Transfer curve: target accuracy against pre-training length"
-CSV_COLUMNS = ["strategy", "checkpoint", "epoch", "source_val_accuracy", "n", "mean", "std", "gap", "gap_se",
-               "verdict"]
+CSV_COLUMNS = ["strategy", "checkpoint", "epoch", "source_val_accuracy", "n", "mean", "std", "gap", "gap_low",
+               "gap_high", "verdict"]
 HURTS, HELPS, WITHIN_NOISE = "hurts", "helps", "within noise"
 _REQUIRED = ("checkpoint", "strategy", "seed", "val_accuracy")
 
@@ -101,39 +103,56 @@ def _min_n(runs: list[Mapping], key: str) -> int | None:
     return min(ns) if ns else None
 
 
-def _accuracy(runs: list[Mapping], key: str, n_key: str) -> Accuracy:
-    return Accuracy.of([r[key] for r in runs], _min_n(runs, n_key))
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
 
 
-def _stats(runs: list[Mapping], metric: str, n_key: str) -> tuple[dict, Accuracy]:
-    """One point's numbers (JSON-able) and its metric as an Accuracy."""
-    acc, val = _accuracy(runs, metric, n_key), _accuracy(runs, "val_accuracy", "val_n")
-    stats = {"n": acc.seeds, "seeds": [r["seed"] for r in runs], "mean": acc.mean, "std": acc.seed_std,
-             "se": _finite(acc.se), "n_examples": acc.n,
-             "val_mean": val.mean, "val_std": val.seed_std, "val_n": val.n}
-    return stats, acc
+def _stats(runs: list[Mapping], metric: str, n_key: str) -> dict:
+    """One point's numbers (JSON-able)."""
+    mean, std = _mean_std([r[metric] for r in runs])
+    val_mean, val_std = _mean_std([r["val_accuracy"] for r in runs])
+    return {"n": len(runs), "seeds": [r["seed"] for r in runs], "mean": mean, "std": std,
+            "n_examples": _min_n(runs, n_key), "val_mean": val_mean, "val_std": val_std,
+            "val_n": _min_n(runs, "val_n")}
 
 
-def _verdict(d: Difference) -> str:
-    return WITHIN_NOISE if not d.significant else HELPS if d.difference > 0 else HURTS
+def _compare(a: list[Mapping], b: list[Mapping], metric: str, n_key: str) -> tests.Comparison:
+    """Point a's metric minus point b's: paired on the examples when every run kept its per-example correctness
+    on the metric's split (the same examples), else from the per-seed accuracies."""
+    key = metric.replace("_accuracy", "_correct")
+    ea, eb = [r.get(key) for r in a], [r.get(key) for r in b]
+    arrays = [x for x in ea + eb if x is not None]
+    if len(arrays) == len(ea) + len(eb) and len({len(x) for x in arrays}) == 1:
+        return tests.paired_runs(ea, eb)
+    return tests.unpaired_accuracies([r[metric] for r in a], _min_n(a, n_key), [r[metric] for r in b],
+                                     _min_n(b, n_key))
 
 
-def _difference(d: Difference) -> dict:
-    return {"difference": d.difference, "se": _finite(d.se), "z": _finite(d.z), "significant": d.significant}
+def _verdict(d: tests.Comparison) -> str:
+    return WITHIN_NOISE if not d.significant else HELPS if d.estimate > 0 else HURTS
+
+
+def _difference(d: tests.Comparison) -> dict:
+    return {"difference": d.estimate, "low": _finite(d.low), "high": _finite(d.high), "p_value": d.p_value,
+            "method": d.method, "significant": d.significant}
 
 
 def summarize_curve(records: Iterable[Mapping]) -> dict:
     """The transfer curve's numbers, JSON-serialisable (module docstring: the choices). Keys:
 
-    metric, metric_reason, rule, z_threshold, gap_definition,
+    metric, metric_reason, rule, gap_definition,
     source_curve: [{checkpoint, epoch, source_val_accuracy}] ordered by epoch,
-    scratch: {n, seeds, mean, std, se, n_examples, val_mean, val_std, val_n} or None (no baseline run),
-    strategies: {name: {points: [{checkpoint, epoch, source_val_accuracy, <scratch's keys>, gap, gap_se, gap_z,
-                                  verdict}] ordered by epoch,
-                        best: {checkpoint, epoch, val_mean, val_std, mean, std, se, n},
-                        last_vs_best: {checkpoint, epoch, mean, difference, se, z, significant} (last - best),
-                        early_vs_last: {checkpoint, epoch, mean, last_epoch, last_mean, difference, se, z,
-                                        significant} (the highest source-val checkpoint minus the last) or None}}
+    scratch: {n, seeds, mean, std, n_examples, val_mean, val_std, val_n} or None (no baseline run),
+    strategies: {name: {points: [{checkpoint, epoch, source_val_accuracy, <scratch's keys>, gap, gap_low, gap_high,
+                                  gap_p (Holm-adjusted), verdict}] ordered by epoch,
+                        best: {checkpoint, epoch, val_mean, val_std, mean, std, n},
+                        last_vs_best: {checkpoint, epoch, mean, difference, low, high, p_value, method,
+                                       significant} (last - best),
+                        early_vs_last: {checkpoint, epoch, mean, last_epoch, last_mean, difference, low, high,
+                                        p_value, method, significant} (the highest source-val checkpoint minus
+                                        the last) or None}}
     """
     runs = _checked(records)
     have_test = sum(r.get("test_accuracy") is not None for r in runs)
@@ -153,44 +172,46 @@ def summarize_curve(records: Iterable[Mapping]) -> dict:
                            for r in {r["checkpoint"]: r for r in runs if r["strategy"] != SCRATCH}.values()),
                           key=lambda c: (c["epoch"], str(c["checkpoint"])))
 
-    scratch, scratch_acc = _stats(groups[(SCRATCH, SCRATCH)], metric, n_key) if (SCRATCH, SCRATCH) in groups \
-        else (None, None)
-    strategies = {}
+    scratch_runs = groups.get((SCRATCH, SCRATCH))
+    scratch = _stats(scratch_runs, metric, n_key) if scratch_runs else None
+    strategies, gaps = {}, []  # gaps: (point, Comparison) of the whole curve, one Holm family
     for name in dict.fromkeys(r["strategy"] for r in runs if r["strategy"] != SCRATCH):
-        points, accs = [], []
+        points, members = [], []
         for cp in source_curve:
             group = groups.get((name, cp["checkpoint"]))
             if not group:
                 continue
-            stats, acc = _stats(group, metric, n_key)
-            point = {**cp, **stats, "gap": None, "gap_se": None, "gap_z": None, "verdict": None}
-            if scratch_acc is not None:
-                d = compare_accuracies(acc, scratch_acc)
-                point.update(gap=d.difference, gap_se=_finite(d.se), gap_z=_finite(d.z), verdict=_verdict(d))
+            point = {**cp, **_stats(group, metric, n_key), "gap": None, "gap_low": None, "gap_high": None,
+                     "gap_p": None, "verdict": None}
+            if scratch_runs:
+                gaps.append((point, _compare(group, scratch_runs, metric, n_key)))
             points.append(point)
-            accs.append(acc)
+            members.append(group)
         # selection on validation only; ties: the earliest epoch
         b = max(range(len(points)), key=lambda i: (points[i]["val_mean"], -points[i]["epoch"]))
         best, last = points[b], points[-1]
-        d = compare_accuracies(accs[-1], accs[b])
+        d = _compare(members[-1], members[b], metric, n_key)
         # The checkpoint early stopping on the source would keep (highest source validation accuracy; ties: the
         # earliest) against the last one: does stopping pre-training early transfer better? (early - last)
         scored = [i for i, p in enumerate(points) if p["source_val_accuracy"] is not None]
         early_vs_last = None
         if scored:
             e = max(scored, key=lambda i: (points[i]["source_val_accuracy"], -points[i]["epoch"]))
-            d_early = compare_accuracies(accs[e], accs[-1])
+            d_early = _compare(members[e], members[-1], metric, n_key)
             early_vs_last = {"checkpoint": points[e]["checkpoint"], "epoch": points[e]["epoch"],
                              "mean": points[e]["mean"], "last_epoch": last["epoch"], "last_mean": last["mean"],
                              **_difference(d_early)}
         strategies[name] = {
             "early_vs_last": early_vs_last,
             "points": points,
-            "best": {k: best[k] for k in ("checkpoint", "epoch", "val_mean", "val_std", "mean", "std", "se", "n")},
+            "best": {k: best[k] for k in ("checkpoint", "epoch", "val_mean", "val_std", "mean", "std", "n")},
             "last_vs_best": {"checkpoint": last["checkpoint"], "epoch": last["epoch"], "mean": last["mean"],
                              **_difference(d)},
         }
-    return {"metric": metric, "metric_reason": reason, "rule": RULE, "z_threshold": Z_THRESHOLD,
+    for (point, _), d in zip(gaps, tests.holm([d for _, d in gaps])):
+        point.update(gap=d.estimate, gap_low=_finite(d.low), gap_high=_finite(d.high), gap_p=d.p_adjusted,
+                     verdict=_verdict(d))
+    return {"metric": metric, "metric_reason": reason, "rule": tests.RULE,
             "gap_definition": f"mean {metric} of the (strategy, checkpoint) minus mean {metric} from scratch; "
                               "negative: transfer hurt",
             "source_curve": source_curve, "scratch": scratch, "strategies": strategies}
@@ -209,13 +230,16 @@ def _f(x, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _band(x, se) -> str:
-    return f"{x:+.3f} ± {_f(se)}" if se is not None else f"{x:+.3f} (n unknown, no noise band)"
+def _band(x, low, high) -> str:
+    """'+0.020 [-0.003, +0.043]': an estimate and its 95% interval."""
+    if low is None or high is None:
+        return f"{x:+.3f} (n unknown, no noise band)"
+    return f"{x:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def curve_csv(summary: dict) -> str:
     """One row per (strategy, checkpoint), columns CSV_COLUMNS; n: seeds; mean, std: the summary's metric;
-    an empty cell: no number (no scratch baseline, an unbounded se, no source accuracy)."""
+    an empty cell: no number (no scratch baseline, an unbounded interval, no source accuracy)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -223,7 +247,7 @@ def curve_csv(summary: dict) -> str:
         for p in s["points"]:
             writer.writerow(["" if v is None else v for v in
                              [name, p["checkpoint"], p["epoch"], p["source_val_accuracy"], p["n"], p["mean"],
-                              p["std"], p["gap"], p["gap_se"], p["verdict"]]])
+                              p["std"], p["gap"], p["gap_low"], p["gap_high"], p["verdict"]]])
     return buf.getvalue()
 
 
@@ -261,8 +285,7 @@ def curve_figure(summary: dict) -> bytes:
 
 def _best_sentence(name: str, s: dict, metric: str) -> str:
     best, lvb = s["best"], s["last_vs_best"]
-    se = f" ± {best['se']:.3f} (se, {best['n']} seed{'s' if best['n'] != 1 else ''})" if best["se"] is not None \
-        else f" ({best['n']} seed{'s' if best['n'] != 1 else ''}, n unknown)"
+    se = f" ± {best['std']:.3f} (std over {best['n']} seed{'s' if best['n'] != 1 else ''})"
     line = (f"{name}: best at epoch {_epoch(best['epoch'])} (val {best['val_mean']:.3f}), "
             f"{metric} {best['mean']:.3f}{se}")
     if lvb["checkpoint"] == best["checkpoint"]:
@@ -271,7 +294,7 @@ def _best_sentence(name: str, s: dict, metric: str) -> str:
     direction = "lower" if diff < 0 else "higher" if diff > 0 else "different"
     noise = "beyond noise" if lvb["significant"] else "within noise"
     return (line + f"; the last checkpoint (epoch {_epoch(lvb['epoch'])}) is {abs(diff):.3f} {direction}, "
-            f"{noise} ({_band(diff, lvb['se'])}).")
+            f"{noise} ({_band(diff, lvb['low'], lvb['high'])}).")
 
 
 def _early_sentence(name: str, s: dict, mname: str) -> str | None:
@@ -285,11 +308,12 @@ def _early_sentence(name: str, s: dict, mname: str) -> str | None:
     noise = f"{verdict}, beyond noise" if e["significant"] else "within noise"
     return (f"{name}: from the early-stopped checkpoint (epoch {_epoch(e['epoch'])}, the source's best validation "
             f"accuracy) {mname} {e['mean']:.3f}, from the last (epoch {_epoch(e['last_epoch'])}) "
-            f"{e['last_mean']:.3f}: early minus last {_band(e['difference'], e['se'])}, {noise}.")
+            f"{e['last_mean']:.3f}: early minus last {_band(e['difference'], e['low'], e['high'])}, {noise}.")
 
 
 def _gap_sentence(name: str, s: dict, scratch: dict) -> str:
-    parts = [f"epoch {_epoch(p['epoch'])} {_band(p['gap'], p['gap_se'])} {p['verdict']}" for p in s["points"]]
+    parts = [f"epoch {_epoch(p['epoch'])} {_band(p['gap'], p['gap_low'], p['gap_high'])} {p['verdict']}"
+             for p in s["points"]]
     return f"{name} minus scratch ({scratch['mean']:.3f}): " + "; ".join(parts) + "."
 
 
@@ -309,13 +333,13 @@ def curve_section(summary: dict) -> Section:
     else:
         text += "No from-scratch run, so no gap. "
     text += (f"The best checkpoint of a strategy is the one with the highest mean validation accuracy. "
-             f"A gap is called hurts or helps, and a difference beyond noise, only under one rule, {RULE}; "
+             f"A gap is called hurts or helps, and a difference beyond noise, only under one rule: {tests.RULE} "
              "otherwise it is within noise.")
     headers = ["strategy", "checkpoint", "epoch", "source val acc", "seeds", f"{mname} (mean ± std)",
-               "val acc (mean)", "gap vs scratch ± se", "verdict"]
+               "val acc (mean)", "gap vs scratch [95% interval]", "verdict"]
     rows = [[name, str(p["checkpoint"]), _epoch(p["epoch"]), _f(p["source_val_accuracy"]), str(p["n"]),
              f"{p['mean']:.3f} ± {p['std']:.3f}", f"{p['val_mean']:.3f}",
-             "-" if p["gap"] is None else _band(p["gap"], p["gap_se"]), p["verdict"] or "-"]
+             "-" if p["gap"] is None else _band(p["gap"], p["gap_low"], p["gap_high"]), p["verdict"] or "-"]
             for name, s in summary["strategies"].items() for p in s["points"]]
     items = [_best_sentence(name, s, mname) for name, s in summary["strategies"].items()]
     items += [x for x in (_early_sentence(name, s, mname) for name, s in summary["strategies"].items()) if x]

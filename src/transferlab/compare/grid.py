@@ -3,6 +3,7 @@
 DIR/grid.json                     the grid that was asked (strategies, seeds, the shared run config)
 DIR/runs/<strategy>/<seed>/       one `runs.finetune` run directory per cell
 DIR/runs/<strategy>/<seed>/error.json   written when that cell failed (removed when it later finishes)
+DIR/runs/scratch-<recipe>/<seed>/ the from-scratch baseline, one folder per candidate recipe (SCRATCH_SEARCH)
 DIR/scratch_init/                 random initial weights (or a random-init model folder) for the baseline
 DIR/feature_cache/                frozen-prefix outputs shared by the worker processes of `jobs > 1`
 
@@ -36,6 +37,13 @@ from transferlab.training.trainer import Callback
 logger = logging.getLogger(__name__)
 
 SCRATCH = "scratch"  # the from-scratch baseline's name in the grid, the report and the run folder
+# The baseline's recipe: every parameter at the base rate (a random backbone has nothing to protect, so the
+# 0.1x backbone rate that `full` gives a pre-trained one does not apply), and the choices that matter for it
+# selected on validation like a strategy's, not inherited from the grid's settings for a pre-trained model:
+# BatchNorm statistics re-estimated or kept (a random model's running statistics are 0 and 1) and the
+# learning rate (x1, x3 the grid's). Measured in docs/compare.md ("The from-scratch baseline").
+SCRATCH_STRATEGY = "full:backbone_lr=1"
+SCRATCH_SEARCH = [{"bn_stats": bn, "lr_scale": scale} for bn in ("frozen", "auto") for scale in (1.0, 3.0)]
 DEFAULT_STRATEGIES = "linear_probe,freeze,discriminative,l2sp,lp_ft,full"
 # The main job (`make demo`): the real pre-trained efficientnet_lite0 on digits in minutes on 2 CPU cores.
 # Applied only when data is digits and the option was not given. At 32 px the deepest feature maps are 1x1,
@@ -43,8 +51,10 @@ DEFAULT_STRATEGIES = "linear_probe,freeze,discriminative,l2sp,lp_ft,full"
 # meets different (running) statistics at evaluation. Measured at 64 px with --bn-stats auto: full 0.517 val
 # accuracy at 0.93 train accuracy, lp_ft collapsing after its probe; with the pre-trained statistics kept
 # (--bn-stats frozen): full 0.953, lp_ft 0.913 (README, docs/compare.md).
+# digits has no test split: 20% is held out as one (--test-fraction), so the report's numbers are not the ones
+# the epochs were selected on.
 DIGITS_DEFAULTS = {"image_size": 64, "max_train": 500, "max_val": 300, "epochs": 3, "batch_size": 32, "lr": 2e-3,
-                   "bn_stats": "frozen"}
+                   "bn_stats": "frozen", "test_fraction": 0.2}
 
 
 @dataclass
@@ -55,8 +65,22 @@ class GridSpec:
     strategies: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])
     scratch: bool = True
+    scratch_epochs: int | None = None  # the baseline's epochs (None: the grid's)
+    scratch_search: list[dict] = field(default_factory=lambda: [dict(r) for r in SCRATCH_SEARCH])
+    # "random": the baseline gets random weights of the model's architecture; "given": the base model already
+    # is a random init (a pretrain run's kept scratch entry), trained as it is
+    scratch_init: str = "random"
 
     def __post_init__(self):
+        if self.scratch_epochs is not None and (isinstance(self.scratch_epochs, bool)
+                                                or not isinstance(self.scratch_epochs, int) or self.scratch_epochs < 1):
+            raise ConfigError(f"--scratch-epochs must be an integer >= 1, got {self.scratch_epochs!r}")
+        if self.scratch_init not in ("random", "given"):
+            raise ConfigError(f"scratch_init must be 'random' or 'given', got {self.scratch_init!r}")
+        for recipe in self.scratch_search:
+            if set(recipe) != {"bn_stats", "lr_scale"} or recipe["bn_stats"] not in ("auto", "frozen") \
+                    or not isinstance(recipe["lr_scale"], (int, float)) or not recipe["lr_scale"] > 0:
+                raise ConfigError(f"a scratch recipe is {{'bn_stats': auto|frozen, 'lr_scale': > 0}}, got {recipe!r}")
         self.strategies = [s.strip() for s in self.strategies]
         if not self.strategies and not self.scratch:
             raise ConfigError("nothing to compare: give --strategies (or keep --scratch)")
@@ -71,17 +95,39 @@ class GridSpec:
 
     def to_dict(self) -> dict:
         return {"format": GRID_FORMAT, "base": self.base.to_dict(), "strategies": self.strategies,
-                "seeds": self.seeds, "scratch": self.scratch}
+                "seeds": self.seeds, "scratch": self.scratch, "scratch_epochs": self.scratch_epochs,
+                "scratch_search": self.scratch_search, "scratch_init": self.scratch_init}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GridSpec":
+        # grids saved before the baseline's search ran one recipe: full (backbone at 0.1x), the grid's settings
+        legacy = [{"bn_stats": d["base"]["train"].get("bn_stats", "auto"), "lr_scale": 1.0}]
         return cls(base=RunConfig.from_dict(d["base"]), strategies=d["strategies"], seeds=d["seeds"],
-                   scratch=d["scratch"])
+                   scratch=d["scratch"], scratch_epochs=d.get("scratch_epochs"),
+                   scratch_search=d.get("scratch_search", legacy), scratch_init=d.get("scratch_init", "random"))
+
+    def scratch_candidates(self) -> list[str]:
+        """The baseline's candidate names, in search order: `scratch:bn_stats=frozen,lr_scale=1`."""
+        return [scratch_name(r) for r in self.scratch_search] if self.scratch else []
+
+
+def scratch_name(recipe: dict) -> str:
+    return f"{SCRATCH}:bn_stats={recipe['bn_stats']},lr_scale={recipe['lr_scale']:g}"
+
+
+def scratch_recipe(name: str) -> dict:
+    """scratch_name's inverse."""
+    fields_ = dict(part.split("=", 1) for part in name.split(":", 1)[1].split(","))
+    return {"bn_stats": fields_["bn_stats"], "lr_scale": float(fields_["lr_scale"])}
+
+
+def is_scratch(strategy: str) -> bool:
+    return strategy == SCRATCH or strategy.startswith(SCRATCH + ":")
 
 
 def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategies: str | list[str] = DEFAULT_STRATEGIES,
               seeds: int | None = 1, scratch: bool = True, weights: str | None = None, source_data: str | None = None,
-              head: str | None = None, **options) -> GridSpec:
+              head: str | None = None, scratch_epochs: int | None = None, **options) -> GridSpec:
     """The grid `transferlab compare` runs for these arguments: `options` are TrainConfig and DataOptions fields
     (epochs=3, image_size=64, ...); on digits, DIGITS_DEFAULTS fill the ones not given. `seeds` seeds per
     strategy, counting up from `seed`. The data split stays fixed (seeded by `seed`) across the grid's seeds,
@@ -109,7 +155,8 @@ def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategie
     base = RunConfig(model=model, data=data, weights=weights, train=train, data_options=data_options,
                      strategy_options={"source_data": source_data} if source_data else {}, head=head or "linear")
     listed = split_strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
-    return GridSpec(base=base, strategies=listed, seeds=[train.seed + i for i in range(seeds)], scratch=scratch)
+    return GridSpec(base=base, strategies=listed, seeds=[train.seed + i for i in range(seeds)], scratch=scratch,
+                    scratch_epochs=scratch_epochs)
 
 
 @dataclass
@@ -162,7 +209,7 @@ def safe_name(spec: str) -> str:
 
 
 def run_dir_for(out: Path, strategy: str, seed: int) -> Path:
-    return out / "runs" / (SCRATCH if strategy == SCRATCH else safe_name(strategy)) / str(seed)
+    return out / "runs" / safe_name(strategy) / str(seed)
 
 
 def plan(spec: GridSpec, out: Path) -> list[Cell]:
@@ -179,9 +226,9 @@ def plan(spec: GridSpec, out: Path) -> list[Cell]:
             cfg.strategy = strategy
             cfg.train.seed = seed
             cells.append(Cell(strategy, seed, run_dir_for(out, strategy, seed), cfg))
-    if spec.scratch:
+    for name in spec.scratch_candidates():  # every candidate recipe over every seed; configs made lazily
         for seed in spec.seeds:
-            cells.append(Cell(SCRATCH, seed, run_dir_for(out, SCRATCH, seed), None))  # config made lazily
+            cells.append(Cell(name, seed, run_dir_for(out, name, seed), None))
     return cells
 
 
@@ -208,13 +255,19 @@ def scratch_support(model: str) -> tuple[str, str]:
     return "none", f"unknown model {model!r}"
 
 
-def scratch_config(spec: GridSpec, seed: int, out: Path) -> RunConfig:
-    """The baseline's run config: the same model entry (same input config and depth groups) with random
-    initial weights, trained with strategy `full` and the grid's training options."""
-    kind, reason = scratch_support(spec.base.model)
+def scratch_config(spec: GridSpec, seed: int, out: Path, candidate: str) -> RunConfig:
+    """A baseline candidate's run config: the same model entry (same input config and depth groups) with random
+    initial weights, every parameter at the base rate (SCRATCH_STRATEGY), the candidate's BatchNorm mode and
+    learning rate, and --scratch-epochs (default: the grid's epochs)."""
+    kind, reason = ("given", "") if spec.scratch_init == "given" else scratch_support(spec.base.model)
+    recipe = scratch_recipe(candidate)
     cfg = copy.deepcopy(spec.base)
-    cfg.strategy = "full"
+    cfg.strategy = SCRATCH_STRATEGY
     cfg.train.seed = seed
+    cfg.train.bn_stats = recipe["bn_stats"]
+    cfg.train.lr = spec.base.train.lr * recipe["lr_scale"]
+    if spec.scratch_epochs is not None:
+        cfg.train.epochs = spec.scratch_epochs
     init_dir = out / "scratch_init"
     if kind == "weights":
         path = init_dir / f"seed{seed}.safetensors"
@@ -227,7 +280,7 @@ def scratch_config(spec: GridSpec, seed: int, out: Path) -> RunConfig:
             _write_random_hf_dir(spec.base.model, seed, folder)
         cfg.model = str(folder.resolve())
         cfg.weights = None
-    else:
+    elif kind != "given":
         raise ConfigError(f"cannot build a from-scratch baseline: {reason}; pass --no-scratch")
     return cfg
 
@@ -313,7 +366,7 @@ def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = No
     from transferlab.runs import resume_differences, with_absolute_paths
 
     out = []
-    for key in ("strategies", "seeds", "scratch"):
+    for key in ("strategies", "seeds", "scratch", "scratch_epochs"):
         if (given is None or key in given) and getattr(saved, key) != getattr(new, key):
             out.append(f"--{key} {getattr(saved, key)!r} in the grid, {getattr(new, key)!r} now")
     base = with_absolute_paths(copy.deepcopy(new.base))
@@ -473,7 +526,7 @@ def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "Gri
     start = time.perf_counter()
     try:
         if cell.config is None:
-            cell.config = scratch_config(spec, cell.seed, out)
+            cell.config = scratch_config(spec, cell.seed, out, cell.strategy)
         # Model creation (the new head's init) draws from torch's global RNG: seed it per cell, so a cell's
         # result does not depend on which cells ran before it in this process (exact --resume of a grid).
         torch.manual_seed(cell.config.train.seed)

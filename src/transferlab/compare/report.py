@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferlab import stats
 from transferlab.compare.grid import SCRATCH
 from transferlab.compare.results import OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
-from transferlab.compare.significance import RULE
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from transferlab.sections import (_SECTIONS, Bullets, Figure, Section, Table, Text,  # noqa: F401  (re-exported)
                                   list_sections, register_section)
@@ -62,7 +62,20 @@ def _points(x: float) -> str:
 
 
 def _metric_name(results: GridResults) -> str:
-    return "test accuracy" if results.metric == "test_accuracy" else "validation accuracy"
+    """What the headline numbers are: test accuracy, or validation accuracy labelled as selected on."""
+    return "test accuracy" if results.metric == "test_accuracy" else "validation accuracy (selected on)"
+
+
+def _epoch(mean, std) -> str:
+    """'3', or '2.5 ± 0.7' over seeds that selected different epochs."""
+    if mean is None:
+        return "-"
+    return f"{mean:.0f}" if not std and float(mean).is_integer() else _pm(mean, std, "{:.1f}")
+
+
+def _split_n(results: GridResults, key: str) -> str:
+    ns = [s.n.get(key) for s in results.summaries.values() if s.n.get(key)]
+    return f", n={min(ns):,}" if ns else ""
 
 
 # ---- built-in sections -----------------------------------------------------------------------------------
@@ -70,9 +83,10 @@ def _metric_name(results: GridResults) -> str:
 def table_section(ctx: ReportContext) -> Section:
     r = ctx.results
     has_test = any(s.mean.get("test_accuracy") is not None for s in r.summaries.values())
-    headers = ["strategy", "runs", "val accuracy"] + (["test accuracy"] if has_test else []) + [
-        "trainable params", "share", "train time (s)", "samples/s", "peak memory (MiB)", "task module",
-        "best epoch"]
+    # test accuracy leads: nothing was selected on it; validation accuracy picked each run's epoch
+    headers = (["strategy", "runs"] + ([f"test accuracy{_split_n(r, 'test_accuracy')}"] if has_test else [])
+               + [f"val accuracy (selected on{_split_n(r, 'val_accuracy')})", "trainable params", "share",
+                  "train time (s)", "samples/s", "peak memory (MiB)", "task module", "best epoch"])
     rows = []
     for name in r.strategies:
         s = r.summaries[name]
@@ -81,19 +95,28 @@ def table_section(ctx: ReportContext) -> Section:
         if not s.runs:
             rows.append([name, runs] + ["failed" if s.failed else "not run"] + ["-"] * (len(headers) - 3))
             continue
-        row = [name, runs, _pm(m["val_accuracy"], d["val_accuracy"])]
-        if has_test:
-            row.append(_pm(m["test_accuracy"], d["test_accuracy"]))
-        row += [f"{m['trainable_params']:,.0f}", f"{100 * m['trainable_share']:.1f}%",
+        row = [name, runs] + ([_pm(m["test_accuracy"], d["test_accuracy"])] if has_test else [])
+        row += [_pm(m["val_accuracy"], d["val_accuracy"]), f"{m['trainable_params']:,.0f}",
+                f"{100 * m['trainable_share']:.1f}%",
                 _pm(m["train_seconds"], d["train_seconds"], "{:.1f}"),
                 _pm(m["samples_per_second"], d["samples_per_second"], "{:.1f}"),
                 _pm(m["peak_memory_mb"], d["peak_memory_mb"], "{:.0f}"), _bytes(m["task_module_bytes"]),
-                _pm(m["best_epoch"], d["best_epoch"], "{:.1f}")]
+                _epoch(m["best_epoch"], d["best_epoch"])]
         rows.append(row)
     seeds = r.grid["seeds"]
+    selection = ("Each run keeps its best epoch by validation accuracy; test accuracy is measured once, on a split "
+                 "nothing was selected on." if has_test else
+                 "Each run keeps its best epoch by validation accuracy and reports that same accuracy, so it is "
+                 "biased upwards (no test split: give the data one, or --test-fraction).")
+    scratch_text = ""
+    if r.scratch_choice:
+        c = r.scratch_choice
+        scratch_text = (f" `{SCRATCH}` is the same architecture trained from random weights: "
+                        f"`{c['strategy']}`, BatchNorm statistics {c['recipe']['bn_stats']}, learning rate "
+                        f"{c['recipe']['lr_scale']:g}x the grid's, {c['epochs']} epoch(s), the recipe chosen on "
+                        "validation (below).")
     blocks = [Text(f"Model **{r.model}** on **{r.data}**; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
-                   f"mean ± std over seeds. `{SCRATCH}` is the same architecture trained from random weights "
-                   "with strategy `full`."),
+                   f"mean ± std over seeds. {selection}{scratch_text}"),
               Table(headers, rows)]
     return Section("Results per strategy", blocks,
                    data={k: v.to_dict() for k, v in r.summaries.items()})
@@ -101,30 +124,34 @@ def table_section(ctx: ReportContext) -> Section:
 
 @register_section("reading", order=15)
 def reading_section(ctx: ReportContext) -> Section | None:
-    """Every flag and every "best" sentence here goes through `significance.compare_accuracies` (one rule,
-    stated in the report): a difference inside its noise band is reported as "within noise", never as a verdict."""
+    """Every flag and every "best" sentence here goes through `GridResults.compare` and `transferlab.stats` (one
+    rule, stated in the report): a difference inside its noise band is reported as "within noise", never as a verdict."""
     r = ctx.results
     metric, mname = r.metric, _metric_name(r)
     ranked = sorted((s for s in r.summaries.values() if s.mean.get(metric) is not None),
                     key=lambda s: s.mean[metric], reverse=True)
     transfer = [s for s in ranked if s.strategy != SCRATCH]
-    items, data = [], {"rule": RULE}
+    items, data = [], {"rule": stats.RULE}
     if transfer:
         best = transfer[0]
         data["best"] = best.strategy
         line = f"Best: **{best.strategy}** ({mname} {best.mean[metric]:.3f})"
         if len(transfer) > 1:
-            diffs = {s.strategy: r.compare(best.strategy, s.strategy) for s in transfer[1:]}
+            # the best against each other strategy: one family, Holm-corrected
+            others = [s.strategy for s in transfer[1:]]
+            tests = stats.holm([r.compare(best.strategy, name) for name in others])
+            diffs = dict(zip(others, tests))
             tied = [s for s in transfer[1:] if not diffs[s.strategy].significant]
-            data["margin"] = diffs[transfer[1].strategy].difference
-            data["margin_se"] = diffs[transfer[1].strategy].se
+            data["margin"] = diffs[transfer[1].strategy].estimate
+            data["margin_interval"] = [diffs[transfer[1].strategy].low, diffs[transfer[1].strategy].high]
             data["not_separable_from"] = [s.strategy for s in tied]
             if tied:
                 line += "; not separable from " + ", ".join(
                     f"{s.strategy} ({s.mean[metric]:.3f})" for s in tied) + " within noise"
             else:
                 d = diffs[transfer[1].strategy]
-                line += f", ahead of {transfer[1].strategy} ({d.b:.3f}) beyond noise: {d.text}"
+                line += (f", ahead of {transfer[1].strategy} ({transfer[1].mean[metric]:.3f}) beyond noise: "
+                         f"{d.text}")
         items.append(line + ".")
         # cheapest strategy that the best does not beat beyond noise
         near = [best] + [s for s in transfer[1:] if s.strategy in data.get("not_separable_from", [])]
@@ -170,15 +197,17 @@ def reading_section(ctx: ReportContext) -> Section | None:
         items.append("Failed runs: " + "; ".join(f"{s.strategy}: {e}" for s in failed for e in s.errors) + ".")
     if not items:
         return None
-    items.append(f"Noise rule: {RULE} (with one seed, the binomial error alone).")
+    items.append(f"Noise rule: {stats.RULE}")
     return Section("Reading", [Bullets(items)], data=data)
 
 
 def _band(diff: dict | None, sign: int = 1) -> str:
-    """'+0.007 ± 0.027' from a Difference.to_dict(); sign=-1 shows b - a."""
+    """'+0.007 [-0.020, +0.034]' (the estimate and its 95% interval) from a stats.Comparison.to_dict();
+    sign=-1 shows b - a."""
     if not diff:
         return "-"
-    return f"{sign * diff['difference']:+.3f} ± {diff['se']:.3f}"
+    low, high = sorted((sign * diff["low"], sign * diff["high"]))
+    return f"{sign * diff['estimate']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 @register_section("gaps", order=20)
@@ -199,18 +228,38 @@ def gaps_section(ctx: ReportContext) -> Section:
         og = s.mean["overfit_gap"]
         og_text = "-" if og is None else _band(s.overfit_test) + (" **overfits**" if s.overfits else "")
         rows.append([name, nt, og_text])
-        data[name] = {"negative_transfer_gap": gap, "negative_transfer_se": (s.vs_scratch or {}).get("se"),
-                      "transfer_hurt": s.transfer_hurt, "overfit_gap": og,
-                      "overfit_se": (s.overfit_test or {}).get("se"), "overfits": s.overfits}
+        data[name] = {"negative_transfer_gap": gap, "negative_transfer_test": s.vs_scratch,
+                      "transfer_hurt": s.transfer_hurt, "overfit_gap": og, "overfit_test": s.overfit_test,
+                      "overfits": s.overfits}
     text = (f"Negative transfer gap (Wang et al. 2019): {_metric_name(r)} from scratch minus {_metric_name(r)} "
-            "with transfer, ± its standard error; flagged as transfer that hurt only when positive beyond noise "
-            f"({RULE}). Overfitting gap: train accuracy minus validation accuracy of the same (selected) epoch, "
+            "with transfer, with its 95% interval; flagged as transfer that hurt only when positive beyond noise "
+            "(the noise rule under Reading, Holm-corrected over the strategies). Overfitting gap: train accuracy "
+            "minus validation accuracy of the same (selected) epoch, "
             f"flagged above {OVERFIT_THRESHOLD:.2f} when also beyond noise.")
     if SCRATCH not in r.summaries:
         text += " The from-scratch baseline was not run (--no-scratch), so there is no transfer gap."
     data["metric"] = metric
     return Section("Transfer and overfitting gaps", [Text(text), Table(["strategy", "negative transfer gap",
                                                                        "overfitting gap"], rows)], data=data)
+
+
+@register_section("scratch", order=25)
+def scratch_section(ctx: ReportContext) -> Section | None:
+    """How the from-scratch baseline was trained and chosen: every candidate recipe with its validation score."""
+    c = ctx.results.scratch_choice
+    if not c:
+        return None
+    rows = [[f"{row['recipe']['bn_stats']}", f"{row['recipe']['lr_scale']:g}x ({row['recipe']['lr_scale'] * c['base_lr']:g})",
+             str(row["runs"]), _pm(row["val_accuracy"], row["val_accuracy_std"]),
+             "**selected**" if row["selected"] else ""] for row in c["candidates"]]
+    epochs = (f"{c['epochs']} epoch(s), as many as the pre-trained strategies" if c["epochs"] == c["grid_epochs"]
+              else f"{c['epochs']} epoch(s) (--scratch-epochs; the pre-trained strategies had {c['grid_epochs']})")
+    text = (f"The same architecture from random weights, every parameter at the base rate (`{c['strategy']}`: a "
+            f"random backbone has nothing to protect), {epochs}. Its BatchNorm statistics mode and learning rate "
+            f"were searched like a strategy's settings: {c['rule']}. A baseline given as few epochs as a "
+            "fine-tune is still a weak one: give it more with --scratch-epochs.")
+    return Section("The from-scratch baseline", [Text(text), Table(
+        ["BatchNorm statistics", "learning rate", "runs", "val accuracy", ""], rows)], data=c)
 
 
 @register_section("learning_curves", order=30)

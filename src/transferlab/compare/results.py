@@ -10,8 +10,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transferlab.compare.grid import SCRATCH, CellResult
-from transferlab.compare.significance import RULE, Accuracy, Difference, compare_accuracies
+import numpy as np
+
+from transferlab import stats
+from transferlab.compare.grid import SCRATCH, SCRATCH_STRATEGY, CellResult, scratch_recipe
+from transferlab.runs import run_examples
+
+# How the baseline's recipe is chosen among its candidates (grid.SCRATCH_SEARCH), stated in the report.
+SCRATCH_RULE = ("the candidate recipe with the highest mean validation accuracy over seeds (each run's selected "
+                "epoch) is the baseline; ties go to the first in search order. Test accuracy plays no part")
 
 # train accuracy - validation accuracy of the selected (best) epoch above this, and beyond noise, is flagged
 OVERFIT_THRESHOLD = 0.10
@@ -63,9 +70,9 @@ class StrategySummary:
     n: dict = field(default_factory=dict)  # "val_accuracy"/"test_accuracy" -> examples evaluated (metrics.json)
     train_n: int | None = None  # training examples in the selected epoch (history.jsonl), for the overfit test
     negative_transfer_gap: float | None = None  # scratch accuracy - this strategy's accuracy
-    vs_scratch: dict | None = None  # Difference(scratch, this).to_dict(): the gap with its standard error
+    vs_scratch: dict | None = None  # stats.Comparison(scratch - this).to_dict(), Holm over the strategies
     transfer_hurt: bool = False  # scratch better beyond noise
-    overfit_test: dict | None = None  # Difference(train, val) of the selected epoch
+    overfit_test: dict | None = None  # stats.Comparison(train - val) of the selected epoch
     overfits: bool = False  # gap above OVERFIT_THRESHOLD and beyond noise
 
     def to_dict(self) -> dict:
@@ -82,34 +89,64 @@ class GridResults:
     runs: list[RunRecord]
     summaries: dict[str, StrategySummary]
     grid: dict
+    scratch_choice: dict | None = None  # how the baseline's recipe was chosen (select_scratch)
 
     def to_dict(self) -> dict:
         return {"out": self.out, "model": self.model, "data": self.data, "metric": self.metric,
                 "strategies": self.strategies, "grid": self.grid,
                 "summary": {k: v.to_dict() for k, v in self.summaries.items()},
-                "runs": [r.to_dict() for r in self.runs],
-                "thresholds": {"overfit_gap": OVERFIT_THRESHOLD, "significance": RULE}}
+                "runs": [r.to_dict() for r in self.runs], "scratch_choice": self.scratch_choice,
+                "thresholds": {"overfit_gap": OVERFIT_THRESHOLD, "significance": stats.RULE}}
 
     @property
     def transfer(self) -> list[StrategySummary]:
         return [s for k, s in self.summaries.items() if k != SCRATCH]
 
     def finished_runs(self, strategy: str) -> list[RunRecord]:
+        """The strategy's finished runs; for SCRATCH, those of the selected candidate recipe."""
+        if strategy == SCRATCH and self.scratch_choice:
+            strategy = self.scratch_choice["selected"]
         return [r for r in self.runs if r.strategy == strategy and r.status == "finished"]
 
-    def accuracy(self, strategy: str, metric: str | None = None) -> Accuracy | None:
-        return summary_accuracy(self.summaries[strategy], metric or self.metric)
+    def examples(self, strategy: str, metric: str | None = None) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+        """(per-seed correctness arrays, labels) of the strategy's runs on the metric's split, when every run
+        kept them (DIR/examples.safetensors) over the same examples; None otherwise."""
+        split = "test" if (metric or self.metric) == "test_accuracy" else "val"
+        arrays, labels = [], None
+        for record in self.finished_runs(strategy):
+            kept = run_examples(record.run_dir, split)
+            if kept is None:
+                return None
+            correct, run_labels = kept
+            if arrays and (len(correct) != len(arrays[0]) or not _same_labels(labels, run_labels)):
+                return None
+            arrays.append(correct)
+            labels = run_labels if labels is None else labels
+        return (arrays, labels) if arrays else None
 
-    def compare(self, a: str, b: str, metric: str | None = None) -> Difference | None:
-        """accuracy(a) - accuracy(b) with its uncertainty; None when either has no number."""
-        acc_a, acc_b = self.accuracy(a, metric), self.accuracy(b, metric)
-        return None if acc_a is None or acc_b is None else compare_accuracies(acc_a, acc_b)
+    def compare(self, a: str, b: str, metric: str | None = None) -> stats.Comparison | None:
+        """accuracy(a) - accuracy(b) under the project's rule (transferlab.stats): paired on the examples both
+        were scored on when the runs kept them, else from the per-seed accuracies; None when either has none."""
+        metric = metric or self.metric
+        ea, eb = self.examples(a, metric), self.examples(b, metric)
+        if ea and eb and len(ea[0][0]) == len(eb[0][0]) and _same_labels(ea[1], eb[1]):
+            return stats.paired_runs(ea[0], eb[0])
+        split = "test" if metric == "test_accuracy" else "val"
+        va, vb = ([r.values[metric] for r in self.finished_runs(x) if r.values.get(metric) is not None]
+                  for x in (a, b))
+        if not va or not vb:
+            return None
+        return stats.unpaired_accuracies(va, _run_n(self.finished_runs(a), split), vb,
+                                         _run_n(self.finished_runs(b), split))
 
 
-def summary_accuracy(summary: StrategySummary, metric: str) -> Accuracy | None:
-    if summary.mean.get(metric) is None:
-        return None
-    return Accuracy(summary.mean[metric], summary.n.get(metric), summary.runs, summary.std.get(metric) or 0.0)
+def _same_labels(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two runs were scored on the same examples when their label sequences agree (unknown: trusted)."""
+    return a is None or b is None or (len(a) == len(b) and bool(np.array_equal(a, b)))
+
+
+def _run_n(records: list[RunRecord], split: str) -> int | None:
+    return _min_n(getattr(r, split) for r in records)
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -171,42 +208,74 @@ def collect(out: str | Path, grid: dict, cell_results: list[CellResult] | None =
         if record.status != "finished" and (cell.strategy, cell.seed) in errors:
             record.status, record.error = "failed", errors[(cell.strategy, cell.seed)]
         runs.append(record)
-    order = list(spec.strategies) + ([SCRATCH] if spec.scratch else [])
     finished = [r for r in runs if r.status == "finished"]
     metric = "test_accuracy" if finished and all(r.values["test_accuracy"] is not None for r in finished) \
         else "val_accuracy"
-    summaries = {s: summarize(s, [r for r in runs if r.strategy == s]) for s in order}
-    flag(summaries, metric)
-    return GridResults(str(out), spec.base.model, spec.base.data, metric, order, runs, summaries, grid)
+    candidates = spec.scratch_candidates()
+    summaries = {s: summarize(s, [r for r in runs if r.strategy == s]) for s in list(spec.strategies) + candidates}
+    results = GridResults(str(out), spec.base.model, spec.base.data, metric, list(spec.strategies), runs,
+                          summaries, grid)
+    if candidates:
+        results.scratch_choice = select_scratch(summaries, candidates, spec)
+        selected = summaries[results.scratch_choice["selected"]]
+        results.summaries = {**{s: summaries[s] for s in spec.strategies},
+                             SCRATCH: StrategySummary(**{**selected.__dict__, "strategy": SCRATCH})}
+        results.strategies.append(SCRATCH)
+    flag(results)
+    return results
 
 
-def flag(summaries: dict[str, StrategySummary], metric: str) -> None:
-    """Set each summary's gaps and flags; a flag is set only for a difference beyond noise (significance.py)."""
-    scratch = summaries.get(SCRATCH)
-    scratch_acc = summary_accuracy(scratch, metric) if scratch else None
+def select_scratch(summaries: dict[str, StrategySummary], candidates: list[str], spec) -> dict:
+    """The baseline's recipe, chosen on validation (SCRATCH_RULE), with every candidate's numbers."""
+    rows = []
+    for name in candidates:
+        s = summaries[name]
+        rows.append({"name": name, "recipe": scratch_recipe(name), "runs": s.runs,
+                     "val_accuracy": s.mean.get("val_accuracy"), "val_accuracy_std": s.std.get("val_accuracy"),
+                     "test_accuracy": s.mean.get("test_accuracy")})
+    scored = [row for row in rows if row["val_accuracy"] is not None]
+    selected = max(scored, key=lambda row: row["val_accuracy"])["name"] if scored else candidates[0]
+    for row in rows:
+        row["selected"] = row["name"] == selected
+    epochs = spec.scratch_epochs or spec.base.train.epochs
+    return {"selected": selected, "recipe": scratch_recipe(selected), "strategy": SCRATCH_STRATEGY,
+            "epochs": epochs, "grid_epochs": spec.base.train.epochs, "base_lr": spec.base.train.lr,
+            "candidates": rows, "rule": SCRATCH_RULE}
+
+
+def flag(results: GridResults) -> None:
+    """Set each summary's gaps and flags; a flag is set only for a difference beyond noise (transferlab.stats).
+    The comparisons with the baseline are one family, Holm-corrected together."""
+    summaries = results.summaries
     for name, summary in summaries.items():
-        test = overfit_difference(summary)
+        test = overfit_difference(results, name)
         summary.overfit_test = test.to_dict() if test else None
-        summary.overfits = bool(test and test.difference > OVERFIT_THRESHOLD and test.significant)
-        acc = summary_accuracy(summary, metric)
-        if name != SCRATCH and scratch_acc is not None and acc is not None:
-            d = compare_accuracies(scratch_acc, acc)
-            summary.negative_transfer_gap = d.difference
-            summary.vs_scratch = d.to_dict()
-            summary.transfer_hurt = d.difference > 0 and d.significant
+        summary.overfits = bool(test and test.estimate > OVERFIT_THRESHOLD and test.significant)
+    if SCRATCH not in summaries:
+        return
+    names = [n for n in summaries if n != SCRATCH]
+    tests = {n: results.compare(SCRATCH, n) for n in names}
+    found = [n for n in names if tests[n] is not None]
+    for name, test in zip(found, stats.holm([tests[n] for n in found])):
+        summary = summaries[name]
+        summary.negative_transfer_gap = test.estimate
+        summary.vs_scratch = test.to_dict()
+        summary.transfer_hurt = test.estimate > 0 and test.significant
 
 
-def overfit_difference(summary: StrategySummary) -> Difference | None:
-    """Train minus validation accuracy of the selected epoch, with its uncertainty."""
-    train, val = summary.mean.get("best_epoch_train_accuracy"), summary.mean.get("best_epoch_val_accuracy")
-    if train is None or val is None:
+def overfit_difference(results: GridResults, strategy: str) -> stats.Comparison | None:
+    """Train minus validation accuracy of the selected epoch over the strategy's seeds (different examples:
+    unpaired), with its uncertainty."""
+    records = [r for r in results.finished_runs(strategy) if r.values.get("best_epoch_train_accuracy") is not None
+               and r.values.get("best_epoch_val_accuracy") is not None]
+    if not records:
         return None
-    k, std = summary.runs, summary.std
+    val_n = _run_n(records, "val")
+    train_ns = [r.values.get("best_epoch_train_n") for r in records if r.values.get("best_epoch_train_n")]
     # train count unknown (older history): use the validation count, usually the smaller, so the wider band
-    train_n = summary.train_n or summary.n.get("val_accuracy")
-    val_n = summary.n.get("val_accuracy")
-    return compare_accuracies(Accuracy(train, train_n, k, std.get("best_epoch_train_accuracy") or 0.0),
-                              Accuracy(val, val_n, k, std.get("best_epoch_val_accuracy") or 0.0))
+    train_n = min(train_ns) if train_ns else val_n
+    return stats.unpaired_accuracies([r.values["best_epoch_train_accuracy"] for r in records], train_n,
+                                     [r.values["best_epoch_val_accuracy"] for r in records], val_n)
 
 
 def summarize(strategy: str, records: list[RunRecord]) -> StrategySummary:

@@ -104,14 +104,16 @@ def transfer_curve(pretrained: str | Path, base: RunConfig, strategies: list[str
     atomic_write_json(out / "curve.json", plan)
     base = RunConfig.from_dict(plan["base"])
     grids = [(p, pretrained / CHECKPOINTS / p["checkpoint"], plan["strategies"]) for p in points]
+    # the baseline: the pre-training run's own random init, trained like compare's baseline (every parameter at
+    # the base rate, its BatchNorm mode and learning rate chosen on validation: grid.SCRATCH_SEARCH)
     grids.append(({"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None},
-                  pretrained / CHECKPOINTS / SCRATCH, ["full"]))
+                  pretrained / CHECKPOINTS / SCRATCH, []))
     for i, (point, folder, listed) in enumerate(grids):
         grid_dir = out / "grids" / point["checkpoint"]
         logger.info("transfer curve %d/%d: %s", i + 1, len(grids), point["checkpoint"])
         cfg = copy.deepcopy(base)
         cfg.model = str(folder)
-        spec = GridSpec(base=cfg, strategies=listed, seeds=plan["seeds"], scratch=False)
+        spec = GridSpec(base=cfg, strategies=listed, seeds=plan["seeds"], scratch=not listed, scratch_init="given")
         run_grid(spec, grid_dir, resume=(grid_dir / "grid.json").is_file(), jobs=jobs)
     return write_curve_report(out)
 
@@ -134,28 +136,48 @@ def _check_out(out: Path, plan: dict, resume: bool) -> dict:
     return saved
 
 
-def curve_records(out: Path) -> tuple[list[dict], list[str]]:
-    """One record per finished fine-tuning run of the curve (read back from the run folders), and notes on the
-    runs that did not finish."""
+def curve_records(out: Path) -> tuple[list[dict], list[str], dict | None]:
+    """One record per finished fine-tuning run of the curve (read back from the run folders), notes on the
+    runs that did not finish, and how the baseline's recipe was chosen (results.select_scratch; None: no
+    baseline yet)."""
     plan = json.loads((out / "curve.json").read_text(encoding="utf-8"))
     points = {p["checkpoint"]: p for p in checkpoint_points(Path(plan["pretrained"])) if p["epoch"] in plan["epochs"]}
     points[SCRATCH] = {"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None}
-    records, notes = [], []
+    records, notes, choice = [], [], None
     for name, point in points.items():
         grid_dir = out / "grids" / name
         if not (grid_dir / "grid.json").is_file():
             notes.append(f"{name}: not run yet")
             continue
         results = collect(grid_dir, json.loads((grid_dir / "grid.json").read_text(encoding="utf-8")))
+        selected = {r.run_dir for r in results.finished_runs(SCRATCH)} if name == SCRATCH else None
         for run in results.runs:
             if run.status != "finished":
                 notes.append(f"{name} {run.strategy} seed {run.seed}: {run.error or run.status}")
                 continue
+            if selected is not None and run.run_dir not in selected:  # a baseline recipe that was not chosen
+                continue
             records.append({**point, "strategy": SCRATCH if name == SCRATCH else run.strategy, "seed": run.seed,
                             "val_accuracy": run.val["accuracy"], "val_n": run.val["n"],
                             "test_accuracy": run.test["accuracy"] if run.test else None,
-                            "test_n": run.test["n"] if run.test else None, "run_dir": run.run_dir})
-    return records, notes
+                            "test_n": run.test["n"] if run.test else None, "run_dir": run.run_dir,
+                            **run_correct(run.run_dir)})
+        if name == SCRATCH and results.scratch_choice:
+            choice = results.scratch_choice
+    return records, notes, choice
+
+
+def run_correct(run_dir: str) -> dict:
+    """The run's per-example correctness ({"val_correct", "test_correct"}: (N,) bool arrays), where it kept
+    them, for paired comparisons in the curve (curve.py)."""
+    from transferlab.runs import run_examples
+
+    out = {}
+    for split in ("val", "test"):
+        kept = run_examples(run_dir, split)
+        if kept is not None:
+            out[f"{split}_correct"] = kept[0]
+    return out
 
 
 def forgetting_records(records: list[dict], source_data: str) -> list[dict]:
@@ -211,7 +233,7 @@ def write_curve_report(out: str | Path) -> dict:
 
     out = Path(out)
     plan = json.loads((out / "curve.json").read_text(encoding="utf-8"))
-    records, notes = curve_records(out)
+    records, notes, choice = curve_records(out)
     if not records:
         raise ConfigError(f"{out}: no fine-tuning run of the curve finished ({'; '.join(notes[:3])})")
     summary = summarize_curve(records)
@@ -225,7 +247,10 @@ def write_curve_report(out: str | Path) -> dict:
     sections["curve_inputs"] = Section("What was run", [Text(
         f"Pre-training run {plan['pretrained']} (kept epochs {', '.join(map(str, plan['epochs']))}); target "
         f"{plan['base']['data']}; strategies {', '.join(plan['strategies'])}; seeds "
-        f"{', '.join(map(str, plan['seeds']))}. Each cell is an ordinary run under grids/<checkpoint>/runs/.")])
+        f"{', '.join(map(str, plan['seeds']))}. Each cell is an ordinary run under grids/<checkpoint>/runs/."
+        + (f" The from-scratch baseline is the pre-training run's random init trained with `{choice['strategy']}`, "
+           f"BatchNorm statistics {choice['recipe']['bn_stats']} and {choice['recipe']['lr_scale']:g}x the learning "
+           f"rate: {choice['rule']} (among {len(choice['candidates'])} recipes)." if choice else ""))])
     title = f"Transfer curve: {Path(plan['pretrained']).name} checkpoints on {plan['base']['data']}"
     figure = curve_figure(summary)
     atomic_write_bytes(out / "plots" / "transfer_curve.png", figure)
@@ -233,7 +258,8 @@ def write_curve_report(out: str | Path) -> dict:
         "Numbers: results.json and curve.csv; each run's own metrics.json under grids/.")))
     atomic_write_text(out / "report.html", render_html(None, sections, title=title))
     atomic_write_text(out / "curve.csv", curve_csv(summary))
-    result = {"format": CURVE_FORMAT, "summary": summary, "records": records, "forgetting": forgetting,
-              "notes": notes}
+    result = {"format": CURVE_FORMAT, "summary": summary, "forgetting": forgetting, "notes": notes,
+              "records": [{k: v for k, v in r.items() if not k.endswith("_correct")} for r in records],
+              "scratch_choice": choice}
     atomic_write_json(out / "results.json", result)
     return result

@@ -4,8 +4,10 @@
 
 OUT/matches.csv    target_id,source_id,score,method,dirty: one row per target example and method (the best
                    source match by that method; source_id empty when there is none)
-OUT/summary.json   counts and fractions overall ("dirty": found by any method) and per method, the rules, the
-                   calibration on the tool's own near-copies, time and peak memory
+OUT/summary.json   counts and fractions overall ("dirty": found by any method) and per method, each rule and how
+                   its threshold was chosen (from this source's null distribution at a false-positive rate, or
+                   fixed), its rate on the null and its recall of the tool's own near-copies, the warnings (a
+                   method that cannot reach the rate is disabled), time and peak memory
 OUT/contamination.html   the closest pairs side by side (images, or the two texts with shared n-grams marked)
 """
 from __future__ import annotations
@@ -22,6 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.contamination.calibrate import (
+    DEFAULT_FPR,
+    DEFAULT_NULL_SIZE,
+    THRESHOLD_MODES,
+    Thresholds,
+    choose_thresholds,
+)
 from transferlab.contamination.detect import (
     DEFAULT_K,
     DEFAULT_THRESHOLDS,
@@ -49,13 +58,18 @@ THUMB_SIDE = 96  # pixels: the page shows small copies, never the full photograp
 
 @dataclass
 class CheckOptions:
-    """How to compare: methods (None: all of the modality), thresholds (method -> value; the calibrated
-    defaults otherwise), candidates per target for the aligned method, the embedding model and size, the
-    text n (None: GPT-3's rule) and overlap threshold, near-copies made for the calibration (0: none), and
-    pairs shown per method on the page."""
+    """How to compare: methods (None: all of the modality), thresholds (method -> value, which wins for that
+    method), how the other image thresholds are chosen (`threshold_mode` "data": from the source's own null
+    distribution at the false-positive rate `fpr`, with at most `null_size` null images; "fixed": the CIFAR-10
+    defaults), candidates per target for the aligned method, the embedding model and size, the text n (None:
+    GPT-3's rule) and overlap threshold, near-copies made for the calibration (0: none), and pairs shown per
+    method on the page."""
 
     methods: Sequence[str] | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    threshold_mode: str = "data"
+    fpr: float = DEFAULT_FPR
+    null_size: int = DEFAULT_NULL_SIZE
     k: int = DEFAULT_K
     embed_model: str = "efficientnet_lite0"
     embed_size: int = 64
@@ -80,6 +94,17 @@ class CheckOptions:
                 check_threshold(m, value)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise ConfigError(f"--threshold-mode must be one of {', '.join(THRESHOLD_MODES)}, "
+                              f"got {self.threshold_mode!r}")
+        if not 0.0 < self.fpr < 0.5:
+            raise ConfigError(f"--fpr must be in (0, 0.5) (a false-positive rate), got {self.fpr:g}")
+        if self.null_size < 0:
+            raise ConfigError(f"--null-size must be >= 0, got {self.null_size}")
+        untuned = [m for m in methods if m in DEFAULT_THRESHOLDS and m not in self.thresholds]
+        if modality == "image" and self.threshold_mode == "data" and self.null_size == 0 and untuned:
+            raise ConfigError(f"--null-size 0 leaves nothing to calibrate {', '.join(untuned)} on: give "
+                              "--threshold-mode fixed or a --threshold for each")
         if not 0.0 <= self.ngram_threshold <= 1.0:
             raise ConfigError(f"--ngram-threshold must be in 0..1 (an overlap fraction), got {self.ngram_threshold}")
         if self.ngram is not None and not 1 <= self.ngram <= 50:
@@ -154,15 +179,32 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
     t0 = time.perf_counter()
     found = match_images(tgt, src, methods, opts.k)
     logger.info("matched in %.0fs", time.perf_counter() - t0)
-    thresholds = {m: opts.thresholds.get(m, DEFAULT_THRESHOLDS.get(m)) for m in methods}
-    results = {m: Found(r.source, r.score, r.dirty(thresholds[m])) for m, r in found.items()}
+    chosen = choose_thresholds(src, methods, opts.threshold_mode, opts.fpr, opts.thresholds, opts.k, opts.null_size)
+    choices = chosen.choices
+    thresholds = {m: choices[m].threshold if m in choices else None for m in methods}
+    enabled = [m for m in methods if m not in choices or not choices[m].disabled]
+    results = {m: Found(r.source, r.score, r.dirty(thresholds[m]) if m in enabled else np.zeros(len(r.source), bool))
+               for m, r in found.items()}
     calibration = None
-    if opts.calibrate and len(src) >= 3:
+    if opts.calibrate and len(src) >= 3 and enabled:
         t0 = time.perf_counter()
-        calibration = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder, methods,
-                                       thresholds, n_copied=opts.calibrate, k=opts.k)
+        calibration = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder, enabled,
+                                       {m: thresholds[m] for m in enabled if thresholds[m] is not None},
+                                       n_copied=opts.calibrate, k=opts.k)
         calibration["seconds"] = round(time.perf_counter() - t0, 1)
-    return tgt.ids, src.ids, results, thresholds, calibration, (tgt.paths, src.paths)
+    return tgt.ids, src.ids, results, thresholds, calibration, (tgt.paths, src.paths), chosen
+
+
+def _method_choices(chosen: Thresholds, calibration: dict | None) -> dict[str, dict]:
+    """Per method: how its threshold was chosen, its rate on the null, its recall of the tool's near-copies."""
+    recall = {m: e["recall"] for m, e in (calibration or {}).get("methods", {}).items()}
+    out = {}
+    for m, c in chosen.choices.items():
+        entry = c.to_dict()
+        out[m] = {key: entry[key] for key in ("chosen", "disabled", "fpr", "n_null", "null_rate", "null_rate_upper95",
+                                              "warning")}
+        out[m]["copy_recall"] = recall.get(m)
+    return out
 
 
 def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, files, show: int) -> list[ShownPair]:
@@ -231,8 +273,11 @@ def matches_csv(target_ids: Sequence[str], source_ids: Sequence[str], results: d
     return buf.getvalue()
 
 
-def _rule(modality: str, method: str, threshold, n: int | None) -> str:
+def _rule(modality: str, method: str, threshold, n: int | None, chosen: Thresholds | None = None) -> str:
     if modality == "image":
+        choice = chosen.choices.get(method) if chosen is not None else None
+        if choice is not None and choice.disabled:
+            return choice.how  # "disabled: why"
         return match_rule(method, threshold)
     if method == "exact":
         return "normalised texts equal"
@@ -249,9 +294,10 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                           "they cannot be compared")
     methods = opts.check(target.modality)
     t_start = time.perf_counter()
-    ngram_n, long_stats = None, None
+    ngram_n, long_stats, chosen = None, None, None
     if target.modality == "image":
-        tgt_ids, src_ids, results, thresholds, calibration, files = _check_images(source, target, methods, opts)
+        tgt_ids, src_ids, results, thresholds, calibration, files, chosen = _check_images(source, target, methods,
+                                                                                          opts)
     else:
         results, thresholds, calibration, ngram_n, long_stats = _check_texts(source, target, methods, opts)
         tgt_ids, src_ids = target.ids, source.ids
@@ -268,12 +314,17 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         "dirty_rule": "found by any method",
         "methods": {m: {"n_dirty": int(f.dirty.sum()), "dirty_fraction": frac(int(f.dirty.sum())),
                         "threshold": thresholds.get(m), "match_if": _rule(target.modality, m, thresholds.get(m),
-                                                                          ngram_n)}
+                                                                          ngram_n, chosen)}
                     for m, f in results.items()},
         "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size}
                     if target.modality == "image" else {"n": ngram_n, "ngram_threshold": opts.ngram_threshold}),
         "calibration": calibration,
     }
+    if chosen is not None:  # images: how each threshold was chosen, and what could not be
+        for m, entry in _method_choices(chosen, calibration).items():
+            summary["methods"][m].update(entry)
+        summary["thresholds"] = chosen.to_dict()
+        summary["warnings"] = list(chosen.warnings)
     if long_stats is not None:
         summary["long_examples"] = long_stats  # the examples of at least n words, where n-grams decide
     out.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,13 @@ class MethodResult:
         if self.method == "exact":
             return self.source >= 0
         t = DEFAULT_THRESHOLDS[self.method] if threshold is None else threshold
-        closer = self.score >= t - 1e-6 if HIGHER_IS_CLOSER[self.method] else self.score <= t
-        return closer & (self.source >= 0)
+        return within(self.method, self.score, t) & (self.source >= 0)
+
+
+def within(method: str, score: np.ndarray, threshold: float) -> np.ndarray:
+    """Which scores the threshold accepts: similarities >= it (less 1e-6, for float rounding), distances <= it."""
+    score = np.asarray(score)
+    return score >= threshold - 1e-6 if HIGHER_IS_CLOSER[method] else score <= threshold
 
 
 def thumbnails(grey: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferlab import stats
 from transferlab.errors import ConfigError
 from transferlab.outputs import CONTAMINATION_COLUMNS, CONTAMINATION_FORMAT
 from transferlab.sections import Bullets, Section, Table, Text, register_section
@@ -269,6 +270,18 @@ def run_contamination(run_dir: str | Path, contamination: Contamination, split: 
                                config.train.eval_batch_size)[1]
 
 
+def _dirty_minus_clean(splits: list[ContaminationSplit]) -> "stats.Comparison | None":
+    """Accuracy on the dirty examples minus on the clean ones (disjoint example sets): Fisher's exact test for one
+    seed, else the per-seed accuracies with their binomial variance; None when either part is empty."""
+    if any(s.dirty.n == 0 or s.clean.n == 0 for s in splits):
+        return None
+    if len(splits) == 1:
+        s = splits[0]
+        return stats.two_proportions(s.dirty.correct, s.dirty.n, s.clean.correct, s.clean.n)
+    return stats.unpaired_accuracies([s.dirty.accuracy for s in splits], min(s.dirty.n for s in splits),
+                                     [s.clean.accuracy for s in splits], min(s.clean.n for s in splits))
+
+
 # ---- the comparison report's section ------------------------------------------------------------------------
 PARTS = ("all", "clean", "dirty")
 
@@ -319,17 +332,25 @@ def contamination_section(ctx) -> Section | None:
             subsets = [getattr(s, part) for _, s in per_seed]
             mean, std = _mean_std([x.accuracy for x in subsets if x.accuracy is not None])
             entry[part] = {"mean": mean, "std": std, "n": min(x.n for x in subsets)}
+        entry["dirty_minus_clean"] = _dirty_minus_clean([s for _, s in per_seed])
         data[name] = entry
         rows.append([name, str(len(per_seed))] + [_cell(entry[part]) for part in PARTS] + [str(entry["uncovered"])])
+    tested = [name for name in data if data[name]["dirty_minus_clean"] is not None]
+    for name, test in zip(tested, stats.holm([data[name]["dirty_minus_clean"] for name in tested])):
+        data[name]["dirty_minus_clean"] = test.to_dict()
+    for row in rows:
+        test = data[row[0]]["dirty_minus_clean"]
+        row.append("-" if test is None else f"{test['band']} {test['verdict']}")
     blocks = [Text(f"Test accuracy of each strategy's selected weights on every test example (all), on those "
                    f"the source data holds (dirty: a row of {folder}/matches.csv marks them) and on the rest of "
                    "those matches.csv covers (clean); mean ± std over seeds, n examples. Test examples without a row "
                    "in matches.csv count in all only (not covered). The matches were computed "
                    f"for {contamination.describe()}. Much higher accuracy on dirty than on clean examples suggests "
-                   "recall of source data rather than transfer; one seed's accuracy on n examples has a binomial "
-                   "standard error of sqrt(p(1-p)/n), large when n is small.")]
+                   "recall of source data rather than transfer. Dirty minus clean: the difference with its 95% "
+                   f"interval, Holm-corrected over the strategies, under the project's rule: {stats.RULE}")]
     if rows:
-        blocks.append(Table(["strategy", "seeds", "all", "clean", "dirty", "not covered"], rows))
+        blocks.append(Table(["strategy", "seeds", "all", "clean", "dirty", "not covered", "dirty minus clean"],
+                            rows))
     if notes:
         blocks.append(Bullets(notes))
     return Section(title, blocks, data={"folder": str(folder), "computed_for": contamination.target,

@@ -17,7 +17,7 @@ from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import ImageCollate
 from ._options import listed
-from ._split import holdout_split, stratified_subset
+from ._split import holdout_split, stratified_subset, test_holdout
 from ._transforms import AUGMENT_SCALE, image_size
 
 if TYPE_CHECKING:
@@ -122,11 +122,15 @@ def load_digits_data(spec: str, cfg: PretrainedCfg, options: DataOptions) -> Dat
     size = image_size(cfg, options)
     full = DigitsDataset(images, targets, keep, size, cfg.mean, cfg.std, augment=options.augment)
 
-    kept, held = holdout_split(full.targets, options.val_fraction, options.seed, spec)
-    train = full.subset(kept)
-    val = full.subset(held, augment=False)
+    pool, test = full, None
+    if options.test_fraction:
+        rest, held_test = test_holdout(full.targets, options.test_fraction, options.seed, spec)
+        pool, test = full.subset(rest), full.subset(held_test, augment=False)
+    kept, held = holdout_split(pool.targets, options.val_fraction, options.seed, spec)
+    train = pool.subset(kept)
+    val = pool.subset(held, augment=False)
     if options.max_train is not None:
         train = train.subset(stratified_subset(train.targets, options.max_train, options.seed,
                                                option="--max-train"))
-    return DataBundle(kind="image", classes=[str(d) for d in digits], train=train, val=val, test=None,
+    return DataBundle(kind="image", classes=[str(d) for d in digits], train=train, val=val, test=test,
                       collate=ImageCollate(size), skipped=SkipLog(), source=spec)

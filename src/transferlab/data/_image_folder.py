@@ -13,7 +13,7 @@ from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file
 from ._options import check_classes_exist, listed
-from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
+from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset, test_holdout
 from ._transforms import eval_transform, image_size, resize_size, train_transform
 
 if TYPE_CHECKING:
@@ -176,6 +176,11 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
     train_all = ImageDataset(train.paths, _targets(train, index, folders["train"]),
                              train_transform(size, cfg, options.augment), skipped, min_side=train_side)
     evaluate = eval_transform(size, cfg)
+    carved_test = None
+    if options.test_fraction and "test" not in folders:
+        rest, held_test = test_holdout(train_all.targets, options.test_fraction, options.seed, folders["train"])
+        carved_test = train_all.subset(held_test).with_transform(evaluate, eval_side)
+        train_all = train_all.subset(rest)
 
     if "val" in folders:
         val_split = scan_split(folders["val"], skipped, keep=keep)
@@ -190,7 +195,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
         train_set = train_set.subset(stratified_subset(train_set.targets, options.max_train, options.seed,
                                                        option="--max-train"))
 
-    test = None
+    test = carved_test
     if "test" in folders:
         test_split = scan_split(folders["test"], skipped, labelled_optional=True, keep=keep)
         if test_split is not None:

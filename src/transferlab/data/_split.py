@@ -11,7 +11,7 @@ from ._errors import DataError
 # Folder and file names that mark a validation split; the first that exists is used.
 VAL_NAMES = ("val", "valid", "validation", "dev")
 # Stream tags keep the validation split and the training subsample independent for one seed.
-_SPLIT_STREAM, _SUBSAMPLE_STREAM = 0, 1
+_SPLIT_STREAM, _SUBSAMPLE_STREAM, _TEST_STREAM = 0, 1, 2
 
 
 def sort_labels(labels: Iterable[str]) -> list[str]:
@@ -37,7 +37,8 @@ def _by_class(targets: Sequence[int]) -> dict[int, np.ndarray]:
     return {c: np.asarray(groups[c]) for c in sorted(groups)}
 
 
-def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(targets: Sequence[int], fraction: float, seed: int,
+                     stream: int = _SPLIT_STREAM) -> tuple[list[int], list[int]]:
     """Split indices into (kept, held_out), holding out about ``fraction`` of each class.
 
     Every class with at least 2 examples puts at least one in each part, so validation sees
@@ -49,7 +50,7 @@ def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tupl
     for c, idx in _by_class(targets).items():
         n = len(idx)
         k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
-        order = np.random.default_rng([seed, _SPLIT_STREAM, c]).permutation(n)
+        order = np.random.default_rng([seed, stream, c]).permutation(n)
         held.extend(idx[order[:k]].tolist())
         kept.extend(idx[order[k:]].tolist())
     return sorted(kept), sorted(held)
@@ -61,6 +62,16 @@ def holdout_split(targets: Sequence[int], fraction: float, seed: int, source: ob
     if not held:
         raise DataError(f"{source}: too few examples to hold out a validation split (a class needs at least 2); "
                         "add examples or a validation split")
+    return kept, held
+
+
+def test_holdout(targets: Sequence[int], fraction: float, seed: int, source: object) -> tuple[list[int], list[int]]:
+    """(kept, test): ``stratified_split`` on a stream of its own, for ``--test-fraction`` (a data set without a
+    test split). Carved first, so neither the validation split nor ``--max-train`` can select on it."""
+    kept, held = stratified_split(targets, fraction, seed, stream=_TEST_STREAM)
+    if not held:
+        raise DataError(f"{source}: too few examples to hold out a test split (a class needs at least 2); "
+                        "drop --test-fraction or add examples")
     return kept, held
 
 

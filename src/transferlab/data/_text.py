@@ -15,7 +15,7 @@ from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
 from ._labels import unknown_label_hint, warn_about_labels
 from ._options import check_classes_exist
-from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset
+from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset, test_holdout
 from ._text_reader import TEXT_EXTENSIONS, TextRows, read_text_file
 
 if TYPE_CHECKING:
@@ -162,6 +162,10 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
         raise DataError(f"{files['train']} has one class only ({classes[0]!r}); a classifier needs at least 2 labels")
     index = {label: i for i, label in enumerate(classes)}
     train = _dataset(train_rows, index)
+    carved_test = None
+    if options.test_fraction and "test" not in files:
+        rest, held_test = test_holdout(train.targets, options.test_fraction, options.seed, files["train"])
+        train, carved_test = train.subset(rest), train.subset(held_test)
 
     if "val" in files:
         val = _dataset(read_text_file(files["val"], options, skipped), index, options.no_header)
@@ -171,7 +175,7 @@ def load_text(path: Path, cfg: PretrainedCfg, options: DataOptions, tokenizer: A
     if options.max_train is not None:
         train = train.subset(stratified_subset(train.targets, options.max_train, options.seed,
                                                option="--max-train"))
-    test = None
+    test = carved_test
     if "test" in files:
         test = _dataset(read_text_file(files["test"], options, skipped), index, options.no_header)
     # Evaluation order does not matter, so sort by length: batches of similar lengths pad less.

@@ -90,6 +90,12 @@ class Strategy:
         """Per depth group multiplier of the base learning rate; None means all 1."""
         return None
 
+    def schedule_restarts(self, total_epochs: int) -> list[int]:
+        """Epochs at whose start the learning-rate schedule restarts: the phase from there to the next restart
+        (or the run's end) gets a warm-up and decay of its own, as a run of its own would. [] (the default): one
+        schedule over the whole run. A function of the spec and `total_epochs` only, so --resume is exact."""
+        return []
+
 
     def loss_terms(self, model: "TransferModel", batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra loss terms added to the cross-entropy, by name (logged per epoch)."""

@@ -72,6 +72,8 @@ class ComposedStrategy(Strategy):
                 scales = s if scales is None else [a * b for a, b in zip(scales, s)]
         return scales
 
+    def schedule_restarts(self, total_epochs):
+        return sorted(set().union(*(p.schedule_restarts(total_epochs) for p in self.parts)))
 
     def loss_terms(self, model, batch, logits):
         terms: dict[str, torch.Tensor] = {}

@@ -9,8 +9,9 @@ but the source task may, are held at their pre-trained values:
 
 z: the fine-tuned model's representation of the batch (the pooled features, or a depth group's pooled output),
 z0: the pre-trained model's representation of the same batch, s_d^2: the pre-trained representation's variance
-of dimension d on the training data (the penalty is on standardised coordinates, so one `lam` means the same
-on models whose features have different scales), r_d in [0, 1]: the relevance of dimension d to the target.
+of dimension d on the training data, with BatchNorm on batch statistics as the penalty computes z0 (the penalty
+is on standardised coordinates, so one `lam` means the same on models whose features have different scales),
+r_d in [0, 1]: the relevance of dimension d to the target.
 
 Relevance estimator (written here; no library provides it): the correlation ratio eta^2_d = SS_between(d) /
 SS_total(d) of the pre-trained representation on up to `samples` training examples, the fraction of dimension
@@ -136,11 +137,22 @@ class IBSelect(Strategy):
 
     @torch.no_grad()
     def _estimate(self, num_classes: int, train_batches) -> None:
+        # Measured with the reference's BatchNorm layers on batch statistics: the mode the penalty computes z0
+        # in while the fine-tuned model re-estimates its statistics (`_mirror_batchnorm`; the default under
+        # bn_stats=auto wherever BatchNorm trains). s_d^2 standardises differences of that z0, so it must be the
+        # variance of that z0: on target data far from the source, running statistics give features of another
+        # scale than batch statistics, and a variance measured in eval mode would weigh the penalty's dimensions
+        # by the wrong amounts. (Eval mode in the penalty instead would count the gap between batch and running
+        # statistics as drift before any weight moved.) Where the fine-tuned model keeps a layer's running
+        # statistics (a frozen group, bn_stats=frozen) the penalty's reference does too; the strategy does not
+        # see the trainer's BatchNorm policy at fit start, so the estimate takes the mode of the layers that
+        # train. A batch of one example is skipped: its batch statistics say nothing of the spread between
+        # examples.
         zs, labels, seen = [], [], 0
         for batch in train_batches():
-            if batch["labels"].numel() == 0:
+            if batch["labels"].numel() < (2 if self._batchnorms else 1):
                 continue
-            zs.append(self.reference_representation(batch).float().cpu())
+            zs.append(self.reference_representation(batch, batch_statistics=True).float().cpu())
             labels.append(batch["labels"].cpu())
             seen += batch["labels"].numel()
             if seen >= self.params.samples:
@@ -163,12 +175,17 @@ class IBSelect(Strategy):
     def _capture_output(self, module, inputs, output):
         self._student = output
 
-    def reference_representation(self, batch: dict, mirror: bool = False) -> torch.Tensor:
+    def reference_representation(self, batch: dict, mirror: bool = False,
+                                 batch_statistics: bool = False) -> torch.Tensor:
         """z0 (B, D): the pre-trained model's representation of the batch, in eval mode, or (`mirror`) with its
-        BatchNorm layers in the modes of the fine-tuned model's."""
+        BatchNorm layers in the modes of the fine-tuned model's, or (`batch_statistics`) with every BatchNorm
+        layer on the batch's statistics. Dropout stays off; running statistics never move (momentum 0)."""
         self.reference.eval()
         if mirror:
             self._mirror_batchnorm()
+        elif batch_statistics:
+            for _, reference in self._batchnorms:
+                reference.train()
         if self.params.layer == FEATURES:
             return self.reference.features(batch)
         from transferlab.models.transfer_model import run_until_module

@@ -132,7 +132,9 @@ class LinearProbeThenFinetune(Strategy):
     name = "lp_ft"
     role = "selection"
     help = ("Kumar et al. 2022: train the head alone for lp_epochs (a linear probe), then everything, at "
-            "ft_lr times the base learning rate, starting from the trained head.")
+            "ft_lr times the base learning rate, starting from the trained head. Each phase has a schedule of its "
+            "own: the learning rate warms up over --warmup of the phase's steps and decays to the phase's end, "
+            "so the freshly unfrozen backbone starts at a small, rising rate.")
 
     @dataclass
     class Params:
@@ -164,6 +166,14 @@ class LinearProbeThenFinetune(Strategy):
     def lr_scales(self, model, epoch):
         n = len(model.depth_groups)
         return [1.0] * n if self.in_probe_phase(epoch) else [self.params.ft_lr] * n
+
+    def schedule_restarts(self, total_epochs):
+        # Kumar et al. (2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution")
+        # fine-tune from the probed head as a training run of its own, so the fine-tuning phase does not inherit
+        # the middle of one cosine over the whole run: it warms up, then decays to the run's end. The warm-up
+        # matters most here: the backbone has just been unfrozen and AdamW's moments for it are empty, so its
+        # first steps would move every weight by about the full learning rate (Adam's update is ~lr * sign(g)).
+        return [self.params.lp_epochs]
 
 
 

@@ -21,11 +21,14 @@ def ordered_loader(dataset, batch_size: int, collate, **options) -> "torch.utils
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullcontext, reduce=None) -> dict:
+def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullcontext, reduce=None,
+             correct: list | None = None) -> dict:
     """The objective's mean loss and accuracy over a loader: {"loss", "accuracy", "n"} (default:
     cross-entropy and accuracy). `prepare(batch)` puts a batch on the device in the run's layout (default:
     `to_device`); forward passes run inside `autocast()` (the run's precision), the loss in float32.
-    `reduce(sums)`: the sums of all processes of a distributed run, each of which evaluated its own block."""
+    `reduce(sums)`: the sums of all processes of a distributed run, each of which evaluated its own block.
+    `correct`: a list to which each batch's per-example correctness is appended ((B,) bool, CPU, loader
+    order), so that two runs scored on the same examples can be compared pairwise (transferlab.stats)."""
     from transferlab.training.objectives import Classification
 
     objective = objective or Classification()
@@ -35,7 +38,9 @@ def evaluate(model, loader, device, objective=None, prepare=None, autocast=nullc
     for batch in loader:
         if batch["labels"].numel() == 0:
             continue
-        _score_batch(model, batch, device, objective, sums, prepare, autocast)
+        outputs = _score_batch(model, batch, device, objective, sums, prepare, autocast)
+        if correct is not None:
+            correct.append(outputs.argmax(1).cpu() == batch["labels"].cpu())
     model.train(was_training)
     return objective.summary(reduce(sums) if reduce is not None else sums)
 

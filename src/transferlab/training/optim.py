@@ -1,4 +1,5 @@
-"""Optimiser with one parameter group per depth group, and a warm-up + decay schedule by global step."""
+"""Optimiser with one parameter group per depth group, and a warm-up + decay schedule by global step (restarted
+at the phase boundaries a strategy declares)."""
 from __future__ import annotations
 
 import math
@@ -32,8 +33,21 @@ def build_optimizer(model, trainable: set[str] | None, config: TrainConfig,
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def schedule_factor(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Multiplier of each group's base rate at a global step: linear warm-up, then cosine/linear/constant."""
+def schedule_factor(step: int, total_steps: int, config: TrainConfig, restarts: list[int] = ()) -> float:
+    """Multiplier of each group's base rate at a global step: linear warm-up, then cosine/linear/constant.
+
+    `restarts` (global steps, from `restart_steps`) split the run into phases, each scheduled as a run of its
+    own: a warm-up over `config.warmup` of the phase's steps, then the decay to the phase's end (the run's end
+    for the last one). Without restarts, one schedule spans the run. A function of the step and the run's
+    settings only, so a resumed run continues the same sequence."""
+    start, end = 0, total_steps
+    for boundary in sorted(restarts):
+        if boundary <= step:
+            start = boundary
+        elif boundary < end:
+            end = boundary
+            break
+    step, total_steps = step - start, end - start
     warmup = int(config.warmup * total_steps)
     if step < warmup:
         return (step + 1) / warmup
@@ -43,6 +57,13 @@ def schedule_factor(step: int, total_steps: int, config: TrainConfig) -> float:
     if config.schedule == "linear":
         return max(0.0, 1.0 - progress)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def restart_steps(strategy, total_epochs: int, batches_per_epoch: int) -> list[int]:
+    """The global steps at which the strategy's `schedule_restarts` epochs begin (epoch 0 and epochs past the
+    run's end are no restart)."""
+    return sorted({epoch * batches_per_epoch for epoch in strategy.schedule_restarts(total_epochs)
+                   if 0 < epoch < total_epochs})
 
 
 def set_group_base_lrs(optimizer, scales: list[float] | None, base_lr: float) -> None:

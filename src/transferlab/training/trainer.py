@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from transferlab import faults
 from transferlab.errors import ConfigError, TrainingError, UnsafeFileError
 from transferlab.nn_utils import is_batchnorm
-from transferlab.safe_io import atomic_write_text
+from transferlab.safe_io import atomic_write_text, save_tensors
 from transferlab.strategies import StrategyContext
 from transferlab.training import distributed
 from transferlab.training.batches import EpochBatches, NoSingletonBatches, RankRows, SeededItems
@@ -34,8 +34,8 @@ from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, sa
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, ordered_loader, to_device
 from transferlab.training.objectives import Classification
-from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, schedule_factor, \
-    set_group_base_lrs
+from transferlab.training.optim import apply_schedule, build_optimizer, group_lrs, restart_steps, \
+    schedule_factor, set_group_base_lrs
 from transferlab.training.precision import Precision, to_channels_last, use_channels_last
 from transferlab.training.prefix_cache import CacheTooLarge, FeatureStore, cached_loader, compute_entry, \
     entry_key, frozen_prefix, prefix_digest, split_fingerprint
@@ -46,6 +46,7 @@ _OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErr
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+EXAMPLES = "examples.safetensors"  # DIR/examples.safetensors: per-example correctness of the selected weights
 
 
 class Callback:
@@ -143,6 +144,7 @@ class Trainer:
         self._cache_notes: set[str] = set()
         self._ddp = None  # DistributedDataParallel over the model, for the trainable set in _wrapped_for
         self._wrapped_for: frozenset[str] | None = None
+        self._restarts: list[int] = []  # global steps where the schedule restarts (set in _fit from the strategy)
 
     # ---- data ----------------------------------------------------------------------------------
     def train_loader(self, epoch: int, start: int = 0, cached: dict | None = None, k: int = 0) -> DataLoader:
@@ -189,14 +191,32 @@ class Trainer:
             out[key] = int(round(total)) if isinstance(sums[key], int) else total
         return out
 
-    def _evaluate(self, split: str, k: int = 0) -> dict:
-        """The objective on a split, from its frozen-prefix entry for k groups when there is one."""
+    def _evaluate(self, split: str, k: int = 0, correct: list | None = None) -> dict:
+        """The objective on a split, from its frozen-prefix entry for k groups when there is one; `correct`
+        collects this rank's per-example correctness (evaluate)."""
         dataset = getattr(self.data, split)
         entry = self._entry(split, k) if k else None
         loader = (cached_loader(entry, k, len(dataset), batch_size=self.config.eval_batch_size)
                   if entry is not None else self.eval_loader(self._rank_block(dataset)))
         return evaluate(self.model, loader, self.device, self.objective, prepare=self._prepare,
-                        autocast=self.precision.autocast, reduce=self._reduce)
+                        autocast=self.precision.autocast, reduce=self._reduce, correct=correct)
+
+    def _evaluate_final(self, split: str, k: int, examples: dict) -> dict:
+        """The selected weights on a split, keeping each example's correctness in `examples` (classification):
+        `<split>.correct` (N,) uint8 and `<split>.labels` (N,) int64 in dataset order (the ranks' contiguous
+        blocks joined in rank order; unreadable examples are absent, the same ones for every run of the data)."""
+        parts: list[torch.Tensor] = []
+        result = self._evaluate(split, k, correct=parts)
+        if result.get("accuracy") is None:  # an objective without classes: nothing to compare per example
+            return result
+        mine = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+        blocks = distributed.gather(mine) if self.world.active else [mine]
+        examples[f"{split}.correct"] = torch.cat(blocks).to(torch.uint8)
+        dataset = getattr(self.data, split)
+        labels = [t for t in getattr(dataset, "targets", [])]
+        if len(labels) == examples[f"{split}.correct"].numel():
+            examples[f"{split}.labels"] = torch.tensor(labels, dtype=torch.int64)
+        return result
 
     def _prepare(self, batch: dict) -> dict:
         batch = to_device(batch, self.device)
@@ -383,24 +403,24 @@ class Trainer:
         evaluated on), and BatchNorm layers whose parameters are all frozen: their running statistics
         stay as pre-trained. (A frozen layer whose BatchNorm keeps updating its statistics is not frozen:
         its outputs change. `freeze:train_bn=true` makes BN parameters trainable, and so lets them adapt.)
-        With `bn_stats="frozen"` every BatchNorm layer stays in inference mode: its weights may train, but
-        it normalises with the pre-trained running statistics, as in the fine-tuning recipe of the Keras
-        transfer-learning guide for small target sets (small batches give noisy statistics, and a probed
-        head keeps seeing the features it was fitted to).
+        A BatchNorm layer without parameters (`affine=False`) has none of its own to ask: it follows its
+        depth group's (`_batchnorm_trains`). With `bn_stats="frozen"` every BatchNorm layer stays in inference
+        mode: its weights may train, but it normalises with the pre-trained running statistics, as in the
+        fine-tuning recipe of the Keras transfer-learning guide for small target sets (small batches give noisy
+        statistics, and a probed head keeps seeing the features it was fitted to).
         """
         self.model.train()
-        groups = zip(self.model.group_modules(), self.model.grouped_parameters())
-        for modules, params in groups:  # a frozen depth group runs as deployed: dropout off
+        grouped = self.model.grouped_parameters()
+        for modules, params in zip(self.model.group_modules(), grouped):  # a frozen depth group runs as deployed
             if params and not any(p.requires_grad for _, p in params):
                 for _, module in modules:
                     module.eval()
         if not any(p.requires_grad for p in self.model.backbone.parameters()):
             self.model.backbone.eval()  # also what the root module governs (timm's pre-logits dropout)
         keep_all = self.config.bn_stats == "frozen"
-        for module in self.model.modules():
-            if is_batchnorm(module):
-                if keep_all or not any(p.requires_grad for p in module.parameters(recurse=False)):
-                    module.eval()
+        for name, module in self.model.named_modules():
+            if is_batchnorm(module) and (keep_all or not _batchnorm_trains(self.model, name, module, grouped)):
+                module.eval()
 
     # ---- loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -417,6 +437,8 @@ class Trainer:
         self._batches_per_epoch = len(NoSingletonBatches(range(len(self.data.train)), self.global_batch_size,
                                                          min_last=self.world.size))
         total_steps = self.config.epochs * self._batches_per_epoch
+        # phases the strategy schedules on their own (lp_ft's fine-tuning): a function of the spec and the epochs
+        self._restarts = restart_steps(self.strategy, self.config.epochs, self._batches_per_epoch)
         for cb in self._callbacks():
             cb.on_fit_start(self)
         while self.state.epoch < self.config.epochs:
@@ -513,7 +535,7 @@ class Trainer:
                 self.state.step += 1
                 return
             share = n * self.world.size / total
-        apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config))
+        apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config, self._restarts))
         with self.precision.autocast():
             logits = (self._ddp or self.model)(batch)
             terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
@@ -625,8 +647,11 @@ class Trainer:
         # (the entry's key is recomputed from these weights, so a changed prefix cannot be served stale).
         best = next((r for r in self.state.history if r["epoch"] == self.state.best_epoch), {})
         k = best.get("cached_groups", 0) if self.config.cache else 0
-        val = self._evaluate("val", k)
-        test = self._evaluate("test", k) if self.data.test else None
+        examples: dict[str, torch.Tensor] = {}
+        val = self._evaluate_final("val", k, examples)
+        test = self._evaluate_final("test", k, examples) if self.data.test else None
+        if examples and self.world.is_main:
+            save_tensors(self.out_dir / EXAMPLES, examples)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         total = sum(p.numel() for p in self.model.parameters())
         n_trainable = sum(p.numel() for n, p in self.model.named_parameters()
@@ -646,6 +671,26 @@ class Trainer:
         for cb in self._callbacks():
             cb.on_fit_end(self, metrics)
         return metrics
+
+
+def _batchnorm_trains(model, name: str, module, grouped) -> bool:
+    """Whether the BatchNorm layer `name` re-estimates its statistics (under bn_stats="auto"): when one of its
+    own parameters trains; a layer without parameters (affine=False) when one of its depth group's (`grouped`:
+    model.grouped_parameters()) does, the modules a strategy adds inside the group (LoRA, adapters:
+    `model.new_markers`) aside, as they make no affine BatchNorm beside them update either. Where no group's
+    prefix covers its path, its nearest enclosing module that holds parameters decides."""
+    own = list(module.parameters(recurse=False))
+    if own:
+        return any(p.requires_grad for p in own)
+    try:
+        params = grouped[model.group_index(name)]
+    except KeyError:
+        params, path = [], name
+        while not params and path:
+            path = path.rpartition(".")[0]
+            params = list(model.get_submodule(path).named_parameters(prefix=path))
+    added = tuple(f".{marker}." for marker in model.new_markers)
+    return any(p.requires_grad for n, p in params if not any(m in f".{n}" for m in added))
 
 
 def _rank_device(device: torch.device, place) -> torch.device:
