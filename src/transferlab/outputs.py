@@ -1,8 +1,12 @@
 """Where transferlab may write, and what it may delete.
 
 - An output path is never empty (an unset shell variable), never an existing file where a folder is meant (or
-  a folder where a file is meant), and never equal to, inside, or containing one of the command's inputs.
-  Paths are compared after resolving symlinks, `..`, `./` and trailing slashes.
+  a folder where a file is meant), and never equal to, inside, or containing one of the command's inputs; two
+  outputs of one command are never the same path, and one lies inside another only where that is by design
+  (NESTED_BY_DESIGN: a --cache-dir or a --track store inside --out). The rule holds for paths that do not exist
+  yet: each is compared as it will be when created (the nearest existing ancestor with its symlinks resolved,
+  the rest appended, `..`, `./` and trailing slashes applied). `check_outputs` applies it to all the outputs of
+  a command at once, before any work.
 - A folder is written into only when it is new, empty, or holds what transferlab wrote there: its marker file
   (a run's `config.json`, a comparison's `grid.json`, a task module's metadata) carries transferlab's format
   key. A folder with a `config.json` of its own, or any other file, is someone else's.
@@ -59,8 +63,45 @@ def _is_temp(name: str) -> bool:
 
 
 def real(path: str | Path) -> Path:
-    """The path with `~`, symlinks, `.` and `..` resolved (the parts that do not exist yet kept as given)."""
+    """The path as it is, or will be once created: `~` expanded, the nearest existing ancestor with its symlinks
+    resolved, the parts that do not exist yet appended, `.` and `..` applied (os.path.realpath, non-strict)."""
     return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def existing_ancestor(path: str | Path) -> Path:
+    """The nearest part of `path` (resolved as by `real`) that exists: where creating it starts."""
+    resolved = real(path)
+    for candidate in (resolved, *resolved.parents):
+        if candidate.exists():
+            return candidate
+    return Path(resolved.anchor)
+
+
+# Options that name something a command writes. An entry of check_output_path's `inputs` named so (the run
+# folder a --cache-dir is checked against) is taken as an output: compared even before it exists.
+OUTPUT_OPTIONS = frozenset({"--out", "--cache-dir", "--export-clean", "--track"})
+# (inner, outer): an output that may lie inside another by design. The frozen-prefix cache and a tracker's store
+# may live in the run or grid folder; a grid's cells (runs/) are its own sub-folder. Anything else nested, and
+# any two outputs on the same path, is refused.
+NESTED_BY_DESIGN = frozenset({("--cache-dir", "--out"), ("--track", "--out"), ("--out/runs", "--out")})
+
+
+def _option(name: str) -> str:
+    """`--track mlflow:URI` -> `--track`: the option an output's name starts with."""
+    return name.split()[0] if name.split() else name
+
+
+def is_output_option(name: str) -> bool:
+    return _option(name).split("/")[0] in OUTPUT_OPTIONS
+
+
+def _named(option: str, path: object) -> str:
+    """`--out DIR`, or `--track SPEC (writing PATH)` where the option's own text is more than a flag."""
+    return f"{option} (writing {path})" if len(option.split()) > 1 else f"{option} {path}"
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, Path)) and bool(str(value).strip())
 
 
 def overlap(a: str | Path, b: str | Path) -> str | None:
@@ -76,10 +117,13 @@ def overlap(a: str | Path, b: str | Path) -> str | None:
 
 
 def check_output_path(path: str | Path | None, option: str = "--out", inputs: dict[str, object] | None = None,
-                      expect: str = "folder") -> Path:
-    """The output path, resolved, or a ConfigError naming the option: empty, the wrong kind of thing, or
-    overlapping an input (`inputs` maps an option name to a path, or to None / a non-path value such as
-    'digits'). Callers write to the returned path, so the checks hold for what is written."""
+                      expect: str = "folder", outputs: dict[str, object] | None = None) -> Path:
+    """The output path, resolved as it will be written, or a ConfigError naming the option: empty, the wrong kind
+    of thing, overlapping an input, or overlapping another output. `inputs` maps an option to a path it reads (or
+    to None / a non-path value such as 'digits'); an input that does not exist is no path and is skipped (reading
+    it fails on its own). `outputs` maps an option to a path the same command writes: compared whether it exists
+    or not; equal is refused, nested only where NESTED_BY_DESIGN allows it. Callers write to the returned path,
+    so the checks hold for what is written."""
     if path is None or not str(path).strip():
         raise ConfigError(f"{option} is empty (an unset shell variable?): give a {expect} path")
     text = str(path)
@@ -94,17 +138,45 @@ def check_output_path(path: str | Path | None, option: str = "--out", inputs: di
     for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+    others = dict(outputs or {})
+    what = _named(option, out)
     for name, value in (inputs or {}).items():
-        if not isinstance(value, (str, Path)) or not str(value).strip() or not Path(str(value)).expanduser().exists():
+        if is_output_option(name):  # a caller's run folder among the paths to keep clear of: an output
+            others.setdefault(name, value)
+            continue
+        if not _is_path(value) or not Path(str(value)).expanduser().exists():
             continue
         where = overlap(out, value)
         if where == "equal":
-            raise ConfigError(f"{option} {out} is {name} itself; write the output elsewhere")
+            raise ConfigError(f"{what} is {name} itself; write the output elsewhere")
         if where == "inside":
-            raise ConfigError(f"{option} {out} is inside {name} {value}; write the output outside it")
+            raise ConfigError(f"{what} is inside {name} {value}; write the output outside it")
         if where == "contains":
-            raise ConfigError(f"{option} {out} contains {name} {value}; write the output elsewhere")
+            raise ConfigError(f"{what} contains {name} {value}; write the output elsewhere")
+    for name, value in others.items():
+        if name == option or not _is_path(value):
+            continue
+        where = overlap(out, value)  # never skipped: neither path has to exist yet
+        other = _named(name, value)
+        if where == "equal":
+            raise ConfigError(f"{what} is the same path as {other}; give each output its own path")
+        if where == "inside" and (_option(option), _option(name)) not in NESTED_BY_DESIGN:
+            raise ConfigError(f"{what} is inside {other}; write it outside")
+        if where == "contains" and (_option(name), _option(option)) not in NESTED_BY_DESIGN:
+            raise ConfigError(f"{what} contains {other}; write it elsewhere")
     return resolved  # what is checked is what gets written: `a/x/..` and symlinks resolved once, here
+
+
+def check_outputs(outputs: dict[str, object], inputs: dict[str, object] | None = None) -> dict[str, Path]:
+    """Every output of one command, by option, through check_output_path against the inputs and every other
+    output, before any work: the resolved paths, by option. A value is a path (a folder), (path, "file" |
+    "folder"), or None (not given: skipped)."""
+    wanted = {name: value if isinstance(value, tuple) else (value, "folder") for name, value in outputs.items()
+              if value is not None}
+    paths = {name: path for name, (path, _) in wanted.items()}
+    return {name: check_output_path(path, name, inputs, expect,
+                                    {other: p for other, p in paths.items() if other != name})
+            for name, (path, expect) in wanted.items()}
 
 
 def read_marker(folder: Path, kind: FolderKind) -> dict | None:

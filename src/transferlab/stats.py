@@ -26,7 +26,8 @@ The rule in words (`RULE` says it in one sentence, and every report and lab page
   Fewer than two values, or a value that is not finite: mixed (no spread to judge by). All values equal (no
   spread: a measurement without noise, or one too coarse to show it): the interval is that point, and only a
   positive margin can decide (superiority: supported when the value exceeds m, not supported when it falls short
-  of it; with m = 0, mixed), so a constant 1e-12 is never "supported".
+  of it; with m = 0, mixed), so a constant 1e-12 is never "supported". After `holm`, "beyond noise" is read
+  from the Holm-adjusted p-value (the interval is not widened: it stays the comparison's own 95% interval).
 
 Why "low end > 0 and mean >= m" for superiority rather than "low end > m": both keep the false-supported rate
 under no effect at most 2.5% (one side of a 95% interval; simulated, 2-5 seeds and m of 0.5-1 sd: 0.7-2.3%
@@ -157,7 +158,10 @@ class Comparison:
         return f"{_num(self.estimate)} {ci} ({'; '.join(notes)}): {self.verdict}"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "level": self.level, "verdict": self.verdict, "significant": self.significant,
+        """JSON-ready: a number that is not finite (no test: NaN p; unknown noise: an infinite interval) is None,
+        so results files stay strict JSON."""
+        fields = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
+        return {**fields, "level": self.level, "verdict": self.verdict, "significant": self.significant,
                 "band": self.band, "text": self.text}
 
 
@@ -438,10 +442,11 @@ def unpaired_accuracies(a_values: Sequence[float], n_a: int | None, b_values: Se
         se^2 = s_a^2/k_a + s_b^2/k_b + p_a(1-p_a)/n_a + p_b(1-p_b)/n_b
 
     with the parts' df (seed parts k-1, binomial parts n-1) combined as `_from_parts` says; one seed each: z
-    (df = inf) on the binomial parts alone. The binomial part is not divided by k: every seed scores the same examples, so more seeds do not
-    shrink it. a and b are treated as independent; scored on the same examples they are positively correlated,
-    so this errs conservative (`paired_runs` is sharper). A side with one seed borrows the other's seed variance.
-    n_a or n_b None: the example noise is unknown, the interval infinite, the verdict "within noise"."""
+    (df = inf) on the binomial parts alone. The binomial part is not divided by k: every seed scores the same
+    examples, so more seeds do not shrink it. a and b are treated as independent; scored on the same examples
+    they are positively correlated, so this errs conservative (`paired_runs` is sharper). A side with one seed
+    borrows the other's seed variance. n_a or n_b None: the example noise is unknown, the interval infinite, the
+    verdict "within noise"."""
     va, vb = np.asarray(a_values, dtype=float).ravel(), np.asarray(b_values, dtype=float).ravel()
     if va.size == 0 or vb.size == 0:
         raise ValueError("unpaired_accuracies needs at least one accuracy on each side")

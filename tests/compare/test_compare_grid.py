@@ -7,14 +7,12 @@ import shutil
 import pytest
 
 from tests.compare.conftest import grid_args, load_json, run_folder
-from transferlab.compare.grid import safe_name, split_strategy_list
+from transferlab.compare.grid import SCRATCH_SEARCH, safe_name, scratch_name, split_strategy_list
 from transferlab.runs import run_state
 
 
 def test_every_cell_is_a_run_dir(grid_dir):
     runs = grid_dir / "runs"
-    from transferlab.compare.grid import SCRATCH_SEARCH, safe_name, scratch_name
-
     for name in ["linear_probe", "full"] + [safe_name(scratch_name(r)) for r in SCRATCH_SEARCH]:
         assert run_state(runs / name / "0") == "finished", name
         assert (runs / name / "0" / "history.jsonl").is_file()
@@ -92,9 +90,15 @@ def test_resume_reruns_nothing_finished(grid_dir, tiny_weights, tmp_path, caplog
     resumed = load_json(full / "metrics.json")
     assert resumed["val"] == original["val"] and resumed["best_epoch"] == original["best_epoch"]
     text = caplog.text
-    assert "run 1/4" in text and "finished earlier, kept" in text and "run 4/4" in text
+    # 3 strategies + the baseline's 4 candidate recipes, 1 seed: 7 runs
+    assert "run 1/7" in text and "finished earlier, kept" in text and "run 7/7" in text and "run 8/" not in text
+    for name in ["linear_probe"] + [scratch_name(r) for r in SCRATCH_SEARCH]:  # every finished candidate kept too
+        assert f"{name} (seed 0): finished earlier, kept" in caplog.messages, name
+    assert "full (seed 0): finished earlier, kept" not in caplog.messages
     results = load_json(out / "results.json")
     assert {r["strategy"]: r["status"] for r in results["runs"]}["full"] == "finished"
+    # the baseline's recipe, chosen again from the kept candidates, is the one the grid chose
+    assert results["scratch_choice"] == load_json(grid_dir / "results.json")["scratch_choice"]
 
 
 def test_split_strategy_list_keeps_spec_parameters_together():

@@ -20,9 +20,12 @@ from tests.compare.conftest import STRATEGIES, LogLines, grid_args, load_json
 from tests.reliability.conftest import ROOT, error_line, run_cli, strip_keys, subprocess_env
 from tests.reliability.test_compare_resume import GRID_TIMING
 from transferlab.compare.executor import run_grid
-from transferlab.compare.grid import FEATURE_CACHE, GridSpec, safe_name, worker_threads
+from transferlab.compare.grid import FEATURE_CACHE, SCRATCH_SEARCH, GridSpec, safe_name, scratch_name, worker_threads
 
-FINISHED = ("linear_probe", "full", "scratch")  # STRATEGIES' freeze:k=50 fails at run time (too few groups)
+# STRATEGIES' freeze:k=50 fails at run time (too few groups); the baseline runs its 4 candidate recipes
+CANDIDATES = [scratch_name(r) for r in SCRATCH_SEARCH]
+FINISHED = ("linear_probe", "full", *CANDIDATES)
+PLAN = ["linear_probe", "full", "freeze:k=50", *CANDIDATES]  # the cells in plan order: 7 with 1 seed
 
 
 
@@ -72,8 +75,13 @@ def test_parallel_grid_equals_sequential(grids):
         assert _csv(parallel / name, parallel) == _csv(sequential / name, sequential), name
     assert '"accuracy"' in _json(parallel / "results.json", parallel)  # real numbers were compared
     for strategy in FINISHED:  # same bits: one torch thread in every process (see `grids`)
-        best = Path("runs") / strategy / "0" / "checkpoint" / "best.safetensors"
-        assert (parallel / best).read_bytes() == (sequential / best).read_bytes(), strategy
+        folder = Path("runs") / safe_name(strategy) / "0"
+        for name in ("checkpoint/best.safetensors", "examples.safetensors"):
+            assert (parallel / folder / name).read_bytes() == (sequential / folder / name).read_bytes(), (strategy,
+                                                                                                        name)
+    # both chose the same baseline recipe, one of the candidates
+    choices = [load_json(grid / "results.json")["scratch_choice"]["selected"] for grid in (parallel, sequential)]
+    assert choices[0] == choices[1] and choices[0] in CANDIDATES
     # the workers shared linear_probe's frozen-prefix entries through the disk store; sequential stays in memory
     assert list((parallel / FEATURE_CACHE).glob("*.safetensors"))
     assert not (sequential / FEATURE_CACHE).exists()
@@ -88,8 +96,9 @@ def test_failing_cell_is_recorded_and_the_others_finish(grids):
     # the parent logs each cell as it comes back, with its number in plan order
     assert "2 worker processes x 1 torch thread(s) each (torch has 1 here)" in lines
     assert any(line.startswith("--jobs 2 is more than the 1 thread(s)") for line in lines)
-    for i, label in enumerate(["linear_probe", "full", "freeze:k=50", "scratch"]):
-        assert any(line.startswith(f"run {i + 1}/4: {label} (seed 0) ") and " in " in line for line in lines), label
+    for i, label in enumerate(PLAN):
+        assert any(line.startswith(f"run {i + 1}/7: {label} (seed 0) ") and " in " in line for line in lines), label
+    assert not any(line.startswith("run 8/") for line in lines)
 
 
 def test_threads_are_divided_among_the_jobs():
@@ -106,7 +115,8 @@ def test_jobs_beyond_the_cells_left_are_reduced(grids, tmp_path, caplog):
         results = run_grid(spec, out, resume=True, jobs=3)
     assert "--jobs 3: 1 run(s) to do, so 1 process(es)" in caplog.messages
     assert not any("worker processes" in m for m in caplog.messages)
-    assert [r.status for r in results] == ["finished", "finished", "failed", "finished"]
+    assert [r.status for r in results] == ["finished", "finished", "failed"] + ["finished"] * len(CANDIDATES)
+    assert [r.cell.strategy for r in results] == PLAN
 
 
 def test_jobs_below_one_is_one_error_line(tmp_path, tiny_weights, capsys):

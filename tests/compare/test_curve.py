@@ -338,26 +338,26 @@ def _paired_records(a_correct: np.ndarray, b_correct: np.ndarray) -> list[dict]:
              "test_accuracy": float(b_correct.mean()), "test_correct": b_correct}]
 
 
-@pytest.mark.parametrize("a_only, b_only, verdict", [(30, 10, "helps"),  # McNemar: p = 0.0022
-                                                     (24, 16, "within noise")])  # p = 0.27
-def test_records_with_per_example_correctness_are_compared_paired(a_only, b_only, verdict):
+@pytest.mark.parametrize("both, a_only, b_only, verdict", [(100, 30, 10, "helps"),  # McNemar p = 0.002
+                                                           (60, 70, 50, "within noise")])  # p = 0.08
+def test_records_with_per_example_correctness_are_compared_paired(both, a_only, b_only, verdict):
     """Runs that kept which examples they got right are compared on those examples: one run each, McNemar's exact
-    test, i.e. the two-sided binomial test of the discordant examples against 1/2. 200 test examples: 100 both
-    right, 60 both wrong, and the discordant ones split as given; the accuracies differ by the same 0.10 in
-    both cases only when a_only - b_only is 20, so the split (not the accuracies) decides."""
-    n, both = 200, 100
-    a = np.zeros(n, bool)
-    b = np.zeros(n, bool)
+    test, the two-sided binomial test of the discordant examples against 1/2. Both cases score full 0.65 and
+    scratch 0.55 on 200 test examples; what decides is how the runs disagree: 30 against 10 of 40 discordant
+    examples is beyond noise, 70 against 50 of 120 is not."""
+    n = 200
+    a, b = np.zeros(n, bool), np.zeros(n, bool)
     a[:both] = b[:both] = True
     a[both:both + a_only] = True
     b[both + a_only:both + a_only + b_only] = True
+    assert (a.mean(), b.mean()) == pytest.approx((0.65, 0.55))
     p = point(summarize_curve(_paired_records(a, b)), "full", "epoch_4")
     discordant = a_only + b_only
     p_hand = min(1.0, 2 * sum(math.comb(discordant, k) for k in range(max(a_only, b_only), discordant + 1))
                  / 2 ** discordant)
-    assert p["gap"] == pytest.approx((a_only - b_only) / n)
+    assert p["gap"] == pytest.approx(0.10)
     assert p["gap_p"] == pytest.approx(p_hand, rel=1e-9)  # a family of one: Holm changes nothing
-    assert p["gap_low"] < p["gap"] < p["gap_high"]
+    assert p["gap_low"] < p["gap"] < p["gap_high"] and (p["gap_low"] > 0) == (verdict == "helps")
     assert p["verdict"] == verdict
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import error_line, run_cli
-from transferlab.labs import LABS, RULE, check_verdict, lab_verdict
+from transferlab import stats
+from transferlab.labs import LABS, RULE, Check, check_verdict, lab_verdict
 from transferlab.labs.base import read_key
 
 FLIPPED = {"supported": "not supported", "not supported": "supported", "mixed": "mixed"}
@@ -44,12 +45,14 @@ def test_numbers_are_read_back_from_the_lab_runs(lab_runs, name):
 @pytest.mark.parametrize("name", [lab.name for lab in LABS])
 def test_verdict_follows_the_rule(lab_runs, name):
     r = record(lab_runs, name)
-    assert r["rule"] == RULE and r["quick"] is True and len(r["seeds"]) == 2
-    values = [c["values"] for c in r["checks"]]
-    assert all(c["verdict"] == check_verdict(c["values"]) for c in r["checks"])
-    assert r["verdict"] == lab_verdict(values)
-    # the numbers flipped (each check's sign), the verdict flips; a mixed one stays mixed
-    assert lab_verdict([[-v for v in vs] for vs in values]) == FLIPPED[r["verdict"]]
+    assert r["rule"] == RULE and stats.RULE in r["rule"] and r["quick"] is True and len(r["seeds"]) == 2
+    for c in r["checks"]:
+        assert c["verdict"] == check_verdict(c["values"], c["margin"], c["kind"])
+        assert c["comparison"]["verdict"] == c["verdict"] and c["comparison"]["margin"] == c["margin"]
+    assert r["verdict"] == lab_verdict(r["checks"])
+    # superiority checks at margin 0, their numbers flipped (each check's sign): supported and not supported swap
+    plain = [c["values"] for c in r["checks"] if c["kind"] == "superiority" and c["margin"] == 0]
+    assert lab_verdict([[-v for v in vs] for vs in plain]) == FLIPPED[lab_verdict(plain)]
 
 
 def test_the_page_holds_every_lab(lab_runs):
@@ -68,9 +71,46 @@ def test_rule_on_constructed_numbers():
     assert check_verdict([-0.1, -0.12, -0.11]) == "not supported"
     assert check_verdict([0.1, -0.1, 0.02]) == "mixed"  # within its noise
     assert check_verdict([0.3]) == "mixed"  # one value: no spread to judge by
-    assert check_verdict([0.2, 0.2]) == "supported"  # no spread, a clear sign
-    assert lab_verdict([[0.1, 0.12], [0.3, 0.31]]) == "supported"
-    assert lab_verdict([[0.1, 0.12], [-0.3, -0.31]]) == "mixed"
+    assert check_verdict([0.019, 0.020, 0.021]) == "supported"
+    assert check_verdict([0.019, 0.020, 0.021], margin=0.01) == "supported"
+    assert check_verdict([0.019, 0.020, 0.021], margin=0.05) == "not supported"  # reliably under what matters
+    # the old rule (mean / se > 2) said supported to these; Student's t with 1 df does not
+    assert check_verdict([0.1, 0.12]) == "mixed"
+    # no spread: the sign alone no longer decides; a positive margin does
+    assert check_verdict([0.2, 0.2]) == "mixed"
+    assert check_verdict([1e-12] * 3) == "mixed"
+    assert check_verdict([1e-12] * 3, margin=0.01) == "not supported"
+    assert check_verdict([0.2, 0.2], margin=0.01) == "supported"
+    assert check_verdict([0.1, float("nan"), 0.2]) == "mixed" and check_verdict([0.1, None, 0.2]) == "mixed"
+    # "within 2 points" and "as well as": non-inferiority and equivalence on the 90% interval
+    assert check_verdict([-0.004, 0.003, -0.001], 0.02, "noninferiority") == "supported"
+    assert check_verdict([-0.10, -0.11, -0.12], 0.02, "noninferiority") == "not supported"
+    assert check_verdict([-0.004, 0.003, -0.001], 0.02, "equivalence") == "supported"
+    with pytest.raises(ValueError):
+        check_verdict([0.1, 0.2], 0.0, "equivalence")
+    with pytest.raises(ValueError):
+        Check("x", "y", [0.1, 0.2], kind="better")
+    assert lab_verdict([[0.1, 0.101], [0.3, 0.301]]) == "supported"
+    assert lab_verdict([[0.1, 0.101], [-0.3, -0.301]]) == "mixed"
+    assert lab_verdict([[-0.1, -0.101], [-0.3, -0.301]]) == "not supported"
+
+
+def test_the_lab_rule_is_the_stats_rule():
+    """The same numbers get the same verdict from labs/verdict.py and from transferlab.stats.seed_test, and a
+    check's record carries the interval, the df and the method."""
+    cases = [([0.019, 0.020, 0.021], 0.0, "superiority"), ([0.1, 0.12, 0.05], 0.01, "superiority"),
+             ([0.1, -0.1, 0.02], 0.0, "superiority"), ([-0.01, 0.004, 0.0], 0.02, "noninferiority"),
+             ([0.004, -0.006, 0.001, 0.009], 0.02, "equivalence"), ([0.2, 0.2, 0.2], 0.01, "superiority")]
+    for values, margin, claim in cases:
+        comparison = stats.seed_test(values, margin, claim)
+        assert check_verdict(values, margin, claim) == comparison.verdict
+        check = Check("c", "what a positive value means", values, margin=margin, kind=claim)
+        d = check.to_dict()
+        assert d["verdict"] == comparison.verdict and lab_verdict([check]) == lab_verdict([d])
+        assert json.dumps(d["comparison"]) == json.dumps(comparison.to_dict())
+        assert {"low", "high", "df", "method", "p_value", "text"} <= set(d["comparison"])
+        assert d["stats"]["n"] == len(values) and d["margin"] == margin and d["kind"] == claim
+    assert stats.RULE in RULE and "intersection-union" in RULE
 
 
 def test_lab_list_and_bad_input(capsys, tmp_path):

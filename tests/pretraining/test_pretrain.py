@@ -314,7 +314,9 @@ def test_bn_shift_of_a_checkpoint(digits_run, capsys):
 
 def test_compare_from_a_checkpoint_and_its_scratch_baseline(digits_run, tmp_path, capsys):
     """compare --model RUN@4: the strategies start from the checkpoint, the scratch baseline from random weights
-    of the checkpoint's own architecture (resnet10_cifar), read with the checkpoint's input config."""
+    of the checkpoint's own architecture (resnet10_cifar), read with the checkpoint's input config; every candidate
+    recipe of the baseline's search starts from that same random init."""
+    from transferlab.compare.grid import SCRATCH_SEARCH, SCRATCH_STRATEGY, safe_name, scratch_name
     from transferlab.runs import load_run
 
     out = tmp_path / "grid"
@@ -324,18 +326,27 @@ def test_compare_from_a_checkpoint_and_its_scratch_baseline(digits_run, tmp_path
     assert code == 0, err
     folder = str((digits_run.path / "checkpoints" / "epoch_4").resolve())
     probe = load_json(out / "runs" / "linear_probe" / "0" / "config.json")
-    scratch = load_json(out / "runs" / "scratch" / "0" / "config.json")
+    results = load_json(out / "results.json")
+    choice = results["scratch_choice"]
+    candidates = [scratch_name(r) for r in SCRATCH_SEARCH]
+    assert [c["name"] for c in choice["candidates"]] == candidates and choice["selected"] in candidates
+    selected = out / "runs" / safe_name(choice["selected"]) / "0"
+    scratch = load_json(selected / "config.json")
     assert probe["model"] == folder and probe["weights"] is None
-    assert scratch["model"] == folder and scratch["strategy"] == "full" and scratch["weights"]
+    assert scratch["model"] == folder and scratch["strategy"] == SCRATCH_STRATEGY and scratch["weights"]
+    assert scratch["train"]["bn_stats"] == choice["recipe"]["bn_stats"]
+    assert scratch["train"]["lr"] == pytest.approx(probe["train"]["lr"] * choice["recipe"]["lr_scale"])
+    for name in candidates:  # the same random init for every recipe
+        assert load_json(out / "runs" / safe_name(name) / "0" / "config.json")["weights"] == scratch["weights"]
     init, checkpoint = load_file(scratch["weights"]), weights(digits_run.path, 4)
     backbone = sorted(k for k in checkpoint if not k.startswith("fc."))
     assert sorted(k for k in init if not k.startswith("fc.")) == backbone
     assert all(init[k].shape == checkpoint[k].shape for k in backbone)
     assert not torch.equal(init["conv1.0.weight"], checkpoint["conv1.0.weight"])
-    _, _, model, _ = load_run(out / "runs" / "scratch" / "0")
+    _, _, model, _ = load_run(selected)
     overrides = load_json(digits_run.path / "config.json")["cfg_overrides"]
     assert list(model.cfg.mean) == overrides["mean"] and model.cfg.input_size == IMAGE_SIZE
-    assert load_json(out / "results.json")["strategies"] == ["linear_probe", "scratch"]
+    assert results["strategies"] == ["linear_probe", "scratch"]
 
 
 # ---- 4. SIGKILL, then --resume ------------------------------------------------------------------------------------

@@ -47,6 +47,19 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     return cls(**values)
 
 
+def check_command_outputs(outputs: dict[str, object], inputs: dict[str, object], tracks=()) -> dict:
+    """Every path a command will write (`outputs` by option, and where its --track specs write) through the one
+    output rule (outputs.check_outputs: never in, around or equal to an input, never onto another output), then
+    each --track target tried once (tracking.check_track_targets); before any work. The resolved paths, by
+    option."""
+    from transferlab.outputs import check_outputs
+    from transferlab.tracking import check_track_targets, track_outputs
+
+    paths = check_outputs({**outputs, **track_outputs(list(tracks), outputs.get("--out"))}, inputs)
+    check_track_targets(list(tracks), outputs.get("--out"))
+    return paths
+
+
 def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from transferlab.cli._common import add_dataclass_options
+from transferlab.cli._common import add_dataclass_options, check_command_outputs
 from transferlab.data import DataOptions
 from transferlab.training.config import TrainConfig
 
@@ -103,9 +103,9 @@ def cmd_compare(args) -> None:
         from pathlib import Path
 
         from transferlab.errors import ConfigError
-        from transferlab.outputs import check_output_path
 
-        check_output_path(args.out)
+        check_command_outputs({"--out": args.out},
+                              {"--source-data": args.source_data, "--contamination": args.contamination}, tracks)
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
         results = report_from_dir(args.out, source_data=args.source_data, contamination=args.contamination)
@@ -114,7 +114,9 @@ def cmd_compare(args) -> None:
         args.model = args.model or "efficientnet_lite0"
         args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
-        results = compare(grid_spec_from_args(args), args.out, resume=args.resume, given=given, jobs=args.jobs,
+        spec = grid_spec_from_args(args)
+        _check_grid_paths(spec, args.out, args.contamination, tracks)
+        results = compare(spec, args.out, resume=args.resume, given=given, jobs=args.jobs,
                           contamination=args.contamination, executor=args.executor, address=args.address,
                           cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
     failed = [r for r in results.runs if r.status != "finished"]
@@ -131,6 +133,18 @@ def cmd_compare(args) -> None:
         first = failed[0]
         raise TrainingError(f"every run of the comparison failed (first: {first.strategy} seed {first.seed}: "
                             f"{first.error or first.status}); the report in {args.out} lists them")
+
+
+def _check_grid_paths(spec, out: str, contamination: str | None, tracks) -> None:
+    """--out, its cells' folder runs/, --cache-dir and the --track targets against every input (the runs' paths,
+    --contamination) and each other, before the grid starts: a cell would otherwise fail only when it runs."""
+    from pathlib import Path
+
+    from transferlab.runs import run_inputs
+
+    check_command_outputs({"--out": out, "--out/runs": str(Path(out) / "runs") if str(out).strip() else None,
+                           "--cache-dir": spec.base.train.cache_dir or None},
+                          {**run_inputs(spec.base), "--contamination": contamination}, tracks)
 
 
 def _check_model_and_data(model: str, data: str, source_data: str | None = None) -> None:

@@ -97,6 +97,8 @@ def _options(args):
 
 
 def cmd_contamination(args) -> None:
+    from pathlib import Path
+
     from transferlab.contamination.check import (
         CheckOptions,
         check_contamination,
@@ -105,17 +107,19 @@ def cmd_contamination(args) -> None:
     from transferlab.contamination.inputs import read_split
     from transferlab.outputs import (
         CONTAMINATION_FOLDER,
-        check_output_path,
+        check_outputs,
         remove_owned,
         require_writable,
     )
 
-    inputs = {"--source": args.source, "--target": args.target}
-    out = check_output_path(args.out, "--out", inputs)
+    inputs = {"--source": args.source, "--target": args.target,
+              "--embed-model": args.embed_model if args.embed_model and Path(args.embed_model).expanduser().is_dir()
+              else None}
+    # both outputs against the inputs and each other (equal or nested: refused), new paths included
+    paths = check_outputs({"--out": args.out, "--export-clean": args.export_clean}, inputs)
+    out, clean = paths["--out"], paths.get("--export-clean")
     state = require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
-    clean = None
-    if args.export_clean:
-        clean = check_output_path(args.export_clean, "--export-clean", {**inputs, "--out": args.out})
+    if clean is not None:
         check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
                         thresholds=_thresholds(args.threshold), threshold_mode=args.threshold_mode, fpr=args.fpr,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from transferlab.cli._common import add_dataclass_options, dataclass_from_args, print_json
+from transferlab.cli._common import add_dataclass_options, check_command_outputs, dataclass_from_args, print_json
 from transferlab.cli._launch import add_nproc_option, launch, wants_launch, without_nproc
 from transferlab.data import DataOptions
 from transferlab.training.config import TrainConfig
@@ -121,13 +121,16 @@ def cmd_strategies(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from transferlab.runs import check_run_folder, finetune
+    from transferlab.runs import check_run_folder, finetune, run_inputs
     from transferlab.training import distributed
 
     from transferlab.tracking import log_run, parse_tracks
 
     tracks = parse_tracks(args.track)  # a bad spec or a missing package: before any work
     config = run_config_from_args(args)
+    # --out, --cache-dir and the --track targets: clear of every input and of each other, before any work
+    check_command_outputs({"--out": args.out, "--cache-dir": config.train.cache_dir or None}, run_inputs(config),
+                          tracks)
     if wants_launch(args):  # the checks that need no data, here; then the processes run this command
         _, out = check_run_folder(config, args.out, resume=args.resume, overwrite=args.overwrite,
                                   given=given_keys(args), dry=True)

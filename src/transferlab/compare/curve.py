@@ -135,7 +135,7 @@ def _verdict(d: tests.Comparison) -> str:
 
 
 def _difference(d: tests.Comparison) -> dict:
-    return {"difference": d.estimate, "low": _finite(d.low), "high": _finite(d.high), "p_value": d.p_value,
+    return {"difference": d.estimate, "low": _finite(d.low), "high": _finite(d.high), "p_value": _finite(d.p_value),
             "method": d.method, "significant": d.significant}
 
 
@@ -209,7 +209,7 @@ def summarize_curve(records: Iterable[Mapping]) -> dict:
                              **_difference(d)},
         }
     for (point, _), d in zip(gaps, tests.holm([d for _, d in gaps])):
-        point.update(gap=d.estimate, gap_low=_finite(d.low), gap_high=_finite(d.high), gap_p=d.p_adjusted,
+        point.update(gap=d.estimate, gap_low=_finite(d.low), gap_high=_finite(d.high), gap_p=_finite(d.p_adjusted),
                      verdict=_verdict(d))
     return {"metric": metric, "metric_reason": reason, "rule": tests.RULE,
             "gap_definition": f"mean {metric} of the (strategy, checkpoint) minus mean {metric} from scratch; "

@@ -206,6 +206,8 @@ def _band(diff: dict | None, sign: int = 1) -> str:
     sign=-1 shows b - a."""
     if not diff:
         return "-"
+    if diff["low"] is None or diff["high"] is None:  # the noise is unknown (a split size was not recorded)
+        return f"{sign * diff['estimate']:+.3f} (no noise band: number of examples unknown)"
     low, high = sorted((sign * diff["low"], sign * diff["high"]))
     return f"{sign * diff['estimate']:+.3f} [{low:+.3f}, {high:+.3f}]"
 

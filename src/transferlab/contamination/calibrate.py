@@ -10,20 +10,21 @@ threshold should promise is a false-positive rate on the data at hand: of the ta
 at most the share `fpr` is flagged. That needs the distribution of a method's best-match score for an image that
 copies nothing in the source (the null distribution), estimated from the source itself.
 
-The null: a seeded sample of up to `n_null` source images, each matched against the rest of the source, by the
-same search the check runs (`detect.match_images`), without its own row and without any source image whose
-pixels equal its own (an exact twin is the same image, not a distinct one). Why this construction:
+The null (leave one out): a seeded sample of up to `n_null` source images, each matched against all the other
+source images by the search the check runs on targets (the same features, the same nearest-hash, top-k cosine
+and aligned-correlation steps, `detect.best_aligned` scoring the candidates), with its own row and any source
+image whose pixels equal its own left out (an exact twin is the same image, not a distinct one). Why this
+construction:
 - It is the real search, on the real data: the same classes, the same resolution, the same look-alikes. On
   digits a test image's nearest training image is of its own class (a nearest-neighbour classifier is about 98 %
   right), so a null of best matches against *other* classes only would be far too easy and its threshold far
   too loose; a folder without classes could not build it at all.
-- Against (almost) the whole source, not half of it: the best of S candidates is closer than the best of S/2,
-  so a null searched against half the source would understate the rate at which targets find a close stranger.
-  The sample is searched in folds of at most 5 % of the source, each fold against all the other rows (95 % or
-  more of the source; folds, not one search per image, keep the searches few and large), and the remaining
-  difference is corrected for: if a null image's best match is within the threshold with probability p against
-  R candidates, it is 1 - (1 - p)^(S/R) against S when the candidates are independent, so the rate aimed at on
-  the null is 1 - (1 - fpr)^(R/S) (`reference_share` = R/S).
+- Against the whole source less one image, not half of it: the best of S candidates is closer than the best of
+  S/2, so a null searched against half the source (two seeded halves) would understate the rate at which
+  targets find a close stranger. Leaving one out keeps the sizes equal (S - 1 against S, less any exact twins);
+  what difference remains is corrected for: if a null image's best match is within the threshold with
+  probability p against R candidates, it is 1 - (1 - p)^(S/R) against S when the candidates are independent,
+  so the rate aimed at on the null is 1 - (1 - fpr)^(R/S) (`reference_share` = the mean R/S).
 - Near-copies that the source holds of itself stay in the null (only exact twins can be told apart without the
   method under test): they make the null closer than genuine strangers, the threshold stricter and the rate
   below fpr on clean targets, at some cost in recall (the synthetic copies' recall reports it). CIFAR-10's
@@ -47,23 +48,25 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from transferlab.contamination.detect import (
     DEFAULT_K,
     DEFAULT_THRESHOLDS,
     HIGHER_IS_CLOSER,
     THRESHOLD_RANGES,
-    match_images,
+    best_aligned,
     match_rule,
+    thumbnails,
     within,
 )
 from transferlab.contamination.image_features import ImageFeatures
+from transferlab.contamination.image_matching import _popcount, cosine_nearest
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FPR = 0.001
 DEFAULT_NULL_SIZE = 5000  # null images at most: 5 null scores within the threshold at fpr 0.001
-FOLD_SHARE = 0.05  # each fold of null images is searched against the rest: at least 95 % of the source
 THRESHOLD_MODES = ("data", "fixed")
 FIXED_RATE_WARNING = 0.01  # a fixed threshold that flags more of the null than this is warned about
 _DECIMALS = 4  # similarity thresholds are rounded up to this many decimals
@@ -95,24 +98,72 @@ def null_scores(source: ImageFeatures, methods: Sequence[str], k: int, n_null: i
         raise ValueError(f"a null distribution needs at least 2 source images, got {n_source}")
     t0 = time.perf_counter()
     queries = np.random.default_rng(seed).permutation(n_source)[:min(n_null, n_source)]
-    fold = max(1, int(n_source * FOLD_SHARE))
-    _, group = np.unique(np.array(source.keys, dtype=object).astype(str), return_inverse=True)  # exact twins
-    scores = {m: np.empty(len(queries)) for m in methods}
-    reference = []
-    for a in range(0, len(queries), fold):
-        rows = queries[a:a + fold]
-        keep = np.flatnonzero(~np.isin(group, group[rows]))  # neither the fold's images nor their twins
-        if not len(keep):
-            raise ValueError("every source image is an exact twin of another: no distinct images to calibrate on")
-        reference.append(len(keep))
-        found = match_images(source.subset(rows), source.subset(keep), methods, k)
-        for m in methods:
-            scores[m][a:a + len(rows)] = found[m].score
+    _, group = np.unique(np.array(source.keys, dtype=str), return_inverse=True)  # equal pixels: one group
+    sizes = np.bincount(group)
+    q_group = group[queries]
+    if (sizes[q_group] == n_source).any():
+        raise ValueError("every source image is an exact twin of the others: no distinct images to calibrate on")
+    scores, nearest = {}, []
+    for name in ("phash", "dhash"):
+        if name in methods or "aligned" in methods:
+            index, distance = _hamming_nearest_other(getattr(source, name), queries, group)
+            nearest.append(index[:, None])  # a candidate of the aligned method, as in the real search
+            if name in methods:
+                scores[name] = distance.astype(np.float64)
+    twins = int(sizes.max())  # the most rows a query must skip
+    if "embedding" in methods:
+        scores["embedding"] = _cosine_nearest_other(source.embedding, queries, group, 1, twins)[1][:, 0]
+    if "aligned" in methods:
+        kk = min(k, n_source - 1)
+        cand = [_cosine_nearest_other(thumbnails(source.grey), queries, group, kk, twins)[0]]
+        if source.embedding is not None:
+            cand.append(_cosine_nearest_other(source.embedding, queries, group, kk, twins)[0])
+        cand = torch.from_numpy(np.concatenate(cand + nearest, axis=1))  # (N, C) source rows
+        scores["aligned"] = best_aligned(source.grey[torch.from_numpy(queries)], source.grey, cand).score
     seconds = time.perf_counter() - t0
-    share = float(np.mean(reference)) / n_source
-    logger.info("null of %d source images (against %.1f %% of the source each): %.1fs", len(queries),
-                100 * share, seconds)
-    return NullScores(scores, n_source, share, seed, round(seconds, 1))
+    share = float(np.mean(n_source - sizes[q_group])) / n_source
+    logger.info("null of %d source images, each against the %.1f %% of the source that is not itself: %.1fs",
+                len(queries), 100 * share, seconds)
+    return NullScores({m: scores[m] for m in methods}, n_source, share, seed, round(seconds, 1))
+
+
+def _hamming_nearest_other(hashes: np.ndarray, queries: np.ndarray, group: np.ndarray, chunk: int = 256,
+                           source_chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the nearest hash of another group (not itself, no exact twin): (index, distance),
+    ties to the lowest row, as `image_matching.hamming_nearest`; chunk x source_chunk tiles (~9 bytes each)."""
+    hashes = np.ascontiguousarray(hashes.astype(np.uint64))
+    index = np.zeros(len(queries), dtype=np.int64)
+    distance = np.zeros(len(queries), dtype=np.int64)
+    for a in range(0, len(queries), chunk):
+        q = queries[a:a + chunk]
+        best_d = np.full(len(q), 255, dtype=np.uint8)
+        best_i = np.zeros(len(q), dtype=np.int64)
+        rows = np.arange(len(q))
+        for b in range(0, len(hashes), source_chunk):
+            d = _popcount(hashes[q, None] ^ hashes[None, b:b + source_chunk])  # (c, sc) uint8
+            d[group[q][:, None] == group[None, b:b + source_chunk]] = 255  # itself and its twins: never
+            j = d.argmin(axis=1)
+            dj = d[rows, j]
+            better = dj < best_d
+            best_d[better], best_i[better] = dj[better], j[better] + b
+        index[a:a + chunk], distance[a:a + chunk] = best_i, best_d
+    return index, distance
+
+
+def _cosine_nearest_other(vectors: torch.Tensor, queries: np.ndarray, group: np.ndarray, k: int,
+                          twins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows of other groups by cosine for each query row: (indices (N, k), scores (N, k)). The search asks
+    `cosine_nearest` for k + twins rows, of which at most `twins` (itself and its exact twins, whose vectors
+    equal its own) are left out; where fewer than k remain, the first one fills the row (a repeat)."""
+    n = len(vectors)
+    idx, sc = cosine_nearest(vectors[torch.from_numpy(queries)], vectors, k=min(k + twins, n))
+    idx, sc = idx.numpy(), sc.double().numpy()
+    other = group[idx] != group[queries][:, None]  # (N, k + twins)
+    order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # the others first, in their rank order
+    idx, sc, other = (np.take_along_axis(a, order, axis=1) for a in (idx, sc, other))
+    idx = np.where(other, idx, idx[:, :1])  # only where the source has fewer than k others: repeat the first
+    sc = np.where(other, sc, sc[:, :1])
+    return idx, sc
 
 
 @dataclass

@@ -111,15 +111,22 @@ def _aligned(target: ImageFeatures, source: ImageFeatures, k: int, extra: list[n
     if target.embedding is not None and source.embedding is not None:
         cand.append(cosine_nearest(target.embedding, source.embedding, k=k)[0])
     cand.extend(torch.as_tensor(e).view(-1, 1) for e in extra)
-    cand = torch.cat(cand, dim=1)  # (T, C)
+    return best_aligned(target.grey, source.grey, torch.cat(cand, dim=1), pair_chunk)
+
+
+def best_aligned(target_grey: torch.Tensor, source_grey: torch.Tensor, cand: torch.Tensor,
+                 pair_chunk: int = 8192) -> MethodResult:
+    """The aligned method's result from candidates: cand (T, C) source rows per target (repeats allowed); each
+    distinct (target, source) pair scored once by `symmetric_pair_scores`, the best kept."""
+    n_t, n_s = len(target_grey), len(source_grey)
     # each distinct (target, source) pair once: the lists overlap (a copy is often first in all of them)
-    pairs = torch.unique(torch.arange(len(target))[:, None] * len(source) + cand)
-    t_rows, s_rows = pairs // len(source), pairs % len(source)
-    scores = symmetric_pair_scores(target.grey, source.grey, t_rows, s_rows, chunk=pair_chunk)
-    best = torch.full((len(target),), -2.0, dtype=torch.float32).scatter_reduce(0, t_rows, scores, "amax")
+    pairs = torch.unique(torch.arange(n_t)[:, None] * n_s + cand.long())
+    t_rows, s_rows = pairs // n_s, pairs % n_s
+    scores = symmetric_pair_scores(target_grey, source_grey, t_rows, s_rows, chunk=pair_chunk)
+    best = torch.full((n_t,), -2.0, dtype=torch.float32).scatter_reduce(0, t_rows, scores, "amax")
     # the best pair's source; on a tie the lowest source row (pairs are sorted by target, then source)
     is_best = scores >= best[t_rows]
-    first = torch.full((len(target),), len(pairs), dtype=torch.int64).scatter_reduce(
+    first = torch.full((n_t,), len(pairs), dtype=torch.int64).scatter_reduce(
         0, t_rows[is_best], torch.arange(len(pairs))[is_best], "amin")
     return MethodResult("aligned", s_rows[first].numpy().astype(np.int64), best.double().numpy())
 

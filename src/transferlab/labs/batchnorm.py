@@ -108,12 +108,15 @@ def run(ctx: LabContext) -> LabResult:
     top = severities[-1]
     checks = [
         Check("accuracy falls with severity", f"TEST accuracy on clean digits minus on {KIND} severity {top}",
-              [at(s, 0, "accuracy") - at(s, top, "accuracy") for s in ctx.seeds], unit="accuracy"),
+              [at(s, 0, "accuracy") - at(s, top, "accuracy") for s in ctx.seeds], unit="accuracy",
+              margin=0.01),  # one accuracy point: a smaller drop is not a fall worth the name
         Check("AdaBN recovers part of it", f"TEST accuracy at severity {top} after AdaBN minus as trained",
-              [at(s, top, "adabn_accuracy") - at(s, top, "accuracy") for s in ctx.seeds], unit="accuracy"),
+              [at(s, top, "adabn_accuracy") - at(s, top, "accuracy") for s in ctx.seeds], unit="accuracy",
+              margin=0.01),  # one accuracy point recovered
         Check("the BatchNorm statistics shift grows", f"mean symmetric KL (test inputs vs running statistics) at "
               f"severity {top} minus on clean data", [at(s, top, "mean_skl") - at(s, 0, "mean_skl")
-                                                      for s in ctx.seeds]),
+                                                      for s in ctx.seeds],
+              margin=0.5),  # half a nat: about the mismatch clean data itself shows (0.6-0.8)
     ]
 
     def mean(severity, key):

@@ -17,7 +17,8 @@ Checks:
 - "ib_select forgets less": forgetting of full minus forgetting of ib_select, per seed. Forgetting
   (diagnostics/forgetting.py) = the source head's accuracy on the held-out source images (the digits 0-4
   validation split) with the pre-trained backbone minus with the fine-tuned backbone.
-- "target cost within 2 points": target validation accuracy of ib_select minus (full's minus 0.02), per seed,
+- "target cost within 2 points": target validation accuracy of ib_select minus full's, per seed, a
+  non-inferiority claim with margin 0.02 (supported when the 90% interval lies above -0.02),
   for the selected weights (the ones forgetting is measured on; digits has no test split, so selection and
   reporting share the validation split for both strategies alike).
 """
@@ -75,11 +76,11 @@ def run(ctx: LabContext) -> LabResult:
     checks = [
         Check("ib_select forgets less", "forgetting of the source task (digits 0-4) under full minus under "
               "ib_select", [at("full", s, "forgetting") - at("ib_select", s, "forgetting") for s in ctx.seeds],
-              unit="source accuracy"),
-        Check(f"target cost within {MARGIN * 100:g} points", f"target val accuracy (digits 5-9) of ib_select minus "
-              f"(full's minus {MARGIN})", [at("ib_select", s, "target_val_accuracy")
-                                          - (at("full", s, "target_val_accuracy") - MARGIN) for s in ctx.seeds],
-              unit="accuracy"),
+              unit="source accuracy", margin=0.01),  # one point of source accuracy kept
+        Check(f"target cost within {MARGIN * 100:g} points", "target val accuracy (digits 5-9) of ib_select minus "
+              "full's", [at("ib_select", s, "target_val_accuracy") - at("full", s, "target_val_accuracy")
+                         for s in ctx.seeds],
+              unit="accuracy", kind="noninferiority", margin=MARGIN),  # the claim's own "within 2 points"
     ]
 
     fig, axes = new_figure(1, 2, figsize=(10, 4))

@@ -195,11 +195,14 @@ def run(ctx: LabContext) -> LabResult:
 
     checks = [
         Check("the detector finds the leak", f"recall on the leaked test images minus {RECALL_FLOOR}",
-              [d["recall"] - RECALL_FLOOR for d in detections], unit="recall"),
+              [d["recall"] - RECALL_FLOOR for d in detections], unit="recall",
+              margin=0.01),  # one point of recall, about one leaked image: round-off above the floor is not a find
         Check("few false alarms", f"{FPR_CEILING} minus the share of the not-leaked test images flagged",
-              [FPR_CEILING - d["false_positive_rate"] for d in detections], unit="share"),
+              [FPR_CEILING - d["false_positive_rate"] for d in detections], unit="share",
+              margin=0.005),  # half a point of the share, one or two images: round-off under the ceiling is not
         Check("the leak inflates the score", "test accuracy dirty minus clean of the leaked run, minus the same of "
-              "the clean run", [gap("leaked", s) - gap("clean", s) for s in ctx.seeds], unit="accuracy"),
+              "the clean run", [gap("leaked", s) - gap("clean", s) for s in ctx.seeds], unit="accuracy",
+              margin=0.01),  # one accuracy point of inflation
     ]
 
     fig, axes = new_figure(1, 2, figsize=(10, 4))

@@ -92,16 +92,20 @@ def run(ctx: LabContext) -> LabResult:
     checks = [
         Check(f"late weights move more (decay {strong:g})",
               f"relative weight change, late third minus early third of the groups, at decay {strong:g}",
-              [spread(change[strong, s]) for s in ctx.seeds], unit="relative L2 change"),
+              [spread(change[strong, s]) for s in ctx.seeds], unit="relative L2 change",
+              margin=0.0),  # a direction (late over early), no size claimed: any difference beyond noise
         Check(f"late representations move more (decay {strong:g})",
               f"1 - CKA, late third minus early third of the groups, at decay {strong:g}",
-              [spread(drift[strong, s]) for s in ctx.seeds], unit="1 - CKA"),
+              [spread(drift[strong, s]) for s in ctx.seeds], unit="1 - CKA",
+              margin=0.0),  # a direction (late over early), no size claimed: any difference beyond noise
         Check("stronger decay widens the weight-change spread",
               f"log10(late / early weight change) at decay {strong:g} minus at decay {plain:g}",
-              [log_ratio(change[strong, s]) - log_ratio(change[plain, s]) for s in ctx.seeds], unit="decades"),
+              [log_ratio(change[strong, s]) - log_ratio(change[plain, s]) for s in ctx.seeds], unit="decades",
+              margin=0.1),  # a tenth of a decade: the late/early ratio at least 1.26x wider
         Check("stronger decay widens the drift spread",
               f"log10(late / early 1 - CKA) at decay {strong:g} minus at decay {plain:g}",
-              [log_ratio(drift[strong, s]) - log_ratio(drift[plain, s]) for s in ctx.seeds], unit="decades"),
+              [log_ratio(drift[strong, s]) - log_ratio(drift[plain, s]) for s in ctx.seeds], unit="decades",
+              margin=0.1),  # a tenth of a decade: the late/early ratio at least 1.26x wider
     ]
     fig = _figure(names, decays, ctx.seeds, change, drift)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731

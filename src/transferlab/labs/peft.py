@@ -14,7 +14,8 @@ Checks:
 - "<method> trains under 1%": 1% minus the method's trainable share (metrics.json `trainable_share`: the added or
   unfrozen parameters plus the new head, over all parameters), per seed. On this CNN LoRA's default targets (every
   pointwise convolution) make its share larger than on a transformer; the check reports it as measured.
-- "<method> within 2 points of full": the method's validation accuracy minus (full's minus 0.02), per seed, both at
+- "<method> within 2 points of full": the method's validation accuracy minus full's, per seed, a non-inferiority
+  claim with margin 0.02 (supported when the 90% interval lies above -0.02), both at
   the last epoch (history.jsonl: no epoch is selected, so the validation split is used as a held-out split; digits
   has no test split).
 - "modules swap on one base": every task module of a seed (lora, adapter, bitfit on digits, lora on digits 5-9)
@@ -106,16 +107,18 @@ def run(ctx: LabContext) -> LabResult:
         return next(r[key] for r in rows if (r["method"], r["seed"]) == (method, seed))
 
     checks = [Check(f"{m} trains under 1%", f"1% minus {m}'s trainable share (parameters incl. the head)",
-                    [SHARE_LIMIT - at(m, s, "trainable_share") for s in ctx.seeds], unit="share of parameters")
+                    [SHARE_LIMIT - at(m, s, "trainable_share") for s in ctx.seeds], unit="share of parameters",
+                    margin=1e-6)  # a count is exact: any share under 1% counts; 1e-6 keeps round-off from deciding
               for m in METHODS]
     checks += [Check(f"{m} within {MARGIN * 100:g} points of full",
-                     f"val accuracy (last epoch) of {m} minus (full's minus {MARGIN})",
-                     [at(m, s, "val_accuracy_last") - (at("full", s, "val_accuracy_last") - MARGIN)
-                      for s in ctx.seeds], unit="accuracy")
+                     f"val accuracy (last epoch) of {m} minus full's",
+                     [at(m, s, "val_accuracy_last") - at("full", s, "val_accuracy_last") for s in ctx.seeds],
+                     unit="accuracy", kind="noninferiority", margin=MARGIN)  # the claim's own "within 2 points"
                for m in METHODS]
     checks.append(Check("modules swap on one base", "0.5 minus val images whose prediction on the shared model "
                         "differs from the run's own model", [0.5 - r["differing_predictions"] for r in swaps],
-                        unit="images", per="module and seed"))
+                        unit="images", per="module and seed",
+                        margin=0.25))  # counts are whole images: any margin under 0.5 decides alike
 
     fig, axes = new_figure(1, 2, figsize=(10, 4))
     for method in ("full", *METHODS):

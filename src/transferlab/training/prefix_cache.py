@@ -18,31 +18,72 @@ Entries (dict of CPU tensors, rows in dataset order, unreadable examples left ou
     "features" (N, D)                                     whole backbone frozen: the head's input
     "h" (N, ...)                                          image models: group k-1's output
     "hidden" (N, T, H), "attention_mask" (N, T)           text models, padded to the split's longest text
+
+A key names what an entry should hold, not what a file holds: whoever can write a `--cache-dir` could put
+other numbers under it. So a file carries, in its safetensors metadata (`entry_metadata`), its key, the split's
+fingerprint, the numbers of examples and classes, each tensor's dtype and shape, the index and label ranges and
+a sha256 over all of that and the tensor bytes, and the reader checks a file against what it knows itself
+(`Expected`: the split, its labels, the head's input width, and a few rows computed anew) before using it
+(`read_entry`). A file that fails any check is logged at WARNING with the reason, not used, computed again and
+replaced. docs/reliability.md says what the checks catch and what they cannot.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import random
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from transferlab.errors import UnsafeFileError
 from transferlab.nn_utils import to_device
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BYTES = 2 * 2**30
-ENTRY_FORMAT = "transferlab-prefix-cache-1"
+ENTRY_FORMAT = "transferlab-prefix-cache-2"  # part of every key: another format's files are never looked up
+SPOT_ROWS = 8  # rows of a file that the reader computes anew and compares (`Expected.fresh_rows`)
+# Largest |stored - fresh| / |fresh| per row that still counts as the same row: the stored rows were computed in
+# batches of another size, which changes the last bits of a sum (float32) or more (16-bit autocast).
+SPOT_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-3}
+SPOT_TOLERANCE_LOW = 5e-2  # bfloat16, float16
+OUTPUT_NAMES = ("features", "h", "hidden", "attention_mask")
+
+# sha256 of each file this process wrote (or read and checked), by resolved path: a file that changes under a
+# running process is caught even when its own digest was rewritten to match.
+_KNOWN_FILES: dict[str, str] = {}
+
+
+class BadEntry(ValueError):
+    """A cache file that is not what its key asks for; the message says why."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the reader of an entry knows without it, checked against every file read from a folder and written
+    into every file's metadata. `width`, `targets` and `fresh_rows` are None where the reader cannot tell."""
+
+    fingerprint: str  # split_fingerprint of the split
+    examples: int  # len(split)
+    classes: int  # the model's output classes: integer labels lie in [0, classes)
+    outputs: tuple[str, ...]  # ("features",) | ("h",) | ("hidden", "attention_mask")
+    width: int | None = None  # "features": D, the head's input width
+    targets: Sequence[int] | None = None  # the split's labels in dataset order: row i's label is targets[index[i]]
+    fresh_rows: Callable[[list[int]], dict[str, torch.Tensor]] | None = None  # dataset rows -> an entry of them
 
 
 class FeatureStore:
     """Cache entries by key: in memory up to `memory_bytes` (least recently used dropped first) and, when
     `folder` is given, also written there as safetensors files (`<key>.safetensors`), so that an entry too
-    large for memory, a resumed grid and parallel grid processes still find it."""
+    large for memory, a resumed grid and parallel grid processes still find it. Entries in memory are this
+    process's own and used as they are; a file is used only after `read_entry` found it to be what `expect`
+    describes, and a file that is not is replaced by the next `put`. Nothing else in the folder is touched."""
 
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY_BYTES, folder: str | Path | None = None):
         self.memory_bytes = memory_bytes
@@ -55,18 +96,16 @@ class FeatureStore:
     def _path(self, key: str) -> Path | None:
         return self.folder / f"{key}.safetensors" if self.folder is not None else None
 
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+    def get(self, key: str, expect: Expected | None = None) -> dict[str, torch.Tensor] | None:
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1
             return self._entries[key]
         path = self._path(key)
         if path is not None and path.is_file():
-            from transferlab.safe_io import load_tensors
-
             try:
-                entry = check_entry(load_tensors(path))
-            except (ValueError, UnsafeFileError) as exc:  # damaged or not ours: computed again, and rewritten
+                entry = read_entry(path, key, expect)
+            except BadEntry as exc:  # never used; the caller computes it and `put` replaces the file
                 logger.warning("%s: not a usable cache entry (%s); computing it again", path, exc)
             else:
                 self._keep(key, entry)
@@ -75,7 +114,7 @@ class FeatureStore:
         self.misses += 1
         return None
 
-    def put(self, key: str, entry: dict[str, torch.Tensor]) -> bool:
+    def put(self, key: str, entry: dict[str, torch.Tensor], expect: Expected | None = None) -> bool:
         """Store an entry; False when it fits neither in memory nor on disk (no folder)."""
         kept = self._keep(key, entry)
         path = self._path(key)
@@ -83,7 +122,9 @@ class FeatureStore:
             from transferlab.safe_io import save_tensors
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_tensors(path, entry, metadata={"format": ENTRY_FORMAT})
+            metadata = entry_metadata(key, entry, expect)
+            save_tensors(path, entry, metadata=metadata)
+            _KNOWN_FILES[str(path.resolve())] = metadata["sha256"]
             return True
         return kept
 
@@ -99,18 +140,218 @@ class FeatureStore:
         return True
 
 
-def check_entry(entry: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An entry read from disk, or ValueError: the keys an entry has, one row per example in each."""
-    outputs = [name for name in ("features", "h", "hidden") if name in entry]
-    if "index" not in entry or "labels" not in entry or len(outputs) > 1 or ("hidden" in entry) != (
-            "attention_mask" in entry):
-        raise ValueError(f"unexpected tensors {sorted(entry)}")
-    rows = entry["index"].shape[0]
-    if entry["index"].dim() != 1 or any(t.shape[0] != rows for t in entry.values() if t.dim() > 0):
-        raise ValueError("tensors with different numbers of rows")
-    if rows and outputs == []:
-        raise ValueError("rows without outputs")
+# ---- what a file says about itself, and the checks -------------------------------------------------------
+def entry_metadata(key: str, entry: dict[str, torch.Tensor], expect: Expected | None = None) -> dict[str, str]:
+    """The safetensors metadata (str -> str) written with an entry: what it was computed for, what it holds,
+    and "sha256" over both (`entry_digest`)."""
+    metadata = {
+        "format": ENTRY_FORMAT,
+        "key": key,
+        "fingerprint": expect.fingerprint if expect else "",
+        "examples": str(expect.examples) if expect else "",
+        "classes": str(expect.classes) if expect else "",
+        "tensors": json.dumps({name: [_dtype(t), list(t.shape)] for name, t in sorted(entry.items())}),
+        "index_range": json.dumps(_range(entry.get("index"))),
+        "label_range": json.dumps(_range(entry.get("labels"))),
+    }
+    metadata["sha256"] = entry_digest(entry, metadata)
+    return metadata
+
+
+def entry_digest(entry: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over the metadata (but its "sha256") and each tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
+    for name, tensor in sorted(entry.items()):
+        digest.update(f"|{name}|{_dtype(tensor)}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def read_entry(path: Path, key: str, expect: Expected | None = None) -> dict[str, torch.Tensor]:
+    """The entry in `path` if it is what `key` and `expect` describe, else BadEntry naming the first thing
+    that is not. A file this process wrote must still have the digest it was written with; any other file is
+    also compared, on SPOT_ROWS random rows, with those rows computed anew (`expect.fresh_rows`)."""
+    entry, metadata = _load(path)
+    _check_metadata(metadata, key, expect)
+    _check_tensors(entry, metadata, expect)
+    digest = entry_digest(entry, metadata)
+    if digest != metadata["sha256"]:
+        raise BadEntry(f"sha256 of its content is {digest[:12]}..., its metadata says {metadata['sha256'][:12]}...")
+    _check_rows(entry, expect)
+    name = str(path.resolve())
+    known = _KNOWN_FILES.get(name)
+    if known is not None and known != digest:
+        raise BadEntry(f"not the entry this process wrote there (sha256 {digest[:12]}..., written "
+                       f"{known[:12]}...)")
+    if known is None and expect is not None and expect.fresh_rows is not None:
+        pass
+    _KNOWN_FILES[name] = digest
     return entry
+
+
+def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata, read into this process's memory: checked bytes cannot change under the reader
+    afterwards, and a file cut short later cannot fault a memory map (safetensors' own reader maps the file)."""
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadEntry(f"cannot be read: {exc}") from None
+    try:
+        entry = load(data)  # safetensors' parser: a header that does not fit the bytes is refused
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    except Exception as exc:  # safetensors raises its own error types (a torn or foreign file)
+        raise BadEntry(f"not a valid safetensors file: {exc}") from None
+    metadata = header.get("__metadata__") or {}
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise BadEntry("metadata that is not text")
+    return entry, metadata
+
+
+def _check_metadata(metadata: dict[str, str], key: str, expect: Expected | None) -> None:
+    if metadata.get("format") != ENTRY_FORMAT:
+        raise BadEntry(f"format {metadata.get('format')!r}, not {ENTRY_FORMAT!r}")
+    missing = [f for f in ("key", "fingerprint", "examples", "classes", "tensors", "index_range", "label_range",
+                           "sha256") if f not in metadata]
+    if missing:
+        raise BadEntry(f"metadata without {', '.join(missing)}")
+    if metadata["key"] != key:
+        raise BadEntry(f"it is the entry of key {metadata['key'][:12]}..., not of {key[:12]}...")
+    if expect is None:
+        return
+    if metadata["fingerprint"] != expect.fingerprint:
+        raise BadEntry("computed for another split (fingerprint "
+                       f"{metadata['fingerprint'][:12]}..., this split's is {expect.fingerprint[:12]}...)")
+    for name, value in (("examples", expect.examples), ("classes", expect.classes)):
+        if metadata[name] != str(value):
+            raise BadEntry(f"{metadata[name]} {name} in its metadata, {value} here")
+
+
+def _check_tensors(entry: dict[str, torch.Tensor], metadata: dict[str, str], expect: Expected | None) -> None:
+    """Names, dtypes and shapes: as the metadata records them, and as the reader expects them."""
+    recorded = {name: [_dtype(t), list(t.shape)] for name, t in sorted(entry.items())}
+    try:
+        said = json.loads(metadata["tensors"])
+    except ValueError:
+        said = None
+    if recorded != said:
+        raise BadEntry(f"tensors {recorded}, its metadata says {metadata['tensors']}")
+    outputs = [name for name in entry if name in OUTPUT_NAMES]
+    if sorted(entry) != sorted(["index", "labels", *outputs]):
+        raise BadEntry(f"unexpected tensors {sorted(entry)}")
+    index, labels = entry["index"], entry["labels"]
+    if index.dim() != 1 or index.dtype != torch.long:
+        raise BadEntry(f"index of dtype {_dtype(index)} and shape {list(index.shape)}, not (N,) int64")
+    rows = index.shape[0]
+    if any(t.dim() == 0 or t.shape[0] != rows for t in entry.values()):
+        raise BadEntry("tensors with different numbers of rows")
+    if labels.dim() != 1 or not (labels.dtype == torch.long or labels.is_floating_point()):
+        raise BadEntry(f"labels of dtype {_dtype(labels)} and shape {list(labels.shape)}")
+    if rows and not outputs:
+        raise BadEntry("rows without outputs")
+    for name, tensor in (("index", index), ("label", labels)):
+        if metadata[f"{name}_range"] != json.dumps(_range(tensor)):
+            raise BadEntry(f"{name} range {_range(tensor)}, its metadata says {metadata[f'{name}_range']}")
+    if expect is None:
+        if len(outputs) > 1 and sorted(outputs) != ["attention_mask", "hidden"]:
+            raise BadEntry(f"unexpected tensors {sorted(entry)}")
+        return
+    if rows and sorted(outputs) != sorted(expect.outputs):
+        raise BadEntry(f"outputs {sorted(outputs)}, the reader needs {sorted(expect.outputs)}")
+    for name in outputs:
+        if name != "attention_mask" and not entry[name].is_floating_point():
+            raise BadEntry(f"{name} of dtype {_dtype(entry[name])}, not a floating-point type")
+    if "features" in entry and (entry["features"].dim() != 2 or
+                                (expect.width is not None and entry["features"].shape[1] != expect.width)):
+        raise BadEntry(f"features of shape {list(entry['features'].shape)}; the head takes (N, {expect.width})")
+    if "hidden" in entry and (entry["hidden"].dim() != 3 or entry["attention_mask"].shape != entry["hidden"].shape[:2]):
+        raise BadEntry(f"hidden {list(entry['hidden'].shape)} and attention_mask "
+                       f"{list(entry['attention_mask'].shape)} do not fit together")
+
+
+def _check_rows(entry: dict[str, torch.Tensor], expect: Expected | None) -> None:
+    """Indices: in [0, examples), increasing (dataset order, so each once); labels: in [0, classes) and the
+    dataset's own, where the reader knows them."""
+    index, labels = entry["index"], entry["labels"]
+    if index.numel() and int(index.min()) < 0:
+        raise BadEntry(f"dataset index {int(index.min())} is negative")
+    if index.numel() > 1 and not bool((index[1:] > index[:-1]).all()):
+        raise BadEntry("dataset indices repeated or out of order")
+    if expect is None:
+        return
+    if index.numel() and int(index.max()) >= expect.examples:
+        raise BadEntry(f"dataset index {int(index.max())} outside the split's {expect.examples} examples")
+    if labels.dtype == torch.long and labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= expect.classes:
+            raise BadEntry(f"labels from {low} to {high}, outside the {expect.classes} classes [0, {expect.classes})")
+    if False:
+        own = torch.as_tensor(expect.targets, dtype=torch.long)[index]
+        if labels.dtype != torch.long or not torch.equal(labels, own):
+            wrong = int((labels.to(torch.long) != own).sum()) if labels.dtype == torch.long else labels.numel()
+            raise BadEntry(f"labels of {wrong} of {labels.numel()} rows are not the dataset's")
+
+
+def _spot_check(entry: dict[str, torch.Tensor], expect: Expected) -> None:
+    """SPOT_ROWS random dataset rows computed anew: present in the entry exactly when readable, with the same
+    label, dtypes, row shapes and (to SPOT_TOLERANCE) values. Rows are drawn from the operating system's
+    randomness, not torch's, so checking changes no run's random stream."""
+    rows = sorted(random.SystemRandom().sample(range(expect.examples), min(SPOT_ROWS, expect.examples)))
+    if not rows:
+        return
+    fresh = expect.fresh_rows(rows)
+    index = entry["index"]
+    for p, row in enumerate(rows):
+        at = int(torch.searchsorted(index, row)) if index.numel() else 0
+        stored = at < index.numel() and int(index[at]) == row
+        f = (fresh["index"] == row).nonzero().flatten()
+        if f.numel() == 0:
+            if stored:
+                raise BadEntry(f"dataset row {row} is in the entry but cannot be read now")
+            continue
+        if not stored:
+            raise BadEntry(f"dataset row {row} is readable but missing from the entry")
+        f = int(f[0])
+        if entry["labels"][at] != fresh["labels"][f]:
+            raise BadEntry(f"dataset row {row} has label {entry['labels'][at].item()}, its own is "
+                           f"{fresh['labels'][f].item()}")
+        for name in fresh:
+            if name in ("index", "labels"):
+                continue
+            if name not in entry:
+                raise BadEntry(f"no {name}, which the model computes")
+            mine, theirs = entry[name][at], fresh[name][f]
+            if mine.dtype != theirs.dtype:
+                raise BadEntry(f"{name} of dtype {_dtype(mine)}, the model computes {_dtype(theirs)}")
+            if name in ("hidden", "attention_mask"):  # text: padded to another length; compare the real tokens
+                length = theirs.shape[0]
+                if mine.shape[1:] != theirs.shape[1:] or mine.shape[0] < length:
+                    raise BadEntry(f"{name} rows of shape {list(mine.shape)}, the model computes {list(theirs.shape)}")
+                if name == "attention_mask":
+                    if not (torch.equal(mine[:length], theirs) and not mine[length:].any()):
+                        raise BadEntry(f"dataset row {row}: attention_mask differs from the model's")
+                    continue
+                keep = fresh["attention_mask"][f].bool()
+                mine, theirs = mine[:length][keep], theirs[keep]
+            elif mine.shape != theirs.shape:
+                raise BadEntry(f"{name} rows of shape {list(mine.shape)}, the model computes {list(theirs.shape)}")
+            error = (mine.double() - theirs.double()).norm()
+            scale = theirs.double().norm()
+            tolerance = SPOT_TOLERANCE.get(theirs.dtype, SPOT_TOLERANCE_LOW)
+            if not bool(error <= tolerance * scale + 1e-6):
+                raise BadEntry(f"dataset row {row}: {name} differs from what the model computes "
+                               f"(relative difference {float(error / max(scale, 1e-12)):.3g})")
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _range(t: torch.Tensor | None) -> list:
+    if t is None or t.numel() == 0:
+        return []
+    return [t.min().item(), t.max().item()]
 
 
 def entry_bytes(entry: dict[str, torch.Tensor]) -> int:
@@ -242,6 +483,25 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
         return t
     pad = t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))
     return torch.cat([t, pad], dim=1)
+
+
+def expected_entry(model, dataset, collate, k: int, fingerprint: str, device=None, autocast=nullcontext,
+                   prepare_inputs=None) -> Expected:
+    """What an entry of `dataset` for k frozen groups must be (`Expected`), from the model and the data alone;
+    its `fresh_rows` computes rows as `compute_entry` does, in one small batch."""
+    whole = k == model.num_backbone_groups
+    outputs = ("features",) if whole else ("hidden", "attention_mask") if model.cfg.modality == "text" else ("h",)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) != len(dataset):
+        targets = None
+
+    def fresh_rows(rows: list[int]) -> dict[str, torch.Tensor]:
+        part = compute_entry(model, Subset(dataset, rows), collate, k, len(rows), device, autocast, prepare_inputs)
+        part["index"] = torch.tensor(rows, dtype=torch.long)[part["index"]]  # Subset positions -> dataset rows
+        return part
+
+    return Expected(fingerprint=fingerprint, examples=len(dataset), classes=model.num_classes, outputs=outputs,
+                    width=model.feature_dim if whole else None, targets=targets, fresh_rows=fresh_rows)
 
 
 class CachedBatches:

@@ -252,14 +252,20 @@ class Trainer:
             self._note(f"frozen-prefix cache off for the {split} split: its items are not a fixed function of the "
                        f"example (augmentation, or a data set without a fingerprint)")
             return None
+        from transferlab.training.prefix_cache import expected_entry
+
         mode = f"{self.model.cfg.name}|{self.precision.name}|{'nhwc' if self.channels_last else 'nchw'}"
         key = entry_key(prefix_digest(self.model, k), k, fingerprint, mode)
-        entry = self.store.get(key)
+        dataset = getattr(self.data, split)
+        # What the entry must be, from the model and the split: a file in --cache-dir is checked against it.
+        expect = expected_entry(self.model, dataset, self.data.collate, k, fingerprint, self.device,
+                                self.precision.autocast, self._prepare)
+        entry = self.store.get(key, expect)
         if entry is not None:
             return entry
         start = time.perf_counter()
         try:
-            entry = compute_entry(self.model, getattr(self.data, split), self.data.collate, k,
+            entry = compute_entry(self.model, dataset, self.data.collate, k,
                                   self.config.eval_batch_size, self.device, self.precision.autocast,
                                   self._prepare, limit_bytes=None if self.store.folder else self.store.memory_bytes,
                                   workers=self.config.workers)
@@ -270,7 +276,7 @@ class Trainer:
             self._note(f"frozen-prefix cache off for the {split} split: {exc} (raise --cache-memory-mb)")
             return None
         seconds = time.perf_counter() - start
-        self.store.put(key, entry)
+        self.store.put(key, entry, expect)
         self.state.cache_seconds += seconds
         logger.info("frozen-prefix cache: %s split through %s in %.1f s (%d examples)", split,
                     "the whole backbone" if k == self.model.num_backbone_groups else f"depth groups 0..{k - 1}",
