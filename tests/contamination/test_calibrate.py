@@ -5,7 +5,7 @@ the false-positive rate on clean test images, the recall of planted copies, a me
 Measured here (source: 1,000 digits, target: the other 797, seed 0; every image method, the embedding
 efficientnet_lite0 at 64 px, fpr 0.001): 8 of the 797 clean test images are flagged (1.0 %; over eight other
 seeded splits 0.35 %), where the CIFAR-10 thresholds flag over 90 %; dHash is disabled; every planted exact,
-dimmed, brightened, rescaled, JPEG-compressed and noisy copy but one of 600 is found.
+dimmed, brightened, rescaled, JPEG-compressed and noisy copy (360) is found.
 """
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ from transferlab.contamination.detect import DEFAULT_THRESHOLDS, IMAGE_METHODS, 
 from transferlab.contamination.image_features import Embedder, features_from_arrays
 
 THRESHOLDED = ("phash", "dhash", "embedding", "aligned")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: the aligned scoring is many small operations, which two threads on two shared cores
+    only slow down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _rgb(grey: np.ndarray) -> np.ndarray:
@@ -109,23 +121,22 @@ COPIES = {  # small transformations of an 8 x 8 uint8 digit
 
 
 def test_planted_copies_are_found_by_their_source(digits, embedder, split, chosen):
-    """100 source digits planted into the target as each kind of copy: found when an enabled method's best
-    source is the original, within its threshold (measured: 599 of 600)."""
+    """The first 60 source digits planted into the target as each kind of copy: found when an enabled method's
+    best source is the original, within its threshold (measured: all 360)."""
     source, _, src_rows = split
-    own = np.arange(100)  # copies of source rows 0..99
-    recall = {}
-    for kind, make in COPIES.items():
-        copies = features_from_arrays([_rgb(make(digits[i])) for i in src_rows[:100]],
-                                      [f"{kind}{i}" for i in range(100)], embedder)
-        found = match_images(copies, source, IMAGE_METHODS)
-        hit = found["exact"].dirty() & (found["exact"].source == own)
-        for m, c in chosen.choices.items():
-            if not c.disabled:
-                hit |= found[m].dirty(c.threshold) & (found[m].source == own)
-        recall[kind] = hit.mean()
+    n = 60
+    images = [_rgb(make(digits[i])) for make in COPIES.values() for i in src_rows[:n]]
+    copies = features_from_arrays(images, [str(i) for i in range(len(images))], embedder)
+    own = np.tile(np.arange(n), len(COPIES))  # copy i's original: source row i % n
+    found = match_images(copies, source, IMAGE_METHODS)
+    hit = found["exact"].dirty() & (found["exact"].source == own)
+    for m, c in chosen.choices.items():
+        if not c.disabled:
+            hit |= found[m].dirty(c.threshold) & (found[m].source == own)
+    recall = dict(zip(COPIES, hit.reshape(len(COPIES), n).mean(1)))
     assert recall["exact"] == 1.0
     assert min(recall.values()) >= 0.95, recall
-    assert np.mean(list(recall.values())) >= 0.99, recall
+    assert hit.mean() >= 0.99, recall
 
 
 # ---- the order statistic -----------------------------------------------------------------------------------

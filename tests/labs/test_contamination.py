@@ -50,5 +50,40 @@ def test_the_check_finds_the_exact_copies_in_the_written_folder(tmp_path):
     assert not {tid for tid, kind in leaked.items() if kind == "dimmed"} & dirty  # not bit-identical
 
 
+def test_the_labs_check_calibrates_its_thresholds_on_the_digits_and_finds_the_leak(tmp_path):
+    """The lab's check (the command's defaults: thresholds from the leaked training split at fpr 0.001) on a
+    small leaked folder: every leaked copy is found, hardly any other test image is flagged, dHash is disabled
+    (the CIFAR-10 thresholds flag nearly every test digit: docs/contamination.md)."""
+    import json
+
+    import torch
+
+    from transferlab.contamination.check import check_contamination
+    from transferlab.contamination.inputs import read_split
+    from transferlab.contamination.subsets import read_contamination
+    from transferlab.labs.contamination import CHECK_FPR, FPR_CEILING, check_options, rules
+
+    opts = check_options()
+    assert opts.threshold_mode == "data" and opts.fpr == CHECK_FPR == 0.001 and opts.methods is None
+    sizes = {"train": 200, "val": 0, "test": 100}
+    splits = split_digits(sizes)
+    leaked = write_folder(tmp_path, splits, pick_leak(splits["test"], 30, 0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the aligned scoring's many small operations: faster on one of two shared cores
+    try:
+        summary = check_contamination(read_split(tmp_path, "train"), read_split(tmp_path, "test"), opts,
+                                      tmp_path / "check", str(tmp_path), str(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    dirty = read_contamination(tmp_path / "check").dirty
+    assert set(leaked) <= dirty  # as they are, dimmed and rescaled: all found
+    # of the 70 others (measured: 2): each method's threshold lies beyond all of 230 null scores, which bounds
+    # its rate at 0.013 (95 %); the full lab's 550 bound it at 0.0055, and its ceiling is FPR_CEILING
+    assert len(dirty - set(leaked)) <= 3 and FPR_CEILING == 0.02
+    assert summary["thresholds"]["null"]["n"] == 230 and summary["methods"]["dhash"]["disabled"]
+    assert "dhash disabled: no threshold reaches fpr 0.001" in rules(summary)
+    assert json.loads((tmp_path / "check" / "summary.json").read_text())["thresholds"]["fpr"] == CHECK_FPR
+
+
 if __name__ == "__main__":
     pytest.main([__file__])

@@ -145,8 +145,8 @@ CASES = [
     ("scaled", "features", _changed(_out(lambda t: t * 2), forge=False), "sha256"),
     ("shuffled", "features", _changed(_out(_shuffled), forge=False), "sha256"),
     ("zeroed_h", "h", _changed(_out(torch.zeros_like), forge=False), "sha256"),
-    ("scaled_forged", "features", _changed(_out(lambda t: t * 2), forge=True), "differs from what the model computes"),
-    ("shuffled_forged", "features", _changed(_out(_shuffled), forge=True), "differs from what the model computes"),
+    ("scaled_forged", "features", _changed(_out(lambda t: t * 2), forge=True), "differ from what the model computes"),
+    ("shuffled_forged", "features", _changed(_out(_shuffled), forge=True), "differ from what the model computes"),
     ("constant_labels_forged", "features", _changed(_set("labels", lambda t: torch.zeros_like(t["labels"])),
                                                     forge=True), "are not the dataset's"),
     ("other_split", "features", _other_split, "entry of key"),
@@ -271,3 +271,34 @@ def test_a_file_this_process_wrote_is_held_to_the_digest_it_was_written_with(tmp
     _assert_same_results(metrics, base)
     tensors, meta = _read(target)
     assert meta == clean_meta and torch.equal(tensors["features"], clean["features"])
+
+
+def test_text_model_entries_are_checked_on_their_real_tokens(tmp_path, caplog, tiny_bert_dir, small_text_data):
+    """A text entry ("hidden" (N, T, H) padded to the split's longest text, "attention_mask" (N, T)): a clean
+    copy passes the row comparison (rows computed anew are padded to another length), a forged one does not."""
+    args = ["--model", str(tiny_bert_dir), "--data", str(small_text_data), "--max-train", "48", "--max-val", "32",
+            "--max-length", "24", "--epochs", "1"]
+
+    def run(name: str, *extra: str) -> dict:
+        try:
+            code = main(["finetune", *args, "--strategy", "freeze:k=2", "--out", str(tmp_path / name), *extra])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 0
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    first = run("first", "--cache-dir", str(tmp_path / "cache"))
+    folder = Path(shutil.copytree(tmp_path / "cache", tmp_path / "copy"))  # not this process's files
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        clean = run("clean", "--cache-dir", str(folder))
+    assert _warnings(caplog) == [] and clean["cache_seconds"] == 0 and _same(clean, first)
+
+    target = next(p for p in folder.glob("*.safetensors") if _read(p)[1]["examples"] == "48")
+    _changed(lambda tensors: tensors.__setitem__("hidden", tensors["hidden"] * 2), forge=True)(target, target)
+    folder2 = Path(shutil.copytree(folder, tmp_path / "copy2"))  # a path this process has not read
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        again = run("again", "--cache-dir", str(folder2))
+    warned = _warnings(caplog)
+    assert len(warned) == 1 and "hidden values differ from what the model computes" in warned[0], warned
+    assert again["cache_seconds"] > 0 and _same(again, first)

@@ -92,6 +92,7 @@ def _given(args) -> set[str]:
 
 def cmd_compare(args) -> None:
     from transferlab.compare import compare, report_from_dir
+    from transferlab.runs import run_inputs
     from transferlab.tracking import log_grid, parse_tracks
 
     tracks = parse_tracks(args.track)  # a bad spec or a missing package: before the grid runs
@@ -104,8 +105,8 @@ def cmd_compare(args) -> None:
 
         from transferlab.errors import ConfigError
 
-        check_command_outputs({"--out": args.out},
-                              {"--source-data": args.source_data, "--contamination": args.contamination}, tracks)
+        _check_grid_paths(args.out, {**_saved_grid_inputs(args.out), "--source-data": args.source_data,
+                                     "--contamination": args.contamination}, tracks)
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
         results = report_from_dir(args.out, source_data=args.source_data, contamination=args.contamination)
@@ -115,7 +116,8 @@ def cmd_compare(args) -> None:
         args.data = args.data or "digits"
         _check_model_and_data(args.model, args.data, args.source_data)
         spec = grid_spec_from_args(args)
-        _check_grid_paths(spec, args.out, args.contamination, tracks)
+        _check_grid_paths(args.out, {**run_inputs(spec.base), "--contamination": args.contamination}, tracks,
+                          spec.base.train.cache_dir)
         results = compare(spec, args.out, resume=args.resume, given=given, jobs=args.jobs,
                           contamination=args.contamination, executor=args.executor, address=args.address,
                           cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
@@ -135,16 +137,30 @@ def cmd_compare(args) -> None:
                             f"{first.error or first.status}); the report in {args.out} lists them")
 
 
-def _check_grid_paths(spec, out: str, contamination: str | None, tracks) -> None:
+def _check_grid_paths(out: str, inputs: dict[str, object], tracks, cache_dir: str | None = None) -> None:
     """--out, its cells' folder runs/, --cache-dir and the --track targets against every input (the runs' paths,
     --contamination) and each other, before the grid starts: a cell would otherwise fail only when it runs."""
     from pathlib import Path
 
+    check_command_outputs({"--out": out, "--out/runs": str(Path(out) / "runs") if str(out or "").strip() else None,
+                           "--cache-dir": cache_dir or None}, inputs, tracks)
+
+
+def _saved_grid_inputs(out: str) -> dict[str, object]:
+    """The inputs of the grid saved in `out` (its grid.json), for --report-only; none when there is none to read
+    (report_from_dir then says what is wrong)."""
+    import json
+    from pathlib import Path
+
+    from transferlab.compare.grid import GridSpec
+    from transferlab.errors import TransferlabError
     from transferlab.runs import run_inputs
 
-    check_command_outputs({"--out": out, "--out/runs": str(Path(out) / "runs") if str(out).strip() else None,
-                           "--cache-dir": spec.base.train.cache_dir or None},
-                          {**run_inputs(spec.base), "--contamination": contamination}, tracks)
+    saved = Path(out) / "grid.json" if str(out or "").strip() else None
+    try:
+        return run_inputs(GridSpec.from_dict(json.loads(saved.read_text(encoding="utf-8"))).base) if saved else {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, TransferlabError):
+        return {}
 
 
 def _check_model_and_data(model: str, data: str, source_data: str | None = None) -> None:

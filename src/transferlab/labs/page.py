@@ -16,14 +16,29 @@ def _fmt(x) -> str:
 
 
 def checks_table(record: dict) -> list[str]:
-    rows = ["| check | what a positive value means | values | mean ± sd | mean / se | verdict |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| check | what a positive value means | values | mean ± sd | interval (test) | margin | verdict |",
+            "|---|---|---|---|---|---|---|"]
     for c in record["checks"]:
         s = c["stats"]
         values = ", ".join(_fmt(v) for v in c["values"])
         rows.append(f"| {c['name']} | {c['claim']} | {values} ({c['unit'] or 'per ' + c['per']}) | "
-                    f"{_fmt(s['mean'])} ± {_fmt(s['sd'])} | {_fmt(s['t'])} | {c['verdict']} |")
+                    f"{_fmt(s['mean'])} ± {_fmt(s['sd'])} | {_interval(c)} | {_margin(c)} | {c['verdict']} |")
     return rows
+
+
+def _interval(check: dict) -> str:
+    """'[+0.003, +0.041] (Student's t, 2 df)': the interval the verdict was read from; '-' for older records."""
+    comparison = check.get("comparison")
+    if not comparison:
+        return "-"
+    low, high = comparison.get("low"), comparison.get("high")
+    band = "-" if low is None or high is None else f"[{low:+.3g}, {high:+.3g}]"
+    return f"{band} ({comparison.get('method', '')})"
+
+
+def _margin(check: dict) -> str:
+    kind = check.get("kind", "superiority")
+    return f"{kind} {_fmt(check.get('margin', 0.0))}"
 
 
 def numbers_tables(numbers: dict) -> list[str]:
@@ -79,9 +94,9 @@ def all_page(records: list[dict], out: Path, command: str, seconds: float) -> tu
         page.append(f"<h2 id='lab-{r['lab']}'>{html.escape(r['lab'])}: {html.escape(r['title'])}</h2>")
         page.append(f"<p><b>Claim.</b> {html.escape(r['claim'])}</p><p><b>Verdict: {html.escape(r['verdict'])}.</b> "
                     f"{html.escape(r['rule'])}</p><p>{html.escape(r['summary'])}</p>")
-        page.append(_html_table(["check", "claim", "values", "mean", "sd", "mean / se", "verdict"],
+        page.append(_html_table(["check", "claim", "values", "mean", "sd", "interval (test)", "margin", "verdict"],
                                 [[c["name"], c["claim"], ", ".join(_fmt(v) for v in c["values"]),
-                                  _fmt(c["stats"]["mean"]), _fmt(c["stats"]["sd"]), _fmt(c["stats"]["t"]),
+                                  _fmt(c["stats"]["mean"]), _fmt(c["stats"]["sd"]), _interval(c), _margin(c),
                                   c["verdict"]] for c in r["checks"]]))
         page.append(f"<img alt='{html.escape(r['lab'])}' src='data:image/png;base64,"
                     f"{base64.b64encode(png).decode()}'>")

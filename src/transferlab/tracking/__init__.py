@@ -142,7 +142,7 @@ def track_outputs(tracks: list[Track], out: str | Path | None) -> dict[str, tupl
         if kind == "sqlite":  # the database, and the artefact folder mlflow_log puts beside it
             database = Path(where).expanduser()
             paths[name] = (database, "file")
-            paths[f"{name} (its artefact folder)"] = (database.parent / "mlflow_artifacts", "folder")
+            paths[f"{name}, its artefact folder"] = (database.parent / "mlflow_artifacts", "folder")
         elif kind == "files":
             paths[name] = (Path(where).expanduser(), "folder")
     return paths
