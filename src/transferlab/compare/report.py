@@ -197,6 +197,11 @@ def reading_section(ctx: ReportContext) -> Section | None:
         items.append("Failed runs: " + "; ".join(f"{s.strategy}: {e}" for s in failed for e in s.errors) + ".")
     if not items:
         return None
+    single = [name for name in r.strategies if r.summaries[name].runs == 1]
+    if single:
+        items.append("With one seed, a difference beyond noise separates two training runs, not two strategies: "
+                     "the seed-to-seed spread is not measured, and equally good strategies often differ by more "
+                     "than McNemar's test allows (docs/statistics.md). Compare strategies with --seeds 2 or more.")
     items.append(f"Noise rule: {stats.RULE}")
     return Section("Reading", [Bullets(items)], data=data)
 

@@ -5,6 +5,8 @@
     found["aligned"].dirty(threshold)                     # (T,) bools
     report = calibrate_images(source_feats, read_rgb, embedder)   # recall per copy kind, FPR, precision
 
+The thresholds a run uses are chosen in `calibrate` (on the source's own null distribution, or fixed).
+
 Methods (`image_matching` and `aligned` hold the formulas):
 - exact      the decoded pixels are equal (sha256 of the pixel array); score 1 or 0;
 - phash      64-bit DCT hash, Hamming distance (lower is closer);
@@ -45,7 +47,9 @@ from transferlab.contamination.image_matching import (
 logger = logging.getLogger(__name__)
 
 IMAGE_METHODS = ("exact", "phash", "dhash", "embedding", "aligned")
-# Calibrated on CIFAR-10 (benchmarks/contamination_calibration.py; the table in docs/contamination.md). aligned:
+# The fixed thresholds (`--threshold-mode fixed`; by default each run chooses its own on the source's null
+# distribution, `calibrate.choose_thresholds`), calibrated on CIFAR-10 at 32 px
+# (benchmarks/contamination_calibration.py; the table in docs/contamination.md). aligned:
 # recall >= 0.95 over the tool's near-copies with a cross-class false-positive rate of 0.001. The hashes find only
 # rescaled, recoloured and re-encoded copies (aligned finds those too): phash <= 4 finds >= 0.98 of them; dhash
 # <= 5 finds 0.85-0.97 and only reaches 0.95 at 9, where 4 % of strangers match; looser hash thresholds match

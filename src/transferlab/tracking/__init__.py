@@ -153,24 +153,32 @@ def check_track_targets(tracks: list[Track], out: str | Path | None = None) -> N
     server for minutes): a SQLite file's folder must exist (or be `out`, the folder the command creates) and a
     local database, file store or TensorBoard folder must be creatable where it goes; an http(s) server must
     accept a connection within CONNECT_TIMEOUT_S. Call it after outputs.check_outputs has passed track_outputs,
-    so that the trial folder is never made inside an input."""
-    from transferlab.outputs import real
+    so that the trial folder is never made inside an input. A target inside `out` is not tried: the command
+    creates `out`, and a trial folder there could be seen by another process checking the run folder."""
+    from transferlab.outputs import overlap
+
+    def within_out(path: Path, how: str = "inside") -> bool:
+        return out is not None and bool(str(out).strip()) and overlap(path, out) == how
 
     for track in tracks:
         if track.target is None:
             continue  # inside the output folder, which the command creates
         if track.kind == "tensorboard":
-            _check_creatable(Path(track.target).expanduser(), track)
+            folder = Path(track.target).expanduser()
+            if not within_out(folder):
+                _check_creatable(folder, track)
             continue
         kind, where = _mlflow_store(track.target)
         if kind == "sqlite":
-            folder = Path(where).expanduser().parent
-            if not folder.is_dir() and not (out is not None and str(out).strip() and real(folder) == real(out)):
-                raise ConfigError(f"--track {track.spec()}: the folder {folder} does not exist")
-            _check_creatable(folder, track)
+            database = Path(where).expanduser()
+            if not database.parent.is_dir() and not within_out(database.parent, "equal"):
+                raise ConfigError(f"--track {track.spec()}: the folder {database.parent} does not exist")
+            if not within_out(database):
+                _check_creatable(database.parent, track)
         elif kind == "files":
             _check_file_store_allowed(track)
-            _check_creatable(Path(where).expanduser(), track)
+            if not within_out(Path(where).expanduser()):
+                _check_creatable(Path(where).expanduser(), track)
         elif kind == "server":
             _check_server(track)
 
