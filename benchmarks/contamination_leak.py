@@ -135,7 +135,7 @@ def main() -> None:
         if not (check / "summary.json").exists():
             times[f"check_{kind}"] = run([TL, "contamination", "--source", str(out / f"source_{kind}"), "--target",
                                           str(out / "target"), "--split", "test", "--out", str(check),
-                                          "--overwrite"], out / f"check_{kind}.log")
+                                          "--threshold-mode", "fixed", "--overwrite"], out / f"check_{kind}.log")
     for seed in range(args.seeds):
         for kind in ("clean", "dirty"):
             pre = out / f"pretrain_{kind}_s{seed}"

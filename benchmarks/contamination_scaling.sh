@@ -29,7 +29,7 @@ PY
   fi
   echo "== $n source images"
   /usr/bin/time -f "%e s wall, %M KB peak" $TL contamination --source "$src" --target "$CIFAR" --split test \
-    --out "$OUT/check_$n" --overwrite > "$OUT/check_$n.log" 2> "$OUT/check_$n.err" \
+    --threshold-mode fixed --out "$OUT/check_$n" --overwrite > "$OUT/check_$n.log" 2> "$OUT/check_$n.err" \
     || { tail -3 "$OUT/check_$n.err"; exit 1; }
   tail -1 "$OUT/check_$n.err"
   grep -E "dirty|recall" "$OUT/check_$n.log" | head -12

@@ -355,7 +355,15 @@ def test_report_section_on_a_tiny_grid(capsys, tmp_path, image_data):
     assert "## Contamination" in report
     section_lines = report.split("## Contamination", 1)[1].split("\n## ", 1)[0].splitlines()
     row = next(line for line in section_lines if line.startswith("| full | 2 |"))
-    assert "(n=12)" in row and "(n=7)" in row and "(n=4)" in row and row.endswith("| 1 |")
+    assert "(n=12)" in row and "(n=7)" in row and "(n=4)" in row and "| 1 |" in row
+    # dirty minus clean over the two seeds, under the project's rule (unpaired: disjoint example sets)
+    test = entry["dirty_minus_clean"]
+    from transferlab import stats
+
+    want = stats.unpaired_accuracies([w["dirty"]["accuracy"] for w in per_run], 4,
+                                     [w["clean"]["accuracy"] for w in per_run], 7)
+    assert test["estimate"] == pytest.approx(want.estimate) and test["method"] == want.method
+    assert row.endswith(f"| {test['band']} {test['verdict']} |")
     assert "id='contamination'" in (out / "report.html").read_text()
 
     # --report-only takes the option too; without it the section is left out

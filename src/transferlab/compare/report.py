@@ -188,7 +188,8 @@ def reading_section(ctx: ReportContext) -> Section | None:
                          f"difference {_band(s.vs_scratch)}.")
         for s in noise:
             items.append(f"{s.strategy} vs scratch: {s.mean[metric]:.3f} vs {sc:.3f}, within noise "
-                         f"({_band(s.vs_scratch)}): neither transfer hurt nor helped measurably.")
+                         f"({s.strategy} minus scratch {_band(s.vs_scratch, sign=-1)}): neither transfer hurt nor "
+                         "helped measurably.")
         if helped:
             items.append(f"Transfer helped beyond noise (scratch {sc:.3f}): " + ", ".join(
                 f"{s.strategy} ({s.mean[metric]:.3f}, {_band(s.vs_scratch, sign=-1)})" for s in helped) + ".")
