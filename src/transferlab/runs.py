@@ -256,6 +256,10 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     if len(data.train) < 2:
         raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
                           f"least 2")
+    # The strategy's checks against this model's depth groups (freeze:k beyond them, ...): a refusal comes before
+    # config.json, so the corrected command needs no --resume. Both calls only compute names and scales.
+    strategy.ever_trainable(model, config.train.epochs)
+    strategy.lr_scales(model, 0)
     if place.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())

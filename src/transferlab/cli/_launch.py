@@ -19,6 +19,9 @@ def add_nproc_option(p) -> None:
                         "CUDA), as torchrun --nproc-per-node N would; --batch-size is per process, so a step sees "
                         "N x --batch-size examples (the learning rate is not rescaled). Several machines: "
                         "torchrun, docs/distributed.md")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow --nproc above this machine's CPU cores (or, on CUDA, its GPUs): every process holds "
+                        "a whole model and its data, so memory grows with N")
 
 
 def wants_launch(args) -> bool:
@@ -33,7 +36,35 @@ def wants_launch(args) -> bool:
             raise ConfigError(f"--nproc {nproc} inside a job of {os.environ['WORLD_SIZE']} processes started by "
                               f"torchrun: drop --nproc (torchrun's --nproc-per-node decides)")
         return False
+    if nproc > 1 and not getattr(args, "oversubscribe", False):
+        _check_capacity(nproc, getattr(args, "device", None))
     return nproc > 1
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_capacity(nproc: int, device: str | None) -> None:
+    """--nproc above the cores (CPU) or the GPUs (CUDA): one line before any process starts; each process holds a
+    whole model and its data, so 64 of them can take all the memory."""
+    import torch
+
+    device = str(device or "auto")
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        gpus = torch.cuda.device_count()
+        if nproc > gpus:
+            raise ConfigError(f"--nproc {nproc} on --device {device} with {gpus} GPU(s) here: at most one process "
+                              f"per GPU (pass --oversubscribe to share them)")
+        return
+    cores = usable_cores()
+    if nproc > cores:
+        raise ConfigError(f"--nproc {nproc} is more than the {cores} CPU core(s) this process may use; each process "
+                          f"holds a whole model: use --nproc {cores} or less, or pass --oversubscribe")
 
 
 def without_nproc(argv: list[str]) -> list[str]:
@@ -55,7 +86,7 @@ def launch(nproc: int, argv: list[str], checkpoint: str) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if nproc > cores:
         logger.warning("--nproc %d on %d CPU core(s): the processes share cores and each runs slower", nproc, cores)
     # torch's threads divided among the processes (torchrun sets 1); a value the user set is kept

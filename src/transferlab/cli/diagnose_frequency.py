@@ -1,6 +1,8 @@
 """`transferlab diagnose frequency`: what the early layers pass or filter out, as frequency responses."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from transferlab.cli._common import print_json, print_table
 
 TABLE_COLUMNS = 4  # grating frequencies shown in the plain table (the JSON has them all)
@@ -34,7 +36,11 @@ def cmd_frequency(args) -> None:
     from transferlab.diagnostics.frequency_report import plot_frequency
     from transferlab.outputs import check_plot_path
 
+    from transferlab.models.timm_models import check_input_size
+
     plot = check_plot_path(args.plot, inputs={"--run": args.run, "--weights": args.weights})  # before the work
+    for model in ([args.model] if args.model else []) + [m for m in args.compare_to if not Path(m).is_dir()]:
+        check_input_size(model, args.weights if model == args.model else None, args.image_size)
     result = frequency_for(args.run, args.model, compare_to=args.compare_to, image_size=args.image_size,
                            frequencies=args.frequencies, weights=args.weights,
                            random_init=not args.no_random_init)

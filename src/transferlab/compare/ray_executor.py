@@ -149,8 +149,10 @@ def _connect(ray, address: str | None, cpus_per_cell: int) -> bool:
     if cpus_per_cell > cpus:
         raise ConfigError(f"--cpus-per-cell {cpus_per_cell} is more than the {cpus} CPU(s) of the local Ray instance "
                           "(torch's threads here: the cores, or OMP_NUM_THREADS); no cell could start")
-    # Sized to what torch uses here; no dashboard (a web server nobody asked for).
-    ray.init(num_cpus=cpus, include_dashboard=False, **options)
+    # Sized to what torch uses here; no dashboard (a web server nobody asked for); this machine's loopback address
+    # as the node's address (a local instance serves this process only). Ray 2.60 maps a loopback address to the
+    # machine's routable one on Linux, and its gRPC servers may still listen on every interface.
+    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **options)
     return True
 
 

@@ -117,9 +117,9 @@ def read_split(path: str | Path, split: str, options: DataOptions | None = None,
         if missing:
             raise DataError(f"{folder} has no class folder(s) {', '.join(missing)} (--classes); "
                             f"it has {', '.join(sorted(present))}")
-        paths = [p for d in classes if d.name in set(keep) for p in image_files(d)]
+        paths = [p for d in classes if d.name in set(keep) for p in image_files(d, skipped)]
     else:  # every image under the folder, in class folders or not (none may escape the check)
-        paths = image_files(folder)
+        paths = image_files(folder, skipped)
     if not paths:
         raise DataError(f"{folder} holds no images")
     ids = [image_id(p, str(root)) for p in paths]  # as `evaluate --contamination` names them

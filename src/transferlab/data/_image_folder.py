@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._bundle import DataBundle
 from ._errors import DataError, SkipLog
-from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file
+from ._images import MAX_PIXELS, ImageCollate, ImageDataset, check_image, is_image_file, not_regular_reason
 from ._options import check_classes_exist, listed
 from ._split import VAL_NAMES, holdout_split, sort_labels, stratified_subset, test_holdout
 from ._transforms import eval_transform, image_size, resize_size, train_transform
@@ -59,12 +59,14 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _images_under(folder: Path, ignored: Counter) -> list[str]:
-    """Image files anywhere under ``folder``, sorted; other files' extensions are counted in ``ignored``."""
-    return list(_walk_images(folder, ignored))
+def _images_under(folder: Path, ignored: Counter, skipped: SkipLog | None = None) -> list[str]:
+    """Image files anywhere under ``folder``, sorted; other files' extensions are counted in ``ignored``; image
+    names that are no regular file (a FIFO, socket or device: reading one could block) are left out and
+    recorded in ``skipped``."""
+    return list(_walk_images(folder, ignored, skipped))
 
 
-def _walk_images(folder: Path, ignored: Counter):
+def _walk_images(folder: Path, ignored: Counter, skipped: SkipLog | None = None):
     """Yield the image files under ``folder`` in sorted walk order (see `_images_under`)."""
     visited: set[str] = set()  # links are followed (data sets are often linked in); a link cycle must end
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -76,19 +78,27 @@ def _walk_images(folder: Path, ignored: Counter):
         dirnames[:] = sorted(d for d in dirnames if _visible(d))
         for name in sorted(filter(_visible, filenames)):
             if is_image_file(name):
-                yield os.path.join(dirpath, name)
+                path = os.path.join(dirpath, name)
+                reason = not_regular_reason(path)
+                if reason is None:
+                    yield path
+                elif skipped is not None:
+                    skipped.add(path, reason)
+                else:
+                    logger.warning("skipped %s: %s", path, reason)
             else:
                 ignored[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
 
 
 def has_images(folder: Path) -> bool:
     """Whether any image file lies under ``folder``; stops at the first."""
-    return next(_walk_images(folder, Counter()), None) is not None
+    return next(_walk_images(folder, Counter(), SkipLog()), None) is not None
 
 
-def image_files(folder: Path) -> list[str]:
-    """Image files anywhere under ``folder`` (links followed, hidden names skipped), sorted."""
-    return _images_under(folder, Counter())
+def image_files(folder: Path, skipped: SkipLog | None = None) -> list[str]:
+    """Image files anywhere under ``folder`` (links followed, hidden names skipped, files that are no regular
+    file recorded in ``skipped``), sorted."""
+    return _images_under(folder, Counter(), skipped)
 
 
 def class_folders(folder: Path) -> list[Path]:
@@ -112,7 +122,8 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
             raise DataError(f"{folder} has none of the classes --classes selects ({listed(keep)}); "
                             f"its class folders are {listed(present)}")
     if not class_dirs:
-        loose = [f for f in folder.iterdir() if f.is_file() and is_image_file(f.name)]
+        loose = [f for f in folder.iterdir() if is_image_file(f.name) and f.is_file()
+                 and not_regular_reason(str(f)) is None]
         if loose and labelled_optional:
             logger.warning("%s holds images but no class folders: ignored as an unlabelled test set", folder)
             return None
@@ -124,7 +135,7 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
     names: list[str] = []
     ignored: Counter = Counter()
     for class_dir in class_dirs:
-        files = _images_under(class_dir, ignored)
+        files = _images_under(class_dir, ignored, skipped)
         if not files:
             raise DataError(f"class folder {class_dir} holds no images ({_EXTENSIONS_HINT}); "
                             "add images or remove the folder")

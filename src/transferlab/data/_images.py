@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,6 +33,19 @@ _WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+NOT_REGULAR = "not a regular file (a named pipe, socket or device: reading it could block)"
+
+
+def not_regular_reason(path: str) -> str | None:
+    """NOT_REGULAR when ``path`` (links followed) is a FIFO, socket or device, else None (a missing file or a
+    broken link is left to the reader's own error). Checked before any ``open``: opening a FIFO blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else NOT_REGULAR
 
 
 def _open(fp, max_pixels: int) -> Image.Image:
@@ -62,6 +76,9 @@ def check_image(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
     and is caught at ``__getitem__`` time instead.
     """
     try:
+        not_regular = not_regular_reason(path)
+        if not_regular is not None:
+            return not_regular
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as fp:
@@ -78,6 +95,9 @@ def read_image(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = N
     ``min_side``: let JPEG decode at 1/2, 1/4 or 1/8 scale while both sides stay >= min_side
     (PIL's draft mode), which makes large photos several times cheaper when the model input is small.
     """
+    not_regular = not_regular_reason(path)
+    if not_regular is not None:  # open() on a FIFO would wait for a writer forever
+        raise OSError(f"{path}: {not_regular}")
     with open(path, "rb") as fp:
         img = _open(fp, max_pixels)
         if min_side is not None:
