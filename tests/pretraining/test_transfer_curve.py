@@ -8,6 +8,8 @@ import statistics
 from pathlib import Path
 
 import pytest
+
+from transferlab.compare.grid import SCRATCH_SEARCH, safe_name, scratch_name
 import torch
 
 from tests.pretraining.conftest import (
@@ -54,7 +56,10 @@ def test_curve_writes_its_report_and_records_every_run(curve, digits_run):
     assert {(r["checkpoint"], r["strategy"], r["seed"]) for r in records} == expected and len(records) == 14
     assert results["notes"] == []
     metrics = run_metrics(curve)
-    assert len(metrics) == 14 and sorted(r["run_dir"] for r in records) == sorted(metrics)
+    # every baseline recipe ran over every seed; the records hold the selected recipe's runs only
+    assert len(metrics) == 12 + len(SCRATCH_SEARCH) * len(SEEDS)
+    assert set(r["run_dir"] for r in records) <= set(metrics)
+    selected = safe_name(results["scratch_choice"]["selected"])
     index = {e["epoch"]: e for e in load_json(digits_run.path / "checkpoints" / "index.json")["epochs"]}
     for r in records:
         m = metrics[r["run_dir"]]
@@ -62,7 +67,7 @@ def test_curve_writes_its_report_and_records_every_run(curve, digits_run):
         assert m["seed"] == r["seed"]
         folder = Path(r["run_dir"]).relative_to(curve)
         if r["checkpoint"] == "scratch":
-            assert folder.parts[:4] == ("grids", "scratch", "runs", "full") and r["epoch"] is None
+            assert folder.parts[:4] == ("grids", "scratch", "runs", selected) and r["epoch"] is None
         else:
             assert folder.parts[:4] == ("grids", r["checkpoint"], "runs", STRATEGY_FOLDERS[r["strategy"]])
             assert m["strategy"] == r["strategy"]
@@ -72,18 +77,28 @@ def test_curve_writes_its_report_and_records_every_run(curve, digits_run):
     assert "scratch" in report and all(f"epoch_{e}" in report or f" {e} " in report for e in DIGITS_KEPT)
 
 
-def test_one_scratch_grid_trains_full_per_seed_from_the_random_init(curve, digits_run):
+def test_one_scratch_grid_trains_the_baseline_recipes_per_seed_from_the_random_init(curve, digits_run):
     from transferlab.runs import build_model, read_run_config
 
-    assert load_json(curve / "grids" / "scratch" / "grid.json")["strategies"] == ["full"]
-    assert sorted(p.name for p in (curve / "grids" / "scratch" / "runs").iterdir()) == ["full"]
+    grid = load_json(curve / "grids" / "scratch" / "grid.json")
+    assert grid["strategies"] == [] and grid["scratch"] and grid["scratch_init"] == "given"
+    folders = {safe_name(scratch_name(r)): r for r in SCRATCH_SEARCH}
+    assert sorted(p.name for p in (curve / "grids" / "scratch" / "runs").iterdir()) == sorted(folders)
     for grid in (curve / "grids").glob("epoch_*"):  # the baseline is trained once, not per checkpoint
         assert sorted(p.name for p in (grid / "runs").iterdir()) == sorted(STRATEGY_FOLDERS.values())
     scratch = str((digits_run.path / "checkpoints" / "scratch").resolve())
     starts = []
+    base_lr = load_json(curve / "curve.json")["base"]["train"]["lr"]
+    for folder, recipe in folders.items():
+        for seed in SEEDS:
+            config = read_run_config(curve / "grids" / "scratch" / "runs" / folder / str(seed))
+            # the pre-training run's own random init, every parameter at the base rate, the recipe's settings
+            assert (config.model, config.strategy, config.weights, config.train.seed) == \
+                (scratch, "full:backbone_lr=1", None, seed)
+            assert config.train.bn_stats == recipe["bn_stats"]
+            assert config.train.lr == pytest.approx(base_lr * recipe["lr_scale"])
     for seed in SEEDS:
-        config = read_run_config(curve / "grids" / "scratch" / "runs" / "full" / str(seed))
-        assert (config.model, config.strategy, config.weights, config.train.seed) == (scratch, "full", None, seed)
+        config = read_run_config(curve / "grids" / "scratch" / "runs" / next(iter(folders)) / str(seed))
         starts.append(build_model(config).backbone.state_dict()["conv1.0.weight"])
     assert not torch.equal(*starts), "each seed is its own random draw"
 
@@ -130,13 +145,14 @@ def test_forgetting_along_the_curve(curve, digits_run):
 def test_resumed_curve_reruns_only_what_is_missing_with_the_same_numbers(curve, digits_run, tmp_path, capsys):
     out = Path(shutil.copytree(curve, tmp_path / "curve"))
     finished = out / "grids" / "epoch_2" / "runs" / "linear_probe" / "1"  # its metrics.json lost
-    gone = [out / "grids" / "epoch_4" / "runs" / "freeze-k2" / "0", out / "grids" / "scratch" / "runs" / "full" / "1"]
+    selected = safe_name(load_json(curve / "results.json")["scratch_choice"]["selected"])
+    gone = [out / "grids" / "epoch_4" / "runs" / "freeze-k2" / "0", out / "grids" / "scratch" / "runs" / selected / "1"]
     before = {str(p.parent): strip_timing(load_json(p)) for p in out.glob("grids/*/runs/*/*/metrics.json")}
     (finished / "metrics.json").unlink()
     for folder in gone:
         shutil.rmtree(folder)
     untouched = [p.parent for p in out.glob("grids/*/runs/*/*/metrics.json")]
-    assert len(untouched) == 11
+    assert len(untouched) == 12 + len(SCRATCH_SEARCH) * len(SEEDS) - 3
     kept = {str(p): snapshot(p) for p in untouched}
 
     code, _, err = run_cli(curve_args(digits_run.path, out, "--resume"), capsys)
