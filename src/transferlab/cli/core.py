@@ -131,7 +131,7 @@ def cmd_finetune(args) -> None:
     # --out, --cache-dir and the --track targets: clear of every input and of each other, before any work
     check_command_outputs({"--out": args.out, "--cache-dir": config.train.cache_dir or None}, run_inputs(config),
                           tracks)
-    from transferlab.models.timm_models import check_input_size
+    from transferlab.models._factory import check_input_size
 
     check_input_size(config.model, config.weights, config.data_options.image_size)  # a ViT's fixed size
     if wants_launch(args):  # the checks that need no data, here; then the processes run this command

@@ -36,7 +36,7 @@ def cmd_frequency(args) -> None:
     from transferlab.diagnostics.frequency_report import plot_frequency
     from transferlab.outputs import check_plot_path
 
-    from transferlab.models.timm_models import check_input_size
+    from transferlab.models._factory import check_input_size
 
     plot = check_plot_path(args.plot, inputs={"--run": args.run, "--weights": args.weights})  # before the work
     for model in ([args.model] if args.model else []) + [m for m in args.compare_to if not Path(m).is_dir()]:

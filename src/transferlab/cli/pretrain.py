@@ -65,7 +65,7 @@ def cmd_pretrain(args) -> None:
     config = RunConfig(model=args.model or DEFAULT_MODEL, data=args.data, strategy=PRETRAIN_STRATEGY,
                        train=dataclass_from_args(TrainConfig, args),
                        data_options=dataclass_from_args(DataOptions, args, seed=args.seed))
-    from transferlab.models.timm_models import check_input_size
+    from transferlab.models._factory import check_input_size
 
     check_input_size(config.model, None, config.data_options.image_size)  # a ViT's fixed size, before any write
     if wants_launch(args):

@@ -49,3 +49,19 @@ def model_cfg(name: str, weights: str | None = None) -> PretrainedCfg:
     if timm_models.is_timm_model(name):
         return timm_models.timm_cfg(name, weights)
     raise ConfigError(_unknown(name))
+
+
+def check_input_size(model: str, weights: str | None, image_size: int | None) -> None:
+    """ConfigError (one line, before anything is written) when --image-size is not the fixed input size of the
+    model's architecture. Refused rather than rebuilt at the new size (timm's img_size=): a ViT's position
+    embeddings in --weights or a pretrained folder would no longer fit, and resampling them changes the model."""
+    if image_size is None:
+        return
+    try:
+        arch = model_cfg(model, weights).architecture
+    except Exception:  # noqa: BLE001  (a model that cannot be read is reported by the command itself, in one line)
+        return
+    fixed = timm_models.fixed_input_size(arch) if arch else None
+    if fixed is not None and fixed != image_size:
+        raise ConfigError(f"--image-size {image_size}: {model} ({arch}) takes only {fixed} x {fixed} px inputs "
+                          f"(a fixed patch grid); use --image-size {fixed}, or a model that takes any size")
