@@ -298,14 +298,15 @@ GRID_FOLDER = FolderKind(
     folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset()})
 
 
-# A contamination check (contamination): summary.json marks it and is written last, so a killed run leaves only
-# what `residue` lists; matches.csv's columns are read back by `evaluate/compare --contamination`.
+# A contamination check (contamination): summary.json marks it and is written last; matches.csv's columns are read
+# back by `evaluate/compare --contamination`. No residue: a folder is a check's only by its summary.json (a user's
+# own matches.csv or contamination.html is theirs), so a check killed before its summary leaves a folder that a
+# re-run refuses as foreign (choose another --out); nothing of the user's is ever taken for ours.
 CONTAMINATION_FORMAT = "transferlab-contamination-1"
 CONTAMINATION_COLUMNS = ("target_id", "source_id", "score", "method", "dirty")
 CONTAMINATION_FOLDER = FolderKind(
     name="contamination check", marker="summary.json", formats=frozenset({CONTAMINATION_FORMAT}),
-    files=frozenset({"summary.json", "matches.csv", "contamination.html"}),
-    residue=frozenset({"matches.csv", "contamination.html"}))
+    files=frozenset({"summary.json", "matches.csv", "contamination.html"}))
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from transferlab.errors import TransferlabError
+from transferlab.units import escape_control
 
 
 @dataclass
@@ -49,5 +50,8 @@ def _batch(model, config, item: str) -> dict:
 
 
 def tsv_field(text: str) -> str:
-    """A value as one TSV field: backslash, tab, and line breaks escaped (a label or text may hold them)."""
-    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r"))
+    """A value as one TSV field: backslash, tab, and line breaks escaped (a label or text may hold them), and every
+    other control character as repr writes it (a class folder named with ESC[2J would clear the terminal)."""
+    text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return escape_control(text)
+

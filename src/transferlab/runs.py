@@ -294,6 +294,9 @@ def check_run_folder(config: RunConfig, out: str | Path, resume: bool = False, o
     resolve_device(config.train.device)  # a device that is not here: one line, before anything is written
     parse_strategy(config.strategy).check_epochs(config.train.epochs)
     from transferlab.models import model_cfg
+    from transferlab.models.heads import parse_head
+
+    parse_head(config.head)  # a bad or absurd head (vib:dim=1e9): one line, before anything is written
 
     model_cfg(config.model, config.weights)  # an unknown model or a damaged pretrained folder: before --overwrite
     if dry:

@@ -70,7 +70,11 @@ def fail(message: str) -> "NoReturn":  # noqa: F821
 
 
 def print_table(rows: list[list[str]]) -> None:
-    """Rows of strings as left-aligned columns (the first row is the header)."""
+    """Rows of strings as left-aligned columns (the first row is the header); control characters escaped (a class
+    or run named with ESC[2J would clear the terminal)."""
+    from transferlab.units import escape_control
+
+    rows = [[escape_control(str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

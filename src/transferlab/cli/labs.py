@@ -14,7 +14,7 @@ def register(sub) -> None:
     q = lab_sub.add_parser("run", help="run a lab (or all): DIR/figure.png, DIR/result.json, DIR/README.md")
     q.add_argument("name", help="a lab's name (transferlab lab list), or all")
     q.add_argument("--quick", action="store_true", help="the small version (what the test suite runs)")
-    q.add_argument("--seeds", type=int, help="seeds per setting (default: 3; --quick: 2)")
+    q.add_argument("--seeds", type=_seed_count, help="seeds per setting, 2 to 100 (default: 3; --quick: 2)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=cmd_run)
 
@@ -47,3 +47,22 @@ def cmd_run(args) -> None:
     record = run_lab(args.name, args.out, quick=args.quick, seeds=args.seeds)
     print(json.dumps({k: record[k] for k in ("lab", "verdict", "rule", "summary", "seconds")}, indent=2))
     print(f"lab written to {args.out} (figure.png, result.json, README.md)")
+
+
+def _seed_count(text: str) -> int:
+    """--seeds: a whole number, at most MAX_SEEDS, refused at parse time (1e12 would be a list of 10^12 seeds);
+    the lower bound is the runner's (labs.runner._seeds)."""
+    import argparse
+
+    from transferlab.labs.runner import MAX_SEEDS
+
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not n.is_integer():
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text}")
+    if n > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEEDS} (each seed trains every setting of the lab "
+                                         f"once), got {text}")
+    return int(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferlab.cli._common import print_json
+from transferlab.units import escape_control
 
 
 def register(sub) -> None:
@@ -73,7 +74,7 @@ def cmd_show(args) -> None:
     print(f"method        {s['spec']}  (run strategy: {s['run_strategy']})")
     print(f"base model    {s['base_model']}  ({s['architecture']}, weights: {s['base_weights'] or 'bundled'})")
     print(f"fingerprint   sha256 {s['fingerprint']}")
-    print(f"classes       {len(s['classes'])}: {', '.join(map(str, s['classes'][:10]))}"
+    print(f"classes       {len(s['classes'])}: {escape_control(', '.join(map(str, s['classes'][:10])))}"
           f"{' ...' if len(s['classes']) > 10 else ''}")
     print(f"trainable     {s['trainable_params']:,d} of {s['total_params']:,d} parameters "
           f"({100 * s['trainable_share']:.3f}%)")

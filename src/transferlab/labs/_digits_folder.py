@@ -26,21 +26,35 @@ def split_rows(targets, test_fraction: float, val_fraction: float, seed: int) ->
 
 def write_digits_folder(out: str | Path, size: int = 64, test_fraction: float = 0.25, val_fraction: float = 0.2,
                         seed: int = 0) -> Path:
-    """Write the folder (once: a folder holding DIR/done is kept); returns DIR."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    """Write the folder (once: a folder holding DIR/done is kept; written into a temporary sibling and renamed, so
+    a kill never leaves a half-written DIR: labs._atomic_folder); returns DIR."""
+    from transferlab.labs._atomic_folder import write_atomically
 
     out = Path(out)
-    if (out / "done").is_file():
+    if (out / DONE).is_file():  # complete (older versions wrote the same marker last)
         return out
-    raw = load_digits()
-    targets = [int(t) for t in raw.target]
-    for split, rows in split_rows(targets, test_fraction, val_fraction, seed).items():
-        for row in rows:
-            pixels = (raw.images[row] / 16.0 * 255).round().astype(np.uint8)  # (8, 8), 0..16 -> 0..255
-            image = Image.fromarray(pixels, mode="L").resize((size, size), Image.BILINEAR)
-            path = out / split / str(targets[row]) / f"{row}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path)
-    (out / "done").write_text("digits folder complete\n", encoding="utf-8")
-    return out
+
+    def write(folder: Path) -> None:
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
+        raw = load_digits()
+        targets = [int(t) for t in raw.target]
+        for split, rows in split_rows(targets, test_fraction, val_fraction, seed).items():
+            for row in rows:
+                pixels = (raw.images[row] / 16.0 * 255).round().astype(np.uint8)  # (8, 8), 0..16 -> 0..255
+                image = Image.fromarray(pixels, mode="L").resize((size, size), Image.BILINEAR)
+                path = folder / split / str(targets[row]) / f"{row}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path)
+
+    return write_atomically(out, DONE, DONE_TEXT, write, _owned)
+
+
+DONE, DONE_TEXT = "done", "digits folder complete\n"
+
+
+def _owned(parts: tuple[str, ...]) -> bool:
+    """A file this writer makes, by its path in DIR: split/<digit>/<row>.png."""
+    return (len(parts) == 3 and parts[0] in SPLITS and parts[1].isdigit() and parts[2].endswith(".png")
+            and parts[2][:-4].isdigit())

@@ -2,9 +2,10 @@
 
 A lab is a function `run(ctx) -> LabResult` with a one-sentence claim. It trains ordinary runs through
 `ctx.finetune` (run folders under DIR/runs/, reused when a lab is run again in the same folder, so an interrupted
-lab continues), reads its numbers back from those folders with `ctx.read` (each reading is recorded with where it
-came from, so a test can check it against the file), saves any measurement of its own with `ctx.save_measure`, and
-returns its checks (labs/verdict.py decides the verdict from them), a table of numbers and a figure.
+lab continues; a finished run made with other settings is refused), reads its numbers back from those folders with
+`ctx.read` (each reading is recorded with where it came from, so a test can check it against the file), saves any
+measurement of its own with `ctx.save_measure`, and returns its checks (labs/verdict.py decides the verdict from
+them), a table of numbers and a figure.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class LabContext:
         folder = self.out / "runs" / name
         state = run_state(folder)
         if state == "finished":
+            _check_same_run(folder, config)
             logger.info("lab run %s: finished earlier, kept", name)
         else:
             logger.info("lab run %s", name)
@@ -97,6 +99,24 @@ class LabContext:
         relative = f"measures/{name}.json"
         atomic_write_json(self.out / relative, values)
         return relative
+
+
+def _check_same_run(folder: Path, config) -> None:
+    """Refuse a finished run in FOLDER that was made with other settings than `config` (a run folder from another
+    lab, another version of this one, or the user's: its numbers would not be this lab's)."""
+    import copy
+
+    from transferlab.runs import read_run_config, resume_differences, with_absolute_paths
+
+    saved = read_run_config(folder)
+    if saved is None:
+        raise ConfigError(f"lab run {folder} has metrics but no config.json; choose another --out")
+    differences = resume_differences(with_absolute_paths(saved), with_absolute_paths(copy.deepcopy(config)))
+    if differences:
+        first = ", ".join(f"{key} {old!r} there, {new!r} now" for key, (old, new) in list(differences.items())[:3])
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise ConfigError(f"lab run {folder} was made with other settings: {first}{more}; choose another --out "
+                          f"(nothing was changed)")
 
 
 def read_key(path: Path, key: str) -> float:

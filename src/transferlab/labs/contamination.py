@@ -82,27 +82,53 @@ def pick_leak(test_rows: np.ndarray, n: int, seed: int) -> list[tuple[int, int]]
 
 def write_folder(root: Path, splits: dict[str, np.ndarray], leak: list[tuple[int, int]] = ()) -> dict[str, str]:
     """An image folder of digits at ROOT (split/<digit>/<row>.png, 8 x 8 greyscale), the leak added to train/ as
-    train/<digit>/leak_<row>.png; returns {test id: kind} of the leaked test images (ids as the check names them)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    train/<digit>/leak_<row>.png; returns {test id: kind} of the leaked test images (ids as the check names them).
 
-    digits = load_digits()
-    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8): 0..16 -> 0..255
+    Written whole or not at all (a temporary sibling, renamed: labs._atomic_folder), with ROOT/done naming what it
+    holds; a ROOT whose `done` names the same splits and leak is kept, any other is written again."""
+    import hashlib
 
-    def save(array: np.ndarray, relative: str) -> None:
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path)  # (H, W) uint8: greyscale
+    from transferlab.labs._atomic_folder import write_atomically
 
-    for split, rows in splits.items():
-        for row in rows:
-            save(pixels[row], f"{split}/{digits.target[row]}/{row:04d}.png")
-    leaked = {}
-    for row, kind in leak:
-        save(leaked_copy(pixels[row], kind), f"train/{digits.target[row]}/leak_{row:04d}.png")
-        leaked[f"test/{digits.target[row]}/{row:04d}.png"] = KINDS[kind]
+    digits_target = _digit_targets()
+    leaked = {f"test/{digits_target[row]}/{row:04d}.png": KINDS[kind] for row, kind in leak}
+    content = json.dumps({"splits": {k: [int(r) for r in v] for k, v in splits.items()},
+                          "leak": [[int(r), int(k)] for r, k in leak]}, sort_keys=True)
+    marker_text = f"digits folder complete: {hashlib.sha256(content.encode()).hexdigest()}\n"
+
+    def write(folder: Path) -> None:
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (N, 8, 8): 0..16 -> 0..255
+
+        def save(array: np.ndarray, relative: str) -> None:
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)  # (H, W) uint8: greyscale
+
+        for split, rows in splits.items():
+            for row in rows:
+                save(pixels[row], f"{split}/{digits.target[row]}/{row:04d}.png")
+        for row, kind in leak:
+            save(leaked_copy(pixels[row], kind), f"train/{digits.target[row]}/leak_{row:04d}.png")
+
+    write_atomically(root, "done", marker_text, write, _owned)
     return leaked
 
+
+def _digit_targets() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().target
+
+
+def _owned(parts: tuple[str, ...]) -> bool:
+    """A file write_folder makes, by its path in ROOT: split/<digit>/<row>.png or train/<digit>/leak_<row>.png."""
+    name = parts[-1]
+    stem = name[:-4].removeprefix("leak_") if name.endswith(".png") else ""
+    return len(parts) == 3 and parts[0] in ("train", "val", "test") and parts[1].isdigit() and stem.isdigit()
 
 def check_options():
     """The check's CheckOptions, as the command runs it by default: every image method, thresholds calibrated on
@@ -165,13 +191,12 @@ def run(ctx: LabContext) -> LabResult:
     splits = split_digits(sizes)
     options = {**DIGITS, "epochs": sizes["epochs"], "patience": 0}
     clean_data = ctx.out / "data" / "clean"
-    if not (clean_data / "test").is_dir():
-        write_folder(clean_data, splits)
+    write_folder(clean_data, splits)  # kept when complete (its `done` names these splits)
     rows, detections, rule_notes = [], [], []
     for seed in ctx.seeds:
         leak_data = ctx.out / "data" / f"leak_s{seed}"
         leak = pick_leak(splits["test"], sizes["leak"], seed)
-        leaked = write_folder(leak_data, splits, leak)  # rewritten each time: the same files, by construction
+        leaked = write_folder(leak_data, splits, leak)  # kept when complete with this leak
         check, measure = _detect(ctx, leak_data, f"leak_s{seed}", leaked)
         rule_notes.append(f"seed {seed}: {json.loads((ctx.out / measure).read_text(encoding='utf-8'))['rules']}")
         detections.append({"seed": seed, "leaked": ctx.read(measure, "leaked"),

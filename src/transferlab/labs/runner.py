@@ -34,10 +34,15 @@ def _claim(out: Path, kind, marker: dict) -> None:
     atomic_write_json(out / kind.marker, marker)
 
 
+MAX_SEEDS = 100  # a lab trains every setting once per seed: more is a typo, not a measurement
+
+
 def _seeds(quick: bool, seeds: int | None) -> list[int]:
     n = seeds if seeds is not None else (2 if quick else 3)
     if n < 2:
         raise ConfigError(f"--seeds must be >= 2 (a verdict needs a spread), got {n}")
+    if n > MAX_SEEDS:
+        raise ConfigError(f"--seeds must be at most {MAX_SEEDS} (each seed is a full set of training runs), got {n}")
     return list(range(n))
 
 

@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.errors import ConfigError
+
+# A head's width (mlp hidden, vib dim) above this is a typo, not a model: 65536 wide already costs D x 65536 weights
+# (3 GB of float32 with a 12288-wide transformer), and 1e9 would be an allocation failure, not a refusal.
+MAX_WIDTH = 65536
+WIDTH_REASON = "wider is a typo: the head's weight matrices would not fit in memory"
 from transferlab.specs import parse_params
 
 DEFAULT_HEAD = "linear"
@@ -93,6 +98,8 @@ class MLPHead(Head):
         def __post_init__(self):
             if self.hidden < 1:
                 raise ValueError(f"hidden must be at least 1, got {self.hidden}")
+            if self.hidden > MAX_WIDTH:
+                raise ValueError(f"hidden must be at most {MAX_WIDTH}, got {self.hidden} ({WIDTH_REASON})")
             if not 0.0 <= self.dropout < 1.0:
                 raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -148,6 +155,8 @@ class VIBHead(Head):
         def __post_init__(self):
             if self.dim < 1:
                 raise ValueError(f"dim must be at least 1, got {self.dim}")
+            if self.dim > MAX_WIDTH:
+                raise ValueError(f"dim must be at most {MAX_WIDTH}, got {self.dim} ({WIDTH_REASON})")
             if not self.beta >= 0.0:
                 raise ValueError(f"beta must be >= 0, got {self.beta}")
             if self.annealing not in ("linear", "none"):
