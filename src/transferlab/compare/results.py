@@ -90,6 +90,8 @@ class GridResults:
     summaries: dict[str, StrategySummary]
     grid: dict
     scratch_choice: dict | None = None  # how the baseline's recipe was chosen (select_scratch)
+    # (run_dir, split) -> run_examples(...): each run's file read once, however many comparisons use it
+    _examples: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"out": self.out, "model": self.model, "data": self.data, "metric": self.metric,
@@ -114,7 +116,10 @@ class GridResults:
         split = "test" if (metric or self.metric) == "test_accuracy" else "val"
         arrays, labels = [], None
         for record in self.finished_runs(strategy):
-            kept = run_examples(record.run_dir, split)
+            key = (record.run_dir, split)
+            if key not in self._examples:
+                self._examples[key] = run_examples(record.run_dir, split)
+            kept = self._examples[key]
             if kept is None:
                 return None
             correct, run_labels = kept

@@ -213,7 +213,7 @@ class Trainer:
         blocks = distributed.gather(mine) if self.world.active else [mine]
         examples[f"{split}.correct"] = torch.cat(blocks).to(torch.uint8)
         dataset = getattr(self.data, split)
-        labels = [t for t in getattr(dataset, "targets", [])]
+        labels = list(getattr(dataset, "targets", []))
         if len(labels) == examples[f"{split}.correct"].numel():
             examples[f"{split}.labels"] = torch.tensor(labels, dtype=torch.int64)
         return result
