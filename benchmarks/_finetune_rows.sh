@@ -1,12 +1,12 @@
 # Shared by core_results.sh and peft_results.sh (sourced, not run, from the repository root):
 #   DEFAULT_OUT=/tmp/x; source benchmarks/_finetune_rows.sh "$@"     # arguments: [OUT_DIR] [NAME...]
+#   data_set HYM hymenoptera                                          # the data sets it reads (benchmarks/_data.sh)
 # then `run NAME finetune-args...` trains OUT/NAME with `transferlab finetune` unless its metrics.json
 # exists, and prints one line of results; NAMEs given on the command line limit the runs (none: all).
 OUT=${1:-$DEFAULT_OUT}
 shift || true
 ONLY=" $* "
-HYM=../shared/data/hymenoptera
-SST=../shared/data/sst2
+source benchmarks/_data.sh  # the data sets: $TRANSFERLAB_DATA (docs/data.md)
 TL=.venv/bin/transferlab
 PY=.venv/bin/python
 mkdir -p "$OUT"

@@ -17,7 +17,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TL="${TL:-$ROOT/.venv/bin/transferlab}"
 PY="${PY:-$ROOT/.venv/bin/python}"
-DATA="${DATA:-$ROOT/../shared/data/hymenoptera}"
+source "$ROOT/benchmarks/_data.sh"
+[ -n "${DATA:-}" ] || data_set DATA hymenoptera  # $DATA, else $TRANSFERLAB_DATA/hymenoptera (docs/data.md)
 OUT="${1:-/tmp/bn_shift_hym}"
 CASES="${CASES:-clean gaussian_noise:1 gaussian_noise:3 gaussian_noise:5 contrast:4}"
 mkdir -p "$OUT"

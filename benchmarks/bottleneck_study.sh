@@ -6,7 +6,7 @@
 #      the near target (dog, frog, horse, ship, truck: 100 training images per class, validation 100 per class from
 #      train/, scored on their 5,000 test images) with full, l2sp, ewc, lwf and ib_select at lam 1 and 10, 3 seeds,
 #      with the source task's forgetting measured on its 5,000 real test images;
-#   2. SST-2: minilm_l6 on ../shared/data/sst2_clean (validation sentences share nothing with training, so
+#   2. SST-2: minilm_l6 on $TRANSFERLAB_DATA/sst2_clean (validation sentences share nothing with training, so
 #      selection on them predicts the test), 1,000 training phrases, 3 epochs (the CPU budget of one session), full and ib_select with the linear head and
 #      full with the vib head, 5 seeds each; scored on the 872 test sentences.
 # Usage: bash benchmarks/bottleneck_study.sh SOURCE_RUN [OUT_DIR]
@@ -16,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE_RUN=${1:?usage: bash benchmarks/bottleneck_study.sh SOURCE_RUN [OUT_DIR]}
 OUT=${2:-/tmp/transferlab_bottleneck_study}
-CIFAR=../shared/data/cifar10
-SST2=../shared/data/sst2_clean
+source benchmarks/_data.sh  # the data sets: $TRANSFERLAB_DATA (docs/data.md)
+data_set CIFAR cifar10
+data_set SST2 sst2_clean
 TL=.venv/bin/transferlab
 SEEDS_CIFAR=${SEEDS_CIFAR:-3}
 SEEDS_SST2=${SEEDS_SST2:-5}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _data import dataset
 from transferlab.contamination.detect import (
     DEFAULT_K,
     IMAGE_METHODS,
@@ -41,7 +42,7 @@ def files(root: Path, split: str) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
+    ap.add_argument("--data", help="CIFAR-10's folder (default: $TRANSFERLAB_DATA/cifar10, docs/data.md)")
     ap.add_argument("--max-source", type=int, default=None, help="first N training images (a random sample)")
     ap.add_argument("--copied", type=int, default=500)
     ap.add_argument("--negatives", type=int, default=1000)
@@ -50,7 +51,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per target for aligned, by each retrieval")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    root = Path(args.data)
+    root = Path(args.data) if args.data else dataset("cifar10", "--data")
     train = files(root, "train")
     rng = np.random.default_rng(0)
     if args.max_source:

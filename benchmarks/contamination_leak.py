@@ -2,7 +2,8 @@
 same source with part of a target's test set leaked into it (with its labels), fine-tune both on the same small
 target training set, and compare each model's accuracy on the leaked (dirty) and the other (clean) test images.
 
-Data, all from CIFAR-10 (32 px), written as folders of links (and of files for the altered copies) under OUT:
+Data, all from CIFAR-10 ($TRANSFERLAB_DATA/cifar10, docs/data.md; 32 px), written as folders of links (and of
+files for the altered copies) under OUT:
 - source_clean/train: training images 0000-0999 of each of the 10 classes (10,000); val: 1000-1099 of each;
 - source_dirty: the same, plus a leak of LEAK test images of each target class (dog, frog, horse, ship, truck),
   with their labels, in train/: a third re-encoded as JPEG (quality 90), a third shifted by 2-3 pixels (edges
@@ -34,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+from _data import dataset
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TARGET = ("dog", "frog", "horse", "ship", "truck")
 TL = str(Path(sys.executable).parent / "transferlab")
@@ -61,8 +63,8 @@ def altered(img: Image.Image, kind: int, rng: np.random.Generator) -> Image.Imag
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
-def build(out: Path, leak: int) -> list[str]:
-    """The folders; returns [target id (test/<class>/NNNN.jpg), how its copy was altered] of each leaked image."""
+def build(out: Path, leak: int, cifar: Path) -> list[str]:
+    """The folders (`cifar`: CIFAR-10's folder); returns [target id (test/<class>/NNNN.jpg), how its copy was altered] of each leaked image."""
     leaked_file = out / "leaked_ids.json"
     if leaked_file.exists():
         return json.loads(leaked_file.read_text())
@@ -70,21 +72,21 @@ def build(out: Path, leak: int) -> list[str]:
     for cls in CLASSES:
         for i in range(1000):
             for kind in ("clean", "dirty"):
-                link(CIFAR / f"train/{cls}/{i:04d}.jpg", out / f"source_{kind}/train/{cls}/{i:04d}.jpg")
+                link(cifar / f"train/{cls}/{i:04d}.jpg", out / f"source_{kind}/train/{cls}/{i:04d}.jpg")
         for i in range(1000, 1100):
             for kind in ("clean", "dirty"):
-                link(CIFAR / f"train/{cls}/{i:04d}.jpg", out / f"source_{kind}/val/{cls}/{i:04d}.jpg")
+                link(cifar / f"train/{cls}/{i:04d}.jpg", out / f"source_{kind}/val/{cls}/{i:04d}.jpg")
     leaked = []
     for cls in TARGET:
         for i in range(4000, 4100):
-            link(CIFAR / f"train/{cls}/{i:04d}.jpg", out / f"target/train/{cls}/{i:04d}.jpg")
+            link(cifar / f"train/{cls}/{i:04d}.jpg", out / f"target/train/{cls}/{i:04d}.jpg")
         for i in range(4100, 4200):
-            link(CIFAR / f"train/{cls}/{i:04d}.jpg", out / f"target/val/{cls}/{i:04d}.jpg")
+            link(cifar / f"train/{cls}/{i:04d}.jpg", out / f"target/val/{cls}/{i:04d}.jpg")
         for i in range(1000):
-            link(CIFAR / f"test/{cls}/{i:04d}.jpg", out / f"target/test/{cls}/{i:04d}.jpg")
+            link(cifar / f"test/{cls}/{i:04d}.jpg", out / f"target/test/{cls}/{i:04d}.jpg")
         for j, i in enumerate(np.sort(rng.choice(1000, leak, replace=False))):
             kind = j % 3
-            img = altered(Image.open(CIFAR / f"test/{cls}/{i:04d}.jpg"), kind, rng)
+            img = altered(Image.open(cifar / f"test/{cls}/{i:04d}.jpg"), kind, rng)
             dest = out / f"source_dirty/train/{cls}/leak_{i:04d}.jpg"
             img.save(dest, format="JPEG", quality=90 if kind == 0 else 75)
             leaked.append([f"test/{cls}/{i:04d}.jpg", ("re-encoded", "shifted", "cropped")[kind]])
@@ -128,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    leaked = build(out, args.leak)
+    leaked = build(out, args.leak, dataset("cifar10"))
     times = {}
     for kind in ("dirty", "clean"):
         check = out / f"check_{kind}"

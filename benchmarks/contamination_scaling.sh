@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/transferlab_contamination_scaling}
 SIZES=${2:-"5000 10000 25000 50000"}
-CIFAR=$(realpath ../shared/data/cifar10)
+source benchmarks/_data.sh  # the data sets: $TRANSFERLAB_DATA (docs/data.md)
+data_set CIFAR cifar10
+CIFAR=$(realpath "$CIFAR")
 TL=.venv/bin/transferlab
 PY=.venv/bin/python
 mkdir -p "$OUT"

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_OUT=/tmp/transferlab_core_results
 source benchmarks/_finetune_rows.sh "$@"
+data_set HYM hymenoptera
+data_set SST sst2
 run hym_linear_probe   --model efficientnet_lite0 --data $HYM --strategy linear_probe
 run hym_full           --model efficientnet_lite0 --data $HYM --strategy full
 run hym_discriminative --model efficientnet_lite0 --data $HYM --strategy discriminative

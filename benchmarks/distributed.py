@@ -1,7 +1,8 @@
 """Training throughput of one run on 1 and on 2 processes (DistributedDataParallel, gloo on CPU), in one run.
 
-    .venv/bin/python benchmarks/distributed.py [--model efficientnet_lite0] [--data ../shared/data/hymenoptera]
+    .venv/bin/python benchmarks/distributed.py [--model efficientnet_lite0] [--data DIR]
         [--image-size 128] [--batch-size 16] [--epochs 2] [--repeats 2] [--out /tmp/transferlab_distributed]
+    (--data: default $TRANSFERLAB_DATA/hymenoptera, docs/data.md)
 
 Each configuration is the real `transferlab finetune` command (full fine-tuning, no augmentation); its
 samples per second are what the trainer measured over its training steps (metrics.json: training examples /
@@ -28,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _data import dataset
 
 
 def run(args, name: str, nproc: int, threads: int, batch: int, extra: list[str]) -> dict:
@@ -53,7 +54,7 @@ def run(args, name: str, nproc: int, threads: int, batch: int, extra: list[str])
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hymenoptera"))
+    p.add_argument("--data", help="an image folder (default: $TRANSFERLAB_DATA/hymenoptera, docs/data.md)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16, help="the global batch of every configuration")
     p.add_argument("--epochs", type=int, default=2)
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="/tmp/transferlab_distributed")
     args = p.parse_args()
+    args.data = args.data or str(dataset("hymenoptera", "--data"))
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
     half = max(1, threads // 2)
     if args.device.startswith("cuda"):

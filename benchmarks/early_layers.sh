@@ -12,9 +12,11 @@ cd "$(dirname "$0")/.."
 STUDY=${1:?usage: bash benchmarks/early_layers.sh BOTTLENECK_STUDY_OUT [OUT_DIR]}
 OUT=${2:-/tmp/transferlab_early_layers}
 TL=.venv/bin/transferlab
+source benchmarks/_data.sh  # the data sets: $TRANSFERLAB_DATA (docs/data.md)
+data_set HYM hymenoptera
 mkdir -p "$OUT"
 if [ ! -f "$OUT/hymenoptera_full/metrics.json" ]; then
-  $TL finetune --model efficientnet_lite0 --data ../shared/data/hymenoptera --strategy full \
+  $TL finetune --model efficientnet_lite0 --data "$HYM" --strategy full \
     --out "$OUT/hymenoptera_full" $([ -e "$OUT/hymenoptera_full/config.json" ] && echo --resume)
 fi
 t0=$SECONDS

@@ -5,7 +5,8 @@ the same network with a low-pass stem, on a target whose label is a high-frequen
 control; and whether `transferlab diagnose frequency`'s gain of each depth group at the label's frequency predicts
 which strategies fail.
 
-Data (written under OUT/data, never into the repository), on hymenoptera's real photographs as carriers:
+Data (written under OUT/data, never into the repository), on hymenoptera's real photographs as carriers
+($TRANSFERLAB_DATA/hymenoptera, docs/data.md):
 - every photograph is resized (shorter side, Lanczos) and centre-cropped to R x R, R = int(S / crop_pct) = 146 for
   --image-size S = 128 and efficientnet_lite0's crop_pct 0.875, and written as a lossless PNG, so the eval
   transform's Resize(R) is the identity and its CenterCrop(S) keeps pixels: the model sees exactly the designed
@@ -62,11 +63,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _data import dataset
 # the data and weights (the lab `frequency` builds the same): transferlab/labs/frequency_data.py
 from transferlab.labs.frequency_data import CLASSES, FREQUENCY, MODEL, build_data, carrier, write_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-HYMENOPTERA = ROOT.parent / "shared/data/hymenoptera"
 TL = str(Path(sys.executable).parent / "transferlab")
 MODELS = ("efficientnet_lite0", "lowpass")
 CHANCE = 0.5
@@ -74,7 +75,8 @@ CHANCE = 0.5
 
 # ---------------------------------------------------------------------------------------------- geometry
 # ---------------------------------------------------------------------------------------------- checks
-def run_checks(out: Path, manifest: dict, geo: dict, size: int, amplitude: float, weights: dict) -> dict:
+def run_checks(out: Path, manifest: dict, geo: dict, size: int, amplitude: float, weights: dict,
+               hymenoptera: Path) -> dict:
     """What the model is fed, checked through transferlab's own loader (see the docstring); exits on a failure."""
     check_file = out / "checks.json"
     if check_file.exists():
@@ -107,7 +109,7 @@ def run_checks(out: Path, manifest: dict, geo: dict, size: int, amplitude: float
             pixels = (fed * std + mean).numpy().transpose(1, 2, 0)
             crop = written[off:off + size, off:off + size] / 255
             identity = float(np.abs(pixels - crop).max())
-            base = carrier(HYMENOPTERA / item["source"], geo["side"], manifest["margin"])
+            base = carrier(hymenoptera / item["source"], geo["side"], manifest["margin"])
             base_crop = base[off:off + size, off:off + size].astype(np.float64) / 255
             residual = (pixels - base_crop).mean(axis=2)  # the grating as fed, (S, S)
             profile = residual.mean(axis=0) if cls == "a" else residual.mean(axis=1)
@@ -405,10 +407,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    manifest, geo = build_data(out, args.image_size, args.amplitude, args.max_images, HYMENOPTERA)
+    hymenoptera = dataset("hymenoptera")
+    manifest, geo = build_data(out, args.image_size, args.amplitude, args.max_images, hymenoptera)
     print(f"data: {manifest['counts']} (written side {geo['side']} px, crop offset {geo['offset']})", flush=True)
     weights = write_weights(out)
-    checks = run_checks(out, manifest, geo, args.image_size, args.amplitude, weights)
+    checks = run_checks(out, manifest, geo, args.image_size, args.amplitude, weights, hymenoptera)
     rows = finetune_all(out, args, weights)
     diagnostic = diagnose(out, args, weights, rows)
     summary = summarise(rows, diagnostic)

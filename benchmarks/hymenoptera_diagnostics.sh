@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_OUT=/tmp/transferlab_hym_diagnostics
 source benchmarks/_finetune_rows.sh "$@"
+data_set HYM hymenoptera
 SRC="--source-data $HYM"
 run full_auto         --model efficientnet_lite0 --data $HYM --strategy full $SRC
 run lwf_auto          --model efficientnet_lite0 --data $HYM --strategy full+lwf $SRC

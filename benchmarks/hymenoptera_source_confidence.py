@@ -3,16 +3,16 @@ which is not here, so membership cannot be checked; the source head's accuracy a
 be measured. Per split: top-1 accuracy over ImageNet's 1,000 classes on the ant (310) and bee (309) images, the mean
 softmax probability of the true class, and the share of images where it exceeds 0.9.
 
-    .venv/bin/python benchmarks/hymenoptera_source_confidence.py [--data ../shared/data/hymenoptera]
+    .venv/bin/python benchmarks/hymenoptera_source_confidence.py [--data DIR]   (default: $TRANSFERLAB_DATA/hymenoptera)
 """
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
+import _data
 from transferlab.data import DataOptions, load_data
 from transferlab.models import create_model
 from transferlab.training.evaluate import ordered_loader
@@ -23,10 +23,11 @@ IMAGENET = {"ants": 310, "bees": 309}
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/hymenoptera"))
+    ap.add_argument("--data", help="hymenoptera's folder (default: $TRANSFERLAB_DATA/hymenoptera, docs/data.md)")
     args = ap.parse_args()
+    data = args.data or str(_data.dataset("hymenoptera", "--data"))
     model = create_model("efficientnet_lite0", 2).eval()
-    bundle = load_data(args.data, model.cfg, DataOptions())
+    bundle = load_data(data, model.cfg, DataOptions())
     to_source = torch.tensor([IMAGENET[c] for c in bundle.classes])
     out = {}
     for split, dataset in (("train", bundle.train), ("val", bundle.val)):

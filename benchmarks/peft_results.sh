@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_OUT=/tmp/transferlab_peft_results
 source benchmarks/_finetune_rows.sh "$@"
+data_set HYM hymenoptera
+data_set SST sst2
 SST_OPTS="--max-train 2000 --max-val 1000 --max-length 64"
 run hym_lora     --model efficientnet_lite0 --data $HYM --strategy lora
 run sst2_lora    --model minilm_l6 --data $SST --strategy lora $SST_OPTS

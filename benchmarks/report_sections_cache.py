@@ -5,7 +5,7 @@ Times `drift_for_run` and `forgetting_for_run` over the first seed of some strat
 and once with one cache for all (as the report does), and checks that both give the same numbers.
 
     .venv/bin/python benchmarks/report_sections_cache.py GRID_DIR [--strategies full,l2sp,lora]
-        [--source-data ../shared/data/hymenoptera]
+        [--source-data DIR]   (default: $TRANSFERLAB_DATA/hymenoptera, docs/data.md)
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from _data import dataset
 from transferlab.diagnostics.drift import drift_for_run
 from transferlab.diagnostics.forgetting import forgetting_for_run
 
@@ -30,8 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("grid", type=Path)
     parser.add_argument("--strategies", default="full,l2sp,lora", help="run folder names under GRID/runs")
-    parser.add_argument("--source-data", default=str(Path(__file__).resolve().parents[2] / "shared/data/hymenoptera"))
+    parser.add_argument("--source-data", help="default: $TRANSFERLAB_DATA/hymenoptera (docs/data.md)")
     args = parser.parse_args()
+    args.source_data = args.source_data or str(dataset("hymenoptera", "--source-data"))
     runs = [first_seed(args.grid, s) for s in args.strategies.split(",")]
     sections = {"drift": lambda run, cache: drift_for_run(run, max_batches=MAX_BATCHES, cache=cache),
                 "forgetting": lambda run, cache: forgetting_for_run(run, source_data=args.source_data, cache=cache)}

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from _data import dataset
 from transferlab.data import DataOptions, DecodedImages
 from transferlab.runs import RunCaches, RunConfig, finetune, prepare
 from transferlab.training.config import TrainConfig
@@ -41,11 +42,9 @@ from transferlab.training.precision import native_cpu_bf16
 from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-CASES = {
-    "efficientnet_lite0": dict(model="efficientnet_lite0", data=str(DATA / "hymenoptera"), options={}),
-    "minilm_l6": dict(model="minilm_l6", data=str(DATA / "sst2"), options={"max_length": 64, "max_val": 1000}),
+CASES = {  # data: a data set under $TRANSFERLAB_DATA (docs/data.md)
+    "efficientnet_lite0": dict(model="efficientnet_lite0", data="hymenoptera", options={}),
+    "minilm_l6": dict(model="minilm_l6", data="sst2", options={"max_length": 64, "max_val": 1000}),
 }
 SETTINGS = {
     "before": dict(cache=False, memory_format="contiguous", precision="fp32"),
@@ -130,6 +129,11 @@ def step_gflop(config: RunConfig, run_dir: Path, caches: RunCaches) -> float:
     return per_example
 
 
+def with_data(case: dict) -> dict:
+    """The case with its data set's folder, $TRANSFERLAB_DATA/NAME."""
+    return {**case, "data": str(dataset(case["data"]))}
+
+
 def flops_only(timings: Path, out: Path) -> list[dict]:
     """The rows of an earlier run (its --json) with GFLOP per example counted again (no training)."""
     saved = json.loads(timings.read_text())
@@ -137,7 +141,7 @@ def flops_only(timings: Path, out: Path) -> list[dict]:
     for row in saved["rows"]:
         if "by hand" not in row["row"]:
             spec, setting = row["row"].rsplit(" ", 1)
-            case = CASES[row["case"]]
+            case = with_data(CASES[row["case"]])
             epochs = 1
             max_train = saved.get("sst2_train", 512) if row["case"] == "minilm_l6" else None
             config = run_config(case, spec, epochs, max_train, **SETTINGS[setting])
@@ -256,7 +260,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for name in args.cases.split(","):
-            case = CASES[name]
+            case = with_data(CASES[name])
             max_train = args.sst2_train if name == "minilm_l6" else None
             print(f"\n## {name} on {Path(case['data']).name}" + (f" ({max_train} training examples)" if max_train
                                                                    else ""))

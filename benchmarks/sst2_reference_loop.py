@@ -14,22 +14,20 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from _data import dataset
 from transferlab.data import DataOptions
 from transferlab.runs import RunConfig, prepare
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate
 
-SST2 = Path(__file__).resolve().parents[2] / "shared/data/sst2"
-
 
 def reference_run(seed: int, lr: float, epochs: int, batch_size: int) -> dict:
-    config = RunConfig(model="minilm_l6", data=str(SST2), strategy="full", train=TrainConfig(seed=seed),
+    config = RunConfig(model="minilm_l6", data=str(dataset("sst2")), strategy="full", train=TrainConfig(seed=seed),
                        data_options=DataOptions(max_train=2000, max_val=1000, max_length=64, seed=seed))
     data, model, _ = prepare(config)
     torch.manual_seed(seed)

@@ -15,12 +15,12 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from _data import dataset
 from transferlab.data import DataOptions
 from transferlab.pretraining import PRETRAIN_DEFAULTS, PRETRAIN_STRATEGY, source_overrides
 from transferlab.runs import RunCaches, RunConfig, prepare
@@ -28,13 +28,12 @@ from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import to_device
 from transferlab.training.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-CASES = {
-    "efficientnet_lite0": dict(model="efficientnet_lite0", data=str(ROOT.parent / "shared/data/hymenoptera"),
+CASES = {  # data: a data set under $TRANSFERLAB_DATA (docs/data.md)
+    "efficientnet_lite0": dict(model="efficientnet_lite0", data="hymenoptera",
                                options=DataOptions(max_train=128, image_size=160, max_val=8)),
-    "minilm_l6": dict(model="minilm_l6", data=str(ROOT.parent / "shared/data/sst2"),
+    "minilm_l6": dict(model="minilm_l6", data="sst2",
                       options=DataOptions(max_train=512, max_length=64, max_val=8)),
-    "resnet10_cifar_pretrain": dict(model="resnet10_cifar", data=str(ROOT.parent / "shared/data/cifar10"),
+    "resnet10_cifar_pretrain": dict(model="resnet10_cifar", data="cifar10",
                                     options=DataOptions(classes="airplane,automobile,bird,cat,deer", max_train=5000,
                                                         max_val=8),
                                     strategy=PRETRAIN_STRATEGY, batch_size=PRETRAIN_DEFAULTS["batch_size"],
@@ -79,7 +78,7 @@ def main() -> None:
     for name in args.cases.split(","):
         case = CASES[name]
         batch_size = case.get("batch_size", args.batch_size)
-        config = RunConfig(model=case["model"], data=case["data"], strategy=case.get("strategy", "full"),
+        config = RunConfig(model=case["model"], data=str(dataset(case["data"])), strategy=case.get("strategy", "full"),
                            train=TrainConfig(epochs=1, batch_size=batch_size, warmup=0.0),
                            data_options=case["options"])
         if case.get("pretrain"):  # the input statistics pretrain measures, so both loops see the same inputs

@@ -1,4 +1,8 @@
-"""Shared fixtures: small real data and tiny models, so the suite runs in minutes on 2 CPU cores."""
+"""Shared fixtures: small real data and tiny models, so the suite runs in minutes on 2 CPU cores.
+
+The real data sets (hymenoptera, sst2, sst2_clean, cifar10: docs/data.md) come from $TRANSFERLAB_DATA only, as
+the labs find them: `shared_data(name)` (or the `data_root` fixture) skips the test, with the reason, where the
+setting is unset or lacks the set. `make test` sets it to ../shared/data where that folder exists."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from transferlab import data as _data
 from transferlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-HYMENOPTERA = SHARED_DATA / "hymenoptera"
-SST2 = SHARED_DATA / "sst2"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -21,6 +23,27 @@ warnings.filterwarnings("ignore", category=UserWarning)
 
 # A tiny timm architecture (random init) for fast end-to-end runs on digits at 32 px.
 TINY_IMAGE_MODEL = "test_efficientnet"
+
+
+def shared_data(name: str) -> Path:
+    """$TRANSFERLAB_DATA/NAME (a real data set), or skip the calling test (or fixture) with the reason."""
+    root = _data.data_root()
+    if root is None:
+        pytest.skip(f"needs the real data set {name}: set {_data.DATA_ENV} to the folder that holds {name}/ "
+                    f"(docs/data.md; `make test` sets it to ../shared/data where that exists)")
+    if not (root / name).is_dir():
+        pytest.skip(f"needs the real data set {name}: {_data.DATA_ENV}={root} has no {name}/")
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The folder $TRANSFERLAB_DATA names (the test skips where it is unset or not a folder)."""
+    root = _data.data_root()
+    if root is None or not root.is_dir():
+        pytest.skip(f"needs the real data sets: set {_data.DATA_ENV} to the folder that holds them (docs/data.md)"
+                    + ("" if root is None else f"; {root} is not a folder"))
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +68,10 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_text_data(tmp_path_factory) -> Path:
     """train.tsv (160 rows) and dev.tsv (80 rows) taken from the real SST-2 files."""
+    sst2 = shared_data("sst2")
     out = tmp_path_factory.mktemp("sst2_small")
     for name, count in (("train.tsv", 160), ("dev.tsv", 80)):
-        with open(SST2 / name, newline="", encoding="utf-8") as fh:
+        with open(sst2 / name, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh, delimiter="\t"))
         header, body = rows[0], rows[1:]
         # balanced and deterministic: the first count/2 rows of each label

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.errors import TransferlabError
+from transferlab.errors import ConfigError, TransferlabError
 from transferlab.units import escape_control
 
 
@@ -22,12 +22,24 @@ class Prediction:
     error: str | None = None
 
 
-@torch.no_grad()
 def predict_inputs(run_dir: str | Path, inputs: list[str]):
-    """Yield a Prediction per input, in order; an input that cannot be read gets its error instead."""
+    """An iterator of one Prediction per input, in order; an input that cannot be read gets its error instead.
+    Not a generator: the run is loaded, and a folder given to an image run refused (ConfigError), at the call,
+    before a caller prints anything."""
     from transferlab.runs import load_run_model
 
     config, model, _ = load_run_model(run_dir)
+    if model.cfg.modality == "image":  # a text run's inputs are texts, whatever files share their names
+        folders = [item for item in inputs if Path(item).is_dir()]
+        if folders:
+            shown = escape_control(folders[0].rstrip("/") or "/")
+            raise ConfigError(f"{shown} is a folder: give image files (or {shown}/*.png)"
+                              + (f"; {len(folders) - 1} more input(s) are folders too" if len(folders) > 1 else ""))
+    return _predictions(model, config, inputs)
+
+
+@torch.no_grad()
+def _predictions(model, config, inputs: list[str]):
     classes = config.classes
     for item in inputs:
         try:

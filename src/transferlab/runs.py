@@ -26,6 +26,7 @@ from transferlab.outputs import RUN_FOLDER, RUN_FORMAT, check_output_path, folde
 from transferlab.safe_io import atomic_write_json, load_tensors, remove_stale_temps
 from transferlab.strategies import parse_strategy
 from transferlab.training import distributed
+from transferlab.training.batches import check_batchnorm_batch_size
 from transferlab.training.config import TrainConfig
 from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import BEST, Trainer, resolve_device
@@ -260,6 +261,10 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     # config.json, so the corrected command needs no --resume. Both calls only compute names and scales.
     strategy.ever_trainable(model, config.train.epochs)
     strategy.lr_scales(model, 0)
+    # --batch-size 1 where a training BatchNorm layer would see one value per channel: refused here, not as
+    # torch's error at the first step after config.json
+    check_batchnorm_batch_size(model, strategy, data, config.train.batch_size, config.train.epochs,
+                               config.train.bn_stats)
     if place.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())
@@ -367,15 +372,26 @@ def load_run_model(run_dir: str | Path):
     return config, model, parse_strategy(config.strategy)
 
 
-def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | None = None):
+def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | None = None,
+             max_val: int | None = None):
     """(config, data, model with the selected weights, strategy) of a finished or unfinished run; `augment=False`
-    reads a run trained with --augment as it is evaluated (no random crops on its train split)."""
+    reads a run trained with --augment as it is evaluated (no random crops on its train split). `data_path`:
+    other data with the run's classes, read with the run's data options except its --max-val, which capped the
+    run's own validation split; `max_val`: a cap for this reading (either data set)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if config is None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    if data_path and not _same_data(data_path, config.data):
+        run_cap = config.data_options.max_val
+        if run_cap is not None and max_val is None:
+            logger.info("--data %s: all of its validation examples are used; the run's --max-val %d capped its "
+                        "own data %s (pass --max-val to cap these too)", data_path, run_cap, config.data)
+        config.data_options = replace(config.data_options, max_val=None)
     if data_path:
         config.data = data_path
+    if max_val is not None:  # DataOptions checks it (at least 1) before any data is read
+        config.data_options = replace(config.data_options, max_val=max_val)
     if augment is not None:
         config.data_options = replace(config.data_options, augment=augment)
     if not str(config.data).strip():
@@ -384,6 +400,13 @@ def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | 
     data, model, strategy = prepare(config)
     _load_selected_weights(run_dir, model)
     return config, data, model, strategy
+
+
+def _same_data(given: str, recorded: str) -> bool:
+    """Whether --data names the data set the run recorded (a run keeps folders and files as absolute paths)."""
+    if given == recorded:
+        return True
+    return Path(given).expanduser().resolve() == Path(recorded).expanduser().resolve()
 
 
 def _load_selected_weights(run_dir: Path, model) -> None:

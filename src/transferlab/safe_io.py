@@ -57,6 +57,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     faults.on_write("after", path.name)
 
 
+def temp_folder_beside(path: str | Path) -> Path:
+    """A new empty folder `.NAME.<random>.transferlab-tmp` beside `path`, to fill and then rename to `path` (so
+    `remove_stale_temps`-style cleanups know it by name), with the permissions `mkdir` would give it: mkdtemp
+    makes 0700 folders, and renamed into place they would be private where every other output follows the
+    umask."""
+    path = Path(path)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 from transferlab.errors import ConfigError
+
+
+# Plain ASCII numbers only: Python's int() and float() also take "1_0" (read as 10), other scripts' digits and
+# surrounding spaces, so a typo such as freeze:k=1_0 would silently become k=10.
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_params(owner: str, params_cls, arg_text: str):
@@ -41,12 +48,17 @@ def convert_value(raw: str, hint, owner: str, key: str):
                 return False
             raise ValueError
         if hint is int:
+            if not _INT.fullmatch(raw):
+                raise ValueError
             return int(raw)
         if hint is float:
+            if not _FLOAT.fullmatch(raw):
+                raise ValueError
             value = float(raw)
             if value != value or value in (float("inf"), float("-inf")):
                 raise ValueError
             return value
         return raw
     except ValueError:
-        raise ConfigError(f"{owner}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+        digits = " (write digits without '_')" if "_" in raw else ""
+        raise ConfigError(f"{owner}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}{digits}") from None

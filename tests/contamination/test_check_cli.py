@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import run_cli, shared_data
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.check import CheckOptions, check_contamination
 from transferlab.contamination.detect import DEFAULT_THRESHOLDS
 from transferlab.contamination.inputs import read_split
 from transferlab.errors import ConfigError
 
-CIFAR_TRAIN = SHARED_DATA / "cifar10" / "train"
 CLASSES = ("cat", "ship", "frog", "truck")
 # 16 source photographs are too few for a null distribution at fpr 0.001 (tests/contamination/test_calibrate.py
 # checks the data-calibrated thresholds on digits): these tests use the thresholds calibrated on CIFAR-10
@@ -49,20 +48,19 @@ def _rows(out: Path) -> list[dict]:
 def images(tmp_path_factory) -> tuple[Path, Path]:
     """src/train/<class>/ (16 CIFAR-10 photographs) and tgt/test/<class>/: a file copy, a 3-pixel shift (PNG),
     a JPEG re-encode, and 4 photographs the source does not hold."""
-    if not CIFAR_TRAIN.is_dir():
-        pytest.skip("CIFAR-10 not found in ../shared/data")
+    cifar_train = shared_data("cifar10") / "train"
     root = tmp_path_factory.mktemp("images")
     src, tgt = root / "src", root / "tgt"
     for c in CLASSES:
         (src / "train" / c).mkdir(parents=True)
         (tgt / "test" / c).mkdir(parents=True)
         for i in range(4):
-            shutil.copyfile(CIFAR_TRAIN / c / f"{i:04d}.jpg", src / "train" / c / f"{i:04d}.jpg")
-        shutil.copyfile(CIFAR_TRAIN / c / "0100.jpg", tgt / "test" / c / "stranger.jpg")
-    shutil.copyfile(CIFAR_TRAIN / "cat" / "0001.jpg", tgt / "test" / "cat" / "copy.jpg")
-    ship = np.asarray(Image.open(CIFAR_TRAIN / "ship" / "0002.jpg").convert("RGB"))
+            shutil.copyfile(cifar_train / c / f"{i:04d}.jpg", src / "train" / c / f"{i:04d}.jpg")
+        shutil.copyfile(cifar_train / c / "0100.jpg", tgt / "test" / c / "stranger.jpg")
+    shutil.copyfile(cifar_train / "cat" / "0001.jpg", tgt / "test" / "cat" / "copy.jpg")
+    ship = np.asarray(Image.open(cifar_train / "ship" / "0002.jpg").convert("RGB"))
     Image.fromarray(im._shift(ship, 3, -2)).save(tgt / "test" / "ship" / "shifted.png")
-    frog = np.asarray(Image.open(CIFAR_TRAIN / "frog" / "0003.jpg").convert("RGB"))
+    frog = np.asarray(Image.open(cifar_train / "frog" / "0003.jpg").convert("RGB"))
     Image.fromarray(frog).save(tgt / "test" / "frog" / "reencoded.jpg", quality=60)
     return src, tgt
 

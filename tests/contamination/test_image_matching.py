@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import shared_data
 from transferlab.contamination import image_matching as im
 from transferlab.contamination.image_matching import (
     COPY_KINDS,
@@ -25,16 +25,13 @@ from transferlab.contamination.image_matching import (
     to_grey32,
 )
 
-CIFAR_TEST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10" / "test"
-
 
 @pytest.fixture(scope="module")
 def cifar_images() -> list[np.ndarray]:
     """50 real CIFAR-10 test images (5 per class), 32 x 32 x 3 uint8."""
-    if not CIFAR_TEST.is_dir():
-        pytest.skip("CIFAR-10 not found in ../shared/data")
-    classes = sorted(p.name for p in CIFAR_TEST.iterdir())
-    return [np.asarray(Image.open(CIFAR_TEST / c / f"{i:04d}.jpg").convert("RGB")) for i in range(5) for c in classes]
+    cifar_test = shared_data("cifar10") / "test"
+    classes = sorted(p.name for p in cifar_test.iterdir())
+    return [np.asarray(Image.open(cifar_test / c / f"{i:04d}.jpg").convert("RGB")) for i in range(5) for c in classes]
 
 
 def _smooth_images(n: int, seed: int, size: int = 32) -> list[np.ndarray]:

@@ -47,6 +47,11 @@ def write_contamination(folder: Path, rows: list[tuple], *, modality="image", da
     target = {"data": data, "split": split, "n": 0, "skipped": 0}
     if file is not None:
         target["file"] = file
+    if Path(data).is_dir():  # what `contamination` records of the split it checked, so evaluate can match it
+        from transferlab.contamination.fingerprint import folder_fingerprint, text_fingerprint
+
+        target["fingerprint"] = (text_fingerprint(Path(data) / file) if modality == "text"
+                                 else folder_fingerprint(Path(data), Path(data) / split))
     if summary is None:
         summary = {"format": FORMAT, "modality": modality, "source": {"data": "SRC"}, "target": target,
                    "n_target": 0, "n_dirty": 0, "dirty_fraction": 0.0, "methods": {}}

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_data
 from transferlab.contamination.text_overlap import (
     MAX_SHARED_NGRAMS,
     TextOverlap,
@@ -323,11 +323,10 @@ def _read_tsv(path):
     return [line.rsplit("\t", 1)[0] for line in lines[1:] if line]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "sst2" / "train.tsv").exists(), reason="needs ../shared/data/sst2")
 def test_reproduces_the_sst2_readme_overlap():
     """README: word 8-grams, lower-cased, whitespace split: 3,048 of the 3,128 dev phrases of 8+ words share
     an 8-gram with train.tsv; test 3 of 807; sst2_clean's dev 3 of 785."""
-    sst2, clean = SHARED_DATA / "sst2", SHARED_DATA / "sst2_clean"
+    sst2, clean = shared_data("sst2"), shared_data("sst2_clean")
     index = TextOverlap(8, strip_punctuation=False).fit(_read_tsv(sst2 / "train.tsv"))
     for rows, want in [(_read_tsv(sst2 / "dev.tsv"), (3048, 3128)), (_read_tsv(sst2 / "test.tsv"), (3, 807))]:
         long = [m for m in index.match(rows) if m.n_words >= 8]

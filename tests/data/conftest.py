@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data sets in ../shared/data, model configs, and small file builders."""
+"""Shared fixtures: the real data sets ($TRANSFERLAB_DATA: tests/conftest.py), model configs, and small file
+builders."""
 from __future__ import annotations
 
 import struct
@@ -9,28 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import shared_data
 from transferlab.models._config import PretrainedCfg
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-HYMENOPTERA = SHARED_DATA / "hymenoptera"
-SST2 = SHARED_DATA / "sst2"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data set not found at {path}")
-    return path
 
 
 @pytest.fixture
 def hymenoptera() -> Path:
-    return _require(HYMENOPTERA)
+    return shared_data("hymenoptera")
 
 
 @pytest.fixture
 def sst2() -> Path:
-    return _require(SST2)
+    return shared_data("sst2")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import HYMENOPTERA
+from tests.conftest import shared_data
 from transferlab.cli import main
 from transferlab.diagnostics.bn import bn_shift, symmetric_kl
 from transferlab.diagnostics.corrupt import KINDS, corrupt_folder, corrupt_image
@@ -19,11 +19,12 @@ from transferlab.errors import ConfigError
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory) -> Path:
     """4 real hymenoptera images per class and split, shrunk to 64 px (a copy in tmp)."""
+    hymenoptera = shared_data("hymenoptera")
     out = tmp_path_factory.mktemp("hym_small")
     for split in ("train", "val"):
         for cls in ("ants", "bees"):
             (out / split / cls).mkdir(parents=True)
-            for path in sorted((HYMENOPTERA / split / cls).iterdir())[:4]:
+            for path in sorted((hymenoptera / split / cls).iterdir())[:4]:
                 with Image.open(path) as img:
                     img.convert("RGB").resize((64, 64)).save(out / split / cls / path.name)
     (out / "README.txt").write_text("not an image")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from transferlab.errors import ConfigError
-from transferlab.labs import hierarchy
+from transferlab.labs import LabContext, hierarchy
+from transferlab.labs.base import lab_data
 from transferlab.labs.hierarchy import accuracy_drop, spearman
 
 
@@ -36,5 +37,13 @@ def test_accuracy_drop_is_best_minus_last():
 
 def test_missing_near_data_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TRANSFERLAB_DATA", str(tmp_path / "absent"))
-    with pytest.raises(ConfigError, match="hymenoptera"):
-        hierarchy._data("near")
+    with pytest.raises(ConfigError, match="hymenoptera") as refused:
+        lab_data(hierarchy.LAB)
+    assert "\n" not in str(refused.value) and "TRANSFERLAB_DATA" in str(refused.value)
+
+
+def test_the_near_target_is_the_declared_data_set(tmp_path):
+    (tmp_path / "hymenoptera").mkdir()
+    ctx = LabContext(out=tmp_path / "out", quick=True, seeds=[0, 1], data=lab_data(hierarchy.LAB, tmp_path))
+    assert hierarchy._data(ctx, "near")[0] == str(tmp_path / "hymenoptera")
+    assert hierarchy._data(ctx, "distant")[0] == "digits"

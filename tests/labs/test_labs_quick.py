@@ -1,23 +1,30 @@
 """Every registered lab in its --quick version, run once: its numbers are the ones its run folders hold, and its
-verdict is the one the stated rule gives (flip the numbers, the verdict flips)."""
+verdict is the one the stated rule gives (flip the numbers, the verdict flips). The same machinery on a toy lab of
+tiny runs, and the rule on constructed numbers, are tests/labs/test_lab_machinery.py (the default set)."""
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import error_line, run_cli
+from tests.conftest import error_line, run_cli, shared_data
 from transferlab import stats
-from transferlab.labs import LABS, RULE, Check, check_verdict, lab_verdict
+from transferlab.labs import LABS, RULE, check_verdict, lab_verdict
 from transferlab.labs.base import read_key
+
+# The second set (make test-all): the real labs take minutes; their machinery is checked in seconds by the default set.
+pytestmark = pytest.mark.slow
 
 FLIPPED = {"supported": "not supported", "not supported": "supported", "mixed": "mixed"}
 
 
 @pytest.fixture(scope="module")
 def lab_runs(tmp_path_factory) -> Path:
-    """`transferlab lab run all --quick` once: every lab's folder and the page."""
+    """`transferlab lab run all --quick` once: every lab's folder and the page (some labs read real data sets:
+    skipped where $TRANSFERLAB_DATA lacks them)."""
     from transferlab.cli import main
 
+    for name in dict.fromkeys(n for lab in LABS for n in lab.datasets):
+        shared_data(name)
     out = tmp_path_factory.mktemp("labs") / "all"
     assert main(["lab", "run", "all", "--quick", "--out", str(out)]) == 0
     return out
@@ -64,66 +71,6 @@ def test_the_page_holds_every_lab(lab_runs):
         assert f"id='lab-{lab.name}'" in html
     assert html.count("data:image/png;base64,") == len(LABS)  # self-contained
     assert "Labs that failed" not in page
-
-
-def test_rule_on_constructed_numbers():
-    assert check_verdict([0.1, 0.12, 0.11]) == "supported"
-    assert check_verdict([-0.1, -0.12, -0.11]) == "not supported"
-    assert check_verdict([0.1, -0.1, 0.02]) == "mixed"  # within its noise
-    assert check_verdict([0.3]) == "mixed"  # one value: no spread to judge by
-    assert check_verdict([0.019, 0.020, 0.021]) == "supported"
-    assert check_verdict([0.019, 0.020, 0.021], margin=0.01) == "supported"
-    assert check_verdict([0.019, 0.020, 0.021], margin=0.05) == "not supported"  # reliably under what matters
-    # the old rule (mean / se > 2) said supported to these; Student's t with 1 df does not
-    assert check_verdict([0.1, 0.12]) == "mixed"
-    # no spread: the sign alone no longer decides; a positive margin does
-    assert check_verdict([0.2, 0.2]) == "mixed"
-    assert check_verdict([1e-12] * 3) == "mixed"
-    assert check_verdict([1e-12] * 3, margin=0.01) == "not supported"
-    assert check_verdict([0.2, 0.2], margin=0.01) == "supported"
-    assert check_verdict([0.1, float("nan"), 0.2]) == "mixed" and check_verdict([0.1, None, 0.2]) == "mixed"
-    # "within 2 points" and "as well as": non-inferiority and equivalence on the 90% interval
-    assert check_verdict([-0.004, 0.003, -0.001], 0.02, "noninferiority") == "supported"
-    assert check_verdict([-0.10, -0.11, -0.12], 0.02, "noninferiority") == "not supported"
-    assert check_verdict([-0.004, 0.003, -0.001], 0.02, "equivalence") == "supported"
-    with pytest.raises(ValueError):
-        check_verdict([0.1, 0.2], 0.0, "equivalence")
-    with pytest.raises(ValueError):
-        Check("x", "y", [0.1, 0.2], kind="better")
-    assert lab_verdict([[0.1, 0.101], [0.3, 0.301]]) == "supported"
-    assert lab_verdict([[0.1, 0.101], [-0.3, -0.301]]) == "mixed"
-    assert lab_verdict([[-0.1, -0.101], [-0.3, -0.301]]) == "not supported"
-
-
-def test_the_lab_rule_is_the_stats_rule():
-    """The same numbers get the same verdict from labs/verdict.py and from transferlab.stats.seed_test, and a
-    check's record carries the interval, the df and the method."""
-    cases = [([0.019, 0.020, 0.021], 0.0, "superiority"), ([0.1, 0.12, 0.05], 0.01, "superiority"),
-             ([0.1, -0.1, 0.02], 0.0, "superiority"), ([-0.01, 0.004, 0.0], 0.02, "noninferiority"),
-             ([0.004, -0.006, 0.001, 0.009], 0.02, "equivalence"), ([0.2, 0.2, 0.2], 0.01, "superiority")]
-    for values, margin, claim in cases:
-        comparison = stats.seed_test(values, margin, claim)
-        assert check_verdict(values, margin, claim) == comparison.verdict
-        check = Check("c", "what a positive value means", values, margin=margin, kind=claim)
-        d = check.to_dict()
-        assert d["verdict"] == comparison.verdict and lab_verdict([check]) == lab_verdict([d])
-        assert json.dumps(d["comparison"]) == json.dumps(comparison.to_dict())
-        assert {"low", "high", "df", "method", "p_value", "text"} <= set(d["comparison"])
-        assert d["stats"]["n"] == len(values) and d["margin"] == margin and d["kind"] == claim
-    assert stats.RULE in RULE and "intersection-union" in RULE
-
-
-def test_lab_list_and_bad_input(capsys, tmp_path):
-    code, out, _ = run_cli(["lab", "list", "--json"], capsys)
-    assert code == 0 and [e["name"] for e in json.loads(out)] == [lab.name for lab in LABS]
-    code, _, err = run_cli(["lab", "run", "nosuchlab", "--out", str(tmp_path / "x")], capsys)
-    assert code == 2 and "unknown lab 'nosuchlab'" in error_line(err)
-    code, _, err = run_cli(["lab", "run", LABS[0].name, "--seeds", "1", "--out", str(tmp_path / "y")], capsys)
-    assert code == 2 and "--seeds must be >= 2" in error_line(err)
-    (tmp_path / "z").mkdir()
-    (tmp_path / "z" / "mine.txt").write_text("not a lab")
-    code, _, err = run_cli(["lab", "run", LABS[0].name, "--quick", "--out", str(tmp_path / "z")], capsys)
-    assert code == 2 and (tmp_path / "z" / "mine.txt").read_text() == "not a lab"
 
 
 def test_a_lab_folder_continues_only_the_same_lab(lab_runs, capsys):

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from tests.conftest import SST2, TINY_IMAGE_MODEL
+from tests.conftest import TINY_IMAGE_MODEL, shared_data
 from transferlab.data import DataOptions
 from transferlab.runs import RunCaches, RunConfig, finetune, prepare
 from transferlab.training.config import TrainConfig
@@ -107,7 +107,7 @@ def test_lwf_reads_the_inputs_so_the_cache_stays_off(tmp_path, caplog):
 
 
 def test_text_model_freeze_equals_uncached(tmp_path, tiny_bert_dir):
-    kwargs = dict(model=str(tiny_bert_dir), data=str(SST2), epochs=2)
+    kwargs = dict(model=str(tiny_bert_dir), data=str(shared_data("sst2")), epochs=2)
     cached, trainer, _ = _train(tmp_path, _config("freeze:k=2", **kwargs), "cached")
     plain, _, _ = _train(tmp_path, _config("freeze:k=2", cache=False, **kwargs), "plain")
     assert trainer.state.history[0]["cached_groups"] == 2

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import HYMENOPTERA
+from tests.conftest import shared_data
 from tests.reliability.conftest import error_line, run_cli
 
 IMAGE_ARGS = ["--model", "test_efficientnet", "--image-size", "32", "--epochs", "1", "--batch-size", "16"]
@@ -41,12 +41,13 @@ def _jpeg(img: Image.Image) -> bytes:
 def messy_images(tmp_path_factory) -> tuple[Path, set[str], set[str]]:
     """40 real photos per class (ants, bees) plus 8 odd files: (folder, names that must be skipped,
     names that are odd but readable and must be used)."""
+    hymenoptera = shared_data("hymenoptera")
     root = tmp_path_factory.mktemp("messy") / "images"
     for cls in ("ants", "bees"):
         (root / cls).mkdir(parents=True)
-        for src in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:40]:
+        for src in sorted((hymenoptera / "train" / cls).glob("*.jpg"))[:40]:
             shutil.copy(src, root / cls / src.name)
-    photo = sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[0].read_bytes()
+    photo = sorted((hymenoptera / "train" / "ants").glob("*.jpg"))[0].read_bytes()
     ants, bees = root / "ants", root / "bees"
     bad = {
         ants / "corrupt.jpg": photo[:200] + bytes(range(256)) * 40,
@@ -80,8 +81,9 @@ def test_image_folder_with_broken_files_completes(messy_images, tmp_path, capsys
     assert metrics["skipped_inputs"] == len(must_skip)
     assert "decompression bomb" in skipped["bomb.png"]
     assert not odd_ok & set(skipped), "greyscale, CMYK and 16-bit images are converted, not skipped"
-    # the truncated and corrupt JPEGs pass the cheap header check at load time and are skipped when decoded
-    assert metrics["data_summary"]["train"] + metrics["data_summary"]["val"] == 80 + len(odd_ok) + 2
+    # the truncated and corrupt JPEGs pass the cheap header check at load time, are skipped when decoded, and are
+    # not counted in the splits they were in (data_summary counts the examples used)
+    assert metrics["data_summary"]["train"] + metrics["data_summary"]["val"] == 80 + len(odd_ok)
     # the bomb is refused from its header: decoding it would take ~900 MB
     assert growth_mb < 300, f"peak RSS grew by {growth_mb:.0f} MB"
 

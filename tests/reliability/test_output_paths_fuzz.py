@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import HYMENOPTERA
+from tests.conftest import shared_data
 from tests.reliability.conftest import run_cli
 from tests.reliability.test_output_safety import tree_hash
 
@@ -71,10 +71,11 @@ def workdir(tmp_path_factory) -> Path:
     from transferlab.cli import main
     from transferlab.safe_io import save_tensors
 
+    hymenoptera = shared_data("hymenoptera")
     root = tmp_path_factory.mktemp("paths")
     for cls in ("ants", "bees"):
         (root / "data" / cls).mkdir(parents=True)
-        for src in sorted((HYMENOPTERA / "train" / cls).iterdir())[:6]:
+        for src in sorted((hymenoptera / "train" / cls).iterdir())[:6]:
             shutil.copyfile(src, root / "data" / cls / src.name)
     # the LoRA run on saved base weights, so that `modules merge` rebuilds exactly its base
     base = root / "base.safetensors"

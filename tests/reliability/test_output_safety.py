@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HYMENOPTERA
+from tests.conftest import shared_data
 from tests.reliability.conftest import error_line, run_cli
 
 TINY = ["--model", "test_efficientnet", "--image-size", "32", "--epochs", "1", "--batch-size", "8"]
@@ -37,10 +37,11 @@ def tree_hash(root: Path, skip: Path | None = None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """A flat image folder (ants/, bees/: 8 real hymenoptera photos each), no train/val split."""
+    hymenoptera = shared_data("hymenoptera")
     root = tmp_path_factory.mktemp("images") / "hym"
     for cls in ("ants", "bees"):
         (root / cls).mkdir(parents=True)
-        for src in sorted((HYMENOPTERA / "train" / cls).iterdir())[:8]:
+        for src in sorted((hymenoptera / "train" / cls).iterdir())[:8]:
             shutil.copyfile(src, root / cls / src.name)
     return root
 

@@ -40,7 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _verbose_after_commands(parser)
     return parser
+
+
+def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
+    """-v also after a sub-command (`transferlab finetune -v ...`), at every level. default=SUPPRESS: a sub-parser's
+    default would overwrite the top level's value, and `transferlab -v finetune` would lose its -v."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in {id(p): p for p in action.choices.values()}.values():  # an alias maps to its parser
+                subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                       help="debug logging (also accepted before the command)")
+                _verbose_after_commands(subparser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,13 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def launch(nproc: int, argv: list[str], checkpoint: str) -> None:
     """Run `transferlab ARGV` in `nproc` processes; TrainingError naming the process that failed, the signal
-    that killed it, and the checkpoint that a --resume continues from."""
+    that killed it, and the checkpoint that a --resume continues from.
+
+    Ctrl-C (SIGINT), SIGTERM, SIGHUP or SIGQUIT sent to this launcher stop the job the way a killed process
+    does: the training processes are stopped with SIGTERM (their checkpoint is written atomically, so the last
+    one is whole) and a TrainingError says which signal arrived and where --resume continues; the CLI prints it
+    as one line and exits with its error status 2, as for a killed process and for Ctrl-C in a single-process
+    run."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -91,14 +97,64 @@ def launch(nproc: int, argv: list[str], checkpoint: str) -> None:
         logger.warning("--nproc %d on %d CPU core(s): the processes share cores and each runs slower", nproc, cores)
     # torch's threads divided among the processes (torchrun sets 1); a value the user set is kept
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its own failure report: ours below
+    _quiet_torch_elastic()
+    # torch's agent forwards the signal it received to the processes; SIGINT would raise KeyboardInterrupt in
+    # each, and each would print its own "interrupted" line. So SIGINT stays with `_stop` (SIGTERM for them),
+    # and torch handles the others, which end a process silently.
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
+                          signals_to_handle=",".join(s.name for s in _STOP_SIGNALS if s != signal.SIGINT))
     logger.info("starting %d training processes", nproc)
+    # until torch's agent has started the processes (it then takes over all but SIGINT), a signal stops the
+    # rendezvous the same way, instead of killing this process without a word (SIGTERM) or with a traceback
+    previous = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS}
     try:
         elastic_launch(config, sys.executable)("-m", "transferlab", *argv)
     except ChildFailedError as exc:
         raise _failure(exc, checkpoint) from None
+    except _signal_exception() as exc:  # the agent has stopped the processes and waited for them
+        received = signal.Signals(getattr(exc, "received", exc.sigval))
+        raise TrainingError(f"interrupted by {received.name}; the job's training processes were stopped; "
+                            f"{_kept(checkpoint)}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# The signals that stop a launched job: Ctrl-C, `kill`, a closed terminal, Ctrl-\.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _signal_exception():
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    return SignalException
+
+
+def _stop(signum, frame) -> None:
+    """The launcher's handler for `_STOP_SIGNALS`: torch's SignalException, which makes its agent stop the
+    processes, asking for SIGTERM (silent in them) whatever arrived; `received` keeps what arrived."""
+    exc = _signal_exception()(f"process {os.getpid()} got {signal.Signals(signum).name}", sigval=signal.SIGTERM)
+    exc.received = signum
+    raise exc
+
+
+def _quiet_torch_elastic() -> None:
+    """torch's elastic loggers set their own levels (WARNING), so the level of their parent does not reach them;
+    their reports of a failure or a stop (several lines, with tracebacks) repeat the one line we print."""
+    import torch.distributed.elastic.agent.server.api  # noqa: F401  (creates the loggers silenced below)
+    import torch.distributed.elastic.multiprocessing.api  # noqa: F401
+
+    prefix = "torch.distributed.elastic"
+    logging.getLogger(prefix).setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(prefix + "."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _kept(checkpoint: str) -> str:
+    return (f"the last good checkpoint is {checkpoint} (continue with --resume)" if os.path.isfile(checkpoint)
+            else "no checkpoint was written yet")
 
 
 def _failure(exc, checkpoint: str) -> BaseException:
@@ -111,7 +167,5 @@ def _failure(exc, checkpoint: str) -> BaseException:
     rank, first = (killed or failures)[0]
     how = (f"was killed by {signal.Signals(-first.exitcode).name}" if first.exitcode < 0
            else f"exited with status {first.exitcode}")
-    kept = (f"the last good checkpoint is {checkpoint} (continue with --resume)" if os.path.isfile(checkpoint)
-            else "no checkpoint was written yet")
     return TrainingError(f"training process of rank {rank} (pid {first.pid}) {how}; the job's other processes were "
-                         f"stopped; {kept}")
+                         f"stopped; {_kept(checkpoint)}")

@@ -3,18 +3,48 @@ from __future__ import annotations
 
 
 def _thresholds(values: list[str] | None) -> dict[str, float]:
+    """--threshold METHOD=VALUE items as {method: value}, each checked: a known method, given once, with a value it
+    can use (a whole Hamming distance for the hashes). Called first, before any path is looked at."""
+    from transferlab.contamination.detect import DEFAULT_THRESHOLDS, check_threshold
     from transferlab.errors import ConfigError
 
     out = {}
     for item in values or []:
         method, sep, value = item.partition("=")
+        method = method.strip()
         try:
             if not sep:
                 raise ValueError
-            out[method.strip()] = float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"--threshold {item!r}: expected METHOD=VALUE, e.g. aligned=0.9") from None
+        if method in out:
+            # one would silently win (the last, by argparse's order): the user meant one value, and we cannot know
+            # which
+            raise ConfigError(f"--threshold {method} is given twice ({out[method]:g} and {number:g}); give one "
+                              "value per method")
+        if method not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"no threshold for method {method!r}; thresholds: {', '.join(DEFAULT_THRESHOLDS)}")
+        try:
+            out[method] = check_threshold(method, number)
+        except ValueError as exc:
+            raise ConfigError(f"--threshold {item!r}: {exc}") from None
     return out
+
+
+def _split_flags(args) -> dict[str, object]:
+    """The digits-only options given, by flag (the bundled digits are split as finetune splits them; image folders
+    and text files hold their splits as files, so there the flags would change nothing, and are refused)."""
+    from transferlab.data._digits import is_digits_spec
+    from transferlab.errors import ConfigError
+
+    given = {flag: value for flag, value in (("--val-fraction", args.val_fraction),
+                                             ("--test-fraction", args.test_fraction), ("--seed", args.seed))
+             if value is not None}
+    if given and not any(is_digits_spec(str(d)) for d in (args.source, args.target)):
+        raise ConfigError(f"{next(iter(given))} splits the bundled digits only; {args.source} and {args.target} "
+                          "hold their splits as folders or files (--split, --source-split choose them)")
+    return given
 
 
 def register(sub) -> None:
@@ -37,8 +67,8 @@ def register(sub) -> None:
                     "OUT/summary.json and OUT/contamination.html (the closest pairs side by side). A target example "
                     "is dirty when any method finds it. Use the folder with `evaluate --contamination OUT` for "
                     "the metric on the clean and dirty parts.")
-    p.add_argument("--source", required=True, help="the data a model was (pre-)trained on: an image folder or "
-                                                   "text files, in the formats finetune reads")
+    p.add_argument("--source", required=True, help="the data a model was (pre-)trained on: an image folder, "
+                                                   "text files or digits (digits:0-4), as finetune reads them")
     p.add_argument("--source-split", default="train", choices=["train", "val", "test"],
                    help="the source's split (default: train)")
     p.add_argument("--target", required=True, help="the evaluation data set (it may hold only --split)")
@@ -83,6 +113,12 @@ def register(sub) -> None:
     p.add_argument("--text-column", help="name of the text column (default: 'sentence' or 'text')")
     p.add_argument("--label-column", help="name of the label column (default: 'label')")
     p.add_argument("--no-header", action="store_true", help="text files have no header row")
+    p.add_argument("--val-fraction", type=float,
+                   help="digits: the fraction held out as the val split, as finetune holds it out (default: 0.2)")
+    p.add_argument("--test-fraction", type=float,
+                   help="digits: the fraction held out as the test split, as finetune's --test-fraction (default: "
+                        "none, so digits has no test split)")
+    p.add_argument("--seed", type=int, help="digits: the seed of those splits, as finetune's --seed (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a contamination check already in --out")
     p.add_argument("--export-clean", metavar="DIR",
@@ -93,7 +129,11 @@ def register(sub) -> None:
 def _options(args):
     from transferlab.data import DataOptions
 
-    return DataOptions(text_column=args.text_column, label_column=args.label_column, no_header=args.no_header)
+    split = {name: value for name, value in (("val_fraction", args.val_fraction),
+                                             ("test_fraction", args.test_fraction), ("seed", args.seed))
+             if value is not None}
+    return DataOptions(text_column=args.text_column, label_column=args.label_column, no_header=args.no_header,
+                       **split)
 
 
 def cmd_contamination(args) -> None:
@@ -102,9 +142,12 @@ def cmd_contamination(args) -> None:
     from transferlab.contamination.check import (
         CheckOptions,
         check_contamination,
+        check_distinct,
         check_export_folder,
     )
     from transferlab.contamination.inputs import read_split
+    from transferlab.data._digits import is_digits_spec
+    from transferlab.errors import ConfigError
     from transferlab.outputs import (
         CONTAMINATION_FOLDER,
         check_outputs,
@@ -112,6 +155,10 @@ def cmd_contamination(args) -> None:
         require_writable,
     )
 
+    thresholds = _thresholds(args.threshold)  # the options first: a mistyped value must not wait for the data
+    _split_flags(args)
+    if args.export_clean and is_digits_spec(str(args.target)):
+        raise ConfigError(f"--export-clean: {args.target} is bundled with scikit-learn, not files to copy")
     inputs = {"--source": args.source, "--target": args.target,
               "--embed-model": args.embed_model if args.embed_model and Path(args.embed_model).expanduser().is_dir()
               else None}
@@ -122,18 +169,18 @@ def cmd_contamination(args) -> None:
     if clean is not None:
         check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
-                        thresholds=_thresholds(args.threshold), threshold_mode=args.threshold_mode, fpr=args.fpr,
+                        thresholds=thresholds, threshold_mode=args.threshold_mode, fpr=args.fpr,
                         null_size=args.null_size, k=args.k, embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
                         calibrate=args.calibrate, show=args.show)
     source = read_split(args.source, args.source_split, _options(args), args.source_classes or args.classes)
     target = read_split(args.target, args.split, _options(args), args.classes)
     if source.modality != target.modality:
-        from transferlab.errors import ConfigError
-
         raise ConfigError(f"--source {args.source} holds {source.modality} and --target {args.target} holds "
                           f"{target.modality}: they cannot be compared")
     opts.check(target.modality)  # bad options fail before any work
+    # a target that is the source's own files is refused here, before --overwrite removes the previous check
+    check_distinct(source, target)
     if state == "ours":  # --overwrite: our three files only, so that a failed rerun cannot mix two checks
         remove_owned(out, CONTAMINATION_FOLDER)
     summary = check_contamination(source, target, opts, out, args.source, args.target, export_to=clean)

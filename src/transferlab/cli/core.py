@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data", help="evaluate on other data with the same classes")
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
+    p.add_argument("--max-val", type=int, metavar="N",
+                   help="evaluate on at most N validation examples (a stratified, seeded subsample); default: the "
+                        "run's --max-val on its own data, all examples of other --data")
     p.add_argument("--contamination", metavar="DIR",
                    help="an output folder of transferlab contamination for this split: adds the accuracy on its "
                         "clean and dirty examples")
@@ -40,7 +43,8 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="label and probability for each input (image path or text), as TSV with "
                                        "an error column; exit 2 when an input could not be read")
     p.add_argument("--run", required=True)
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (a shell glob such as DIR/*.png for a "
+                                                              "folder's), or texts for a text run")
     p.set_defaults(func=cmd_predict)
 
 
@@ -174,7 +178,7 @@ def cmd_evaluate(args) -> None:
         from transferlab.contamination.subsets import read_contamination
 
         contamination = read_contamination(args.contamination)
-    config, data, model, _ = load_run(args.run, args.data)
+    config, data, model, _ = load_run(args.run, args.data, max_val=args.max_val)
     dataset = {"val": data.val, "test": data.test, "train": data.train}[args.split]
     if dataset is None:
         from transferlab.errors import ConfigError
@@ -204,8 +208,9 @@ def cmd_predict(args) -> None:
     from transferlab.predict import predict_inputs, tsv_field
 
     failed = 0
+    predictions = predict_inputs(args.run, args.inputs)  # a refused input (a folder): one line, no header
     print("label\tprobability\tinput\terror")
-    for p in predict_inputs(args.run, args.inputs):
+    for p in predictions:
         failed += p.error is not None
         probability = "" if p.probability is None else f"{p.probability:.4f}"
         print("\t".join([tsv_field(p.label or ""), probability, tsv_field(p.input), tsv_field(p.error or "")]),

@@ -12,8 +12,9 @@ def register(sub) -> None:
     d.add_argument("--run", required=True, help="run directory")
     d.add_argument("--data", help="target data (default: the run's own; same classes)")
     d.add_argument("--split", choices=["val", "test", "train"], default="val")
-    d.add_argument("--max-batches", type=int, help="use at most this many evaluation batches")
-    d.add_argument("--batch-size", type=int, help="minibatch size for CKA (default: the run's eval batch size)")
+    d.add_argument("--max-batches", type=_at_least_one, help="use at most this many evaluation batches (>= 1)")
+    d.add_argument("--batch-size", type=int, help="minibatch size for CKA, at least 4 (the unbiased estimator's "
+                                                   "minimum; default: the run's eval batch size)")
     d.add_argument("--plot", metavar="FILE.png", help="write CKA and weight change by depth as a PNG")
     d.add_argument("--json", action="store_true", help='print {"groups": [{"name", "weight_change", "cka"}]}')
     d.set_defaults(func=cmd_drift)
@@ -34,7 +35,7 @@ def register(sub) -> None:
     b.add_argument("--data", required=True)
     b.add_argument("--split", choices=["val", "test", "train"], default="val")
     b.add_argument("--image-size", type=int, help="with --model: input size (default: the model's)")
-    b.add_argument("--max-batches", type=int)
+    b.add_argument("--max-batches", type=_at_least_one, help="use at most this many batches (>= 1)")
     b.add_argument("--plot", metavar="FILE.png", help="write the shift by layer depth as a PNG")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bn_shift)
@@ -61,6 +62,19 @@ def register(sub) -> None:
     e.add_argument("--out", required=True, help="FILE.safetensors")
     e.add_argument("--overwrite", action="store_true", help="replace an existing FILE.safetensors")
     e.set_defaults(func=cmd_export_source)
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: zero batches would read no example, and the command would print empty results."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value} (leave it out to use every batch)")
+    return value
 
 
 def cmd_drift(args) -> None:

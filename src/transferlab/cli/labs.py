@@ -16,19 +16,23 @@ def register(sub) -> None:
     q.add_argument("--quick", action="store_true", help="the small version (what the test suite runs)")
     q.add_argument("--seeds", type=_seed_count, help="seeds per setting, 2 to 100 (default: 3; --quick: 2)")
     q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--data-root", metavar="DIR",
+                   help="the folder that holds the real data sets a lab reads (hymenoptera/, ...: `lab list` names "
+                        "them; docs/data.md says where to get them) (default: $TRANSFERLAB_DATA)")
     q.set_defaults(func=cmd_run)
 
 
 def cmd_list(args) -> None:
     from transferlab.labs import LABS
 
-    entries = [{"name": lab.name, "claim": lab.claim, "data": lab.data, "minutes": lab.minutes,
-                "quick_minutes": lab.quick_minutes} for lab in LABS]
+    entries = [{"name": lab.name, "claim": lab.claim, "data": lab.data, "datasets": list(lab.datasets),
+                "minutes": lab.minutes, "quick_minutes": lab.quick_minutes} for lab in LABS]
     if args.json:
         print_json(entries)
         return
-    print_table([["lab", "minutes (quick)", "data", "claim"]]
-                + [[e["name"], f"{e['minutes']:g} ({e['quick_minutes']:g})", e["data"], e["claim"]] for e in entries])
+    print_table([["lab", "minutes (quick)", "data", "reads from $TRANSFERLAB_DATA", "claim"]]
+                + [[e["name"], f"{e['minutes']:g} ({e['quick_minutes']:g})", e["data"],
+                    ", ".join(f"{n}/" for n in e["datasets"]) or "-", e["claim"]] for e in entries])
 
 
 def cmd_run(args) -> None:
@@ -39,12 +43,12 @@ def cmd_run(args) -> None:
     if args.name == "all":
         command = f"transferlab lab run all{' --quick' if args.quick else ''}" + \
                   (f" --seeds {args.seeds}" if args.seeds else "") + f" --out {args.out}"
-        records = run_all(args.out, quick=args.quick, seeds=args.seeds, command=command)
+        records = run_all(args.out, quick=args.quick, seeds=args.seeds, command=command, data_root=args.data_root)
         for r in records:
             print(f"{r['lab']:<16} {r['verdict']:<14} {r['seconds']:.0f} s")
         print(f"page written to {args.out}/labs.md and {args.out}/labs.html")
         return
-    record = run_lab(args.name, args.out, quick=args.quick, seeds=args.seeds)
+    record = run_lab(args.name, args.out, quick=args.quick, seeds=args.seeds, data_root=args.data_root)
     print(json.dumps({k: record[k] for k in ("lab", "verdict", "rule", "summary", "seconds")}, indent=2))
     print(f"lab written to {args.out} (figure.png, result.json, README.md)")
 

@@ -19,8 +19,8 @@ def register(sub) -> None:
                                    f"OUT@scratch). Defaults that differ from finetune: {defaults}.")
     p.add_argument("--model", default=None, help=f"timm architecture, or {DEFAULT_MODEL} (default: {DEFAULT_MODEL}: "
                                                  f"a small ResNet for 32 px images)")
-    p.add_argument("--data", required=True, help="source data: an image folder (e.g. ../shared/data/cifar10), "
-                                                 "or digits")
+    p.add_argument("--data", required=True, help="source data: an image folder (e.g. $TRANSFERLAB_DATA/cifar10: "
+                                                 "docs/data.md), or digits")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="E",
                    help="keep a checkpoint every E epochs, and the last (default: 1)")
     p.add_argument("--out", required=True, help="run directory")

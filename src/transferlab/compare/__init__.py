@@ -9,12 +9,14 @@ Report sections are registered in `transferlab.compare.report` (`register_sectio
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from transferlab.compare.executor import run_grid
 from transferlab.compare.grid import DEFAULT_STRATEGIES, SCRATCH, GridSpec, grid_spec, split_strategy_list
-from transferlab.compare.report import Section, register_section, write_report
+from transferlab.compare.report import Section, add_report_phase, register_section, write_report
 from transferlab.compare.results import GridResults, collect
+from transferlab.progress import Progress
 
 # The diagnostics' sections (CKA by depth, forgetting, BatchNorm shift) and the contamination section
 # (clean and dirty test examples) register themselves on import.
@@ -32,10 +34,14 @@ def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[st
     `executor="ray"`, see run_grid), then write the report from the runs' metrics.json. `given`: with resume, the
     option keys the user passed (only those may contradict the saved grid). `contamination`: a `transferlab
     contamination` folder of the test split (the report's contamination section)."""
-    cell_results = run_grid(spec, out, resume=resume, given=given, jobs=jobs, executor=executor, address=address,
-                            cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
-    results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
-    write_report(results, contamination=contamination)
+    # One progress for the runs and the report's sections: the time left it logs counts both.
+    with Progress(logging.getLogger("transferlab.compare.grid")) as progress:
+        add_report_phase(progress, runs=(len(spec.strategies) + len(spec.scratch_candidates())) * len(spec.seeds))
+        cell_results = run_grid(spec, out, resume=resume, given=given, jobs=jobs, executor=executor,
+                                address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell,
+                                progress=progress)
+        results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
+        write_report(results, contamination=contamination, progress=progress)
     return results
 
 

@@ -11,6 +11,7 @@ from transferlab.compare.grid import CellResult, GridProgress, GridSpec, _absolu
 from transferlab.compare.ray_executor import check_ray_options, run_on_ray
 from transferlab.errors import ConfigError
 from transferlab.outputs import check_output_path
+from transferlab.progress import Progress
 from transferlab.runs import run_inputs, run_state
 from transferlab.safe_io import atomic_write_json
 
@@ -19,11 +20,12 @@ logger = logging.getLogger(__name__)
 
 def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
              jobs: int = 1, executor: str = "local", address: str | None = None, cpus_per_cell: int | None = None,
-             gpus_per_cell: float | None = None) -> list[CellResult]:
+             gpus_per_cell: float | None = None, progress: Progress | None = None) -> list[CellResult]:
     """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on.
     `jobs` > 1 runs the cells in that many worker processes (see run_parallel); `executor="ray"` runs them as Ray
     tasks of `cpus_per_cell` CPUs (1) and `gpus_per_cell` GPUs (0) each, on the cluster at `address` or a local
-    instance (see ray_executor). The results are the same."""
+    instance (see ray_executor). The results are the same. `progress`: shared with work that follows the grid
+    (compare's report), so that the time left counts it; by default the grid's runs only."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
@@ -38,19 +40,25 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     if jobs > 1 and jobs > to_run:
         logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))
         jobs = max(to_run, 1)
-    if executor == "ray":
-        return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
-                          gpus_per_cell=gpus_per_cell or 0)
-    if jobs > 1:
-        return run_parallel(spec, cells, out, resume, jobs)
-    progress = GridProgress(len(cells))
-    caches = grid_caches(spec)
-    results = []
-    for i, cell in enumerate(cells):
-        progress.start(i, cell)
-        results.append(run_cell(spec, cell, out, resume, progress, caches))
-        progress.done(results[-1])
-    return results
+    own = progress is None
+    progress = progress or Progress(logging.getLogger("transferlab.compare.grid"))
+    try:
+        if executor == "ray":
+            return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
+                              gpus_per_cell=gpus_per_cell or 0, progress=progress)
+        if jobs > 1:
+            return run_parallel(spec, cells, out, resume, jobs, progress)
+        grid_progress = GridProgress(len(cells), progress=progress)
+        caches = grid_caches(spec)
+        results = []
+        for i, cell in enumerate(cells):
+            grid_progress.start(i, cell)
+            results.append(run_cell(spec, cell, out, resume, grid_progress, caches))
+            grid_progress.done(results[-1])
+        return results
+    finally:
+        if own:
+            progress.close()
 
 
 EXECUTORS = ("local", "ray")  # where the cells run: this machine (--jobs processes), or Ray tasks

@@ -29,6 +29,7 @@ import torch
 
 from transferlab.errors import ConfigError
 from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, foreign_message, folder_state
+from transferlab.progress import Progress
 from transferlab.runs import RunCaches, RunConfig, finetune, run_state
 from transferlab.safe_io import atomic_write_json, save_tensors
 from transferlab.strategies import parse_strategy
@@ -396,7 +397,8 @@ def worker_threads(jobs: int, total: int) -> int:
     return max(1, total // jobs)
 
 
-def run_parallel(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, jobs: int) -> list[CellResult]:
+def run_parallel(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, jobs: int,
+                 progress: Progress | None = None) -> list[CellResult]:
     """The cells in `jobs` spawned worker processes, torch's threads divided among them; results in plan order.
 
     Each worker keeps its own caches, with frozen-prefix entries also in DIR/feature_cache/ (or --cache-dir) so
@@ -412,7 +414,7 @@ def run_parallel(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, job
                        "the processes beyond the cores oversubscribe them, and every process runs slower; running "
                        "with 1 thread each", jobs, total)
     logger.info("%d worker processes x %d torch thread(s) each (torch has %d here)", jobs, threads, total)
-    progress = GridProgress(len(cells), jobs=jobs)
+    progress = GridProgress(len(cells), jobs=jobs, progress=progress)
     results: list[CellResult | None] = [None] * len(cells)
     for i, cell in enumerate(cells):
         if run_state(cell.run_dir) == "finished":  # as run_cell does, without a process
@@ -474,7 +476,7 @@ def _die_with_parent(sig: int) -> None:
 def _worker_run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: int, total: int) -> CellResult:
     """One cell in a worker process; whatever escapes run_cell comes back as a failed cell."""
     try:
-        progress = GridProgress(total)
+        progress = GridProgress(total, progress=Progress(logger, bar=False))  # the parent draws any bar
         progress.start(index, cell)
         return run_cell(spec, cell, out, resume, progress, _worker_caches)
     except Exception as exc:  # run_cell records a failing run; this failed around it (writing error.json, ...)
@@ -562,47 +564,45 @@ def reset_peak_memory() -> None:
 
 
 class GridProgress:
-    """Logs which run of how many, its epoch, and the time left estimated from the runs finished so far; with
-    `jobs` processes (run_parallel), runs come back in any order, `jobs` at a time."""
+    """Logs which run of how many, its epoch, and the time left estimated from the runs finished so far, plus
+    whatever other work `progress` declares (compare's report sections); with `jobs` processes (run_parallel),
+    runs come back in any order, `jobs` at a time."""
 
-    def __init__(self, total: int, jobs: int = 1):
+    def __init__(self, total: int, jobs: int = 1, progress: Progress | None = None):
         self.total = total
-        self.jobs = jobs
+        self.progress = progress or Progress(logger, bar=False)  # a bar only from one its caller closes
+        if "run" in self.progress.phases:  # declared by the caller over several grids (transfer_curve)
+            self.progress.phases["run"].parallel = max(1, jobs)
+        else:
+            self.progress.add("run", total, parallel=jobs)
         self.index = 0
         self.completed = 0  # runs come back (run_parallel)
         self.cell: Cell | None = None
-        self.run_seconds: list[float] = []
-        self.started = time.perf_counter()
-        self.cell_started = self.started
+
+    @property
+    def jobs(self) -> int:
+        return self.progress.phases["run"].parallel
+
+    @jobs.setter
+    def jobs(self, jobs: int) -> None:  # ray_executor learns it once connected
+        self.progress.phases["run"].parallel = max(1, jobs)
 
     def start(self, index: int, cell: Cell) -> None:
-        self.index, self.cell, self.cell_started = index, cell, time.perf_counter()
-        logger.info("run %d/%d: %s -> %s%s", index + 1, self.total, cell.label, cell.run_dir, self._eta(0.0))
+        self.index, self.cell = index, cell
+        self.progress.start("run")
+        self.progress.note(f"run {index + 1}/{self.total}: {cell.label} -> {cell.run_dir}", logger)
 
     def done(self, result: CellResult) -> None:
-        if result.status == "finished" and result.seconds > 0:
-            self.run_seconds.append(result.seconds)
-        logger.info("run %d/%d: %s %s in %.0f s%s", self.index + 1, self.total, result.cell.label, result.status,
-                    result.seconds, self._eta(1.0))
+        self.progress.finish("run", seconds=result.seconds, timed=result.status == "finished")
+        self.progress.note(f"run {self.index + 1}/{self.total}: {result.cell.label} {result.status} in "
+                           f"{result.seconds:.0f} s", logger)
 
     def finished(self, index: int, result: CellResult) -> None:
         """Run `index` came back from a worker process (run_parallel)."""
         self.completed += 1
-        if result.status == "finished" and result.seconds > 0:
-            self.run_seconds.append(result.seconds)
-        left = ""
-        if self.run_seconds and self.completed < self.total:
-            per_run = sum(self.run_seconds) / len(self.run_seconds)
-            left = f" | about {_fmt_seconds((self.total - self.completed) * per_run / self.jobs)} left"
-        logger.info("run %d/%d: %s %s in %.0f s%s", index + 1, self.total, result.cell.label, result.status,
-                    result.seconds, left)
-
-    def _eta(self, current_done: float) -> str:
-        if not self.run_seconds:
-            return ""
-        per_run = sum(self.run_seconds) / len(self.run_seconds)
-        left = (self.total - self.index - 1 + (1.0 - current_done)) * per_run
-        return f" | about {_fmt_seconds(left)} left"
+        self.progress.finish("run", seconds=result.seconds, timed=result.status == "finished")
+        self.progress.note(f"run {index + 1}/{self.total}: {result.cell.label} {result.status} in "
+                           f"{result.seconds:.0f} s", logger)
 
     def callback(self) -> Callback:
         return EpochLog(self)
@@ -616,11 +616,6 @@ class EpochLog(Callback):
 
     def on_epoch_end(self, trainer, record):
         progress = self.progress
-        done = record["epoch"] / trainer.config.epochs
-        logger.info("run %d/%d: %s epoch %d/%d%s", progress.index + 1, progress.total, progress.cell.label,
-                    record["epoch"], trainer.config.epochs, progress._eta(done))
-
-
-def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+        progress.progress.advance(record["epoch"] / trainer.config.epochs)
+        progress.progress.note(f"run {progress.index + 1}/{progress.total}: {progress.cell.label} epoch "
+                               f"{record['epoch']}/{trainer.config.epochs}", logger)

@@ -58,8 +58,15 @@ def learning_curves(results: GridResults) -> bytes:
 
 
 def _scatter(results: GridResults, xkey: str, xlabel: str, logx: bool) -> bytes:
+    return to_png(scatter_figure(results, xkey, xlabel, logx))
+
+
+def scatter_figure(results: GridResults, xkey: str, xlabel: str, logx: bool):
+    """One point per strategy (mean, std bars over seeds), each named; strategies at the same point share one
+    label ("a, b"), and labels that would overlap (same parameter count, close accuracy) are moved apart."""
     fig, ax = new_figure(figsize=(6, 4))
     metric = results.metric
+    at: dict[tuple[float, float], list[str]] = {}
     for i, name in enumerate(results.strategies):
         s = results.summaries[name]
         x, y = s.mean.get(xkey), s.mean.get(metric)
@@ -67,14 +74,34 @@ def _scatter(results: GridResults, xkey: str, xlabel: str, logx: bool) -> bytes:
             continue
         ax.errorbar([x], [y], yerr=[s.std.get(metric) or 0.0], xerr=[s.std.get(xkey) or 0.0], fmt="o",
                     color=f"C{i % 10}", capsize=3, label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        at.setdefault((x, y), []).append(name)
+    labels = [ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(5, 4), fontsize=7)
+              for xy, names in at.items()]
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    return to_png(fig)
+    _separate(fig, labels)
+    return fig
+
+
+def _separate(fig, labels: list, gap_px: float = 1.0) -> None:
+    """Move labels up, lowest first, until no label's box overlaps one placed before it (display space)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    placed = []
+    for label in sorted(labels, key=lambda t: (t.xy[1], t.xy[0])):
+        for _ in range(len(labels) + 1):  # each move clears one box; at most one per box placed
+            box = label.get_window_extent(renderer)
+            hit = next((b for b in placed if b.overlaps(box)), None)
+            if hit is None:
+                break
+            dx, dy = label.xyann  # offset in points
+            label.xyann = (dx, dy + (hit.y1 - box.y0 + gap_px) * 72 / fig.dpi)
+        placed.append(label.get_window_extent(renderer))
 
 
 def accuracy_vs_params(results: GridResults) -> bytes:

@@ -84,13 +84,13 @@ def check_address(address: str) -> None:
 
 
 def run_on_ray(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, address: str | None = None,
-               cpus_per_cell: int = 1, gpus_per_cell: float = 0) -> list[CellResult]:
+               cpus_per_cell: int = 1, gpus_per_cell: float = 0, progress=None) -> list[CellResult]:
     """The cells as Ray tasks on the cluster at `address` (else the instance this process is connected to, else a
     local one sized to this machine); results in plan order. Finished cells are kept without a task; a task that
     dies becomes a failed cell (error.json) and the others go on; Ctrl-C cancels the tasks."""
     ray = import_ray()
     check_ray_options(address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
-    progress = GridProgress(len(cells))
+    progress = GridProgress(len(cells), progress=progress)  # `progress`: a transferlab.progress.Progress to share
     results: list[CellResult | None] = [None] * len(cells)
     for i, cell in enumerate(cells):
         if run_state(cell.run_dir) == "finished":  # as run_cell does, without a task

@@ -27,6 +27,7 @@ from pathlib import Path
 from transferlab import stats
 from transferlab.compare.grid import SCRATCH
 from transferlab.compare.results import OVERFIT_THRESHOLD, SUMMARY_FIELDS, GridResults
+from transferlab.progress import Progress
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from transferlab.sections import (_SECTIONS, Bullets, Figure, Section, Table, Text,  # noqa: F401  (re-exported)
                                   list_sections, register_section)
@@ -66,11 +67,12 @@ def _metric_name(results: GridResults) -> str:
     return "test accuracy" if results.metric == "test_accuracy" else "validation accuracy (selected on)"
 
 
-def _epoch(mean, std) -> str:
-    """'3', or '2.5 ± 0.7' over seeds that selected different epochs."""
-    if mean is None:
+def _epoch(epochs: list) -> str:
+    """The best epochs of a strategy's seeds: '3' when they agree, '2-4' (lowest-highest) when they differ."""
+    values = sorted({round(e) for e in epochs if e is not None})
+    if not values:
         return "-"
-    return f"{mean:.0f}" if not std and float(mean).is_integer() else _pm(mean, std, "{:.1f}")
+    return f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def _split_n(results: GridResults, key: str) -> str:
@@ -101,7 +103,7 @@ def table_section(ctx: ReportContext) -> Section:
                 _pm(m["train_seconds"], d["train_seconds"], "{:.1f}"),
                 _pm(m["samples_per_second"], d["samples_per_second"], "{:.1f}"),
                 _pm(m["peak_memory_mb"], d["peak_memory_mb"], "{:.0f}"), _bytes(m["task_module_bytes"]),
-                _epoch(m["best_epoch"], d["best_epoch"])]
+                _epoch([run.values.get("best_epoch") for run in r.finished_runs(name)])]
         rows.append(row)
     seeds = r.grid["seeds"]
     selection = ("Each run keeps its best epoch by validation accuracy; test accuracy is measured once, on a split "
@@ -339,7 +341,7 @@ def runs_section(ctx: ReportContext) -> Section:
             test = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.4f}"
             rows.append([run.strategy, str(run.seed), run.status, f"{v['val_accuracy']:.4f}", test,
                          f"{v['final_train_accuracy']:.4f}", _acc4(v.get("best_epoch_train_accuracy")),
-                         f"{v['train_seconds']:.1f}", str(v["best_epoch"]), run.run_dir])
+                         f"{v['train_seconds']:.1f}", _epoch([v["best_epoch"]]), run.run_dir])
         else:
             rows.append([run.strategy, str(run.seed), run.status + (f": {run.error}" if run.error else ""),
                          "-", "-", "-", "-", "-", "-", run.run_dir])
@@ -353,9 +355,33 @@ def _acc4(x) -> str:
 
 
 # ---- rendering -------------------------------------------------------------------------------------------
-def build_sections(ctx: ReportContext) -> dict[str, Section]:
+# The report's time, stated for the estimate before its first section is timed: about half the grid's training
+# time (docs/benchmarks.md: 11 runs in 1,118 s, the report 566 s more; its CKA, forgetting and BatchNorm sections
+# evaluate every run's model again), spread evenly over the sections.
+REPORT_PER_RUN = 0.5
+
+
+def report_weight(runs: int, sections: int) -> float:
+    """One section's cost in runs (transferlab.progress weights): REPORT_PER_RUN x runs over the sections."""
+    return REPORT_PER_RUN * max(runs, 1) / max(sections, 1)
+
+
+def add_report_phase(progress: Progress, runs: int) -> None:
+    """Declare the report's sections as work units of `progress`, after a grid of `runs` runs."""
+    n = len(list_sections())
+    progress.add("report", n, weight=report_weight(runs, n))
+
+
+def build_sections(ctx: ReportContext, progress: Progress | None = None) -> dict[str, Section]:
+    """Every registered section, in order; `progress` gets one unit per section (and logs which one runs)."""
     out = {}
-    for key in list_sections():
+    keys = list_sections()
+    if progress is not None and "report" not in progress.phases:
+        progress.add("report", len(keys))
+    for i, key in enumerate(keys):
+        if progress is not None:
+            progress.start("report")
+            progress.note(f"report: section {i + 1}/{len(keys)} ({key})", logger)
         try:
             section = _SECTIONS[key][1](ctx)
         except Exception as exc:
@@ -363,6 +389,8 @@ def build_sections(ctx: ReportContext) -> dict[str, Section]:
             section = Section(key, [Text(f"This section could not be made: {type(exc).__name__}: {exc}")])
         if section is not None:
             out[key] = section
+        if progress is not None:
+            progress.finish("report")
     return out
 
 
@@ -474,14 +502,21 @@ def _num(x):
 
 
 def write_report(results: GridResults, source_data: str | None = None,
-                 contamination: str | None = None) -> dict[str, Path]:
+                 contamination: str | None = None, progress: Progress | None = None) -> dict[str, Path]:
     """Write report.md (+ plots/*.png), report.html, results.json, results.csv, runs.csv, all atomically.
     `source_data`: source-task data for the forgetting section where a run has none of its own;
-    `contamination`: a `transferlab contamination` folder of the test split, for the contamination section."""
+    `contamination`: a `transferlab contamination` folder of the test split, for the contamination section;
+    `progress`: the grid's (compare), whose time left then counts the sections; by default one of their own."""
     out = Path(results.out)
     ctx = ReportContext(results, out, source_data=source_data, contamination=contamination)
     logger.info("writing the report to %s (%d sections)", out, len(_SECTIONS))
-    sections = build_sections(ctx)
+    own = progress is None
+    progress = progress or Progress(logger)
+    try:
+        sections = build_sections(ctx, progress)
+    finally:
+        if own:
+            progress.close()
     for section in sections.values():
         for block in section.blocks:
             if isinstance(block, Figure):

@@ -25,6 +25,7 @@ from transferlab.compare.results import collect
 from transferlab.errors import ConfigError
 from transferlab.models.pretrained_dir import CHECKPOINTS, INDEX_FILE, SCRATCH, epoch_folder_name, kept_entries
 from transferlab.outputs import FolderKind, check_output_path, folder_state, foreign_message
+from transferlab.progress import Progress
 from transferlab.runs import RunConfig
 from transferlab.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from transferlab.sections import Bullets, Section, Table, Text
@@ -108,14 +109,24 @@ def transfer_curve(pretrained: str | Path, base: RunConfig, strategies: list[str
     # the base rate, its BatchNorm mode and learning rate chosen on validation: grid.SCRATCH_SEARCH)
     grids.append(({"checkpoint": SCRATCH, "epoch": None, "source_val_accuracy": None},
                   pretrained / CHECKPOINTS / SCRATCH, []))
-    for i, (point, folder, listed) in enumerate(grids):
-        grid_dir = out / "grids" / point["checkpoint"]
-        logger.info("transfer curve %d/%d: %s", i + 1, len(grids), point["checkpoint"])
+    specs = []
+    for point, folder, listed in grids:
         cfg = copy.deepcopy(base)
         cfg.model = str(folder)
-        spec = GridSpec(base=cfg, strategies=listed, seeds=plan["seeds"], scratch=not listed, scratch_init="given")
-        run_grid(spec, grid_dir, resume=(grid_dir / "grid.json").is_file(), jobs=jobs)
-    return write_curve_report(out)
+        specs.append(GridSpec(base=cfg, strategies=listed, seeds=plan["seeds"], scratch=not listed,
+                              scratch_init="given"))
+    # One progress over every grid's runs and the report's forgetting measurements: the time left counts all.
+    with Progress(logger) as progress:
+        progress.add("run", sum((len(s.strategies) + len(s.scratch_candidates())) * len(s.seeds) for s in specs),
+                     parallel=jobs)
+        if plan.get("source_data"):
+            progress.add("forgetting", len(points) * len(plan["strategies"]) * len(plan["seeds"]),
+                         weight=FORGETTING_PER_RUN)
+        for i, ((point, _, _), spec) in enumerate(zip(grids, specs)):
+            grid_dir = out / "grids" / point["checkpoint"]
+            progress.note(f"transfer curve {i + 1}/{len(grids)}: {point['checkpoint']}")
+            run_grid(spec, grid_dir, resume=(grid_dir / "grid.json").is_file(), jobs=jobs, progress=progress)
+        return write_curve_report(out, progress)
 
 
 def _check_out(out: Path, plan: dict, resume: bool) -> dict:
@@ -180,27 +191,46 @@ def run_correct(run_dir: str) -> dict:
     return out
 
 
-def forgetting_records(records: list[dict], source_data: str) -> list[dict]:
-    """Source-task test accuracy before and after each fine-tuning run (scratch runs have no source head)."""
+# A forgetting measurement's cost in runs, stated for the time left before the first one is timed: a guess (two
+# evaluations of the source test split against a run's epochs of training), not a measurement.
+FORGETTING_PER_RUN = 0.25
+
+
+def forgetting_records(records: list[dict], source_data: str, progress: Progress | None = None) -> list[dict]:
+    """Source-task test accuracy before and after each fine-tuning run (scratch runs have no source head).
+    `progress`: the curve's, whose time left then counts these; by default one of their own."""
     from transferlab.diagnostics.forgetting import forgetting_for_run
 
     cache: dict = {}
     rows = []
     todo = [r for r in records if r["strategy"] != SCRATCH]
-    for i, r in enumerate(todo):
-        logger.info("forgetting %d/%d: %s %s seed %d", i + 1, len(todo), r["checkpoint"], r["strategy"], r["seed"])
-        split = "test"
-        try:
-            f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
-        except ConfigError as exc:
-            if "no test split" not in str(exc):
-                raise
-            split = "val"
-            f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
-        rows.append({"checkpoint": r["checkpoint"], "epoch": r["epoch"], "strategy": r["strategy"], "seed": r["seed"],
-                     "split": split, "examples": f.examples, "accuracy_before": f.accuracy_before,
-                     "accuracy_after": f.accuracy_after, "forgetting": f.forgetting})
+    own = progress is None
+    progress = progress or Progress(logger)
+    progress.add("forgetting", len(todo), weight=FORGETTING_PER_RUN)
+    try:
+        for i, r in enumerate(todo):
+            progress.start("forgetting")
+            progress.note(f"forgetting {i + 1}/{len(todo)}: {r['checkpoint']} {r['strategy']} seed {r['seed']}")
+            rows.append(_forgetting_row(r, source_data, cache, forgetting_for_run))
+            progress.finish("forgetting")
+    finally:
+        if own:
+            progress.close()
     return rows
+
+
+def _forgetting_row(r: dict, source_data: str, cache: dict, forgetting_for_run) -> dict:
+    split = "test"
+    try:
+        f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
+    except ConfigError as exc:
+        if "no test split" not in str(exc):
+            raise
+        split = "val"
+        f = forgetting_for_run(r["run_dir"], source_data=source_data, split=split, cache=cache)
+    return {"checkpoint": r["checkpoint"], "epoch": r["epoch"], "strategy": r["strategy"], "seed": r["seed"],
+            "split": split, "examples": f.examples, "accuracy_before": f.accuracy_before,
+            "accuracy_after": f.accuracy_after, "forgetting": f.forgetting}
 
 
 def forgetting_section(rows: list[dict]) -> Section | None:
@@ -228,7 +258,8 @@ def forgetting_section(rows: list[dict]) -> Section | None:
              f"({rows[0]['examples']} examples); forgetting = before - after, mean over seeds.")], data={"runs": rows})
 
 
-def write_curve_report(out: str | Path) -> dict:
+def write_curve_report(out: str | Path, progress: Progress | None = None) -> dict:
+    """`progress`: the curve's (transfer_curve), whose time left then counts the forgetting measurements."""
     from transferlab.compare.report import render_html, render_markdown
 
     out = Path(out)
@@ -238,7 +269,7 @@ def write_curve_report(out: str | Path) -> dict:
         raise ConfigError(f"{out}: no fine-tuning run of the curve finished ({'; '.join(notes[:3])})")
     summary = summarize_curve(records)
     sections = {"transfer_curve": curve_section(summary)}
-    forgetting = forgetting_records(records, plan["source_data"]) if plan.get("source_data") else []
+    forgetting = forgetting_records(records, plan["source_data"], progress) if plan.get("source_data") else []
     section = forgetting_section(forgetting)
     if section is not None:
         sections["curve_forgetting"] = section

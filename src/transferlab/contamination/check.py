@@ -7,7 +7,9 @@ OUT/matches.csv    target_id,source_id,score,method,dirty: one row per target ex
 OUT/summary.json   counts and fractions overall ("dirty": found by any method) and per method, each rule and how
                    its threshold was chosen (from this source's null distribution at a false-positive rate, or
                    fixed), its rate on the null and its recall of the tool's own near-copies, the warnings (a
-                   method that cannot reach the rate is disabled), time and peak memory
+                   method that cannot reach the rate is disabled; a source that holds the target's own files or
+                   the same content), the target split's fingerprint (`fingerprint.py`: what `evaluate
+                   --contamination` checks its data against), time and peak memory
 OUT/contamination.html   the closest pairs side by side (images, or the two texts with shared n-grams marked)
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import resource
 import shutil
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,13 +44,15 @@ from transferlab.contamination.detect import (
     match_images,
     match_rule,
 )
-from transferlab.contamination.image_features import Embedder, image_features
+from transferlab.contamination.fingerprint import split_fingerprint
+from transferlab.contamination.image_features import Embedder, ImageFeatures, features_from_arrays, image_features
 from transferlab.contamination.inputs import SplitExamples
 from transferlab.contamination.page import ShownPair, write_page
 from transferlab.contamination.text_overlap import TextOverlap, calibrate_text
 from transferlab.data._images import read_image
 from transferlab.errors import ConfigError
 from transferlab.outputs import CONTAMINATION_COLUMNS, CONTAMINATION_FORMAT
+from transferlab.progress import Progress
 from transferlab.safe_io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -134,6 +139,39 @@ def _split_info(ex: SplitExamples, data: str) -> dict:
     return info
 
 
+def check_distinct(source: SplitExamples, target: SplitExamples) -> list[str]:
+    """Refuse a target whose every example is itself a source example (the same files, links followed, the same
+    rows of the same file, the same digits): a ConfigError, before any work. Returns the warning for a target that
+    shares only some examples with the source.
+
+    Refused rather than warned about: such a check can only answer "100 % dirty", each example matched with
+    itself, which says nothing about contamination; what a user meant is almost always the training split as the
+    source (`--source-split train`) and the evaluation split as the target. A partial overlap (class selections
+    that share a class, a target folder nested in the source) is reported, since its other examples still get a
+    real answer."""
+    own = set(source.origins())
+    shared = sum(origin in own for origin in target.origins())
+    if not shared:
+        return []
+    where = f"{target.file}" if target.modality == "text" else f"split {target.split}"
+    if shared == len(target):
+        raise ConfigError(f"the target ({where}, {len(target)} examples) is the source's own examples (the same "
+                          "files, rows or scans): each would match itself and read as 100% dirty; give the training split as "
+                          "--source (--source-split) and the evaluation split as --target (--split)")
+    return [f"{shared} of the {len(target)} target examples are the source's own files (the same paths or rows): "
+            "they are dirty because they are the same examples, not copies"]
+
+
+def _same_content(source: Sequence[str], target: Sequence[str], what: str) -> list[str]:
+    """The warning for a target that holds exactly the source's examples (the same multiset of contents: a copy
+    of the same split under another name), where "100% dirty" means the two are one data set twice."""
+    if len(source) != len(target) or Counter(source) != Counter(target):
+        return []
+    return [f"the source and the target hold the same {len(target)} {what} (identical content, e.g. one split "
+            "copied under two names): every target is its own copy, so the dirty fraction says nothing about "
+            "contamination; check the --source and --target paths and splits"]
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -160,19 +198,53 @@ def _thumb(path: str) -> np.ndarray:
     return np.asarray(img)
 
 
+def _thumb_array(rgb: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.fromarray(rgb)
+    img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return np.asarray(img)
+
+
 def _progress(what: str):
+    """`what: 1200 / 5000 images | about 40 s left`, every ~10 s (image_features calls it), the time left from the
+    images per second so far. Log lines, also on a terminal: the caller tells no end at which a bar would close."""
+    progress, start = Progress(logger, bar=False), time.perf_counter()
+
     def report(done: int, total: int) -> None:
-        logger.info("%s: %d / %d images", what, done, total)
+        progress.add("images", total)
+        progress.completed("images", done, time.perf_counter() - start)
+        progress.note(f"{what}: {done} / {total} images")
     return report
+
+
+def _features(ex: SplitExamples, embedder: Embedder | None, batch: int, what: str) -> ImageFeatures:
+    if ex.arrays is not None:  # the bundled digits: in memory, nothing to decode or skip
+        return features_from_arrays(ex.arrays, ex.ids, embedder, batch)
+    return image_features(ex.paths, ex.ids, embedder, batch, ex.skipped, _progress(what))
+
+
+def _rgb_reader(ex: SplitExamples, feats: ImageFeatures) -> Callable[[int], np.ndarray]:
+    """Row of `feats` -> its H x W x 3 uint8 image. In-memory features keep every row in order (nothing is
+    skipped), so a row is its index in `ex.arrays`."""
+    if ex.arrays is not None:
+        return lambda row: ex.arrays[row]
+    return lambda row: np.asarray(read_image(feats.paths[row]))
+
+
+def _thumb_reader(ex: SplitExamples, feats: ImageFeatures) -> Callable[[int], np.ndarray]:
+    if ex.arrays is not None:
+        return lambda row: _thumb_array(ex.arrays[row])
+    return lambda row: _thumb(feats.paths[row])
 
 
 def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions):
     embedder = load_embedder(opts.embed_model, opts.embed_size) if {"embedding", "aligned"} & set(methods) else None
     t0 = time.perf_counter()
-    src = image_features(source.paths, source.ids, embedder, opts.batch, source.skipped, _progress("source"))
+    src = _features(source, embedder, opts.batch, "source")
     if len(src) == 0:
         raise ConfigError(f"no source image could be read ({source.skipped.count} skipped)")
-    tgt = image_features(target.paths, target.ids, embedder, opts.batch, target.skipped, _progress("target"))
+    tgt = _features(target, embedder, opts.batch, "target")
     if len(tgt) == 0:
         raise ConfigError(f"no target image could be read ({target.skipped.count} skipped)")
     logger.info("features of %d source and %d target images: %.0fs", len(src), len(tgt), time.perf_counter() - t0)
@@ -188,11 +260,13 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
     calibration = None
     if opts.calibrate and len(src) >= 3 and enabled:
         t0 = time.perf_counter()
-        calibration = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder, enabled,
+        calibration = calibrate_images(src, _rgb_reader(source, src), embedder, enabled,
                                        {m: thresholds[m] for m in enabled if thresholds[m] is not None},
                                        n_copied=opts.calibrate, k=opts.k)
         calibration["seconds"] = round(time.perf_counter() - t0, 1)
-    return tgt.ids, src.ids, results, thresholds, calibration, (tgt.paths, src.paths), chosen
+    readers = (_thumb_reader(target, tgt), _thumb_reader(source, src))
+    same = _same_content(src.keys, tgt.keys, "images")  # keys: the sha256 of each image's decoded pixels
+    return tgt.ids, src.ids, results, thresholds, calibration, readers, chosen, same
 
 
 def _method_choices(chosen: Thresholds, calibration: dict | None) -> dict[str, dict]:
@@ -207,8 +281,8 @@ def _method_choices(chosen: Thresholds, calibration: dict | None) -> dict[str, d
     return out
 
 
-def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, files, show: int) -> list[ShownPair]:
-    tgt_paths, src_paths = files
+def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, readers, show: int) -> list[ShownPair]:
+    tgt_thumb, src_thumb = readers  # row -> thumbnail
     pairs = []
     for m, f in results.items():
         has = np.flatnonzero(f.source >= 0)
@@ -219,7 +293,7 @@ def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, files, show: int) 
         for t in order:
             s = int(f.source[t])
             pairs.append(ShownPair(tgt_ids[t], src_ids[s], m, float(f.score[t]), bool(f.dirty[t]),
-                                   target_image=_thumb(tgt_paths[t]), source_image=_thumb(src_paths[s])))
+                                   target_image=tgt_thumb(t), source_image=src_thumb(s)))
     return pairs
 
 
@@ -245,7 +319,8 @@ def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[st
         calibration = calibrate_text(source.texts, n, thresholds=(opts.ngram_threshold,), copies=opts.calibrate)
     long = [m for m in matches if m.n_words >= n]  # GPT-3's n-gram rule proper (no short-example rule)
     long_stats = {"min_words": n, "n": len(long), "n_dirty": sum(m.dirty_at(opts.ngram_threshold) for m in long)}
-    return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats
+    same = _same_content(source.texts, target.texts, "rows")
+    return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats, same
 
 
 def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitExamples, show: int) -> list[ShownPair]:
@@ -293,23 +368,32 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         raise ConfigError(f"the source holds {source.modality} and the target {target.modality}: "
                           "they cannot be compared")
     methods = opts.check(target.modality)
+    if export_to is not None and target.arrays is not None:
+        raise ConfigError(f"--export-clean: {target.root} is bundled with scikit-learn, not files to copy")
+    warnings = check_distinct(source, target)
     t_start = time.perf_counter()
     ngram_n, long_stats, chosen = None, None, None
     if target.modality == "image":
-        tgt_ids, src_ids, results, thresholds, calibration, files, chosen = _check_images(source, target, methods,
-                                                                                          opts)
+        tgt_ids, src_ids, results, thresholds, calibration, readers, chosen, same = _check_images(
+            source, target, methods, opts)
     else:
-        results, thresholds, calibration, ngram_n, long_stats = _check_texts(source, target, methods, opts)
+        results, thresholds, calibration, ngram_n, long_stats, same = _check_texts(source, target, methods, opts)
         tgt_ids, src_ids = target.ids, source.ids
+    warnings += same
+    for warning in warnings:
+        logger.warning("%s", warning)
     dirty = np.logical_or.reduce([f.dirty for f in results.values()]) if tgt_ids else np.zeros(0, bool)
     n = len(tgt_ids)
 
     def frac(k: int) -> float | None:
         return k / n if n else None
 
+    target_info = _split_info(target, target_data)
+    # what the ids of matches.csv name: `evaluate --contamination` refuses data with another fingerprint
+    target_info["fingerprint"] = split_fingerprint(target)
     summary = {
         "format": CONTAMINATION_FORMAT, "modality": target.modality,
-        "source": _split_info(source, source_data), "target": _split_info(target, target_data),
+        "source": _split_info(source, source_data), "target": target_info,
         "n_target": n, "n_dirty": int(dirty.sum()), "dirty_fraction": frac(int(dirty.sum())),
         "dirty_rule": "found by any method",
         "methods": {m: {"n_dirty": int(f.dirty.sum()), "dirty_fraction": frac(int(f.dirty.sum())),
@@ -324,12 +408,13 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         for m, entry in _method_choices(chosen, calibration).items():
             summary["methods"][m].update(entry)
         summary["thresholds"] = chosen.to_dict()
-        summary["warnings"] = list(chosen.warnings)
+        warnings += chosen.warnings
+    summary["warnings"] = warnings
     if long_stats is not None:
         summary["long_examples"] = long_stats  # the examples of at least n words, where n-grams decide
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "matches.csv", matches_csv(tgt_ids, src_ids, results))
-    pairs = (_image_pairs(results, tgt_ids, src_ids, files, opts.show) if target.modality == "image"
+    pairs = (_image_pairs(results, tgt_ids, src_ids, readers, opts.show) if target.modality == "image"
              else _text_pairs(results, target, source, opts.show))
     write_page(out / "contamination.html", summary, pairs)
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -351,6 +436,8 @@ def export_clean(target: SplitExamples, clean: set[str], out: Path) -> int:
     relative paths (``test/cat/0042.jpg``), text rows to OUT/<split file's name>.tsv with the columns text and
     label (the defaults every command reads). Returns how many examples were written."""
     check_export_folder(out)
+    if target.arrays is not None:
+        raise ConfigError(f"--export-clean: {target.root} is bundled with scikit-learn, not files to copy")
     keep = [i for i, tid in enumerate(target.ids) if tid in clean]
     out.mkdir(parents=True, exist_ok=True)
     if target.modality == "image":
@@ -368,4 +455,4 @@ def export_clean(target: SplitExamples, clean: set[str], out: Path) -> int:
     return len(keep)
 
 
-__all__ = ["CheckOptions", "check_contamination", "check_export_folder", "export_clean"]
+__all__ = ["CheckOptions", "check_contamination", "check_distinct", "check_export_folder", "export_clean"]

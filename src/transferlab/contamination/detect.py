@@ -69,9 +69,15 @@ def match_rule(method: str, threshold: float | None) -> str:
 
 
 def check_threshold(method: str, value: float) -> float:
+    """`value` if it is a threshold the method can use (hash distances as ints), else ValueError (one line)."""
     low, high = THRESHOLD_RANGES[method]
     if not low <= value <= high:
         raise ValueError(f"{method} threshold must be in {low:g}..{high:g}, got {value:g}")
+    if not HIGHER_IS_CLOSER[method]:
+        # a Hamming distance counts differing bits: 2.5 would act as 2 without saying so
+        if not float(value).is_integer():
+            raise ValueError(f"{method} threshold is a Hamming distance, a whole number of bits 0..64, got {value:g}")
+        return int(value)
     return value
 
 

@@ -98,7 +98,10 @@ def _summary_html(summary: dict) -> str:
     methods = _table(["method", "dirty", "dirty fraction", "threshold", "match if"],
                      [[name, _fmt(m.get("n_dirty")), _fraction(m.get("dirty_fraction")), _fmt(m.get("threshold")),
                        _fmt(m.get("match_if"))] for name, m in (summary.get("methods") or {}).items()])
-    return f"<section class='summary'><h2>Summary</h2>{overall}{sets}{methods}</section>"
+    # the warnings first: one may say that the numbers below mean nothing (a data set checked against itself)
+    warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in summary.get("warnings") or [])
+    warned = f"<ul class='warnings'>{warnings}</ul>" if warnings else ""
+    return f"<section class='summary'><h2>Summary</h2>{warned}{overall}{sets}{methods}</section>"
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -173,7 +176,7 @@ figcaption code{font-size:0.9em}
 .side img{width:96px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
 .noimage{width:96px;color:#888;font-size:0.85em}
 .text{flex:1;white-space:pre-wrap;background:#fafafa;border:1px solid #ddd;padding:0.5em}
-mark{background:#ffe066}figcaption{font-size:0.85em;color:#555;margin-top:0.3em}"""
+mark{background:#ffe066}.warnings{color:#a11;font-weight:600}figcaption{font-size:0.85em;color:#555;margin-top:0.3em}"""
 
 # After load: each image's natural width (0: it did not decode) on the image, and a readiness flag on <body>,
 # both readable from a headless browser's --dump-dom.

@@ -7,6 +7,8 @@
 A target example is dirty when any of its matches.csv rows has dirty=1, clean when it has rows and none is dirty,
 uncovered when it has none (it counts in "all" only). Both files are untrusted input: ids are only compared as
 strings, never used as paths, and anything malformed is one ConfigError naming the file (and the line).
+The folder applies only to the data its target fingerprint (`fingerprint.py`) was computed on: an id names a text
+row by its index and an image by its relative path, so the same ids in other data would name other examples.
 
 Importing this module registers the comparison report's "contamination" section (`compare --contamination`).
 """
@@ -47,6 +49,7 @@ class Contamination:
     target: dict  # {"data": str, "split": str, "file": str | None}: what the matches were computed for
     covered: frozenset[str]  # target ids with at least one row
     dirty: frozenset[str]  # target ids with a row marked dirty
+    fingerprint: str | None = None  # of what the ids name (summary target.fingerprint); None: made before it existed
 
     def describe(self) -> str:
         """'data 'X', split 'test', file 'test.tsv'' (quoted: the values come from the file)."""
@@ -62,7 +65,7 @@ def read_contamination(folder: str | Path) -> Contamination:
                           "transferlab contamination")
     modality, target = _read_summary(folder / "summary.json", folder)
     covered, dirty = _read_matches(folder / "matches.csv", folder)
-    return Contamination(str(folder), modality, target, frozenset(covered), frozenset(dirty))
+    return Contamination(str(folder), modality, target, frozenset(covered), frozenset(dirty), target["fingerprint"])
 
 
 def _read_summary(path: Path, folder: Path) -> tuple[str, dict]:
@@ -88,8 +91,14 @@ def _read_summary(path: Path, folder: Path) -> tuple[str, dict]:
     for key in wanted:
         if not isinstance(target.get(key), str) or not target[key]:
             raise ConfigError(f"{path}: target.{key} is {_shown(target.get(key))}; expected a non-empty string")
+    fingerprint = target.get("fingerprint")
+    # absent: a folder from before fingerprints, refused where it is applied (`check_fingerprint`), so that it can
+    # still be read and described; present, it must be what the check writes
+    if fingerprint is not None and not (isinstance(fingerprint, str) and len(fingerprint) == 64
+                                        and all(c in "0123456789abcdef" for c in fingerprint)):
+        raise ConfigError(f"{path}: target.fingerprint is {_shown(fingerprint)}; expected 64 hex digits (a sha256)")
     return modality, {"data": target["data"], "split": target["split"], "file": target.get("file") if
-                      modality == "text" else None}
+                      modality == "text" else None, "fingerprint": fingerprint}
 
 
 def _read_matches(path: Path, folder: Path) -> tuple[set[str], set[str]]:
@@ -240,6 +249,25 @@ def check_applies(contamination: Contamination, bundle, dataset, split: str) -> 
                        _shown(contamination.target["split"]), split)
 
 
+def check_fingerprint(contamination: Contamination, bundle, dataset, split: str) -> None:
+    """Refuse a folder whose ids name other examples in this data: computed on other files (a test.tsv of the same
+    name, another image folder with the same relative paths), on files changed since, or before fingerprints were
+    recorded (nothing to check it by)."""
+    from transferlab.contamination.fingerprint import evaluated_fingerprint
+
+    if contamination.fingerprint is None:
+        raise ConfigError(f"{contamination.folder}/summary.json records no fingerprint of its target split (it was "
+                          f"made by an older transferlab), so nothing shows its ids name the examples of "
+                          f"{describe_split(bundle, dataset, split)}: re-run transferlab contamination on this data")
+    found = evaluated_fingerprint(bundle, dataset, contamination.target["split"])
+    if found != contamination.fingerprint:
+        why = (f"this data has no split {_shown(contamination.target['split'])} to compare" if found is None else
+               f"fingerprint {contamination.fingerprint[:12]}... recorded, {found[:12]}... here")
+        raise ConfigError(f"{contamination.folder} was computed on other data than "
+                          f"{describe_split(bundle, dataset, split)} ({why}: other files, or files changed since); "
+                          "its ids would name other examples: run transferlab contamination on the data you evaluate")
+
+
 def score_contamination(model, bundle, dataset, split: str, contamination: Contamination, device,
                         batch_size: int, prepare=None, autocast=nullcontext):
     """(ExampleResults, ContaminationSplit) of `model` on `dataset` (the `split` of `bundle`)."""
@@ -250,6 +278,7 @@ def score_contamination(model, bundle, dataset, split: str, contamination: Conta
     ids = example_ids(bundle, dataset)
     if contamination.covered.isdisjoint(ids):  # before any forward pass: a folder of other data fails at once
         _refuse_uncovered(contamination, f"the {len(ids)} examples of {describe_split(bundle, dataset, split)}")
+    check_fingerprint(contamination, bundle, dataset, split)  # also before any forward pass
     examples = evaluate_examples(model, dataset, bundle.collate, device, batch_size, prepare=prepare,
                                  autocast=autocast)
     return examples, split_accuracy(contamination, ids, examples.correct, describe_split(bundle, dataset, split))

@@ -3,6 +3,7 @@
     bundle = load_data("path/to/data", cfg, DataOptions(max_train=500), tokenizer=None)
     loader = DataLoader(bundle.train, batch_size=32, shuffle=True, collate_fn=bundle.collate)
 
+``shared_dataset("hymenoptera")`` finds a real data set under --data-root or $TRANSFERLAB_DATA (docs/data.md).
 ``example_ids(bundle, dataset)`` names each example as `transferlab contamination` does (an image's path
 under the data set's folder, a text row's index in its file); ``split_file(dataset)`` names a text split's file.
 
@@ -10,6 +11,7 @@ Bad user data raises DataError (one line for the CLI); unreadable inputs are ski
 ``bundle.skipped``.
 """
 from ._bundle import DataBundle
+from ._data_root import DATA_ENV, data_root, shared_dataset, shared_datasets
 from ._errors import DataError, SkipLog
 from ._ids import example_ids, image_id, split_file
 from ._images import DecodedImages
@@ -17,5 +19,6 @@ from ._load import load_data, load_single_image
 from ._options import DataOptions
 from ._source import load_source_data, source_label_map
 
-__all__ = ["DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "example_ids", "image_id", "load_data",
-           "load_single_image", "load_source_data", "source_label_map", "split_file"]
+__all__ = ["DATA_ENV", "DataBundle", "DataError", "DataOptions", "DecodedImages", "SkipLog", "data_root", "example_ids",
+           "image_id", "load_data", "load_single_image", "load_source_data", "shared_dataset", "shared_datasets",
+           "source_label_map", "split_file"]

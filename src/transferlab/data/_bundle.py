@@ -38,12 +38,21 @@ class DataBundle:
         return len(self.classes)
 
     def summary(self) -> dict:
-        """Sizes and counts as JSON-ready data; "test" is None when there is no test split."""
+        """Sizes and counts as JSON-ready data; "test" is None when there is no test split. A split counts the
+        examples used: an image that passed the header check at load time but failed to decode since (it is in
+        ``skipped``) is left out of its split's count. "skipped" counts every input skipped so far, at load time
+        or when read."""
         return {
             "kind": self.kind,
             "classes": list(self.classes),
-            "train": len(self.train),
-            "val": len(self.val),
-            "test": None if self.test is None else len(self.test),
+            "train": self._used(self.train),
+            "val": self._used(self.val),
+            "test": None if self.test is None else self._used(self.test),
             "skipped": self.skipped.count,
         }
+
+    def _used(self, dataset: Dataset) -> int:
+        paths = getattr(dataset, "paths", None)  # image splits; a text split holds only the rows it could read
+        if paths is None or not self.skipped.count:
+            return len(dataset)
+        return sum(path not in self.skipped for path in paths)

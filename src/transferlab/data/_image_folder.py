@@ -107,12 +107,13 @@ def class_folders(folder: Path) -> list[Path]:
 
 
 def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = False,
-               keep: list[str] | None = None) -> _Split | None:
+               keep: list[str] | None = None, root: Path | None = None) -> _Split | None:
     """Find the class folders and readable images of one split.
 
     Unreadable files are recorded in ``skipped``. ``labelled_optional``: a folder of images without
     class folders (an unlabelled test set) is ignored with a warning instead of being an error.
     ``keep``: only these class folders are read (--classes); the others are not looked into at all.
+    ``root``: the data set's folder, against which linked class folders are checked (`_check_linked_classes`).
     """
     class_dirs = class_folders(folder)
     if class_dirs and keep is not None:
@@ -121,6 +122,7 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
         if not class_dirs:  # as if the other folders were not there: a split with no class folders
             raise DataError(f"{folder} has none of the classes --classes selects ({listed(keep)}); "
                             f"its class folders are {listed(present)}")
+    _check_linked_classes(class_dirs, folder, root if root is not None else folder)
     if not class_dirs:
         loose = [f for f in folder.iterdir() if is_image_file(f.name) and f.is_file()
                  and not_regular_reason(str(f)) is None]
@@ -158,6 +160,31 @@ def scan_split(folder: Path, skipped: SkipLog, *, labelled_optional: bool = Fals
     return _Split(paths, names)
 
 
+def _check_linked_classes(class_dirs: list[Path], folder: Path, root: Path) -> None:
+    """Links are followed, for class folders as for image files (data sets are often linked in), but a class
+    folder that is a link into the data set itself (train/link -> train/ants) would make the same images a
+    second class, or put them in two splits: refused. Two links to one folder outside are refused alike. A link
+    out of the data set is read, with a warning: its images are not where the data set is."""
+    real_root = Path(os.path.realpath(root))
+    outside: dict[Path, Path] = {}  # real target -> the first link to it
+    for class_dir in class_dirs:
+        if not class_dir.is_symlink():
+            continue
+        target = Path(os.path.realpath(class_dir))
+        if target == real_root or real_root in target.parents:
+            raise DataError(f"class folder {class_dir} is a link to {target}, inside the data set {root}: its "
+                            f"images would be read twice, as class {class_dir.name!r} and where they lie; remove "
+                            f"the link (or put a folder of its own images there)")
+        if target in outside:
+            raise DataError(f"class folders {outside[target]} and {class_dir} are links to the same folder "
+                            f"{target}: its images would be two classes; remove one link")
+        outside[target] = class_dir
+    if outside:
+        shown = [f"{link.name} -> {target}" for target, link in outside.items()]
+        logger.warning("%s: %d class folder(s) are links out of %s, and their images are read from there: %s",
+                       folder, len(shown), root, ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else ""))
+
+
 def _targets(split: _Split, index: dict[str, int], folder: Path) -> list[int]:
     unknown = sorted(set(split.class_names) - set(index))
     if unknown:
@@ -173,7 +200,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
     if keep is not None:  # before any image is read: a typo should not wait for a scan of every file
         check_classes_exist(keep, [d.name for d in class_folders(folders["train"])], folders["train"],
                             what="class folder")
-    train = scan_split(folders["train"], skipped, keep=keep)
+    train = scan_split(folders["train"], skipped, keep=keep, root=root)
     classes = sort_labels(train.class_names)
     if len(classes) < 2:
         raise DataError(f"{folders['train']} has one class only ({classes[0]}); "
@@ -194,7 +221,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
         train_all = train_all.subset(rest)
 
     if "val" in folders:
-        val_split = scan_split(folders["val"], skipped, keep=keep)
+        val_split = scan_split(folders["val"], skipped, keep=keep, root=root)
         val = ImageDataset(val_split.paths, _targets(val_split, index, folders["val"]),
                            evaluate, skipped, min_side=eval_side)
         train_set = train_all
@@ -208,7 +235,7 @@ def load_image_folder(root: Path, cfg: PretrainedCfg, options: DataOptions) -> D
 
     test = carved_test
     if "test" in folders:
-        test_split = scan_split(folders["test"], skipped, labelled_optional=True, keep=keep)
+        test_split = scan_split(folders["test"], skipped, labelled_optional=True, keep=keep, root=root)
         if test_split is not None:
             test = ImageDataset(test_split.paths, _targets(test_split, index, folders["test"]),
                                 evaluate, skipped, min_side=eval_side)

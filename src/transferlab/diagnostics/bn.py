@@ -43,7 +43,11 @@ class BNShiftResult:
 
 def symmetric_kl(m_p: torch.Tensor, v_p: torch.Tensor, m_q: torch.Tensor, v_q: torch.Tensor,
                  eps: float = 1e-5) -> torch.Tensor:
-    """Per-channel symmetric KL between N(m_p, v_p) and N(m_q, v_q)."""
+    """Per-channel symmetric KL between N(m_p, v_p) and N(m_q, v_q): KL(p||q) + KL(q||p), variances + eps."""
+    # Kept by hand, not torch.distributions: kl_divergence(p, q) + kl_divergence(q, p) with scale sqrt(v + eps) is
+    # the same quantity, eps included, but not the same numbers: it takes a square root only to square it again
+    # and adds log(v_q/v_p) + log(v_p/v_q), which cancel here exactly and there only to rounding (up to 4e-7
+    # relative in float32, 8e-16 in float64, measured on random channels).
     v_p, v_q = v_p + eps, v_q + eps
     d2 = (m_p - m_q) ** 2
     return 0.5 * ((v_p + d2) / v_q + (v_q + d2) / v_p) - 1.0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+MIN_BATCH = 4  # the unbiased HSIC estimator divides by n (n - 3) and (n - 1)(n - 2): a minibatch needs 4 examples
+
 
 def _as_2d(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).to(torch.float64)
@@ -27,8 +29,8 @@ def hsic_biased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """HSIC_1 of Song et al. 2012, eq. 5 (needs n >= 4). K, L: (n, n) Gram matrices."""
     n = K.shape[0]
-    if n < 4:
-        raise ValueError(f"the unbiased HSIC estimator needs at least 4 examples per batch, got {n}")
+    if n < MIN_BATCH:
+        raise ValueError(f"the unbiased HSIC estimator needs at least {MIN_BATCH} examples per batch, got {n}")
     K = K.clone()
     L = L.clone()
     K.fill_diagonal_(0)
@@ -78,7 +80,7 @@ class MinibatchCKA:
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = _as_2d(x.detach()), _as_2d(y.detach())
-        if x.shape[0] < 4:
+        if x.shape[0] < MIN_BATCH:
             return
         K, L = x @ x.T, y @ y.T
         hsic = hsic_unbiased if self.unbiased else hsic_biased

@@ -18,7 +18,8 @@ import torch
 
 from transferlab.diagnostics._common import GroupOutputs, has_reproducible_start, make_loader, \
     pretrained_key, reference_model, save_figure, split_of, target_batches
-from transferlab.diagnostics.cka import MinibatchCKA
+from transferlab.diagnostics.cka import MIN_BATCH, MinibatchCKA
+from transferlab.errors import ConfigError
 from transferlab.diagnostics.weights import model_weight_change, run_weight_change
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,11 @@ def representation_cka(model, reference, loader, device, max_batches: int | None
     hooks_a = GroupOutputs(model)
     hooks_b = GroupOutputs(reference) if reference_outputs is None else None
     accs = [MinibatchCKA(unbiased=unbiased) for _ in model.depth_groups]
-    examples = batches = 0
+    examples = batches = left_out = 0
     try:
         for batch in target_batches(loader, device, max_batches):
+            if batch["labels"].numel() < MIN_BATCH:  # MinibatchCKA skips it: say so rather than lose it quietly
+                left_out += batch["labels"].numel()
             outs_a = hooks_a.run(model, batch)
             outs_b = hooks_b.run(reference, batch) if hooks_b is not None else reference_outputs[batches]
             for acc, a, b in zip(accs, outs_a, outs_b):
@@ -88,6 +91,9 @@ def representation_cka(model, reference, loader, device, max_batches: int | None
         hooks_a.close()
         if hooks_b is not None:
             hooks_b.close()
+    if left_out:
+        logger.warning("CKA left out %d of %d examples, in minibatches of fewer than %d (the unbiased HSIC "
+                       "estimator's minimum)", left_out, examples, MIN_BATCH)
     return [acc.value() if acc.batches else None for acc in accs], examples, batches
 
 
@@ -117,6 +123,13 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
     from transferlab.runs import load_run
     from transferlab.training.trainer import resolve_device
 
+    # before the run loads: zero batches would read nothing and print empty results, and a minibatch below
+    # MIN_BATCH gives no CKA at all (the unbiased estimator is undefined there)
+    if max_batches is not None and max_batches < 1:
+        raise ConfigError(f"--max-batches must be at least 1, got {max_batches} (leave it out to use every batch)")
+    if batch_size is not None and batch_size < MIN_BATCH:
+        raise ConfigError(f"--batch-size {batch_size}: CKA's unbiased HSIC estimator needs at least {MIN_BATCH} "
+                          f"examples per minibatch; use --batch-size {MIN_BATCH} or more")
     config, bundle, model, strategy = load_run(run_dir, data)
     device = resolve_device(config.train.device, fallback=True)
     reference = reference_model(config, strategy)
@@ -139,8 +152,14 @@ def drift_for_run(run_dir: str | Path, data: str | None = None, split: str = "va
         reference_outputs = cache[key]
     changes, weight_note = run_weight_change(config, model, reference, strategy)
     groups, examples, batches = drift(model, reference, loader, device, max_batches, reference_outputs, changes)
+    cka_note = ""
+    if examples and all(g.cka is None for g in groups[:-1]):  # the head never has one
+        cka_note = (f"no CKA: no minibatch held {MIN_BATCH} examples (the unbiased HSIC estimator's minimum; "
+                    f"{examples} {split} examples in {batches} minibatches of at most {bs}); use --batch-size "
+                    f"{MIN_BATCH} or more, or a split with more examples")
+        logger.warning(cka_note)
     return DriftResult(run=str(run_dir), data=config.data, split=split, examples=examples, batches=batches,
-                       note="; ".join(n for n in (note, weight_note) if n), groups=groups)
+                       note="; ".join(n for n in (note, weight_note, cka_note) if n), groups=groups)
 
 
 def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] | None = None) -> Path:

@@ -54,7 +54,7 @@ def _merge_peft(model, strategy) -> None:
     parts = getattr(strategy, "parts", [strategy])
     for part in parts:
         if isinstance(part, PeftStrategy):
-            if part.method not in ("lora", "bitfit"):
+            if not part.mergeable:
                 raise ConfigError(f"export-source: a {part.method} run cannot become a plain weights file (its "
                                   f"adapters are extra layers); export its task module instead "
                                   f"(transferlab modules export)")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from transferlab.errors import ConfigError
-from transferlab.safe_io import TEMP_SUFFIX, atomic_write_text
+from transferlab.safe_io import TEMP_SUFFIX, atomic_write_text, temp_folder_beside
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def write_atomically(out: str | Path, marker: str, marker_text: str, write: Call
         logger.info("removed %s, left by an interrupted write", stale)
     if is_complete(out, marker, marker_text):
         return out
-    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent))
+    temp = temp_folder_beside(out)
     try:
         write(temp)
         atomic_write_text(temp / marker, marker_text)

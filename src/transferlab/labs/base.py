@@ -5,7 +5,9 @@ A lab is a function `run(ctx) -> LabResult` with a one-sentence claim. It trains
 lab continues; a finished run made with other settings is refused), reads its numbers back from those folders with
 `ctx.read` (each reading is recorded with where it came from, so a test can check it against the file), saves any
 measurement of its own with `ctx.save_measure`, and returns its checks (labs/verdict.py decides the verdict from
-them), a table of numbers and a figure.
+them), a table of numbers and a figure. A real data set it reads in place (hymenoptera: never copied into DIR) is
+named in `Lab.datasets` and reached through `ctx.dataset(name)`: `lab_data` finds them all under --data-root or
+$TRANSFERLAB_DATA before anything is written, and a lab that needs one that is not there is refused in one line.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferlab.data import shared_datasets
 from transferlab.errors import ConfigError
 from transferlab.labs.verdict import RULE, Check, lab_verdict
 from transferlab.safe_io import atomic_write_json, atomic_write_text
@@ -29,11 +32,12 @@ class Lab:
     name: str
     title: str
     claim: str  # the chapter's claim, one sentence
-    data: str  # what it runs on
+    data: str  # what it runs on, in words (`transferlab lab list`); every name in `datasets` appears in it
     minutes: float  # expected run time on 2 CPU cores, full version
     quick_minutes: float  # the --quick version (the test suite runs it)
     run: Callable[["LabContext"], "LabResult"]
     reference: str = ""  # the paper the claim comes from
+    datasets: tuple[str, ...] = ()  # real data sets read from --data-root / $TRANSFERLAB_DATA (docs/data.md)
 
 
 @dataclass
@@ -52,6 +56,14 @@ class LabContext:
     seeds: list[int]
     readings: list[dict] = field(default_factory=list)  # {"file", "key", "value"}: every number read back
     runs: list[str] = field(default_factory=list)  # run folders made, relative to out
+    data: dict[str, Path] = field(default_factory=dict)  # the lab's Lab.datasets, found (lab_data)
+
+    def dataset(self, name: str) -> str:
+        """The folder of the real data set NAME, which the lab declares in Lab.datasets."""
+        if name not in self.data:
+            raise KeyError(f"data set {name!r} is not among this lab's Lab.datasets ({sorted(self.data)}): declare "
+                           f"it there, so that `lab run` finds it before the lab starts")
+        return str(self.data[name])
 
     def finetune(self, name: str, config) -> dict:
         """Train `config` into DIR/runs/NAME (kept when it finished before: a lab run again continues); returns
@@ -133,12 +145,19 @@ def read_key(path: Path, key: str) -> float:
     return float(value)
 
 
-def execute(lab: Lab, out: Path, quick: bool, seeds: list[int]) -> dict:
-    """Run a lab into `out` and write DIR/result.json, DIR/figure.png, DIR/README.md; returns the result dict."""
+def lab_data(lab: Lab, data_root: str | Path | None = None) -> dict[str, Path]:
+    """{name: folder} of the real data sets the lab reads, under `data_root` (--data-root) or $TRANSFERLAB_DATA;
+    a ConfigError line naming the setting when one is not there. A lab on bundled data (digits) needs none."""
+    return shared_datasets(lab.datasets, data_root, reader=f"lab `{lab.name}`")
+
+
+def execute(lab: Lab, out: Path, quick: bool, seeds: list[int], data_root: str | Path | None = None) -> dict:
+    """Run a lab into `out` and write DIR/result.json, DIR/figure.png, DIR/README.md; returns the result dict.
+    `data_root`: where its Lab.datasets are (default: $TRANSFERLAB_DATA)."""
     from transferlab.figures import save_png
     from transferlab.labs.page import lab_readme
 
-    ctx = LabContext(out=out, quick=quick, seeds=list(seeds))
+    ctx = LabContext(out=out, quick=quick, seeds=list(seeds), data=lab_data(lab, data_root))
     start = time.perf_counter()
     result = lab.run(ctx)
     seconds = time.perf_counter() - start

@@ -13,7 +13,6 @@ its filter passes the label: the 90% interval lies above -0.05).
 """
 from __future__ import annotations
 
-from transferlab.labs._data import shared_data
 from transferlab.labs._runs import run_config
 from transferlab.labs.base import Lab, LabContext, LabResult
 from transferlab.labs.frequency_data import MODEL, build_data, write_weights
@@ -29,7 +28,7 @@ def run(ctx: LabContext) -> LabResult:
 
     size, amplitude, max_images = (64, 16 / 255, 200) if ctx.quick else (128, 8 / 255, None)
     strategies = ["linear_probe"] if ctx.quick else ["linear_probe", "freeze:k=3", "full"]
-    build_data(ctx.out, size, amplitude, max_images, Path(shared_data("hymenoptera")))
+    build_data(ctx.out, size, amplitude, max_images, Path(ctx.dataset("hymenoptera")))
     weights = write_weights(ctx.out)
     rows = []
     for target in ("high", "low"):
@@ -83,4 +82,5 @@ LAB = Lab(name="frequency", title="Early layers as frequency filters",
           claim="What the early layers filter out (here: a 1/3 cycles/px grating a low-pass stem removes) cannot be "
                 "recovered by training the later ones; a label the filter passes is not hurt.",
           data="hymenoptera photographs carrying a faint grating label (written by the lab), efficientnet_lite0",
-          minutes=10, quick_minutes=1.5, run=run, reference="Yosinski et al. 2014; Zeiler & Fergus 2014")
+          minutes=10, quick_minutes=1.5, run=run, reference="Yosinski et al. 2014; Zeiler & Fergus 2014",
+          datasets=("hymenoptera",))

@@ -25,7 +25,6 @@ maximum over groups of the same validation accuracies, so both drops are measure
 """
 from __future__ import annotations
 
-from transferlab.labs._data import shared_data
 from transferlab.labs._runs import DIGITS, IMAGE_MODEL, run_config
 from transferlab.labs.base import Lab, LabContext, LabResult
 from transferlab.labs.verdict import Check
@@ -41,11 +40,11 @@ def _settings(quick: bool) -> dict:
     return {"probe_train": 200, "max_train": 240, "max_val": 300, "epochs": 4}
 
 
-def _data(target: str) -> tuple[str, dict]:
+def _data(ctx: LabContext, target: str) -> tuple[str, dict]:
     """(data spec, options) of a target: digits at the demo's settings, hymenoptera at NEAR_IMAGE_SIZE."""
     if target == "distant":
         return "digits", dict(DIGITS)
-    return shared_data("hymenoptera"), {**DIGITS, "image_size": NEAR_IMAGE_SIZE}
+    return ctx.dataset("hymenoptera"), {**DIGITS, "image_size": NEAR_IMAGE_SIZE}
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -67,7 +66,7 @@ def _probe(ctx: LabContext, target: str, seed: int, settings: dict) -> str:
     from transferlab.runs import RunConfig, prepare
     from transferlab.training.trainer import resolve_device
 
-    data, options = _data(target)
+    data, options = _data(ctx, target)
     # a linear_probe config builds the pre-trained backbone, as `transferlab diagnose probe --model` does; the
     # data seed draws the probe's training subset (digits: also its validation split)
     config = RunConfig(model=IMAGE_MODEL, data=data, strategy="linear_probe",
@@ -86,7 +85,7 @@ def _probe(ctx: LabContext, target: str, seed: int, settings: dict) -> str:
 def _drift(ctx: LabContext, target: str, seed: int, settings: dict, cache: dict) -> tuple[str, dict]:
     """Fine-tune on `target` and measure CKA per depth group against the pre-trained model; (measure path,
     run name)."""
-    data, options = _data(target)
+    data, options = _data(ctx, target)
     name = f"{target}_full_s{seed}"
     ctx.finetune(name, run_config(IMAGE_MODEL, data, "full", seed, max_train=settings["max_train"],
                                   max_val=settings["max_val"], epochs=settings["epochs"], patience=0, **options))
@@ -209,5 +208,5 @@ LAB = Lab(name="hierarchy", title="Generic early layers, specific late layers",
                 "late layers most, and the late layers lose more of their usefulness on a distant target than on "
                 "a near one.",
           data="efficientnet_lite0 (ImageNet); hymenoptera (near, 96 px) and digits (distant, 64 px)",
-          minutes=2, quick_minutes=1.2, run=run,
+          minutes=2, quick_minutes=1.2, run=run, datasets=("hymenoptera",),
           reference="Yosinski et al. 2014, How transferable are features in deep neural networks? (NeurIPS)")

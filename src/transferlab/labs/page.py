@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 
 
@@ -59,7 +60,7 @@ def lab_readme(record: dict, figure: str = "figure.png", heading: str = "#") -> 
     quick = " (--quick)" if record["quick"] else ""
     lines = [f"{heading} Lab `{record['lab']}`: {record['title']}", "",
              f"**Claim.** {record['claim']}" + (f" ({record['reference']})" if record.get("reference") else ""), "",
-             f"**Data.** {record['data']}. Seeds {record['seeds']}{quick}; {record['seconds']:.0f} s on this machine.",
+             f"**Data.** {record['data']}. Seeds {record['seeds']}{quick}; {record['seconds']:.0f} s on {_cores()}.",
              "", f"**Verdict: {record['verdict']}.** Rule: {record['rule']}.", "",
              f"**What was measured.** {record['summary']}", ""]
     lines += checks_table(record) + [""]
@@ -70,10 +71,15 @@ def lab_readme(record: dict, figure: str = "figure.png", heading: str = "#") -> 
     return "\n".join(lines)
 
 
+def _cores() -> str:
+    """Where the times were taken, in words a reader can compare with their own machine."""
+    return f"{os.cpu_count()} CPU cores"
+
+
 def all_page(records: list[dict], out: Path, command: str, seconds: float) -> tuple[str, str]:
     """(Markdown, self-contained HTML) of every lab: verdicts first, then each lab's section and figure."""
     md = ["# The chapter's claims, measured", "", f"`{command}` — {len(records)} labs in {seconds / 60:.1f} min on "
-          "this machine. Every number below was read back from the labs' own run folders; every verdict comes from "
+          f"{_cores()}. Every number below was read back from the labs' own run folders; every verdict comes from "
           "its rule.", "", "| lab | claim | verdict | time (s) |", "|---|---|---|---|"]
     for r in records:
         md.append(f"| [`{r['lab']}`](#lab-{r['lab']}) | {r['claim']} | **{r['verdict']}** | {r['seconds']:.0f} |")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transferlab.labs._data import shared_data
 from transferlab.labs._digits_folder import write_digits_folder
 from transferlab.labs._runs import run_config
 from transferlab.labs.base import Lab, LabContext, LabResult
@@ -62,7 +61,7 @@ def run(ctx: LabContext) -> LabResult:
                "lr": 2e-3, "test_fraction": 0.25}
     rows, scratch_choice = [], {}
     for target, spec, options, which in (("near", data, near, ("first", "best", "last")),
-                                         ("distant", shared_data("hymenoptera"), distant, ("last",))):
+                                         ("distant", ctx.dataset("hymenoptera"), distant, ("last",))):
         for point in which:
             if point == "best" and best == epochs[-1]:
                 continue  # the same checkpoint as `last`: the same runs
@@ -141,5 +140,5 @@ LAB = Lab(name="pretraining", title="Negative transfer and early-stopped pre-tra
           claim="Pre-training helps a related target, can hurt an unrelated one (negative transfer), and a "
                 "checkpoint stopped early on the source transfers at least as well as the last.",
           data="digits 0-4 as source (resnet10_cifar pre-trained by the lab), digits 5-9 (near) and hymenoptera "
-               "(distant) as targets", minutes=2, quick_minutes=1.5, run=run,
+               "(distant) as targets", minutes=2, quick_minutes=1.5, run=run, datasets=("hymenoptera",),
           reference="Rosenstein et al. 2005; Wang et al. 2019; Yosinski et al. 2014")

@@ -119,10 +119,13 @@ class MLPHead(Head):
 def gaussian_kl(mu_q: torch.Tensor, std_q: torch.Tensor, mu_p: torch.Tensor, std_p: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_q, diag std_q^2) || N(mu_p, diag std_p^2)) per row: (B, K) tensors (the prior's broadcast) -> (B,).
 
-    0.5 * sum_k [ (std_q^2 + (mu_q - mu_p)^2) / std_p^2 - 1 + 2 log std_p - 2 log std_q ]."""
-    var_p = std_p.pow(2)
-    ratio = (std_q.pow(2) + (mu_q - mu_p).pow(2)) / var_p
-    return 0.5 * (ratio - 1.0 + 2.0 * torch.log(std_p) - 2.0 * torch.log(std_q)).sum(-1)
+    0.5 * sum_k [ (std_q^2 + (mu_q - mu_p)^2) / std_p^2 - 1 + 2 log std_p - 2 log std_q ], by torch.distributions
+    (no argument validation: a std that underflowed to 0 gives inf, as the formula does, rather than an error)."""
+    from torch.distributions import Normal, kl_divergence
+
+    q = Normal(mu_q, std_q, validate_args=False)
+    p = Normal(mu_p, std_p, validate_args=False)
+    return kl_divergence(q, p).sum(-1)  # (B, K) -> (B,)
 
 
 @register_head

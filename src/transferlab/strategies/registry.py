@@ -13,8 +13,15 @@ _STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: `cls.name` becomes a strategy spec name. A module of `transferlab.strategies` (or of
+    its `peft_methods`) registers by being there: the package imports all of them."""
     _STRATEGIES[cls.name] = cls
     return cls
+
+
+def unregister_strategy(name: str) -> None:
+    """Remove a strategy (tests' toy strategies)."""
+    del _STRATEGIES[name]
 
 
 def list_strategies() -> list[type[Strategy]]:

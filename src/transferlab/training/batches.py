@@ -90,3 +90,65 @@ class SeededItems(Dataset):
             # trace when CUDA is not initialised yet, per call (a cost per example, and a list that grows).
             torch.default_generator.manual_seed(seed)
             return self.base[index]
+
+
+def check_batchnorm_batch_size(model, strategy, data, batch_size: int, epochs: int, bn_stats: str) -> None:
+    """ConfigError when training batches of one example would reach a BatchNorm layer in training mode with a
+    single value per channel (torch refuses it at the first step: a (1, C, 1, 1) map at a small image size, or
+    any BatchNorm1d). Only a batch size of 1 can do it, as NoSingletonBatches never makes a last batch of one.
+    Probed with one real training example through the layers that train in some epoch (the same rule as the
+    trainer's `_train_mode`), in eval mode and without gradients, so a refusal comes before the run folder."""
+    from transferlab.errors import ConfigError
+    from transferlab.training.evaluate import ordered_loader
+
+    if batch_size != 1 or bn_stats == "frozen":
+        return
+    training = _training_batchnorm(model, strategy.ever_trainable(model, epochs))
+    if not training:
+        return
+    seen: dict[str, tuple[int, ...]] = {}  # layer name -> the shape of its input for one example
+
+    def record(name: str):
+        def hook(_module, inputs) -> None:  # returns None: a pre-hook's return value would replace the inputs
+            seen.setdefault(name, tuple(inputs[0].shape))
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name))
+             for name, module in model.named_modules() if name in training]
+    was_training = model.training
+    try:
+        # fork_rng: the probe's augmentation draws must not shift the run's random stream
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()
+            for batch in ordered_loader(data.train, 1, data.collate):
+                if batch["labels"].numel():  # an unreadable first image is dropped by the collate
+                    model(batch)
+                    break
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    for name, shape in seen.items():
+        if len(shape) > 1 and torch.Size(shape).numel() // shape[1] < 2:
+            raise ConfigError(f"--batch-size 1: BatchNorm layer {name} would see 1 value per channel (its input is "
+                              f"{'x'.join(map(str, shape))} for one example), and BatchNorm in training mode needs "
+                              f"at least 2; use --batch-size 2 or more, or --bn-stats frozen (every BatchNorm layer "
+                              f"keeps its pre-trained statistics)")
+
+
+def _training_batchnorm(model, ever_trainable: set[str] | None) -> set[str]:
+    """Names of the BatchNorm layers that re-estimate their statistics in some epoch: the trainer's rule applied
+    with the parameters that train in some epoch marked trainable (requires_grad restored after)."""
+    from transferlab.nn_utils import is_batchnorm
+    from transferlab.training.bn_mode import batchnorm_trains
+
+    saved = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        for name, p in model.named_parameters():
+            p.requires_grad_(ever_trainable is None or name in ever_trainable)
+        grouped = model.grouped_parameters()
+        return {name for name, module in model.named_modules()
+                if is_batchnorm(module) and batchnorm_trains(model, name, module, grouped)}
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(saved[name])

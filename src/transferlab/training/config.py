@@ -84,8 +84,9 @@ class TrainConfig:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("--batch-size must be >= 1")
+        for name in ("batch_size", "eval_batch_size"):  # each message names the option that was given
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

@@ -30,6 +30,7 @@ from transferlab.safe_io import atomic_write_text, save_tensors
 from transferlab.strategies import StrategyContext
 from transferlab.training import distributed
 from transferlab.training.batches import EpochBatches, NoSingletonBatches, RankRows, SeededItems
+from transferlab.training.bn_mode import batchnorm_trains
 from transferlab.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from transferlab.training.config import TrainConfig
 from transferlab.training.evaluate import evaluate, ordered_loader, to_device
@@ -410,7 +411,7 @@ class Trainer:
         stay as pre-trained. (A frozen layer whose BatchNorm keeps updating its statistics is not frozen:
         its outputs change. `freeze:train_bn=true` makes BN parameters trainable, and so lets them adapt.)
         A BatchNorm layer without parameters (`affine=False`) has none of its own to ask: it follows its
-        depth group's (`_batchnorm_trains`). With `bn_stats="frozen"` every BatchNorm layer stays in inference
+        depth group's (`batchnorm_trains`). With `bn_stats="frozen"` every BatchNorm layer stays in inference
         mode: its weights may train, but it normalises with the pre-trained running statistics, as in the
         fine-tuning recipe of the Keras transfer-learning guide for small target sets (small batches give noisy
         statistics, and a probed head keeps seeing the features it was fitted to).
@@ -425,7 +426,7 @@ class Trainer:
             self.model.backbone.eval()  # also what the root module governs (timm's pre-logits dropout)
         keep_all = self.config.bn_stats == "frozen"
         for name, module in self.model.named_modules():
-            if is_batchnorm(module) and (keep_all or not _batchnorm_trains(self.model, name, module, grouped)):
+            if is_batchnorm(module) and (keep_all or not batchnorm_trains(self.model, name, module, grouped)):
                 module.eval()
 
     # ---- loop ----------------------------------------------------------------------------------
@@ -677,26 +678,6 @@ class Trainer:
         for cb in self._callbacks():
             cb.on_fit_end(self, metrics)
         return metrics
-
-
-def _batchnorm_trains(model, name: str, module, grouped) -> bool:
-    """Whether the BatchNorm layer `name` re-estimates its statistics (under bn_stats="auto"): when one of its
-    own parameters trains; a layer without parameters (affine=False) when one of its depth group's (`grouped`:
-    model.grouped_parameters()) does, the modules a strategy adds inside the group (LoRA, adapters:
-    `model.new_markers`) aside, as they make no affine BatchNorm beside them update either. Where no group's
-    prefix covers its path, its nearest enclosing module that holds parameters decides."""
-    own = list(module.parameters(recurse=False))
-    if own:
-        return any(p.requires_grad for p in own)
-    try:
-        params = grouped[model.group_index(name)]
-    except KeyError:
-        params, path = [], name
-        while not params and path:
-            path = path.rpartition(".")[0]
-            params = list(model.get_submodule(path).named_parameters(prefix=path))
-    added = tuple(f".{marker}." for marker in model.new_markers)
-    return any(p.requires_grad for n, p in params if not any(m in f".{n}" for m in added))
 
 
 def _rank_device(device: torch.device, place) -> torch.device:

@@ -11,6 +11,9 @@ single base model and switches between them. Each method implements five small h
                                            model already has (BitFit's biases), applied by the caller
     set_active(model, slot | None)         which slot the forward pass uses (None: the bare base model)
     merge_slot(model, slot)                fold the slot into the base weights (LoRA, BitFit) or refuse
+
+and declares its facts on the class (`method`, `new_segments`, `markers`, `wrapper_markers`, `files`,
+`mergeable`), registering with `@register_method` (peft_methods/_registry.py).
 """
 from __future__ import annotations
 
@@ -42,12 +45,24 @@ def claim_prefix(model, prefix: str) -> None:
 
 
 class PeftStrategy(Strategy):
-    """Base of lora, adapter and bitfit: the new head trains alongside the method's own parameters."""
+    """Base of every PEFT method (lora, adapter, bitfit, ...): the new head trains alongside the method's own
+    parameters."""
 
     role = "selection"
-    method: ClassVar[str] = ""
-    # Module-name segments of the parameters the method adds (TransferModel.new_markers).
+    # ---- the method's facts, read by the shared code through `_registry` (task modules, merging, slots) ----
+    method: ClassVar[str] = ""  # its name in a task module's metadata; `register_method` defaults it to `name`
+    # Module-name segments of the modules the method adds (TransferModel.new_markers).
     new_segments: ClassVar[tuple[str, ...]] = ()
+    # Fragments of the parameter names of the tensors it adds, matched against "." + name (".lora_"):
+    # left out of a plain checkpoint, gone after a merge.
+    markers: ClassVar[tuple[str, ...]] = ()
+    # Fragments it inserts into the names of the base tensors it wraps (peft's ".base_layer."): `plain_name`
+    # removes them; gone after a merge.
+    wrapper_markers: ClassVar[tuple[str, ...]] = ()
+    # Task-module files it writes besides module.safetensors (each one of outputs.MODULE_FILES).
+    files: ClassVar[tuple[str, ...]] = ()
+    # Whether `merge_slot` folds the slot into the base weights (the others refuse, with their reason).
+    mergeable: ClassVar[bool] = False
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -95,3 +110,8 @@ class PeftStrategy(Strategy):
     def structure(self, model) -> dict:
         """JSON facts about the added structure, recorded in the task module (targets, sites, sizes)."""
         return {}
+
+    @classmethod
+    def readme_section(cls, meta: dict, dirname: str) -> str:
+        """Markdown appended to an exported module's README (LoRA: loading it with peft alone)."""
+        return ""

@@ -1,5 +1,5 @@
 """What every PEFT method and the task-module format share: the default slot's name, parameter names without
-peft's wrapping, and copies of BatchNorm statistics. The lowest module of peft_methods: it imports none of them."""
+peft's wrapping, and copies of BatchNorm statistics. Below every method module: it imports none of them (only the registry of their facts)."""
 from __future__ import annotations
 
 import torch
@@ -12,8 +12,13 @@ DEFAULT_SLOT = "default"
 
 
 def plain_name(name: str) -> str:
-    """A parameter's name in the unmodified model (peft renames a wrapped layer's weight to base_layer.weight)."""
-    return name.replace(".base_layer.", ".")
+    """A parameter's name in the unmodified model: without the fragments a method inserts into the names of the
+    layers it wraps (its `wrapper_markers`: peft renames a wrapped layer's weight to base_layer.weight)."""
+    from transferlab.strategies.peft_methods._registry import wrapper_markers
+
+    for fragment in wrapper_markers():
+        name = name.replace(fragment, ".")
+    return name
 
 
 def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

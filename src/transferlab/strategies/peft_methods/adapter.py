@@ -21,7 +21,7 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.strategies.peft_methods._base import PeftStrategy, claim_prefix
-from transferlab.strategies.registry import register_strategy
+from transferlab.strategies.peft_methods._registry import register_method
 
 KINDS = ("auto", "houlsby", "pfeiffer", "parallel")
 SEGMENT = "tl_adapter"
@@ -74,11 +74,13 @@ def _parallel_hook(module, inputs, output):
     return output + module.tl_adapter[slot](inputs[0])
 
 
-@register_strategy
+@register_method
 class Adapter(PeftStrategy):
     method = "adapter"
     name = "adapter"
     new_segments = (SEGMENT,)
+    markers = (f".{SEGMENT}.",)
+    mergeable = False  # a bottleneck is a new layer: merge_slot says why
     help = ("Bottleneck adapters with a zero-initialised up projection (the output is unchanged before "
             "training): Houlsby (after attention and feed-forward) or Pfeiffer (after feed-forward) for "
             "transformers, parallel residual 1x1-conv adapters beside each block for CNNs (Rebuffi et al.). "

