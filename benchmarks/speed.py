@@ -111,8 +111,8 @@ def step_gflop(config: RunConfig, run_dir: Path, caches: RunCaches) -> float:
     trainer = Trainer(model, strategy, data, config.train, run_dir / "flops", feature_store=caches.features)
     trainer.setup(resume=False)
     trainable = trainer._configure_epoch(0)
-    k = trainer._cached_groups(trainable)
-    entry = trainer._entry("train", k) if k else None
+    k = trainer.cache.groups(trainable)
+    entry = trainer.cache.entry("train", k) if k else None
     trainer._train_mode()
     batches = list(trainer.train_loader(0, cached=entry, k=k)) if data.kind == "text" else []
     first = batches[0] if batches else next(iter(trainer.train_loader(0, cached=entry, k=k)))

@@ -1,4 +1,4 @@
-"""Predictions for single inputs (image paths or text strings) with a trained run.
+"""Predictions for single inputs (image paths or text strings) with a trained run (not a run on numeric vectors).
 
 A run predicts without its training data: its classes are in its config. Each input gets its own answer, so
 one unreadable file among many does not stop the others.
@@ -29,6 +29,9 @@ def predict_inputs(run_dir: str | Path, inputs: list[str]):
     from transferlab.runs import load_run_model
 
     config, model, _ = load_run_model(run_dir)
+    if model.cfg.modality == "vector":  # its inputs would need the training split's statistics, which no file keeps
+        raise ConfigError(f"{run_dir} was trained on numeric vectors ({config.data}): predict takes image or text "
+                          f"inputs; score its splits with `transferlab evaluate --run {run_dir}`")
     if model.cfg.modality == "image":  # a text run's inputs are texts, whatever files share their names
         folders = [item for item in inputs if Path(item).is_dir()]
         if folders:

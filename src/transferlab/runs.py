@@ -93,15 +93,13 @@ def run_state(out: Path) -> str:
 
 def run_inputs(config: RunConfig) -> dict[str, object]:
     """The paths a run reads, by option: an output must not be, contain or sit inside any of them."""
-    from transferlab.data._digits import is_digits_spec
+    from transferlab.data import is_builtin_spec
 
-    inputs = {"--data": None if is_digits_spec(config.data) else config.data, "--weights": config.weights,
+    inputs = {"--data": None if is_builtin_spec(config.data) else config.data, "--weights": config.weights,
               "--source-data": config.strategy_options.get("source_data")}
-    folder = _pretrained_folder(config.model)
-    if folder is not None:
-        inputs["--model"] = str(folder)
-    elif _is_path_model(config.model):
-        inputs["--model"] = config.model
+    path = _model_path(config.model)
+    if path is not None:
+        inputs["--model"] = str(path)
     return inputs
 
 
@@ -119,38 +117,30 @@ def _out_state(out: Path, resume: bool, overwrite: bool) -> str:
     return state
 
 
-def _is_path_model(model: str) -> bool:
-    from transferlab.models._registry import list_models
+def _model_path(model: str) -> Path | None:
+    """The file or folder a model name reads (a folder `pretrain` kept, also as RUN@E; a model directory), as its
+    model family says, or None."""
+    from transferlab.models._families import model_path
 
-    return model not in list_models() and not model.startswith("hf:") and Path(model).expanduser().exists()
-
-
-def _pretrained_folder(model: str) -> Path | None:
-    """The folder a model name refers to when `pretrain` kept it (a path, or the RUN@E short form)."""
-    from transferlab.models._registry import list_models
-    from transferlab.models.pretrained_dir import resolve
-
-    return None if model in list_models() else resolve(model)
+    return model_path(model)
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
     """The config with every path it reads made absolute, so that the run loads from any directory."""
-    from transferlab.data._digits import is_digits_spec
+    from transferlab.data import is_builtin_spec
 
     def absolute(value):
         if not value or not Path(str(value)).expanduser().exists():
             return value
         return str(Path(str(value)).expanduser().resolve())
 
-    config.data = config.data if is_digits_spec(config.data) else absolute(config.data)
+    config.data = config.data if is_builtin_spec(config.data) else absolute(config.data)
     config.weights = absolute(config.weights)
-    folder = _pretrained_folder(config.model)
-    if folder is not None:  # RUN@4 is recorded as the folder it names (the run's checkpoints may be added to)
-        config.model = str(folder.resolve())
-    elif _is_path_model(config.model):
-        config.model = absolute(config.model)
+    path = _model_path(config.model)
+    if path is not None and path.exists():  # RUN@4 is recorded as the folder it names (checkpoints may be added)
+        config.model = str(path.resolve())
     source = config.strategy_options.get("source_data")
-    if source and not is_digits_spec(source):
+    if source and not is_builtin_spec(source):
         config.strategy_options = {**config.strategy_options, "source_data": absolute(source)}
     return config
 
@@ -224,10 +214,9 @@ def with_overrides(cfg, overrides: dict):
 def _tokenizer_for(model_name: str):
     from transformers import AutoTokenizer
 
-    from transferlab.models.hf_models import minilm_dir
+    from transferlab.models._families import tokenizer_source
 
-    source = str(minilm_dir()) if model_name == "minilm_l6" else model_name.removeprefix("hf:")
-    return AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(tokenizer_source(model_name) or model_name)
 
 
 def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,

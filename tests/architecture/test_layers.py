@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "src" / "transferlab"
 LAYERS = [
     # errors and I/O, and small pure helpers every layer may use
     {"errors", "faults", "units", "figures", "nn_utils", "safe_io", "outputs", "sections", "specs", "stats",
-     "progress"},
+     "progress", "console"},
     {"models", "data"},  # what a model is, and what data is
     {"strategies"},  # how a model adapts (PEFT methods own their saved format)
     {"training"},  # the loop

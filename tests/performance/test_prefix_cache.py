@@ -89,7 +89,7 @@ def test_lp_ft_caches_only_its_probe_phase(tmp_path):
 
 
 def test_augmented_training_data_is_not_cached_and_the_log_says_why(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="transferlab.training.trainer")
+    caplog.set_level(logging.INFO, logger="transferlab.training")
     cached, trainer, _ = _train(tmp_path, _config("linear_probe", augment=True), "cached")
     plain, _, _ = _train(tmp_path, _config("linear_probe", augment=True, cache=False), "plain")
     assert "cache off for the train split" in caplog.text
@@ -98,7 +98,7 @@ def test_augmented_training_data_is_not_cached_and_the_log_says_why(tmp_path, ca
 
 
 def test_lwf_reads_the_inputs_so_the_cache_stays_off(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="transferlab.training.trainer")
+    caplog.set_level(logging.INFO, logger="transferlab.training")
     config = _config("linear_probe+lwf", epochs=1)
     config.model = "efficientnet_lite0"  # LwF needs the pre-trained source classifier
     _, trainer, _ = _train(tmp_path, config, "run")
@@ -181,7 +181,7 @@ def test_store_keeps_to_its_memory_limit_and_reads_back_from_disk(tmp_path):
 
 
 def test_entry_over_the_memory_limit_trains_uncached(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="transferlab.training.trainer")
+    caplog.set_level(logging.INFO, logger="transferlab.training")
     _, trainer, _ = _train(tmp_path, _config("freeze:k=1", epochs=1, cache_memory_mb=0), "run")
     assert "above the limit" in caplog.text
     assert trainer.state.history[0]["cached_groups"] == 0

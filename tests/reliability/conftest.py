@@ -34,6 +34,15 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+def default_sigint() -> None:
+    """Popen's preexec_fn for a child that a test interrupts with SIGINT: a signal ignored by the parent stays
+    ignored across exec (a test runner or an earlier test may leave SIGINT ignored), and Python installs its
+    KeyboardInterrupt handler only where SIGINT is at its default, so the child would never see the Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def subprocess_env(fault: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRANSFERLAB_FAULT"}
     # One thread in every subprocess, so an interrupted run and its baseline use the same CPU kernels.

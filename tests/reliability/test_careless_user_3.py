@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reliability.conftest import ROOT, error_line, run_cli, subprocess_env
+from tests.reliability.conftest import ROOT, default_sigint, error_line, run_cli, subprocess_env
 
 PRETRAIN = ["pretrain", "--data", "digits:0-4", "--image-size", "16", "--epochs", "1", "--max-train", "60",
             "--batch-size", "32"]
@@ -71,7 +71,8 @@ def test_signal_to_the_nproc_launcher_is_one_line_and_stops_every_process(tmp_pa
     err = tmp_path / "stderr.txt"
     with open(err, "w") as err_fh:
         proc = subprocess.Popen([sys.executable, "-m", "transferlab", *NPROC_RUN, "--out", str(out)], cwd=ROOT,
-                                env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=err_fh)
+                                env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=err_fh,
+                                preexec_fn=default_sigint)
         try:
             if sig == signal.SIGINT:  # training: the first checkpoint is written
                 _wait_for((out / "checkpoint" / "last.safetensors").is_file, proc, err)

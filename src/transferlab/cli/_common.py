@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
+
+from transferlab.console import format_number, print_json, print_table  # noqa: F401  (re-exported)
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = (),
@@ -60,26 +61,6 @@ def check_command_outputs(outputs: dict[str, object], inputs: dict[str, object],
     return paths
 
 
-def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
-
-
 def fail(message: str) -> "NoReturn":  # noqa: F821
     print(f"transferlab: error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def print_table(rows: list[list[str]]) -> None:
-    """Rows of strings as left-aligned columns (the first row is the header); control characters escaped (a class
-    or run named with ESC[2J would clear the terminal)."""
-    from transferlab.units import escape_control
-
-    rows = [[escape_control(str(c)) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
-def format_number(x, fmt=".4f") -> str:
-    """A table cell: `-` for a missing value."""
-    return "-" if x is None else format(x, fmt)

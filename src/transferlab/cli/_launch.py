@@ -38,6 +38,14 @@ def wants_launch(args) -> bool:
         return False
     if nproc > 1 and not getattr(args, "oversubscribe", False):
         _check_capacity(nproc, getattr(args, "device", None))
+    model = getattr(args, "model", None)
+    if nproc > 1 and isinstance(model, str):
+        from transferlab.models.own_models import is_registered_module
+
+        if is_registered_module(model):
+            raise ConfigError(f"--nproc {nproc}: model {model!r} was registered with register_module in this "
+                              "process, and the processes --nproc starts are new interpreters without it; drop "
+                              "--nproc")
     return nproc > 1
 
 

@@ -19,7 +19,7 @@ def register(sub) -> None:
                                    "the same architecture trained from scratch, and writes OUT/report.md, "
                                    "OUT/report.html, OUT/results.csv, OUT/results.json.")
     p.add_argument("--model", help="registry name, timm architecture, HF directory (default: efficientnet_lite0)")
-    p.add_argument("--data", help="data folder or file, or 'digits' (default: digits)")
+    p.add_argument("--data", help="data folder or file, 'digits' or 'sklearn:NAME' (default: digits)")
     p.add_argument("--strategies",
                    help="comma-separated strategy specs; a spec's own key=value,key=value stay together "
                         f"(default: {DEFAULT_STRATEGIES})")
@@ -167,18 +167,14 @@ def _check_model_and_data(model: str, data: str, source_data: str | None = None)
     """Cheap checks before any run: every cell would fail the same way otherwise."""
     from pathlib import Path
 
-    from transferlab.data._digits import is_digits_spec
+    from transferlab.data import is_builtin_spec
     from transferlab.errors import ConfigError
-    from transferlab.models import list_models
-    from transferlab.models.timm_models import is_timm_model
+    from transferlab.models import family_of, list_models
 
-    from transferlab.models.pretrained_dir import resolve
-
-    if not (model in list_models() or Path(model).is_dir() or model.startswith("hf:") or is_timm_model(model)
-            or resolve(model) is not None):
+    if family_of(model) is None:  # no model family claims the name
         raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(list_models())}, a timm "
                           "architecture name, a Hugging Face model directory, or hf:<hub id>")
     for path in (data, source_data):
-        if path and not is_digits_spec(path) and not Path(path).expanduser().exists():
+        if path and not is_builtin_spec(path) and not Path(path).expanduser().exists():
             raise ConfigError(f"{path}: no such file or folder; give an image folder, a text file or folder, "
-                              "or 'digits'")
+                              "a .npz file, 'digits' or 'sklearn:NAME'")

@@ -50,7 +50,8 @@ def register(sub) -> None:
 
 def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="registry name, timm architecture, HF directory, hf:<id>")
-    p.add_argument("--data", required=True, help="data folder or file, or 'digits'")
+    p.add_argument("--data", required=True, help="data folder or file (.npz: numeric vectors), 'digits' or "
+                                                 "'sklearn:NAME' (wine, breast_cancer, iris, digits as vectors)")
     if strategy_required:
         p.add_argument("--strategy", help="strategy spec, e.g. discriminative:decay=0.5+l2sp (default: full; "
                                           "with --resume: the run's)")

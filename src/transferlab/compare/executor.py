@@ -30,6 +30,7 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
     check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
+    check_process_local_model(spec.base.model, jobs, executor)
     out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder
     spec = check_grid_dir(out, spec, resume, given)
     spec.base = _absolute_base(spec.base)
@@ -59,6 +60,21 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     finally:
         if own:
             progress.close()
+
+
+def check_process_local_model(model: str, jobs: int, executor: str) -> None:
+    """A model given to `register_module` exists in this process only: the grid's worker processes are spawned
+    (a fresh interpreter) and Ray's are other processes, so neither could build it."""
+    from transferlab.models.own_models import is_registered_module
+
+    if not is_registered_module(model):
+        return
+    if executor == "ray":
+        raise ConfigError(f"--executor ray: model {model!r} was registered with register_module in this process, "
+                          "and Ray's worker processes do not have it; run the grid here (executor local, jobs 1)")
+    if jobs > 1:
+        raise ConfigError(f"--jobs {jobs}: model {model!r} was registered with register_module in this process, "
+                          "and the grid's worker processes are spawned without it; run the grid with jobs 1")
 
 
 EXECUTORS = ("local", "ray")  # where the cells run: this machine (--jobs processes), or Ray tasks

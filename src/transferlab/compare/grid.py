@@ -235,31 +235,22 @@ def plan(spec: GridSpec, out: Path) -> list[Cell]:
 
 # ---- the from-scratch baseline ---------------------------------------------------------------------------
 def scratch_support(model: str) -> tuple[str, str]:
-    """('weights'|'hf_dir'|'none', reason): how to build `model`'s architecture with random weights."""
-    from transferlab.models import list_models, pretrained_cfg
-    from transferlab.models.pretrained_dir import resolve
-    from transferlab.models.timm_models import is_architecture, is_timm_model
+    """('weights'|'hf_dir'|'none', reason): how to build `model`'s architecture with random weights, as its
+    model family says (`ModelFamily.scratch`)."""
+    from transferlab.models import family_of
 
-    if model in list_models():
-        cfg = pretrained_cfg(model)
-        if cfg.modality == "image" and is_architecture(cfg.architecture):
-            return "weights", f"{model} with random weights of its architecture {cfg.architecture}"
-        if model == "minilm_l6":
-            return "hf_dir", f"{model}'s BERT config with random weights"
-        return "none", f"no random-init builder is known for registry model {model!r}"
-    if resolve(model) is not None:  # kept by pretrain: its architecture and input config, random weights
-        return "weights", f"{model}'s architecture with random weights"
-    if Path(model).is_dir() or model.startswith("hf:"):
-        return "hf_dir", f"{model}'s config with random weights"
-    if is_timm_model(model):
-        return "weights", f"timm architecture {model} with random weights"
-    return "none", f"unknown model {model!r}"
+    family = family_of(model)
+    if family is None:
+        return "none", f"unknown model {model!r}"
+    return family.scratch(model)
 
 
 def scratch_config(spec: GridSpec, seed: int, out: Path, candidate: str) -> RunConfig:
     """A baseline candidate's run config: the same model entry (same input config and depth groups) with random
     initial weights, every parameter at the base rate (SCRATCH_STRATEGY), the candidate's BatchNorm mode and
     learning rate, and --scratch-epochs (default: the grid's epochs)."""
+    from transferlab.models import family_of
+
     kind, reason = ("given", "") if spec.scratch_init == "given" else scratch_support(spec.base.model)
     recipe = scratch_recipe(candidate)
     cfg = copy.deepcopy(spec.base)
@@ -273,65 +264,17 @@ def scratch_config(spec: GridSpec, seed: int, out: Path, candidate: str) -> RunC
     if kind == "weights":
         path = init_dir / f"seed{seed}.safetensors"
         if not path.is_file():
-            save_tensors(path, _random_timm_state(spec.base.model, seed))
+            save_tensors(path, family_of(spec.base.model).random_state(spec.base.model, seed))
         cfg.weights = str(path.resolve())
     elif kind == "hf_dir":
         folder = init_dir / f"seed{seed}"
         if not (folder / "config.json").is_file():
-            _write_random_hf_dir(spec.base.model, seed, folder)
+            family_of(spec.base.model).write_random_dir(spec.base.model, seed, folder)
         cfg.model = str(folder.resolve())
         cfg.weights = None
     elif kind != "given":
         raise ConfigError(f"cannot build a from-scratch baseline: {reason}; pass --no-scratch")
     return cfg
-
-
-def _random_timm_state(model: str, seed: int) -> dict[str, torch.Tensor]:
-    from transferlab.models import list_models, pretrained_cfg
-    from transferlab.models.pretrained_dir import read_folder, resolve
-    from transferlab.models.timm_models import random_net
-
-    folder = None if model in list_models() else resolve(model)
-    if folder is not None:
-        arch = read_folder(folder)[0]
-    else:
-        arch = pretrained_cfg(model).architecture if model in list_models() else model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = random_net(arch)
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def _write_random_hf_dir(model: str, seed: int, folder: Path) -> None:
-    """A Hugging Face model folder with the source model's config and tokenizer but random weights."""
-    import shutil
-    import tempfile
-
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    if model == "minilm_l6":
-        from transferlab.models.hf_models import minilm_dir
-
-        source = str(minilm_dir())
-    else:
-        source = model.removeprefix("hf:")
-    config = AutoConfig.from_pretrained(source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists()
-                                else _mkdir(folder.parent)))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        AutoModel.from_config(config).save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-    pooling = Path(source) / "1_Pooling"
-    if pooling.is_dir():  # the same pooling as the pre-trained model
-        shutil.copytree(pooling, tmp / "1_Pooling")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # complete folder or none
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # ---- running ---------------------------------------------------------------------------------------------

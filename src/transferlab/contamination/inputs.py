@@ -25,6 +25,7 @@ from transferlab.data._image_folder import class_folders, has_images, image_file
 from transferlab.data._split import VAL_NAMES
 from transferlab.data._text import find_text_file
 from transferlab.data._text_reader import TEXT_EXTENSIONS, read_text_file
+from transferlab.data._vectors import is_vector_spec
 
 SPLITS = ("train", "val", "test")
 
@@ -105,6 +106,9 @@ def read_split(path: str | Path, split: str, options: DataOptions | None = None,
                classes: str | None = None) -> SplitExamples:
     """The examples of `split` ("train", "val" (or valid/validation/dev), "test") of a data set, read with
     `options` (text columns, header); only of the comma-separated `classes` (text: label values) when given."""
+    if is_vector_spec(str(path)):
+        raise DataError(f"{path}: contamination checks are not supported for numeric vectors (sklearn:NAME, .npz); "
+                        "they compare images or texts")
     options = options or DataOptions()
     if options.classes is not None:
         raise ValueError("pass the classes as read_split(..., classes=); DataOptions needs two or more")

@@ -13,25 +13,27 @@ from ._errors import SkipLog
 class DataBundle:
     """Everything ``load_data`` found.
 
-    Dataset items are ``(x, label)``: x is a (3, H, W) float tensor (images) or a str (text);
+    Dataset items are ``(x, label)``: x is a (3, H, W) float tensor (images), a str (text) or an (F,) float
+    tensor (vectors, standardised with the training split's statistics);
     an image item is ``None`` when its file cannot be read. Every dataset has ``.targets``
     (list[int], for stratification); image datasets also have ``.paths``.
 
     ``collate`` turns a list of items into a batch dict:
     images -> {"pixel_values": (B, 3, H, W) float, "labels": (B,) long};
     text -> the tokenizer's {"input_ids", "attention_mask"[, "token_type_ids"]}: (B, T) long,
-    padded to the longest text in the batch, plus "labels". ``None`` items are dropped, so B can be
+    padded to the longest text in the batch, plus "labels";
+    vectors -> {"input_values": (B, F) float, "labels": (B,) long}. ``None`` items are dropped, so B can be
     smaller than the number of items, and 0 when all were dropped (skip such a batch).
     """
 
-    kind: str  # "image" or "text"
+    kind: str  # "image", "text" or "vector"
     classes: list[str]  # sorted class names; label index i <-> classes[i]
     train: Dataset
     val: Dataset
     test: Dataset | None
     collate: Callable[[list], dict]
     skipped: SkipLog  # unreadable inputs found so far (grows while image items are read)
-    source: str  # the path given, or "digits[:spec]"
+    source: str  # the path given, or "digits[:spec]" / "sklearn:NAME[:spec]"
 
     @property
     def num_classes(self) -> int:

@@ -14,6 +14,7 @@ from ._digits import DigitsDataset
 from ._errors import DataError
 from ._images import ImageDataset
 from ._text import TextDataset
+from ._vectors import VectorDataset
 
 
 def example_ids(bundle: DataBundle, dataset: Dataset) -> list[str]:
@@ -23,11 +24,15 @@ def example_ids(bundle: DataBundle, dataset: Dataset) -> list[str]:
       (``test/cat/0042.jpg``; ``cat/0042.jpg`` for a data set that is itself the one class tree);
     - text: the 0-based data-row index in the split's file (header not counted, skipped rows counted: ``"12"``);
       `split_file` names the file;
-    - digits: ``digits[i]``, row i of scikit-learn's ``load_digits()``.
+    - digits: ``digits[i]``, row i of scikit-learn's ``load_digits()``;
+    - vectors: ``wine[i]``, row i of scikit-learn's ``load_wine()`` (``sklearn:wine``), or ``x[i]`` / ``x_val[i]`` /
+      ``x_test[i]``, row i of that array of a .npz file.
     """
     if isinstance(dataset, TextDataset):
         if dataset.ids is None:
             raise DataError(f"{bundle.source}: this text split was not read from a file, so its rows have no ids")
+        return list(dataset.ids)
+    if isinstance(dataset, VectorDataset):
         return list(dataset.ids)
     if isinstance(dataset, DigitsDataset):
         return list(dataset.paths)

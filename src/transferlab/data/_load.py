@@ -17,6 +17,7 @@ from ._split import stratified_subset
 from ._text import find_text_splits, load_text
 from ._text_reader import TEXT_EXTENSIONS
 from ._transforms import eval_transform, image_size, resize_size
+from ._vectors import NPZ_SUFFIX, is_sklearn_spec, load_vector_data
 
 if TYPE_CHECKING:
     from transferlab.models._config import PretrainedCfg
@@ -29,6 +30,9 @@ def load_data(path: str, cfg: PretrainedCfg, options: DataOptions | None = None,
     ``path`` is one of:
       - ``"digits"`` or ``"digits:0-4"`` (a class subset): scikit-learn's bundled 8x8 digits
         (write ``./digits`` for a folder of that name);
+      - ``"sklearn:wine"`` (also ``breast_cancer``, ``iris``, ``digits``; a class subset as
+        ``"sklearn:digits:0-4"``) or a ``.npz`` file of arrays ``x`` (N, F) and ``y`` (N,): numeric vectors,
+        standardised with the training split's statistics (``_vectors``);
       - an image folder: ``DIR/train/<class>/*`` with ``val``/``valid``/``validation``/``dev`` and
         ``test`` splits, or ``DIR/<class>/*`` split by ``options.val_fraction``;
       - a text folder with ``train.{tsv,csv,jsonl}`` (and ``dev``/``val``/... and ``test`` files),
@@ -56,24 +60,36 @@ def _load(spec: str, cfg: PretrainedCfg, options: DataOptions, tokenizer: Any) -
     if is_digits_spec(spec):
         _check_modality(cfg, "image", spec)
         return load_digits_data(spec, cfg, options)
+    if is_sklearn_spec(spec):
+        _check_modality(cfg, "vector", spec)
+        return load_vector_data(spec, options)
     root = Path(spec).expanduser()
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; give an image folder, a .tsv/.csv/.jsonl file, "
-                        "a folder with train.tsv, or 'digits'")
+                        "a folder with train.tsv, a .npz file, 'digits' or 'sklearn:NAME'")
     if root.is_file():
         suffix = root.suffix.lower()
+        if suffix == NPZ_SUFFIX:
+            _check_modality(cfg, "vector", spec)
+            return load_vector_data(spec, options)
         if suffix in TEXT_EXTENSIONS:
             _check_modality(cfg, "text", spec)
             return load_text(root, cfg, options, tokenizer)
         if is_image_file(root.name):
             raise DataError(f"{root} is a single image; give the folder that holds the class folders")
-        raise DataError(f"{root}: unknown file format {suffix or '(no extension)'}; "
-                        "use .tsv, .csv or .jsonl for text, or a folder of class folders for images")
+        raise DataError(f"{root}: unknown file format {suffix or '(no extension)'}; use .tsv, .csv or .jsonl "
+                        "for text, .npz for numeric vectors, or a folder of class folders for images")
     if find_text_splits(root) is not None:
         _check_modality(cfg, "text", spec)
         return load_text(root, cfg, options, tokenizer)
     _check_modality(cfg, "image", spec)
     return load_image_folder(root, cfg, options)
+
+
+def is_builtin_spec(spec: str) -> bool:
+    """``digits[:...]`` or ``sklearn:NAME[:...]``: a data set bundled with scikit-learn, not a path (write
+    ``./digits`` for a folder of that name)."""
+    return is_digits_spec(str(spec)) or is_sklearn_spec(str(spec))
 
 
 def load_single_image(path: str, cfg: PretrainedCfg, options: DataOptions | None = None) -> torch.Tensor:

@@ -42,7 +42,7 @@ class DataOptions:
     augment: bool = field(
         default=False,
         metadata={"help": "Augment training images (random resized crop with scale 0.6-1 and a "
-                          "horizontal flip; digits get no flip). No effect on text."},
+                          "horizontal flip; digits get no flip). No effect on text or numeric vectors."},
     )
     image_size: int | None = field(
         default=None,
@@ -70,8 +70,9 @@ class DataOptions:
     classes: str | None = field(
         default=None,
         metadata={"help": "Comma-separated class names to keep (image folders: class folder names; digits: 0-9; "
-                          "text: label values); the others are left out of every split, and the kept ones are "
-                          "indexed as if the others did not exist. Default: all."},
+                          "text and .npz files: label values; sklearn:NAME: its class names); the others are left "
+                          "out of every split, and the kept ones are indexed as if the others did not exist. "
+                          "Default: all."},
     )
 
     def __post_init__(self) -> None:

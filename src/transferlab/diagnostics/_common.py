@@ -18,33 +18,14 @@ logger = logging.getLogger(__name__)
 
 
 def has_reproducible_start(model: str, weights: str | None) -> bool:
-    """Whether building `model` again (with `weights`) gives the backbone a run of it started from, as
-    `create_model` dispatches: yes for a registry model, an HF directory or `hf:<hub id>` (pre-trained weights)
-    and anything given --weights; no for a timm architecture without --weights, a random init that is a new
-    draw on every build (drift then has no meaningful reference). Names `create_model` refuses: yes (no run
-    of them exists to be random)."""
-    from pathlib import Path
+    """Whether building `model` again (with `weights`) gives the backbone a run of it started from, as its model
+    family says (`ModelFamily.reproducible_start`): yes for a registry model, an HF directory or `hf:<hub id>`
+    (pre-trained weights) and anything given --weights; no for a timm architecture without --weights, a random
+    init that is a new draw on every build (drift then has no meaningful reference). Names `create_model`
+    refuses: yes (no run of them exists to be random)."""
+    from transferlab.models._families import reproducible_start
 
-    from transferlab.models import list_models, pretrained_cfg
-    from transferlab.models.pretrained_dir import read_folder, resolve
-    from transferlab.models.timm_models import is_timm_model
-
-    if weights:
-        return True
-    if model in list_models():  # resnet10_cifar is an architecture to pre-train: random until trained
-        return not pretrained_cfg(model).weights.startswith("random init")
-    try:
-        folder = resolve(model)
-    except ConfigError:
-        folder = None
-    if folder is not None:
-        try:
-            return read_folder(folder)[2] is not None  # a pretrain run's scratch entry has no weights
-        except ConfigError:
-            return True
-    if Path(model).is_dir() or model.startswith("hf:"):
-        return True
-    return not is_timm_model(model)
+    return True if weights else reproducible_start(model)
 
 
 def reference_model(config: "RunConfig", strategy=None) -> "TransferModel":
@@ -115,6 +96,9 @@ class GroupOutputs:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+REPORT_MAX_BATCHES = 4  # the comparison report's CKA and BatchNorm sections: evaluation batches per run
 
 
 def first_finished_runs(ctx, section: str) -> Iterator[tuple[str, str]]:

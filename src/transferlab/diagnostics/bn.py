@@ -15,7 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.diagnostics._common import save_figure, target_batches, make_loader, split_of
+from transferlab.diagnostics._common import REPORT_MAX_BATCHES, first_finished_runs, make_loader, save_figure, \
+    split_of, target_batches
+from transferlab.sections import Bullets, Section, Table, Text
+from transferlab.diagnostics.registry import arg, at_least_one, one_of, register_diagnostic, section
+from transferlab.errors import ConfigError
 from transferlab.nn_utils import is_batchnorm
 
 
@@ -180,3 +184,64 @@ def plot_bn_shift(results: list[BNShiftResult], path: str | Path, labels: list[s
     ax.set_title("BatchNorm statistics shift")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+# ---- the command and the report section (transferlab.diagnostics.registry) ---------------------------------
+def bn_shift_section(ctx) -> Section | None:
+    rows, data, notes = [], {}, []
+    for name, run_dir in first_finished_runs(ctx, "bn_shift"):
+        try:
+            r = bn_shift_for(None, run_dir=run_dir, max_batches=REPORT_MAX_BATCHES)
+        except ConfigError as exc:
+            if "no BatchNorm layers" in str(exc):  # a text model: the section has nothing to say
+                continue
+            notes.append(f"{name}: not computed ({exc})")
+            continue
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"{name}: not computed ({type(exc).__name__}: {exc})")
+            continue
+        if not r.layers:
+            continue
+        data[name] = r.to_dict()
+        worst = max(r.layers, key=lambda layer: layer.skl)
+        rows.append([name, f"{r.mean_skl:.4f}", f"{worst.name} ({worst.skl:.3f})"])
+    if not rows:
+        return None
+    blocks = [Table(["strategy", "mean BN symmetric KL", "largest (layer)"], rows),
+              Text("How far the validation data's per-channel statistics at each BatchNorm layer are from the "
+                   "layer's stored running statistics (symmetric KL of the two Gaussians, mean over channels "
+                   "and layers). Large values suggest `transferlab adapt-bn`.")]
+    if notes:
+        blocks.append(Bullets(notes))
+    return Section("BatchNorm statistics on the target data", blocks, data=data | {"notes": notes})
+
+
+@register_diagnostic(
+    "bn-shift", order=30, help="per BatchNorm layer: symmetric KL of target vs running statistics",
+    arguments=[
+        one_of(arg("--run", help="run directory (its selected weights)"),
+               arg("--model", help="a pre-trained model by name"), required=True),
+        arg("--data", required=True),
+        arg("--split", choices=["val", "test", "train"], default="val"),
+        arg("--image-size", type=int, help="with --model: input size (default: the model's)"),
+        arg("--max-batches", type=at_least_one, help="use at most this many batches (>= 1)"),
+        arg("--plot", metavar="FILE.png", help="write the shift by layer depth as a PNG"),
+        arg("--json", action="store_true"),
+    ],
+    section=section("bn_shift", order=67, build=bn_shift_section))
+def cmd_bn_shift(args) -> None:
+    from transferlab.console import print_json, print_table
+    from transferlab.outputs import check_plot_path
+
+    plot = check_plot_path(args.plot, inputs={"--data": args.data})
+    r = bn_shift_for(args.data, run_dir=args.run, model_name=args.model, split=args.split,
+                     image_size=args.image_size, max_batches=args.max_batches)
+    if plot:
+        plot_bn_shift([r], plot)
+    if args.json:
+        print_json(r.to_dict())
+        return
+    print_table([["#", "layer", "group", "channels", "sym_kl"]] +
+           [[str(x.index), x.name, x.group, str(x.channels), f"{x.skl:.4g}"] for x in r.layers])
+    print(f"mean symmetric KL over {len(r.layers)} BatchNorm layers: {r.mean_skl:.4g} "
+          f"({r.examples} {r.split} examples of {r.data})")

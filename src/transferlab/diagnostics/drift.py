@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import GroupOutputs, has_reproducible_start, make_loader, \
-    pretrained_key, reference_model, save_figure, split_of, target_batches
+from transferlab.diagnostics._common import REPORT_MAX_BATCHES, GroupOutputs, figure_png, first_finished_runs, \
+    has_reproducible_start, make_loader, pretrained_key, reference_model, save_figure, split_of, target_batches
 from transferlab.diagnostics.cka import MIN_BATCH, MinibatchCKA
+from transferlab.sections import Bullets, Figure, Section, Table, Text
+from transferlab.diagnostics.registry import arg, at_least_one, register_diagnostic, section
 from transferlab.errors import ConfigError
 from transferlab.diagnostics.weights import model_weight_change, run_weight_change
 
@@ -179,3 +181,74 @@ def plot_drift(results: list[DriftResult], path: str | Path, labels: list[str] |
     bottom.set_ylabel("||w - w0|| / ||w0||")
     top.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+# ---- the command and the report section (transferlab.diagnostics.registry) ---------------------------------
+def cka_section(ctx) -> Section | None:
+    from transferlab.figures import new_figure
+
+    results, notes = {}, []
+    for name, run_dir in first_finished_runs(ctx, "cka"):
+        try:
+            d = drift_for_run(run_dir, max_batches=REPORT_MAX_BATCHES, cache=ctx.cache)
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"{name}: not computed ({type(exc).__name__}: {exc})")
+            continue
+        if d.note:
+            notes.append(f"{name}: {d.note}")
+            continue
+        results[name] = d
+    if not results:
+        return Section("Representation similarity to the pre-trained model (CKA)",
+                       [Text("Not computed: " + ("; ".join(notes) or "no finished runs"))])
+    groups = [g.name for g in next(iter(results.values())).groups][:-1]  # the head has no pre-trained output
+    fig, ax = new_figure(figsize=(8, 3.5))
+    for name, d in results.items():
+        ax.plot(range(len(groups)), [g.cka for g in d.groups[:-1]], marker="o", label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("linear CKA")
+    ax.legend(fontsize=8)
+    rows = [[g] + [f"{d.groups[i].cka:.3f}" if d.groups[i].cka is not None else "-" for d in results.values()]
+            for i, g in enumerate(groups)]
+    blocks = [Figure("cka", figure_png(fig), "Linear CKA between the pre-trained and the fine-tuned model's output of "
+                     "each depth group on validation inputs (unbiased minibatch estimator, Nguyen et al. 2021; "
+                     "first seed; 1 = unchanged representation)."),
+              Table(["depth group"] + list(results), rows, css_class="small")]
+    if notes:
+        blocks.append(Bullets(notes))
+    return Section("Representation similarity to the pre-trained model (CKA)", blocks,
+                   data={name: d.to_dict() for name, d in results.items()} | {"notes": notes})
+
+
+@register_diagnostic(
+    "drift", order=10, help="per depth group: relative weight change and CKA to the pre-trained model",
+    arguments=[
+        arg("--run", required=True, help="run directory"),
+        arg("--data", help="target data (default: the run's own; same classes)"),
+        arg("--split", choices=["val", "test", "train"], default="val"),
+        arg("--max-batches", type=at_least_one, help="use at most this many evaluation batches (>= 1)"),
+        arg("--batch-size", type=int, help="minibatch size for CKA, at least 4 (the unbiased estimator's "
+                                           "minimum; default: the run's eval batch size)"),
+        arg("--plot", metavar="FILE.png", help="write CKA and weight change by depth as a PNG"),
+        arg("--json", action="store_true", help='print {"groups": [{"name", "weight_change", "cka"}]}'),
+    ],
+    section=section("cka", order=65, build=cka_section))
+def cmd_drift(args) -> None:
+    from transferlab.console import format_number, print_json, print_table
+    from transferlab.outputs import check_plot_path
+
+    plot = check_plot_path(args.plot, inputs={"--data": args.data})  # before minutes of work
+    result = drift_for_run(args.run, args.data, split=args.split, max_batches=args.max_batches,
+                           batch_size=args.batch_size)
+    if plot:
+        plot_drift([result], plot)
+    if args.json:
+        print_json({"groups": [{"name": g.name, "weight_change": g.weight_change, "cka": g.cka}
+                               for g in result.groups], "examples": result.examples, "note": result.note})
+        return
+    if result.note:
+        print(f"note: {result.note}")
+    print_table([["group", "weight_change", "cka"]] +
+           [[g.name, format_number(g.weight_change), format_number(g.cka)] for g in result.groups])
+    print(f"({result.examples} {result.split} examples of {result.data}, {result.batches} minibatches; "
+          f"{result.estimator})")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from transferlab.diagnostics._common import make_loader, pretrained_key, reference_model, split_of
+from transferlab.diagnostics._common import first_finished_runs, make_loader, pretrained_key, reference_model, split_of
+from transferlab.sections import Bullets, Section, Table, Text
+from transferlab.diagnostics.registry import arg, register_diagnostic, section
 from transferlab.diagnostics.source import load_source_data, source_label_map
 from transferlab.errors import ConfigError
 
@@ -134,3 +136,86 @@ def forgetting_for_run(run_dir: str | Path, source_data: str | None = None, spli
                             restricted_accuracy_before=stats["restricted_accuracy_before"],
                             restricted_accuracy_after=stats["restricted_accuracy_after"],
                             agreement=stats["agreement"], source_classes=label_map)
+
+
+# ---- the command and the report section (transferlab.diagnostics.registry) ---------------------------------
+def forgetting_section(ctx) -> Section | None:
+    rows, data, notes = [], {}, []
+    for name, run_dir in first_finished_runs(ctx, "forgetting"):
+        source = _source_data(run_dir) or ctx.source_data
+        try:
+            f = forgetting_for_run(run_dir, source_data=source, cache=ctx.cache)
+        except Exception as exc:  # noqa: BLE001  (e.g. no source head: scratch, minilm_l6)
+            notes.append(f"{name}: not measurable ({exc})")
+            continue
+        data[name] = f.to_dict()
+        if f.mode == "source_accuracy":
+            rows.append([name, f"{f.accuracy_before:.3f}", f"{f.accuracy_after:.3f}", f"{f.forgetting:+.3f}",
+                         f"{f.agreement:.3f}"])
+        else:
+            rows.append([name, "-", "-", "-", f"{f.agreement:.3f}"])
+    if not rows:
+        return None
+    blocks = [Table(["strategy", "source acc. before", "after", "forgetting", "source-head agreement"], rows),
+              Text("Forgetting = source-task accuracy of the pre-trained model minus that of the fine-tuned "
+                   "backbone with the original source head, on the source data given to the run "
+                   "or to compare (--source-data). Without source data only the agreement of the two source heads' "
+                   "predictions on the target validation inputs is shown: a proxy, not an accuracy.")]
+    if notes:
+        blocks.append(Bullets(notes))
+    return Section("Forgetting of the source task", blocks, data=data | {"notes": notes})
+
+
+def _source_data(run_dir) -> str | None:
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (config.get("strategy_options") or {}).get("source_data")
+
+
+@register_diagnostic(
+    "forgetting", order=20, help="source-task accuracy before/after fine-tuning (or agreement proxy)",
+    arguments=[
+        arg("--run", required=True),
+        arg("--source-data", help="labelled source data: class folders named by source class index or "
+                                  "ImageNet name, or digits:0-4; without it, the agreement proxy"),
+        arg("--split", choices=["val", "test", "train"], default="val"),
+        arg("--class-map", help="NAME=INDEX,... source class index per class folder, e.g. ants=310"),
+        arg("--json", action="store_true"),
+    ],
+    section=section("forgetting", order=66, build=forgetting_section))
+def cmd_forgetting(args) -> None:
+    from transferlab.console import print_json
+
+    r = forgetting_for_run(args.run, args.source_data, split=args.split, class_map=_class_map(args.class_map))
+    if args.json:
+        print_json(r.to_dict())
+        return
+    if r.mode == "agreement_proxy":
+        print(f"source-head agreement (original vs fine-tuned backbone) on {r.examples} target inputs: "
+              f"{r.agreement:.4f}\n(a proxy without source data: 1.0 = the source head still sees the same "
+              f"features; pass --source-data for source-task accuracy)")
+        return
+    print(f"source task {r.data} ({r.split}, {r.examples} examples, source classes {r.source_classes}):")
+    print(f"  accuracy before {r.accuracy_before:.4f}  after {r.accuracy_after:.4f}  "
+          f"forgetting {r.forgetting:+.4f}")
+    print(f"  among the present source classes only: before {r.restricted_accuracy_before:.4f}  "
+          f"after {r.restricted_accuracy_after:.4f}; agreement {r.agreement:.4f}")
+
+
+def _class_map(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    from transferlab.errors import ConfigError
+
+    out = {}
+    for item in text.split(","):
+        name, eq, index = item.partition("=")
+        if not eq or not index.strip().isdigit():
+            raise ConfigError(f"--class-map: expected NAME=INDEX, got {item!r}")
+        out[name.strip()] = int(index)
+    return out

@@ -7,16 +7,19 @@ from pathlib import Path
 
 from transferlab.diagnostics.frequency import (
     BANDS,
+    FREQUENCIES,
     PRETRAINED,
     FrequencyEntry,
     FrequencyResult,
     frequency_for,
 )
 from transferlab.errors import ConfigError
-from transferlab.sections import Bullets, Figure, Section, Table, Text, register_section
+from transferlab.diagnostics.registry import arg, one_of, register_diagnostic, section
+from transferlab.sections import Bullets, Figure, Section, Table, Text
 
 REPORT_FREQUENCIES = 8  # the comparison report: every strategy, so kept cheap
 REPORT_GROUPS = 3  # depth groups 0..2 in the report
+TABLE_COLUMNS = 4  # grating frequencies shown in the plain table of `diagnose frequency` (the JSON has them all)
 
 
 def _floor(values, eps: float = 1e-6) -> list[float]:
@@ -79,7 +82,6 @@ def band_mean(curve: dict, band: str) -> float | None:
     return sum(gains) / len(gains) if gains else None
 
 
-@register_section("frequency", order=69)
 def frequency_section(ctx) -> Section | None:
     from transferlab.diagnostics._common import figure_png, first_finished_runs
 
@@ -154,3 +156,74 @@ def _row(label: str, entry: FrequencyEntry, groups: list[str]) -> list[str]:
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3g}"
+
+
+# ---- the command (transferlab.diagnostics.registry) ------------------------------------------------------
+@register_diagnostic(
+    "frequency", order=40, help="per depth group: gain for sinusoidal gratings by frequency, and the "
+                                "first convolution's kernel spectrum (fine-tuned, pre-trained, random)",
+    arguments=[
+        one_of(arg("--run", help="run directory: its fine-tuned model, pre-trained reference and a random init"),
+               arg("--model", help="a model by name (registry, timm, pretrained folder): it and a random init"),
+               required=True),
+        arg("--weights", help="with --model: a weights file, as for finetune --weights"),
+        arg("--compare-to", nargs="+", default=[], metavar="RUN_OR_MODEL",
+            help="more runs (their fine-tuned model) or model names, added as entries"),
+        arg("--image-size", type=int, help="input side in pixels (default: the run's or the model's)"),
+        arg("--frequencies", type=int, default=FREQUENCIES,
+            help=f"grating frequencies 0.5 i / N cycles per pixel, i = 1..N (default: {FREQUENCIES})"),
+        arg("--no-random-init", action="store_true", help="leave out the random-init entry"),
+        arg("--plot", metavar="FILE.png", help="write kernel spectra and gain curves, one column per entry"),
+        arg("--json", action="store_true",
+            help='print {"groups": {name: {"frequency", "gain"}}, "kernels": {"frequency", "power", '
+                 '"bands"}, "entries": {label: {"groups", "kernels"}}, ...} (the first entry on top)'),
+    ],
+    section=section("frequency", order=69, build=frequency_section))
+def cmd_frequency(args) -> None:
+    from transferlab.console import print_json
+    from transferlab.outputs import check_plot_path
+
+    from transferlab.models._factory import check_input_size
+
+    plot = check_plot_path(args.plot, inputs={"--run": args.run, "--weights": args.weights})  # before the work
+    for model in ([args.model] if args.model else []) + [m for m in args.compare_to if not Path(m).is_dir()]:
+        check_input_size(model, args.weights if model == args.model else None, args.image_size)
+    result = frequency_for(args.run, args.model, compare_to=args.compare_to, image_size=args.image_size,
+                           frequencies=args.frequencies, weights=args.weights,
+                           random_init=not args.no_random_init)
+    if plot:
+        plot_frequency(result, plot)
+    if args.json:
+        print_json(result.to_dict())
+        return
+    _print_result(result)
+
+
+def _columns(n: int) -> list[int]:
+    """Indices of at most TABLE_COLUMNS frequencies spread over the grid, the first and the last included."""
+    if n <= TABLE_COLUMNS:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (TABLE_COLUMNS - 1)) for i in range(TABLE_COLUMNS)})
+
+
+def _print_result(result) -> None:
+    from transferlab.console import print_table
+
+    for n in result.notes:
+        print(f"note: {n}")
+    for label, entry in result.entries.items():
+        print(f"{label}: grating gain by depth group (1 = as much as white noise of equal power)")
+        if entry.groups:
+            grid = next(iter(entry.groups.values()))["frequency"]
+            cols = _columns(len(grid))
+            print_table([["group"] + [f"f={grid[i]:.3g}" for i in cols]] +
+                   [[name, *(f"{c['gain'][i]:.3g}" for i in cols)] for name, c in entry.groups.items()])
+        k = entry.kernels
+        if k is not None:
+            b, w = k.bands, k.bands_white
+            print(f"first conv {k.module} ({'x'.join(map(str, k.shape))}, stride {'x'.join(map(str, k.stride))}): "
+                  f"kernel energy low {b['low']:.3f}  middle {b['middle']:.3f}  high {b['high']:.3f}  "
+                  f"(white kernel {w['low']:.2f} / {w['middle']:.2f} / {w['high']:.2f})")
+        print()
+    print(f"({result.image_size} px gratings, frequencies in cycles per pixel; bands: low < 1/8, middle < 1/4, "
+          f"high >= 1/4)")

@@ -27,7 +27,8 @@ import torch
 from transferlab.diagnostics._common import GroupOutputs, has_reproducible_start, make_loader, pretrained_key, \
     reference_model, save_figure, split_of, target_batches
 from transferlab.errors import ConfigError
-from transferlab.sections import Bullets, Figure, Section, Table, Text, register_section
+from transferlab.diagnostics.registry import arg, one_of, register_diagnostic, section
+from transferlab.sections import Bullets, Figure, Section, Table, Text
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +346,6 @@ def _nan(x) -> float:
     return float("nan") if x is None else x
 
 
-@register_section("probe", order=70)
 def probe_section(ctx) -> Section | None:
     from transferlab.diagnostics._common import figure_png, first_finished_runs
     from transferlab.figures import new_figure
@@ -386,3 +386,78 @@ def probe_section(ctx) -> Section | None:
 
 def _at(entry: ProbeEntry, index: int) -> float | None:
     return next((g.val_accuracy for g in entry.groups if g.index == index), None)
+
+
+# ---- the command (transferlab.diagnostics.registry) ------------------------------------------------------
+@register_diagnostic(
+    "probe", order=50, help="per depth group: accuracy of a linear probe (logistic regression) on its output, "
+                            "pre-trained vs fine-tuned",
+    arguments=[
+        one_of(arg("--run", help="run directory: probes its pre-trained reference and its selected weights"),
+               arg("--model", help="a pre-trained model by name (needs --data): probes it alone"), required=True),
+        arg("--data", help="data to probe on (with --run: default the run's own; same classes)"),
+        arg("--split", choices=["val", "test"], default="val",
+            help="evaluation split shown in the table and the plot (every split is probed)"),
+        arg("--max-train", type=int, default=MAX_TRAIN,
+            help=f"fit each probe on at most this many training examples, a stratified subset "
+                 f"(default: {MAX_TRAIN})"),
+        arg("--image-size", type=int, help="with --model: input size (default: the model's)"),
+        arg("--max-length", type=int, help="with --model on text: truncate to this many tokens"),
+        arg("--batch-size", type=int, help="forward-pass batch size (default: the run's eval batch size, "
+                                           "or 64)"),
+        arg("--c-grid", metavar="C,C,...", help="choose the probe's C per group from these by val "
+                                                 "accuracy (needs --split test; default: C = 1)"),
+        arg("--plot", metavar="FILE.png", help="write probe accuracy by depth group as a PNG"),
+        arg("--json", action="store_true",
+            help='print {"entries": {label: {"groups": [{"name", "index", "dim", "train_accuracy", '
+                 '"val_accuracy", "test_accuracy"}]}}, "examples", "estimator"}'),
+    ],
+    section=section("probe", order=70, build=probe_section))
+def cmd_probe(args) -> None:
+    from transferlab.console import print_json
+    from transferlab.outputs import check_plot_path
+
+    plot = check_plot_path(args.plot, inputs={"--data": args.data, "--run": args.run})  # before the work
+    result = probe_for(args.run, args.model, args.data, split=args.split, max_train=args.max_train,
+                       image_size=args.image_size, max_length=args.max_length, batch_size=args.batch_size,
+                       c_grid=_c_grid(args.c_grid))
+    if plot:
+        plot_probe(result, plot)
+    if args.json:
+        print_json(result.to_dict())
+        return
+    _print_table(result)
+
+
+def _print_table(result) -> None:
+    from transferlab.console import format_number, print_table
+
+    labels = list(result.entries)
+    headers = ["group", "dim"] + [f"{label} {s}" for label in labels for s in ("train", result.split)]
+    deepest = max(result.entries.values(), key=lambda e: len(e.groups)).groups
+    rows = []
+    for g in deepest:
+        row = [g.name, str(g.dim)]
+        for label in labels:
+            mine = next((x for x in result.entries[label].groups if x.index == g.index), None)
+            row += ["-", "-"] if mine is None else [format_number(mine.train_accuracy, ".3f"),
+                                                    format_number(accuracy_of(mine, result.split), ".3f")]
+        rows.append(row)
+    if result.note:
+        print(f"note: {result.note}")
+    print_table([headers] + rows)
+    ex = result.examples
+    baseline = result.majority_baseline.get(result.split)
+    print(f"({ex['train']} of {ex['train_available']} train and {ex[result.split]} {result.split} examples of "
+          f"{result.data}; majority class {format_number(baseline, '.3f')} on {result.split}; {result.estimator})")
+
+
+def _c_grid(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    from transferlab.errors import ConfigError
+
+    try:
+        return tuple(float(c) for c in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--c-grid: expected comma-separated numbers like 0.1,1,10, got {text!r}") from None

@@ -38,6 +38,7 @@ class Lab:
     run: Callable[["LabContext"], "LabResult"]
     reference: str = ""  # the paper the claim comes from
     datasets: tuple[str, ...] = ()  # real data sets read from --data-root / $TRANSFERLAB_DATA (docs/data.md)
+    chapter: float = 1000  # its place among the labs (the chapter's order): `transferlab lab list`, `lab run all`
 
 
 @dataclass

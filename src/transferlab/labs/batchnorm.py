@@ -151,7 +151,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows}, fig, summary, notes)
 
 
-LAB = Lab(name="batchnorm", title="BatchNorm statistics under covariate shift",
+LAB = Lab(name="batchnorm", chapter=90, title="BatchNorm statistics under covariate shift",
           claim="Accuracy falls as the test inputs shift away from the training data, the BatchNorm statistics "
                 "shift with them, and re-estimating those statistics on the shifted data (AdaBN) recovers part "
                 "of the loss.",

@@ -113,7 +113,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows, "source_val_accuracy": source_val}, fig, summary, notes)
 
 
-LAB = Lab(name="bottleneck", title="Fine-tuning as selection: the selective penalty",
+LAB = Lab(name="bottleneck", chapter=110, title="Fine-tuning as selection: the selective penalty",
           claim="Fine-tuning selects what the target needs; the selective penalty ib_select keeps what the target "
                 "does not need close to the pre-trained model, so the source task is forgotten less, at a target "
                 "cost within 2 points.",

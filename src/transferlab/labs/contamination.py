@@ -272,7 +272,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"scores": rows, "detection": detections}, fig, summary, notes)
 
 
-LAB = Lab(name="contamination", title="Contamination inflates test scores",
+LAB = Lab(name="contamination", chapter=120, title="Contamination inflates test scores",
           claim="Test examples that leaked into the training data score higher than the clean ones, and the "
                 "near-duplicate check finds them.",
           data="digits (bundled) written as an image folder with a leak of test images, efficientnet_lite0 "

@@ -162,7 +162,7 @@ def _figure(names, decays, seeds, change, drift):
     return fig
 
 
-LAB = Lab(name="discriminative", title="Discriminative learning rates",
+LAB = Lab(name="discriminative", chapter=60, title="Discriminative learning rates",
           claim="With discriminative learning rates, fine-tuning moves the early layers least and the late layers "
                 "most, and a stronger decay widens that spread.",
           data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px, BatchNorm statistics frozen",

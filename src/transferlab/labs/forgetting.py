@@ -114,7 +114,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows}, fig, summary, notes)
 
 
-LAB = Lab(name="forgetting", title="Catastrophic forgetting as a tug-of-war",
+LAB = Lab(name="forgetting", chapter=40, title="Catastrophic forgetting as a tug-of-war",
           claim="Training on a new task pulls the weights away from the old task's optimum and the old task is "
                 "forgotten; EWC, LwF and L2-SP forget less.",
           data="digits 0-4 then 5-9 (bundled), test_efficientnet (random init) at 32 px", minutes=1,

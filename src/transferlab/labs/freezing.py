@@ -76,7 +76,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows, "selection": selected}, fig, summary)
 
 
-LAB = Lab(name="freezing", title="Selective freezing as regularisation",
+LAB = Lab(name="freezing", chapter=50, title="Selective freezing as regularisation",
           claim="On a small target, freezing early depth groups (fewer trainable parameters) generalises better than "
                 "fine-tuning everything, and the advantage shrinks as the target grows.",
           data="digits (bundled; written as train/val/test folders), efficientnet_lite0 (ImageNet) at 64 px", minutes=6.5, quick_minutes=1.5, run=run,

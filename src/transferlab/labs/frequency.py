@@ -78,7 +78,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows, "image_size": size, "amplitude": amplitude}, fig, summary)
 
 
-LAB = Lab(name="frequency", title="Early layers as frequency filters",
+LAB = Lab(name="frequency", chapter=20, title="Early layers as frequency filters",
           claim="What the early layers filter out (here: a 1/3 cycles/px grating a low-pass stem removes) cannot be "
                 "recovered by training the later ones; a label the filter passes is not hurt.",
           data="hymenoptera photographs carrying a faint grating label (written by the lab), efficientnet_lite0",

@@ -203,7 +203,7 @@ def _figure(names: list[str], probes: dict, drifts: dict):
     return fig
 
 
-LAB = Lab(name="hierarchy", title="Generic early layers, specific late layers",
+LAB = Lab(name="hierarchy", chapter=10, title="Generic early layers, specific late layers",
           claim="Early layers of a pre-trained network are generic and late layers specific: fine-tuning moves the "
                 "late layers most, and the late layers lose more of their usefulness on a distant target than on "
                 "a near one.",

@@ -227,7 +227,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"closed_form": linear_rows, "small_target": target_rows}, fig, summary, notes)
 
 
-LAB = Lab(name="l2sp", title="L2-SP: a pull towards the pre-trained weights",
+LAB = Lab(name="l2sp", chapter=70, title="L2-SP: a pull towards the pre-trained weights",
           claim="The L2-SP objective of a linear model has a closed form that training reaches, and on a small "
                 "target L2-SP generalises better than plain L2 towards zero.",
           data="digits features and a digits image folder (train/val/test), efficientnet_lite0 (ImageNet) at "

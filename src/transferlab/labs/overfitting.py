@@ -68,7 +68,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows}, fig, summary)
 
 
-LAB = Lab(name="overfitting", title="Overfitting on a tiny target",
+LAB = Lab(name="overfitting", chapter=30, title="Overfitting on a tiny target",
           claim="On a tiny target, making more depth groups trainable drives training error down and validation "
                 "error up; more training data narrows the gap.",
           data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px", minutes=5, quick_minutes=1.5, run=run)

@@ -156,7 +156,7 @@ def run(ctx: LabContext) -> LabResult:
     return LabResult(checks, {"runs": rows, "swap": swaps}, fig, summary, notes)
 
 
-LAB = Lab(name="peft", title="Parameter-efficient fine-tuning and swappable task modules",
+LAB = Lab(name="peft", chapter=100, title="Parameter-efficient fine-tuning and swappable task modules",
           claim="Parameter-efficient fine-tuning (LoRA, adapters, BitFit) trains under 1% of the parameters, comes "
                 "within 2 points of full fine-tuning's accuracy, and its task modules swap on one shared model.",
           data="digits (bundled), efficientnet_lite0 (ImageNet) at 64 px", minutes=5.5, quick_minutes=2, run=run,

@@ -136,7 +136,7 @@ def _scratch(ctx: LabContext, model: str, data: str, options: dict, target: str)
     return {**chosen, "strategy": SCRATCH_STRATEGY, "candidates": candidates}
 
 
-LAB = Lab(name="pretraining", title="Negative transfer and early-stopped pre-training",
+LAB = Lab(name="pretraining", chapter=80, title="Negative transfer and early-stopped pre-training",
           claim="Pre-training helps a related target, can hurt an unrelated one (negative transfer), and a "
                 "checkpoint stopped early on the source transfers at least as well as the last.",
           data="digits 0-4 as source (resnet10_cifar pre-trained by the lab), digits 5-9 (near) and hymenoptera "

@@ -1,16 +1,35 @@
-"""Every lab, in the order of the chapter."""
+"""Every lab, in the order of the chapter. A lab is one module of this package defining `LAB = Lab(...)`
+(with its `chapter` place): the package imports each of its public modules and collects their LABs, so adding
+a lab is adding its file."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from transferlab.errors import ConfigError
-from transferlab.labs import batchnorm, bottleneck, contamination, discriminative, forgetting, freezing, frequency, \
-    hierarchy, l2sp, overfitting, peft, pretraining
 from transferlab.labs.base import Lab
 
-LABS: list[Lab] = [hierarchy.LAB, frequency.LAB, overfitting.LAB, forgetting.LAB, freezing.LAB, discriminative.LAB,
-                   l2sp.LAB, pretraining.LAB, batchnorm.LAB, peft.LAB, bottleneck.LAB, contamination.LAB]
+
+_MACHINERY = frozenset({"base", "page", "registry", "runner", "verdict"})  # what runs labs; no LAB in them
+
+
+def _discover() -> list[Lab]:
+    import transferlab.labs as package
+
+    labs = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name in _MACHINERY:
+            continue
+        lab = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "LAB", None)
+        if isinstance(lab, Lab):
+            labs.append(lab)
+    return sorted(labs, key=lambda lab: (lab.chapter, lab.name))
+
+
+LABS: list[Lab] = []  # filled in place (modules that imported the list see the same one)
+LABS[:] = _discover()
 
 
 def get_lab(name: str) -> Lab:

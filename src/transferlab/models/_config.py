@@ -3,16 +3,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# What a model takes: image tensors, texts (with its tokenizer), or numeric vectors (F,) (transferlab.data:
+# sklearn:NAME, .npz files). A run whose data is of another modality is refused (data._load).
+MODALITIES = ("image", "text", "vector")
+
 
 @dataclass(frozen=True)
 class PretrainedCfg:
     """What the loader and the data pipeline need to know about a pre-trained model.
 
-    Image fields are ignored for text models and vice versa.
+    Image fields are ignored for text models and vice versa; vector models use neither.
     """
 
     name: str
-    modality: str  # "image" or "text"
+    modality: str  # one of MODALITIES: "image", "text" or "vector"
     architecture: str = ""  # timm architecture name or Hugging Face model type
     weights: str = "random init"  # where the pre-trained weights come from
     license: str = "unknown"

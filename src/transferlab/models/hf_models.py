@@ -12,6 +12,7 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
+from transferlab.models._families import SCRATCH_DIR, ModelFamily, register_family
 from transferlab.models._registry import register_model
 from transferlab.models.heads import DEFAULT_HEAD
 from transferlab.models.transfer_model import DepthGroup, TransferModel, run_until_module
@@ -210,10 +211,72 @@ MINILM_L6 = PretrainedCfg(
     notes={"pooling_from": "1_Pooling/config.json: pooling_mode_mean_tokens=true"})
 
 
-@register_model(MINILM_L6)
+def write_random_dir(source: str, seed: int, folder: Path) -> None:
+    """A Hugging Face model folder with the config and tokenizer of `source` (a folder or hub id) but random
+    weights drawn from `seed` alone; written beside `folder` and renamed into place (a complete folder or none)."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        AutoModel.from_config(config).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    pooling = Path(source) / "1_Pooling"
+    if pooling.is_dir():  # the same pooling as the pre-trained model
+        shutil.copytree(pooling, tmp / "1_Pooling")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _minilm_random_dir(seed: int, folder: Path) -> None:
+    write_random_dir(str(minilm_dir()), seed, folder)
+
+
+def _minilm_tokenizer() -> str:
+    return str(minilm_dir())
+
+
+@register_model(MINILM_L6, random_dir=_minilm_random_dir, tokenizer=_minilm_tokenizer)
 def minilm_l6(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     if weights:
         raise ConfigError("minilm_l6 carries its own weights; pass a model directory instead of --weights")
     directory = minilm_dir()
     cfg = replace(MINILM_L6, pooling=read_pooling(directory))  # the package's own record decides
     return from_hf(str(directory), num_classes, cfg=cfg, head=head)
+
+
+@register_family
+class HuggingFaceFamily(ModelFamily):
+    """A Hugging Face model directory (any existing folder that no earlier family claims), or hf:<hub id>."""
+
+    name = "huggingface"
+    order = 30
+
+    def claims(self, name: str) -> bool:
+        return Path(name).is_dir() or name.startswith("hf:")
+
+    def cfg(self, name: str, weights: str | None = None) -> PretrainedCfg:
+        return hf_cfg(name.removeprefix("hf:"))
+
+    def build(self, name: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) \
+            -> TransferModel:
+        if weights and not name.startswith("hf:"):
+            raise ConfigError("--weights applies to timm architectures; a model directory carries its own")
+        return from_hf(name.removeprefix("hf:"), num_classes, head=head)
+
+    def scratch(self, name: str) -> tuple[str, str]:
+        return SCRATCH_DIR, f"{name}'s config with random weights"
+
+    def write_random_dir(self, name: str, seed: int, folder: Path) -> None:
+        write_random_dir(name.removeprefix("hf:"), seed, folder)
+
+    def tokenizer_source(self, name: str) -> str:
+        return name.removeprefix("hf:")
+
+    def path(self, name: str) -> Path | None:
+        return None if name.startswith("hf:") else Path(name).expanduser()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
+from transferlab.models._families import SCRATCH_WEIGHTS, ModelFamily, register_family
 
 PRETRAINED_FORMAT = "transferlab-pretrained-1"
 CFG_FILE = "pretrained_cfg.json"
@@ -301,3 +302,38 @@ def write_folder(folder: Path, builder: str, cfg: PretrainedCfg, state: dict | N
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@register_family
+class PretrainedFolderFamily(ModelFamily):
+    """A folder kept by `transferlab pretrain` (a path, or RUN@EPOCH / RUN@last / RUN@scratch)."""
+
+    name = "pretrained"
+    order = 20
+
+    def claims(self, name: str) -> bool:
+        return resolve(name) is not None
+
+    def cfg(self, name: str, weights: str | None = None) -> PretrainedCfg:
+        return folder_cfg(resolve(name))
+
+    def build(self, name: str, num_classes: int, weights: str | None = None, head: str = "linear"):
+        return build_from_folder(resolve(name), num_classes, weights=weights, head=head)
+
+    def reproducible_start(self, name: str) -> bool:
+        try:
+            return read_folder(resolve(name))[2] is not None  # a pretrain run's scratch entry has no weights
+        except ConfigError:
+            return True
+
+    def scratch(self, name: str) -> tuple[str, str]:
+        # its architecture and input config, random weights
+        return SCRATCH_WEIGHTS, f"{name}'s architecture with random weights"
+
+    def random_state(self, name: str, seed: int):
+        from transferlab.models.timm_models import random_state
+
+        return random_state(read_folder(resolve(name))[0], seed)
+
+    def path(self, name: str) -> Path | None:
+        return resolve(name)

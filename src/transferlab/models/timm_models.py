@@ -1,7 +1,9 @@
 """Vision backbones from timm: the bundled EfficientNet-Lite0 and any timm architecture by name."""
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 
 import timm
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.models._config import PretrainedCfg
+from transferlab.models._families import SCRATCH_WEIGHTS, ModelFamily, register_family
 from transferlab.models._registry import register_model
 from transferlab.models.heads import DEFAULT_HEAD
 from transferlab.models.transfer_model import DepthGroup, TransferModel, run_until_module
@@ -185,6 +188,15 @@ def random_net(arch: str, num_classes: int = 1000) -> nn.Module:
                                                                                num_classes=num_classes)
 
 
+def random_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    """random_net(arch)'s state dict, drawn from `seed` alone (the caller's random stream is left as it was):
+    what `from_timm(arch, weights=FILE)` loads as a from-scratch start."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = random_net(arch)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def _build(arch: str, cfg: PretrainedCfg, num_classes: int, state_dict: dict | None,
            group_names: dict[str, str] | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """A TransferModel on timm's `arch` (or a RECIPES name); `group_names` renames depth groups
@@ -292,7 +304,7 @@ def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
-@register_model(EFFICIENTNET_LITE0)
+@register_model(EFFICIENTNET_LITE0, random_state=functools.partial(random_state, EFFICIENTNET_LITE0.architecture))
 def efficientnet_lite0(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     state = load_state_dict_file(weights) if weights else efficientnet_lite0_state_dict()
     # timm's groups: stem, one per stage (blocks.0..6), the final conv+norm (conv_head, bn2), head.
@@ -307,8 +319,38 @@ RESNET10_CIFAR = PretrainedCfg(
     interpolation="bilinear", crop_pct=1.0, stem="conv1", classifier="fc")
 
 
-@register_model(RESNET10_CIFAR)
+@register_model(RESNET10_CIFAR, random_state=functools.partial(random_state, RESNET10_CIFAR.architecture))
 def resnet10_cifar(num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """The small default of `transferlab pretrain`: 0.3 M parameters, trains at 32 px on a CPU."""
     state = load_state_dict_file(weights) if weights else None
     return _build("resnet10_cifar", RESNET10_CIFAR, num_classes, state, head=head)
+
+
+@register_family
+class TimmFamily(ModelFamily):
+    """Any timm architecture by name: random init, or --weights (a state-dict file)."""
+
+    name = "timm"
+    order = 40
+
+    def claims(self, name: str) -> bool:
+        return is_timm_model(name)
+
+    def cfg(self, name: str, weights: str | None = None) -> PretrainedCfg:
+        return timm_cfg(name, weights)
+
+    def build(self, name: str, num_classes: int, weights: str | None = None, head: str = DEFAULT_HEAD) \
+            -> TransferModel:
+        return from_timm(name, num_classes, weights=weights, head=head)
+
+    def reproducible_start(self, name: str) -> bool:
+        return False  # a timm name without --weights is a new random draw on every build
+
+    def scratch(self, name: str) -> tuple[str, str]:
+        return SCRATCH_WEIGHTS, f"timm architecture {name} with random weights"
+
+    def random_state(self, name: str, seed: int) -> dict[str, torch.Tensor]:
+        return random_state(name, seed)
+
+    def path(self, name: str) -> Path | None:
+        return None

@@ -17,6 +17,10 @@ from transferlab.models._config import PretrainedCfg
 from transferlab.models.heads import DEFAULT_HEAD, build_head
 
 
+# The batch key of the one input tensor of a modality other than text (text: the tokenizer's outputs).
+INPUT_KEYS = {"image": "pixel_values", "vector": "input_values"}
+
+
 @dataclass(frozen=True)
 class DepthGroup:
     """A named slice of the model, given as module-path prefixes (relative to the TransferModel)."""
@@ -99,8 +103,8 @@ class TransferModel(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def features(self, batch: dict) -> torch.Tensor:
         """Pooled backbone features, (B, D)."""
-        if self.cfg.modality == "image":
-            return self.backbone(batch["pixel_values"])
+        if self.cfg.modality in INPUT_KEYS:  # image (B, 3, H, W), vector (B, F): one tensor in
+            return self.backbone(batch[INPUT_KEYS[self.cfg.modality]])
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         hidden = self.backbone(**inputs).last_hidden_state  # (B, T, H)
         return self.pool_tokens(hidden, batch["attention_mask"])

@@ -138,3 +138,122 @@ def wrap(model, device: torch.device, find_unused_parameters: bool):
 
     ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+
+# ---- the trainer's rank bookkeeping (training/trainer.py) -----------------------------------------------
+def rank_device(device: torch.device, place: World) -> torch.device:
+    """In a distributed CUDA run, each process of a machine takes the GPU of its local rank."""
+    if place.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", place.local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    return device
+
+
+def lost_peer(exc: RuntimeError) -> bool:
+    """A collective that failed because another process of the job died (gloo reports a plain RuntimeError)."""
+    text = str(exc)
+    return isinstance(exc, torch.distributed.DistError) or "gloo" in text or "Connection reset" in text \
+        or "Connection closed" in text or "NCCL" in text
+
+
+def rank_block(dataset, place: World):
+    """This rank's contiguous block of a split (the whole split in one process): evaluated once, no padding."""
+    if not place.active:
+        return dataset
+    from torch.utils.data import Subset
+
+    return Subset(dataset, shard(len(dataset), place))
+
+
+def reduce_sums(sums: dict, place: World) -> dict:
+    """Evaluation or epoch sums added over the ranks (ints stay ints; other values are this rank's)."""
+    if not place.active:
+        return sums
+    keys = [k for k, v in sums.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not keys:
+        return sums
+    totals = all_sum([float(sums[k]) for k in keys])
+    out = dict(sums)
+    for key, total in zip(keys, totals):
+        out[key] = int(round(total)) if isinstance(sums[key], int) else total
+    return out
+
+
+def gather_rows(mine: torch.Tensor, place: World) -> torch.Tensor:
+    """The ranks' (N_r, ...) blocks joined in rank order (this rank's block in one process)."""
+    return torch.cat(gather(mine) if place.active else [mine])
+
+
+def loss_share(n: int, place: World) -> float | None:
+    """This rank's loss weight for a step: n / (global n / world size), so that DDP's mean of the ranks' gradients
+    is the global batch's; None when some rank has no readable example (no rank can step without it)."""
+    if not place.active:
+        return 1.0
+    total, empty = all_sum([n, n == 0])
+    if empty:
+        return None
+    return n * place.size / total
+
+
+def all_finite(finite: bool, place: World) -> bool:
+    """True when the loss is finite on every rank: one rank's NaN stops (or skips) the step on all of them."""
+    if not place.active:
+        return finite
+    return all_sum([not finite])[0] == 0
+
+
+def share_strategy_state(strategy, place: World) -> None:
+    """Rank 0's strategy state on every rank (EWC's Fisher is computed once, not once per rank)."""
+    if not place.active:
+        return
+    state = broadcast({k: v.cpu() for k, v in strategy.state_dict().items()} if place.is_main else None)
+    if not place.is_main:
+        strategy.load_state_dict(state)
+
+
+def rank_rng_states(place: World) -> dict:
+    """The other ranks' torch RNG states, for rank 0's checkpoint ("rank<r>.torch"): every rank's dropout stream."""
+    rng = gather(torch.get_rng_state()) if place.active else []
+    return {f"rank{r}.torch": state for r, state in enumerate(rng) if r > 0}
+
+
+def batch_in_other_world(batch_in_epoch: int, batch_size: int, before: int, place: World) -> int:
+    """A run continued on another number of processes: the same seeded example order, in global batches of
+    another size; an epoch interrupted inside goes on from the batch that holds its next example."""
+    done = batch_in_epoch * batch_size * before
+    logger.warning("--resume: the run was trained on %d process(es), now %d: the global batch goes from %d to %d "
+                   "examples (the learning rate is not rescaled), so steps per epoch, the schedule and the "
+                   "other ranks' dropout streams change; the result is not the uninterrupted run's",
+                   before, place.size, batch_size * before, batch_size * place.size)
+    return done // (batch_size * place.size)
+
+
+class Wrapper:
+    """The DistributedDataParallel wrapper of a model, for the parameters that train now: built again when a
+    strategy changes that set (a gradual_unfreeze or lp_ft phase), because DDP only reduces the parameters that
+    required gradients when it was built. In one process there is none: `module` is None."""
+
+    def __init__(self):
+        self.module = None
+        self._training: frozenset[str] | None = None
+
+    def update(self, model, device: torch.device, strategy) -> None:
+        training = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
+        if training == self._training:
+            return
+        if not training:
+            raise ConfigError(f"{strategy.spec()} trains no parameter in this epoch: nothing to distribute")
+        if self._training is not None:
+            logger.info("the trainable set changed (%d -> %d tensors): DistributedDataParallel rebuilt for it",
+                        len(self._training), len(training))
+        # PEFT methods can leave trainable adapters outside the forward pass (a LoRA target the pooling skips,
+        # peft#899): DDP then has to look for parameters that got no gradient.
+        self.module = wrap(model, device, find_unused_parameters=_may_leave_unused(strategy))
+        self._training = training
+
+
+def _may_leave_unused(strategy) -> bool:
+    from transferlab.strategies.peft_methods._base import PeftStrategy
+
+    parts = getattr(strategy, "parts", [strategy])
+    return any(isinstance(part, PeftStrategy) for part in parts)

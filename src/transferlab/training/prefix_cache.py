@@ -18,7 +18,8 @@ Entries (dict of CPU tensors, rows in dataset order, unreadable examples left ou
     "index"  (N,) long   dataset index of each row        "labels" (N,) long
     "features" (N, D)                                     whole backbone frozen: the head's input
     "h" (N, ...)                                          image models: group k-1's output
-    "hidden" (N, T, H), "attention_mask" (N, T)           text models, padded to the split's longest text
+    "hidden" (N, T, H), "attention_mask" (N, T)           text models, padded to the split's longest text on
+                                                          the side the tokenizer pads (left or right)
 
 A key names what an entry should hold, not what a file holds: whoever can write a `--cache-dir` could put
 other numbers under it. So a file carries, in its safetensors metadata (`entry_metadata`), its key, the split's
@@ -34,6 +35,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -315,34 +317,47 @@ def _spot_check(entry: dict[str, torch.Tensor], expect: Expected) -> None:
         if entry["labels"][at] != fresh["labels"][f]:
             raise BadEntry(f"dataset row {row} has label {entry['labels'][at].item()}, its own is "
                            f"{fresh['labels'][f].item()}")
-        mask = fresh["attention_mask"][f].bool() if "attention_mask" in fresh else None
+        masks = (entry["attention_mask"][at].bool(), fresh["attention_mask"][f].bool()) if "attention_mask" in fresh \
+            else None
         for name in fresh:
             if name not in ("index", "labels"):
                 if name not in entry:
                     raise BadEntry(f"no {name}, which the model computes")
-                _compare_row(row, name, entry[name][at], fresh[name][f], mask)
+                _compare_row(row, name, entry[name][at], fresh[name][f], masks)
 
 
-def _compare_row(row: int, name: str, mine: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor | None) -> None:
+def _compare_row(row: int, name: str, mine: torch.Tensor, theirs: torch.Tensor,
+                 masks: tuple[torch.Tensor, torch.Tensor] | None) -> None:
     """One stored row against the same row computed anew. Text rows (T, ...) are padded to other lengths (the
-    split's longest text, the sample's): only the real tokens (`mask`, the fresh row's) are compared."""
+    split's longest text, the sample's), on the tokenizer's side: only the real tokens (`masks`: the stored
+    row's and the fresh row's) are compared."""
     if mine.dtype != theirs.dtype:
         raise BadEntry(f"{name} of dtype {_dtype(mine)}, the model computes {_dtype(theirs)}")
-    if mask is not None:
+    if masks is not None:
         length = theirs.shape[0]
         if mine.shape[1:] != theirs.shape[1:] or mine.shape[0] < length:
             raise BadEntry(f"{name} rows of shape {list(mine.shape)}, the model computes {list(theirs.shape)}")
         if name == "attention_mask":
-            if not torch.equal(mine[:length], theirs) or mine[length:].any():
+            if not _padded_from(mine, theirs):
                 raise BadEntry(f"dataset row {row}: its attention_mask is not its text's")
             return
-        mine, theirs = mine[:length][mask], theirs[mask]
+        mine, theirs = mine[masks[0]], theirs[masks[1]]
+        if mine.shape != theirs.shape:
+            raise BadEntry(f"dataset row {row}: {mine.shape[0]} tokens in its {name}, its text has {theirs.shape[0]}")
     elif mine.shape != theirs.shape:
         raise BadEntry(f"{name} rows of shape {list(mine.shape)}, the model computes {list(theirs.shape)}")
     error, scale = (mine.double() - theirs.double()).norm(), theirs.double().norm()
     if not bool(error <= SPOT_TOLERANCE.get(theirs.dtype, 1e-1) * scale + 1e-6):
         raise BadEntry(f"dataset row {row}: its {name} values differ from what the model computes "
                        f"(relative difference {float(error / max(scale, 1e-12)):.3g})")
+
+
+def _padded_from(mine: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """Whether the stored (T,) mask row is the fresh one with zeros added after it (right padding) or before it
+    (left padding)."""
+    length, extra = theirs.shape[0], mine.shape[0] - theirs.shape[0]
+    return (torch.equal(mine[:length], theirs) and not mine[length:].any()) or \
+        (torch.equal(mine[extra:], theirs) and not mine[:extra].any())
 
 
 def _dtype(t: torch.Tensor) -> str:
@@ -463,10 +478,11 @@ def compute_entry(model, dataset, collate, k: int, batch_size: int, device, auto
         return entry
     if k == model.num_backbone_groups:
         entry["features"] = torch.cat(parts)
-    elif isinstance(parts[0], dict):  # text: pad every batch to the split's longest text
+    elif isinstance(parts[0], dict):  # text: pad every batch to the split's longest text, on the tokenizer's side
         length = max(p["hidden"].shape[1] for p in parts)
-        entry["hidden"] = torch.cat([_pad(p["hidden"], length) for p in parts])
-        entry["attention_mask"] = torch.cat([_pad(p["attention_mask"], length) for p in parts])
+        left = _padded_left([p["attention_mask"] for p in parts])
+        entry["hidden"] = torch.cat([_pad(p["hidden"], length, left) for p in parts])
+        entry["attention_mask"] = torch.cat([_pad(p["attention_mask"], length, left) for p in parts])
     else:
         entry["h"] = torch.cat(parts)
     return entry
@@ -478,12 +494,18 @@ def _to_cpu(out):
     return out.detach().cpu().contiguous()
 
 
-def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, T, ...) -> (B, length, ...) with zeros after T."""
+def _padded_left(masks: list[torch.Tensor]) -> bool:
+    """Whether the tokenizer padded these (B, T) 0/1 masks on the left: some row starts with padding and ends
+    with a token (a right-padded row ends with padding; a batch of equal lengths shows no side)."""
+    return any(bool(((m[:, 0] == 0) & (m[:, -1] != 0)).any()) for m in masks if m.numel())
+
+
+def _pad(t: torch.Tensor, length: int, left: bool = False) -> torch.Tensor:
+    """(B, T, ...) -> (B, length, ...) with zeros after T (before it with `left`)."""
     if t.shape[1] == length:
         return t
     pad = t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))
-    return torch.cat([t, pad], dim=1)
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
 
 
 def expected_entry(model, dataset, collate, k: int, fingerprint: str, device=None, autocast=nullcontext,
@@ -526,11 +548,19 @@ class CachedBatches:
         elif "h" in entry:
             batch["cut_output"], batch["cut_group"] = entry["h"][rows], self.k - 1
         else:  # text: trim the padding to this batch's longest text, as the uncached collate pads
-            mask = entry["attention_mask"][rows]
-            length = int(mask.sum(1).max()) if rows.numel() else 0
-            batch["cut_output"] = {"hidden": entry["hidden"][rows, :length], "attention_mask": mask[:, :length]}
+            mask = entry["attention_mask"][rows]  # (B, T), padded on the tokenizer's side
+            span = _token_span(mask)
+            batch["cut_output"] = {"hidden": entry["hidden"][rows, span], "attention_mask": mask[:, span]}
             batch["cut_group"] = self.k - 1
         return batch
+
+
+def _token_span(mask: torch.Tensor) -> slice:
+    """The columns of a (B, T) 0/1 mask from the first to the last that holds a real token of some row: every
+    real token, whichever side the rows were padded on (a cut to the first max(mask.sum(1)) columns would drop
+    the tokens of left-padded rows)."""
+    columns = mask.any(0).nonzero().flatten()
+    return slice(int(columns[0]), int(columns[-1]) + 1) if columns.numel() else slice(0, 0)
 
 
 class _Keys(Dataset):
@@ -555,3 +585,99 @@ def cached_loader(entry: dict, k: int, size: int, batch_sampler=None, batch_size
         return DataLoader(_Keys(size), batch_sampler=batch_sampler, generator=generator, collate_fn=collate)
     return DataLoader(_Keys(size), batch_size=batch_size, shuffle=False, collate_fn=collate,
                       generator=torch.Generator().manual_seed(0))
+
+
+# ---- one run's cache (training/trainer.py) ----------------------------------------------------------------
+class CacheSession:
+    """The frozen-prefix cache of one run: whether an epoch trains from cached outputs of its k frozen leading
+    groups (`groups`), each split's entry for k groups, found in the store or computed on a miss (`entry`), and
+    an evaluation loader over it (`eval_loader`; training batches go through `cached_loader` with the trainer's
+    sampler). Why the cache is off, it logs once per run. A grid passes one store to all of its cells."""
+
+    def __init__(self, model, strategy, data, config, store: FeatureStore | None, *, distributed: bool, device,
+                 precision, channels_last: bool, prepare: Callable[[dict], dict], charge: Callable[[float], None]):
+        self.model, self.strategy, self.data, self.config = model, strategy, data, config
+        if config.cache and store is None:
+            store = FeatureStore(config.cache_memory_mb * 2**20, folder=config.cache_dir or None)
+        self.store = store
+        self.distributed, self.device, self.precision, self.prepare = distributed, device, precision, prepare
+        self.mode = f"{model.cfg.name}|{precision.name}|{'nhwc' if channels_last else 'nchw'}"
+        self.charge = charge  # seconds spent computing an entry, counted in the run's state (cache_seconds)
+        self._fingerprints: dict[str, str | None] = {}
+        self._notes: set[str] = set()
+
+    def note(self, message: str) -> None:
+        if message not in self._notes:  # once per run
+            self._notes.add(message)
+            logger.info(message)
+
+    def groups(self, trainable: set[str] | None) -> int:
+        """k >= 1 when this epoch can train from cached outputs of its k frozen leading groups, else 0."""
+        if not self.config.cache:
+            return 0
+        k = frozen_prefix(self.model, trainable)
+        if k == 0:
+            return 0
+        if self.strategy.reads_inputs:
+            self.note(f"frozen-prefix cache off: {self.strategy.spec()} reads the inputs of each batch")
+            return 0
+        if self.distributed:
+            self.note("frozen-prefix cache off: in a distributed run every rank would compute the whole split")
+            return 0
+        return k
+
+    def final_groups(self, history: list[dict], best_epoch: int) -> int:
+        """k for the selected weights: they were trained with the best epoch's frozen prefix, so its cached
+        outputs still apply (the entry's key is recomputed from these weights: a changed prefix is never served)."""
+        best = next((r for r in history if r["epoch"] == best_epoch), {})
+        return best.get("cached_groups", 0) if self.config.cache else 0
+
+    def entry(self, split: str, k: int) -> dict | None:
+        """The frozen-prefix entry of a split for k groups, computed on a miss; None where none applies."""
+        fingerprint = self._fingerprint(split)
+        if fingerprint is None:
+            self.note(f"frozen-prefix cache off for the {split} split: its items are not a fixed function of the "
+                      f"example (augmentation, or a data set without a fingerprint)")
+            return None
+        key = entry_key(prefix_digest(self.model, k), k, fingerprint, self.mode)
+        dataset = getattr(self.data, split)
+        # What the entry must be, from the model and the split: a file in --cache-dir is checked against it.
+        expect = expected_entry(self.model, dataset, self.data.collate, k, fingerprint, self.device,
+                                self.precision.autocast, self.prepare)
+        entry = self.store.get(key, expect)
+        if entry is None:
+            entry = self._compute(split, dataset, k, key, expect)
+        return entry
+
+    def eval_loader(self, split: str, k: int) -> DataLoader | None:
+        """The split's cached rows in dataset order, in evaluation batches; None without an entry for k groups."""
+        entry = self.entry(split, k) if k else None
+        if entry is None:
+            return None
+        return cached_loader(entry, k, len(getattr(self.data, split)), batch_size=self.config.eval_batch_size)
+
+    def _fingerprint(self, split: str) -> str | None:
+        if split not in self._fingerprints:
+            self._fingerprints[split] = split_fingerprint(getattr(self.data, split), self.data.collate)
+        return self._fingerprints[split]
+
+    def _compute(self, split: str, dataset, k: int, key: str, expect: Expected) -> dict | None:
+        start = time.perf_counter()
+        try:
+            entry = compute_entry(self.model, dataset, self.data.collate, k, self.config.eval_batch_size,
+                                  self.device, self.precision.autocast, self.prepare,
+                                  limit_bytes=None if self.store.folder else self.store.memory_bytes,
+                                  workers=self.config.workers)
+        except NotImplementedError as exc:  # no cut points for this model: train it uncached
+            self.note(f"frozen-prefix cache off: {exc}")
+            return None
+        except CacheTooLarge as exc:
+            self.note(f"frozen-prefix cache off for the {split} split: {exc} (raise --cache-memory-mb)")
+            return None
+        seconds = time.perf_counter() - start
+        self.store.put(key, entry, expect)
+        self.charge(seconds)
+        logger.info("frozen-prefix cache: %s split through %s in %.1f s (%d examples)", split,
+                    "the whole backbone" if k == self.model.num_backbone_groups else f"depth groups 0..{k - 1}",
+                    seconds, entry["index"].numel())
+        return entry
