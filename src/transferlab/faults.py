@@ -17,6 +17,8 @@ with that name. Actions:
     kill_at_step        SIGKILL before the step's forward pass
     oom_at_step         MemoryError before the step's forward pass
     nan_at_step         the step's loss becomes NaN
+    pause_at_step       wait before the step until the file named by TRANSFERLAB_FAULT_RELEASE exists (at most
+                        PAUSE_LIMIT_S seconds): a test reads what a running process has written so far
 
 Under torchrun every rank inherits the spec; TRANSFERLAB_FAULT_RANK=R keeps it to the process of rank R (one
 rank of a distributed run killed while the others go on).
@@ -30,8 +32,10 @@ from collections import Counter
 
 ENV = "TRANSFERLAB_FAULT"
 RANK_ENV = "TRANSFERLAB_FAULT_RANK"
+RELEASE_ENV = "TRANSFERLAB_FAULT_RELEASE"
+PAUSE_LIMIT_S = 120.0
 _ACTIONS = ("kill_during_write", "kill_after_write", "enospc_on_write", "kill_at_step", "oom_at_step",
-            "nan_at_step")
+            "nan_at_step", "pause_at_step")
 _write_counts: Counter = Counter()  # writes seen in this process since the spec was set (or reset())
 _counted_spec: str | None = None
 
@@ -95,5 +99,16 @@ def on_step(step: int) -> bool:
             _kill()
         if action == "oom_at_step":
             raise MemoryError(f"injected out-of-memory at step {step}")
+        if action == "pause_at_step":
+            _pause()
         poison = poison or action == "nan_at_step"
     return poison
+
+
+def _pause() -> None:
+    import time
+
+    release = os.environ.get(RELEASE_ENV)
+    deadline = time.monotonic() + PAUSE_LIMIT_S
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -281,7 +281,8 @@ MODULE_FILES = frozenset({"transferlab_module.json", "module.safetensors", "adap
 RUN_FOLDER = FolderKind(
     name="run", marker="config.json", formats=frozenset({RUN_FORMAT}),
     files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json",
-                     "pretrain.json", "examples.safetensors"}),
+                     "pretrain.json", "examples.safetensors",
+                     "tracking.json"}),  # the run's MLflow run ids (tracking.live)
     folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES,
              "checkpoints": frozenset({"index.json"})},  # pretrain's kept epochs (models.pretrained_dir)
     nested={"checkpoints": (r"epoch_\d+|scratch", frozenset({"pretrained_cfg.json", "model.safetensors"}))},
@@ -294,7 +295,8 @@ MODULE_EXPORT = FolderKind(name="task module export", marker="transferlab_module
 # holds the frozen-prefix entries (<sha256>.safetensors) that `compare --jobs N` worker processes share.
 GRID_FOLDER = FolderKind(
     name="comparison", marker="grid.json", formats=frozenset({GRID_FORMAT}),
-    files=frozenset({"grid.json", "report.md", "report.html", "results.json", "results.csv", "runs.csv"}),
+    files=frozenset({"grid.json", "report.md", "report.html", "results.json", "results.csv", "runs.csv",
+                     "tracking.json"}),  # the grid's parent run ids (tracking.live)
     folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset()})
 
 

@@ -18,21 +18,21 @@ TARGET = "sklearn:digits:5-9"
 
 
 class Conv1dNet(nn.Module):
-    """(B, F) -> (B, 1, F) -> three convolution blocks over the feature axis -> mean over it -> fc."""
+    """(B, F) -> (B, 1, F) -> three convolution blocks over the feature axis -> pooled to 4 positions -> fc."""
 
     def __init__(self, num_classes: int = 5, width: int = 16):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv1d(1, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU())
         self.block1 = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU())
-        self.block2 = nn.Sequential(nn.Conv1d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm1d(2 * width),
-                                    nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool1d(1)
-        self.fc = nn.Linear(2 * width, num_classes)
+        self.block2 = nn.Sequential(nn.Conv1d(width, 2 * width, 3, stride=2, padding=1),
+                                    nn.BatchNorm1d(2 * width), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool1d(4)
+        self.fc = nn.Linear(2 * width * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, F)
         h = self.stem(x.unsqueeze(1))  # (B, W, F)
         h = self.block2(self.block1(h))  # (B, 2W, F/2)
-        return self.fc(self.pool(h).flatten(1))  # (B, C)
+        return self.fc(self.pool(h).flatten(1))  # (B, 2W*4) -> (B, C)
 
 
 def pretrain_on_digits_0_4(path, epochs: int = 30) -> float:
@@ -63,7 +63,7 @@ def pretrain_on_digits_0_4(path, epochs: int = 30) -> float:
 @pytest.fixture(scope="module")
 def own_model(tmp_path_factory):
     weights = tmp_path_factory.mktemp("source") / "conv1d_digits04.safetensors"
-    assert pretrain_on_digits_0_4(weights) > 0.9
+    assert pretrain_on_digits_0_4(weights) > 0.95
     register_module(NAME, Conv1dNet, groups=["stem", "block1", "block2"], head="fc", modality="vector",
                     weights=weights, source_task="digits 0-4 (scikit-learn, 64-feature vectors)")
     yield NAME
@@ -142,14 +142,100 @@ def test_compare_with_scratch_writes_its_report(grid):
     assert set(random) == set(pretrained)
 
 
-def test_compare_refuses_worker_processes_for_a_registered_module(own_model, tmp_path):
+def test_the_scratch_start_is_a_seeded_reinitialisation(own_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from transferlab.compare.grid import scratch_support
+    from transferlab.models import family_of
+
+    assert scratch_support(own_model)[0] == "weights"
+    family = family_of(own_model)
+    a, b, c = (family.random_state(own_model, seed) for seed in (0, 0, 1))
+    source = load_file(family.cfg(own_model).weights)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the seed alone decides
+    assert not torch.equal(a["stem.0.weight"], c["stem.0.weight"])
+    assert not torch.equal(a["stem.0.weight"], source["stem.0.weight"])
+
+
+def test_a_start_is_reproducible_when_build_gives_the_same_weights(own_model):
+    from transferlab.diagnostics._common import has_reproducible_start
+
+    assert has_reproducible_start(own_model, None)  # the registered weights file
+    register_module("conv1d_random", Conv1dNet, groups=["stem", "block1", "block2"], head="fc", modality="vector")
+    try:
+        assert not has_reproducible_start("conv1d_random", None)  # build() draws new weights each time
+        assert create_model("conv1d_random", 3).source_head is None  # a random classifier is no source
+    finally:
+        unregister_module("conv1d_random")
+
+
+def test_compare_refuses_worker_processes_for_a_registered_module(own_model, tmp_path, capsys):
+    from transferlab.cli import main
     from transferlab.compare.executor import check_process_local_model
 
-    with pytest.raises(ConfigError, match="--jobs 2: model 'conv1d_digits' was registered") as info:
-        check_process_local_model(own_model, 2, "local")
-    assert "\n" not in str(info.value)
-    with pytest.raises(ConfigError, match="--executor ray"):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--model", own_model, "--data", TARGET, "--strategies", "full", "--jobs", "2",
+              "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "--jobs 2: model 'conv1d_digits' was registered with register_module" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "cmp").exists()
+    with pytest.raises(ConfigError, match="--executor ray: model 'conv1d_digits'"):
         check_process_local_model(own_model, 1, "ray")
+
+
+TOY_FAMILY = '''
+"""mlp:<in>x<width>: a two-layer MLP over vectors, random init; a model family in one file."""
+from collections import OrderedDict
+
+from torch import nn
+
+from transferlab.models import DepthGroup, ModelFamily, PretrainedCfg, TransferModel, register_family
+
+
+@register_family
+class ToyMlpFamily(ModelFamily):
+    name = "toy_mlp"
+    order = 50  # after timm
+
+    def claims(self, name):
+        return name.startswith("mlp:") and all(p.isdigit() for p in name[4:].split("x"))
+
+    def cfg(self, name, weights=None):
+        return PretrainedCfg(name=name, modality="vector")
+
+    def build(self, name, num_classes, weights=None, head="linear"):
+        inputs, width = map(int, name[4:].split("x"))
+        net = nn.Sequential(OrderedDict(fc1=nn.Linear(inputs, width), act1=nn.ReLU(),
+                                        fc2=nn.Linear(width, width), act2=nn.ReLU()))
+        groups = [DepthGroup("fc1", ("backbone.fc1", "backbone.act1")), DepthGroup("fc2", ("backbone.fc2",))]
+        return TransferModel(self.cfg(name), net, width, num_classes, groups, head=head)
+
+    def reproducible_start(self, name):
+        return False  # a random init
+'''
+
+
+def test_a_model_family_is_one_file(tmp_path, trained):
+    import importlib.util
+
+    from transferlab.diagnostics._common import has_reproducible_start
+    from transferlab.models import _families, family_of
+
+    path = tmp_path / "toy_mlp_family.py"
+    path.write_text(TOY_FAMILY)
+    spec = importlib.util.spec_from_file_location("toy_mlp_family", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # the decorator registers the family
+    try:
+        assert family_of("mlp:64x32").name == "toy_mlp" and family_of("resnet18").name == "timm"
+        net, before, after, _ = trained("mlp:64x32", TARGET, "freeze:k=1", epochs=1)
+        assert [g.name for g in net.depth_groups] == ["fc1", "fc2", "head"]
+        assert changed_keys(before, after) == {"backbone.fc2.weight", "backbone.fc2.bias", "head.weight",
+                                               "head.bias"}
+        assert not has_reproducible_start("mlp:64x32", None)
+    finally:
+        _families._FAMILIES[:] = [f for f in _families.list_families() if f.name != "toy_mlp"]
+    with pytest.raises(ConfigError, match="unknown model 'mlp:64x32'"):
+        create_model("mlp:64x32", 3)
 
 
 def test_drift_gives_a_cka_per_group(grid):

@@ -93,13 +93,15 @@ def _given(args) -> set[str]:
 def cmd_compare(args) -> None:
     from transferlab.compare import compare, report_from_dir
     from transferlab.runs import run_inputs
-    from transferlab.tracking import log_grid, parse_tracks
+    from transferlab.tracking import parse_tracks
+    from transferlab.tracking.live import GridTracking
 
     tracks = parse_tracks(args.track)  # a bad spec or a missing package: before the grid runs
     if args.contamination:  # checked before any run: a bad folder should not wait for the whole grid
         from transferlab.contamination.subsets import read_contamination
 
         read_contamination(args.contamination)
+    tracker = GridTracking(tracks)
     if args.report_only:
         from pathlib import Path
 
@@ -109,7 +111,10 @@ def cmd_compare(args) -> None:
                                      "--contamination": args.contamination}, tracks)
         if not (Path(args.out) / "grid.json").is_file():
             raise ConfigError(f"{args.out} holds no comparison (no grid.json); run compare first")
-        results = report_from_dir(args.out, source_data=args.source_data, contamination=args.contamination)
+        with tracker:  # the report files to the grid's parent run (continued from GRID/tracking.json)
+            if tracks:
+                tracker.start(args.out)
+            results = report_from_dir(args.out, source_data=args.source_data, contamination=args.contamination)
     else:
         given = _given(args)  # before the defaults below fill in what was not passed
         args.model = args.model or "efficientnet_lite0"
@@ -118,17 +123,20 @@ def cmd_compare(args) -> None:
         spec = grid_spec_from_args(args)
         _check_grid_paths(args.out, {**run_inputs(spec.base), "--contamination": args.contamination}, tracks,
                           spec.base.train.cache_dir)
-        results = compare(spec, args.out, resume=args.resume, given=given, jobs=args.jobs,
-                          contamination=args.contamination, executor=args.executor, address=args.address,
-                          cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
+        with tracker:  # a parent run when the grid starts, a child per cell as it starts; FAILED if this raises
+            results = compare(spec, args.out, resume=args.resume, given=given, jobs=args.jobs,
+                              contamination=args.contamination, executor=args.executor, address=args.address,
+                              cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                              tracker=tracker if tracks else None)
     failed = [r for r in results.runs if r.status != "finished"]
     print(f"report written to {args.out}/report.html and {args.out}/report.md "
           f"(numbers in results.csv, results.json, runs.csv)")
     if failed:
         print(f"{len(failed)} of {len(results.runs)} runs did not finish: "
               + "; ".join(f"{r.strategy} seed {r.seed}: {r.error or r.status}" for r in failed))
-    for line in log_grid(tracks, results.out):  # after the report: the parent run carries it
+    for line in tracker.lines():
         print(line)
+    tracker.raise_failures()
     if results.runs and len(failed) == len(results.runs):
         from transferlab.errors import TrainingError
 

@@ -129,7 +129,8 @@ def cmd_finetune(args) -> None:
     from transferlab.runs import check_run_folder, finetune, run_inputs
     from transferlab.training import distributed
 
-    from transferlab.tracking import log_run, parse_tracks
+    from transferlab.tracking import parse_tracks
+    from transferlab.tracking.live import LiveTracking
 
     tracks = parse_tracks(args.track)  # a bad spec or a missing package: before any work
     config = run_config_from_args(args)
@@ -144,12 +145,18 @@ def cmd_finetune(args) -> None:
                                   given=given_keys(args), dry=True)
         launch(args.nproc, without_nproc(args.argv), str(out / "checkpoint" / "last.safetensors"))
         return  # rank 0 printed the summary
-    metrics = finetune(config, args.out, resume=args.resume, overwrite=args.overwrite, given=given_keys(args))
+    # tracked while it trains: the trainer calls the hooks on rank 0 only; the `with` ends the MLflow run
+    # (FINISHED, or FAILED when finetune raises) once metrics.json is written
+    tracker = LiveTracking(tracks)
+    with tracker:
+        metrics = finetune(config, args.out, resume=args.resume, overwrite=args.overwrite, given=given_keys(args),
+                           callbacks=[tracker] if tracks else None)
     if not distributed.is_main_process():
         return
     _print_summary(metrics, args.out)
-    for line in log_run(tracks, args.out):  # rank 0 only: launched processes get --track, the launcher logs nothing
+    for line in tracker.lines():
         print(line)
+    tracker.raise_failures()  # a tracker that failed on the way: one error line, the run is on disk
 
 
 def _track_help() -> str:

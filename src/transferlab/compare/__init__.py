@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResult
 
 def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
             jobs: int = 1, contamination: str | None = None, executor: str = "local", address: str | None = None,
-            cpus_per_cell: int | None = None, gpus_per_cell: float | None = None) -> GridResults:
+            cpus_per_cell: int | None = None, gpus_per_cell: float | None = None, tracker=None) -> GridResults:
     """Run the grid (continuing it with `resume`; in `jobs` worker processes, or as Ray tasks with
     `executor="ray"`, see run_grid), then write the report from the runs' metrics.json. `given`: with resume, the
     option keys the user passed (only those may contradict the saved grid). `contamination`: a `transferlab
@@ -39,7 +39,7 @@ def compare(spec: GridSpec, out: str | Path, resume: bool = False, given: set[st
         add_report_phase(progress, runs=(len(spec.strategies) + len(spec.scratch_candidates())) * len(spec.seeds))
         cell_results = run_grid(spec, out, resume=resume, given=given, jobs=jobs, executor=executor,
                                 address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell,
-                                progress=progress)
+                                progress=progress, tracker=tracker)
         results = collect(out, json.loads((Path(out) / "grid.json").read_text()), cell_results)
         write_report(results, contamination=contamination, progress=progress)
     return results

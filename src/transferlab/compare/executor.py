@@ -20,12 +20,14 @@ logger = logging.getLogger(__name__)
 
 def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[str] | None = None,
              jobs: int = 1, executor: str = "local", address: str | None = None, cpus_per_cell: int | None = None,
-             gpus_per_cell: float | None = None, progress: Progress | None = None) -> list[CellResult]:
+             gpus_per_cell: float | None = None, progress: Progress | None = None, tracker=None) -> list[CellResult]:
     """Run every cell (skipping finished ones when resuming); a failing cell is recorded and the rest go on.
     `jobs` > 1 runs the cells in that many worker processes (see run_parallel); `executor="ray"` runs them as Ray
     tasks of `cpus_per_cell` CPUs (1) and `gpus_per_cell` GPUs (0) each, on the cluster at `address` or a local
     instance (see ray_executor). The results are the same. `progress`: shared with work that follows the grid
-    (compare's report), so that the time left counts it; by default the grid's runs only."""
+    (compare's report), so that the time left counts it; by default the grid's runs only. `tracker`: started here
+    once the folder is checked (`tracker.start(out)`: a parent run), then carried by every cell to wherever it
+    runs, where `tracker.for_cell(...)` tracks it (tracking.live.GridTracking)."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
@@ -37,6 +39,10 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     cells = plan(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "grid.json", spec.to_dict())
+    if tracker is not None:
+        tracker.start(out)  # before any cell: each cell's run is a child of the grid's
+        for cell in cells:
+            cell.tracker = tracker
     to_run = sum(run_state(cell.run_dir) != "finished" for cell in cells)
     if jobs > 1 and jobs > to_run:
         logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))

@@ -14,6 +14,7 @@ cells run (here, in `run_parallel`'s processes, or on Ray) and runs them.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -166,6 +167,9 @@ class Cell:
     seed: int
     run_dir: Path
     config: RunConfig
+    # the grid's tracking (tracking.live.GridTracking, picklable), set by run_grid: `for_cell` makes the cell's
+    # trainer callback, a context manager that ends the cell's tracked run
+    tracker: object = None
 
     @property
     def label(self) -> str:
@@ -476,9 +480,11 @@ def run_cell(spec: GridSpec, cell: Cell, out: Path, resume: bool, progress: "Gri
         # result does not depend on which cells ran before it in this process (exact --resume of a grid).
         torch.manual_seed(cell.config.train.seed)
         reset_peak_memory()
-        callbacks = [progress.callback()] if progress else None
-        metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished", callbacks=callbacks,
-                           caches=caches)
+        callbacks = [progress.callback()] if progress else []
+        tracking = cell.tracker.for_cell(cell.run_dir, cell.strategy, cell.seed) if cell.tracker else None
+        with tracking or contextlib.nullcontext():  # tracked: FINISHED after metrics.json, FAILED if it raises
+            metrics = finetune(cell.config, cell.run_dir, resume=state == "unfinished",
+                               callbacks=[*callbacks, *([tracking] if tracking else [])] or None, caches=caches)
     except (Exception, MemoryError) as exc:  # one bad cell must not stop the grid
         error = f"{type(exc).__name__}: {exc}".strip()
         logger.error("%s failed: %s", cell.label, error)

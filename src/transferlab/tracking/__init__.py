@@ -1,15 +1,15 @@
-"""Run tracking: log finished runs and comparison grids to MLflow or TensorBoard.
+"""Run tracking: runs and comparison grids logged to MLflow or TensorBoard while they train.
 
     tracks = parse_tracks(["mlflow"])      # checked before any training: a bad spec or a missing package fails
-    ...                                    # the run or the grid trains and writes its folder
-    log_run(tracks, "out/run")             # one MLflow run / one TensorBoard event folder, from the files
-    log_grid(tracks, "out/grid")           # one parent run, one child per finished cell
+    tracker = live.LiveTracking(tracks)    # a trainer callback: params at the start, each epoch as it ends
+    with tracker:                          # the end: final numbers and files, FINISHED; FAILED when it raises
+        finetune(config, out, callbacks=[tracker])
 
-Everything is read back from the finished folders (config.json, history.jsonl, metrics.json, the report), after
-the work is done: a grid's cells may run in worker processes or on other machines, and what is logged is
-exactly what the files say. Only the process with RANK 0 (or no RANK) logs: under multi-process training the
-other ranks return at once. mlflow and tensorboard are optional (`pip install "transferlab[track]"`) and are
-imported only when a --track spec names them.
+A grid: `with live.GridTracking(tracks) as tracker: compare(spec, out, tracker=tracker)`: a parent run made when
+the grid starts, a child run per cell made when the cell starts, wherever it runs (tracking/live.py). The run ids
+are kept in the folder's tracking.json; nothing is looked up by path and nothing is deleted. Only the process
+with RANK 0 (or no RANK) logs: the trainer calls its callbacks on rank 0 only. mlflow and tensorboard are
+optional (`pip install "transferlab[track]"`) and are imported only when a --track spec names them.
 
 Specs: `mlflow` (a SQLite database DIR/mlflow.db next to the output), `mlflow:URI` (any MLflow tracking URI),
 `tensorboard` (event files under DIR/tensorboard/), `tensorboard:LOGDIR` (under LOGDIR instead).
@@ -28,24 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.training.distributed import is_main_process
 
 logger = logging.getLogger(__name__)
 
 TRACKERS = ("mlflow", "tensorboard")
 INSTALL_HINT = 'pip install "transferlab[track]"'
-TRACK_HELP = ("log the finished run(s) to mlflow (a SQLite database OUT/mlflow.db), mlflow:URI (any MLflow tracking "
+TRACK_HELP = ("log the run(s) while they train to mlflow (a SQLite database OUT/mlflow.db), mlflow:URI (any MLflow tracking "
               "URI), tensorboard (event files under OUT/tensorboard/) or tensorboard:LOGDIR; repeatable; needs "
               f"{INSTALL_HINT}")
 
-__all__ = ["TRACKERS", "TRACK_HELP", "Track", "TrackingError", "check_track_targets", "log_grid", "log_run",
-           "parse_track", "parse_tracks", "track_outputs"]
+__all__ = ["TRACKERS", "TRACK_HELP", "Track", "TrackingError", "check_track_targets", "parse_track", "parse_tracks",
+           "track_outputs"]
 
 CONNECT_TIMEOUT_S = 3.0  # one connection attempt to an MLflow server, before any training
 
 
 class TrackingError(TransferlabError):
-    """The tracker refused or could not be reached; the run or grid itself is finished and kept on disk."""
+    """The tracker refused or could not be reached; the run or grid itself goes on, and is kept on disk."""
 
 
 @dataclass(frozen=True)
@@ -269,54 +268,3 @@ def _require(kind: str) -> None:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         raise ConfigError(f"--track {kind} needs the {kind} package: {INSTALL_HINT}") from None
-
-
-def log_run(tracks: list[Track], run_dir: str | Path) -> list[str]:
-    """Log one finished run folder to every track; returns one line per track saying where it went."""
-    if not tracks or not is_main_process():
-        return []
-    run_dir = Path(os.path.realpath(run_dir))
-    if not (run_dir / "metrics.json").is_file():
-        raise TrackingError(f"--track: {run_dir} holds no finished run (no metrics.json); nothing was logged")
-    lines = []
-    for track in tracks:
-        if track.kind == "mlflow":
-            from transferlab.tracking.mlflow_log import log_run_to_mlflow
-
-            lines.append(log_run_to_mlflow(track.target, run_dir))
-        else:
-            from transferlab.tracking.tensorboard_log import log_run_to_tensorboard
-
-            lines.append(log_run_to_tensorboard(track.target, run_dir))
-    return lines
-
-
-def log_grid(tracks: list[Track], grid_dir: str | Path) -> list[str]:
-    """Log a comparison folder (after its report is written) to every track: its finished cells, and for MLflow
-    a parent run with the report; logging it again (compare --resume) adds only what changed."""
-    if not tracks or not is_main_process():
-        return []
-    grid_dir = Path(os.path.realpath(grid_dir))
-    if not (grid_dir / "grid.json").is_file():
-        raise TrackingError(f"--track: {grid_dir} holds no comparison (no grid.json); nothing was logged")
-    lines = []
-    for track in tracks:
-        if track.kind == "mlflow":
-            from transferlab.tracking.mlflow_log import log_grid_to_mlflow
-
-            lines.append(log_grid_to_mlflow(track.target, grid_dir))
-        else:
-            from transferlab.tracking.tensorboard_log import log_grid_to_tensorboard
-
-            lines.append(log_grid_to_tensorboard(track.target, grid_dir))
-    return lines
-
-
-def grid_cells(grid_dir: Path) -> list[tuple[str, int, Path]]:
-    """(strategy, seed, folder) of every finished cell of a grid folder, in the grid's order."""
-    import json
-
-    from transferlab.compare.grid import GridSpec, plan
-
-    spec = GridSpec.from_dict(json.loads((grid_dir / "grid.json").read_text(encoding="utf-8")))
-    return [(c.strategy, c.seed, c.run_dir) for c in plan(spec, grid_dir) if (c.run_dir / "metrics.json").is_file()]
