@@ -40,11 +40,15 @@ PRETRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "weight_decay"
 def check_pretrainable(config: RunConfig) -> None:
     """pretrain starts an image architecture from random weights and trains a linear source head."""
     from transferlab.models import list_models, pretrained_cfg
+    from transferlab.models.own_models import is_registered_module
     from transferlab.models.timm_models import is_architecture
 
     if config.weights:
         raise ConfigError("pretrain starts from random weights; --weights is for fine-tuning (finetune --model ARCH "
                           "--weights FILE)")
+    if is_registered_module(config.model):
+        raise ConfigError(f"pretrain trains timm architectures; {config.model!r} was given to register_module: "
+                          f"pre-train it in plain torch and register its weights (docs/tutorials/own-model.md)")
     if config.model in list_models():
         if not pretrained_cfg(config.model).weights.startswith("random init"):
             raise ConfigError(f"pretrain starts from random weights: {config.model} is already pre-trained; give "

@@ -228,7 +228,7 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     take the new value (a run interrupted on a GPU machine continues with --device cpu). `caches`: decoded images
     and frozen-prefix outputs shared with other runs of this process (default: the run's own)."""
     place = distributed.world()
-    if place.active:
+    if place.active:  # this rank's GPU set and the process group joined, before the decision's broadcast
         distributed.init(resolve_device(config.train.device))
     if place.is_main:  # the checks, --overwrite's removals and the resume decision, once, by rank 0
         try:

@@ -183,6 +183,20 @@ def test_compare_refuses_worker_processes_for_a_registered_module(own_model, tmp
         check_process_local_model(own_model, 1, "ray")
 
 
+def test_nproc_and_pretrain_refuse_a_registered_module_in_one_line(own_model, tmp_path, capsys):
+    from transferlab.cli import main
+    from transferlab.pretraining import check_pretrainable
+    from transferlab.runs import RunConfig
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", own_model, "--data", TARGET, "--nproc", "2", "--oversubscribe",
+              "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert "--nproc 2: model 'conv1d_digits' was registered" in err and len(err.splitlines()) == 1
+    with pytest.raises(ConfigError, match="pretrain trains timm architectures"):
+        check_pretrainable(RunConfig(model=own_model, data=TARGET))
+
+
 TOY_FAMILY = '''
 """mlp:<in>x<width>: a two-layer MLP over vectors, random init; a model family in one file."""
 from collections import OrderedDict
@@ -219,7 +233,7 @@ def test_a_model_family_is_one_file(tmp_path, trained):
     import importlib.util
 
     from transferlab.diagnostics._common import has_reproducible_start
-    from transferlab.models import _families, family_of
+    from transferlab.models import family_of, unregister_family
 
     path = tmp_path / "toy_mlp_family.py"
     path.write_text(TOY_FAMILY)
@@ -233,7 +247,7 @@ def test_a_model_family_is_one_file(tmp_path, trained):
                                                "head.bias"}
         assert not has_reproducible_start("mlp:64x32", None)
     finally:
-        _families._FAMILIES[:] = [f for f in _families.list_families() if f.name != "toy_mlp"]
+        unregister_family("toy_mlp")
     with pytest.raises(ConfigError, match="unknown model 'mlp:64x32'"):
         create_model("mlp:64x32", 3)
 

@@ -1,10 +1,10 @@
-"""--track mlflow / --track tensorboard: what the trackers hold, read back with their own readers, equals the run
-folders' files (config.json, history.jsonl, metrics.json); a grid is one parent run with a child per cell, and
-logging it again adds no duplicates; a bad spec or a missing package is one error line before any training."""
+"""--track mlflow / --track tensorboard: what the trackers hold once the work is done, read back with their own
+readers, equals the run folders' files (config.json, history.jsonl, metrics.json); a grid is one parent run with a
+child per cell, and resuming it adds no duplicates; a bad spec or a missing package is one error line before any
+training. What they hold while a run trains, resume, kills and failures: test_live_tracking.py."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,13 +59,11 @@ def expected_params(config: dict) -> dict[str, str]:
 
 
 def expected_series(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """{metric name: [(epoch, value)]} from history.jsonl; a field metrics.json also has is epoch_<field>."""
-    final_keys = set(numbers(read_json(run / "metrics.json")))
+    """{metric name: [(epoch, value)]} from history.jsonl."""
     series: dict[str, list] = {}
     for record in read_history(run):
         for key, value in numbers({k: v for k, v in record.items() if k != "epoch"}).items():
-            name = f"epoch_{key}" if key in final_keys else key
-            series.setdefault(name, []).append((record["epoch"], value))
+            series.setdefault(key, []).append((record["epoch"], value))
     return series
 
 
@@ -81,14 +79,16 @@ def active_runs(client) -> list:
 
 
 def assert_run_matches_folder(client, run, folder: Path) -> None:
-    """Params = config.json, each metric's full history = history.jsonl or metrics.json, nothing else."""
+    """Params = config.json, each metric's full history = history.jsonl, or metrics.json's numbers as final/<name>
+    at the last epoch, nothing else."""
     assert run.data.params == expected_params(read_json(folder / "config.json"))
-    final = numbers(read_json(folder / "metrics.json"))
+    final = {f"final/{k}": v for k, v in numbers(read_json(folder / "metrics.json")).items()}
     series = expected_series(folder)
+    last = read_history(folder)[-1]["epoch"]
     assert set(run.data.metrics) == set(final) | set(series)
     for key, value in final.items():
         logged = client.get_metric_history(run.info.run_id, key)
-        assert [(m.step, m.value) for m in logged] == [(0, value)], key
+        assert [(m.step, m.value) for m in logged] == [(last, value)], key
     for key, points in series.items():
         logged = client.get_metric_history(run.info.run_id, key)
         assert sorted((m.step, m.value) for m in logged) == points, key
@@ -112,7 +112,7 @@ def tracked_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tracked_grid(tmp_path_factory):
-    """2 strategies x 2 seeds (no scratch) logged to both trackers, then `compare --resume` logged again:
+    """2 strategies x 2 seeds (no scratch) logged to both trackers, then `compare --resume` (nothing to run):
     (grid folder, the run ids after the first logging)."""
     pytest.importorskip("mlflow")
     pytest.importorskip("tensorboard")
@@ -136,10 +136,11 @@ def test_finetune_mlflow_holds_the_run_files(tracked_run, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
     assert_run_matches_folder(client, run, tracked_run)
     history = read_history(tracked_run)
-    assert {"train_loss", "val_accuracy", "epoch_samples_per_second"} <= set(run.data.metrics)
+    assert {"train_loss", "val_accuracy", "samples_per_second", "final/samples_per_second"} <= set(run.data.metrics)
     assert [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")] == \
         [r["val_loss"] for r in history]
-    assert run.data.metrics["val.accuracy"] == read_json(tracked_run / "metrics.json")["val"]["accuracy"]
+    assert run.data.metrics["final/val.accuracy"] == read_json(tracked_run / "metrics.json")["val"]["accuracy"]
+    assert read_json(tracked_run / "tracking.json")["mlflow"][0]["run_id"] == run.info.run_id
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == \
         ["config.json", "history.jsonl", "metrics.json"]
     copy = Path(client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path)))
@@ -161,59 +162,32 @@ def test_finetune_tensorboard_scalars_equal_history(tracked_run):
     assert final.value == float(np.float32(metrics["val"]["accuracy"])) and final.step == metrics["epochs_run"]
 
 
-def test_relogging_a_changed_run_replaces_it(tracked_run, tmp_path):
-    """Same metrics.json: nothing new; another result in the folder: the old MLflow run is soft-deleted and the
-    new one logged; both through an explicit mlflow:URI, whose artefacts go next to its database."""
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    from transferlab.tracking import log_run, parse_tracks
-
-    folder = tmp_path / "copy"
-    shutil.copytree(tracked_run, folder, ignore=shutil.ignore_patterns("mlflow*", "tensorboard"))
-    uri = f"sqlite:///{tmp_path / 'store' / 'other.db'}"
-    (tmp_path / "store").mkdir()
-    tracks = parse_tracks([f"mlflow:{uri}"])
-    assert "logged" in log_run(tracks, folder)[0] and "unchanged" in log_run(tracks, folder)[0]
-    metrics = read_json(folder / "metrics.json")
-    metrics["val"]["accuracy"] = 0.5  # as if the folder had been trained again
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    assert "logged" in log_run(tracks, folder)[0]
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("transferlab").experiment_id
-    (active,) = client.search_runs([experiment])
-    assert active.data.metrics["val.accuracy"] == 0.5
-    deleted = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
-    assert len(deleted) == 1 and deleted[0].data.metrics["val.accuracy"] != 0.5
-    assert active.info.artifact_uri.startswith((tmp_path / "store" / "mlflow_artifacts").as_uri())
-    assert not (folder / "mlflow.db").exists()
-
-
-def test_a_failing_store_is_one_line_and_keeps_the_run(tracked_run, tmp_path, capsys):
-    """A store that fails after the training (here a file that is no database) is one error line; the run's
-    files stay as they are."""
-    from transferlab.tracking import TrackingError, log_run, parse_tracks
-
-    folder = tmp_path / "copy"
-    shutil.copytree(tracked_run, folder, ignore=shutil.ignore_patterns("mlflow*", "tensorboard"))
-    before = (folder / "metrics.json").read_bytes()
+def test_a_failing_store_is_one_line_and_keeps_the_run(tmp_path, capsys):
+    """A store that fails (here a file that is no database) stops its logging, not the run: the run finishes
+    on disk, and the command ends with one error line after its summary."""
     (tmp_path / "broken.db").write_text("not a database\n" * 100)
-    with pytest.raises(TrackingError, match=r"--track mlflow: logging to sqlite:///.*broken.db failed: ") as info:
-        log_run(parse_tracks([f"mlflow:sqlite:///{tmp_path / 'broken.db'}"]), folder)
-    assert "\n" not in str(info.value) and "results are kept on disk" in str(info.value)
-    assert (folder / "metrics.json").read_bytes() == before
-    assert "Traceback" not in capsys.readouterr().err
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["finetune", *SMALL, "--epochs", "1", "--out", str(out), "--track",
+                                 f"mlflow:sqlite:///{tmp_path / 'broken.db'}"], capsys)
+    line = error_line(err)
+    assert code != 0 and "--track mlflow: logging to sqlite:///" in line and "broken.db failed: " in line
+    assert (out / "metrics.json").is_file() and "run written to" in stdout
 
 
-def test_only_rank_0_logs(tracked_run, tmp_path, monkeypatch):
-    from transferlab.tracking import log_run, parse_tracks
+def test_only_rank_0_logs(tmp_path):
+    """The trainer calls callbacks on rank 0 only; a LiveTracking whose hooks were never called (another rank)
+    writes nothing when its block ends."""
+    from transferlab.tracking import parse_tracks
+    from transferlab.tracking.live import LiveTracking
+    from transferlab.training.trainer import Trainer
 
-    folder = tmp_path / "copy"
-    shutil.copytree(tracked_run, folder, ignore=shutil.ignore_patterns("mlflow*", "tensorboard"))
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert log_run(parse_tracks(["mlflow", "tensorboard"]), folder) == []
-    assert not (folder / "mlflow.db").exists() and not (folder / "tensorboard").exists()
+    trainer = Trainer.__new__(Trainer)
+    trainer.callbacks = [LiveTracking(parse_tracks(["mlflow", "tensorboard"]))]
+    trainer.world = type("World", (), {"is_main": False})()
+    assert trainer._callbacks() == []
+    with trainer.callbacks[0] as tracker:
+        pass
+    assert tracker.lines() == [] and not any(tmp_path.iterdir())
 
 
 # ---- compare ---------------------------------------------------------------------------------------------
@@ -257,7 +231,7 @@ def test_grid_tensorboard_has_a_folder_per_cell(tracked_grid):
             for key, points in expected_series(out / "runs" / strategy / str(seed)).items():
                 assert [(e.step, e.value) for e in events.Scalars(key)] == \
                     [(s, float(np.float32(v))) for s, v in points], (strategy, seed, key)
-            # logged twice (compare --resume), written once
+            # compare --resume: the finished cells are not run again, nothing more written
             assert len(list((out / "tensorboard" / strategy / str(seed)).glob("events.out.tfevents.*"))) == 1
 
 

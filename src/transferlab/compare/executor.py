@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transferlab.compare.grid import CellResult, GridProgress, GridSpec, _absolute_base, check_grid_dir, \
     grid_caches, plan, run_cell, run_parallel
-from transferlab.compare.ray_executor import check_ray_options, run_on_ray
+from transferlab.compare.ray_executor import check_cluster_paths, check_ray_options, run_on_ray
 from transferlab.errors import ConfigError
 from transferlab.outputs import check_output_path
 from transferlab.progress import Progress
@@ -31,6 +31,8 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
+    if executor == "ray" and address:  # before check_executor connects: a path that cannot work on a cluster
+        check_cluster_paths(spec.base, address)
     check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
     check_process_local_model(spec.base.model, jobs, executor)
     out = check_output_path(out, "--out", run_inputs(spec.base))  # before Path(""), the current folder

@@ -12,6 +12,7 @@ at the same path: the tasks write their run folders there themselves.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -23,7 +24,7 @@ import torch
 from transferlab.compare import grid
 from transferlab.compare.grid import FEATURE_CACHE, Cell, CellResult, GridProgress, GridSpec
 from transferlab.errors import ConfigError
-from transferlab.runs import RunCaches, run_state
+from transferlab.runs import RunCaches, RunConfig, run_inputs, run_state, with_absolute_paths
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,69 @@ def check_address(address: str) -> None:
                           f"`ray start --head --port {port}`, or check the host and port") from exc
 
 
+# ---- paths on a cluster ---------------------------------------------------------------------------------------
+# A cell on another node resolves a relative path against its worker's working folder (Ray's session folder there),
+# not against the folder `transferlab compare` was started in; so every path a cell reads or writes goes to the tasks
+# as an absolute path. With --address, an input path that is relative AND not found here is refused (one line, before
+# connecting): it cannot be made absolute with any confidence, and what it would mean on a node is an accident. An
+# absolute input path that this machine does not see is only warned about, not refused: a node may see a path the
+# driver does not (a mount on the workers only), and refusing it would forbid a working setup. It stays a warning and
+# not silence because this machine reads the runs' data and models too: the report's sections (CKA, forgetting,
+# BatchNorm shift) load every run here after the grid, and would fail there. (The command line already refuses a
+# --data or --source-data that does not exist here, for every executor.)
+OUTPUT_OPTIONS = ("--out", "--cache-dir")
+
+
+def _absolute(value: str) -> str:
+    """`value` as an absolute path, without resolving links (a shared mount keeps the name every node knows)."""
+    return str(Path(str(value)).expanduser().absolute())
+
+
+def check_cluster_paths(base: RunConfig, address: str) -> None:
+    """The cells' input paths, for a grid sent to the Ray cluster at `address`: a relative path not found here is
+    refused in one line; an absolute one not found here is warned about (see above)."""
+    for option, value in run_inputs(base).items():
+        if not value:
+            continue
+        path = Path(str(value)).expanduser()
+        if path.exists():
+            continue
+        if not path.is_absolute():
+            raise ConfigError(f"{option} {value}: no such file or folder here, and on the Ray cluster at {address} a "
+                              "relative path would be read from each node's own working folder; give the absolute "
+                              "path at which every node sees it")
+        logger.warning("%s %s is not found on this machine: the cells read it on the cluster's nodes, where it must "
+                       "exist; the report, written here, reads it too", option, value)
+
+
+def cluster_config(config: RunConfig) -> RunConfig:
+    """A copy of a cell's config with every path it reads or writes absolute (--data, --weights, --source-data, a
+    model folder, --cache-dir), as the tasks get it."""
+    config = with_absolute_paths(copy.deepcopy(config))
+    for option, value in run_inputs(config).items():  # relative and not found here (a local instance only; a
+        if not value or Path(str(value)).expanduser().is_absolute():  # cluster refused it): as this process reads it
+            continue
+        if option == "--data":
+            config.data = _absolute(value)
+        elif option == "--weights":
+            config.weights = _absolute(value)
+        elif option == "--source-data":
+            config.strategy_options = {**config.strategy_options, "source_data": _absolute(value)}
+    if config.train.cache_dir:
+        config.train.cache_dir = _absolute(config.train.cache_dir)
+    return config
+
+
+def cluster_paths(spec: GridSpec, out: Path) -> dict[str, str]:
+    """{option: absolute path} of what the tasks read and write: the inputs, --out and --cache-dir."""
+    base = cluster_config(spec.base)
+    paths = {option: str(value) for option, value in run_inputs(base).items() if value}
+    paths["--out"] = _absolute(out)
+    if base.train.cache_dir:
+        paths["--cache-dir"] = base.train.cache_dir
+    return paths
+
+
 def run_on_ray(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, address: str | None = None,
                cpus_per_cell: int = 1, gpus_per_cell: float = 0, progress=None) -> list[CellResult]:
     """The cells as Ray tasks on the cluster at `address` (else the instance this process is connected to, else a
@@ -99,19 +163,27 @@ def run_on_ray(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, addre
     todo = [i for i, result in enumerate(results) if result is None]
     if not todo:
         return results
+    # Absolute paths for the tasks: a worker's working folder is not this one on another node (see above).
+    spec = copy.copy(spec)
+    spec.base = cluster_config(spec.base)
+    out_abs = Path(_absolute(out))
+    if address:
+        paths = cluster_paths(spec, out)
+        logger.warning("Ray cluster at %s: the cells read and write %s; each must exist at that same path on every "
+                       "node (--out%s on a file system all nodes share)", address,
+                       ", ".join(f"{option} {path}" for option, path in paths.items()),
+                       " and --cache-dir" if "--cache-dir" in paths else "")
     started = _connect(ray, address, cpus_per_cell)
     try:
         progress.jobs = _cells_at_once(ray, cpus_per_cell, gpus_per_cell, local=started and not address)
-        # Absolute paths for the tasks: a worker's working folder is not necessarily this one on another node.
-        out_abs = Path(out).absolute()
         level = logging.getLogger("transferlab").getEffectiveLevel()
         # Declared in ray.remote (not .options): with num_gpus > 0 there, Ray gives each GPU cell a fresh worker
         # process (max_calls=1), which frees its GPU memory. max_retries=0: a cell whose worker died is failed, as
         # with --jobs; --resume continues it.
         task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)(_run_cell_task)
         spec_ref = ray.put(spec)  # once, not with every task
-        pending = {task.remote(spec_ref, dataclasses.replace(cells[i], run_dir=cells[i].run_dir.absolute()),
-                               out_abs, resume, i, len(cells), cpus_per_cell, gpus_per_cell, level): i
+        pending = {task.remote(spec_ref, _task_cell(cells[i]), out_abs, resume, i, len(cells), cpus_per_cell,
+                               gpus_per_cell, level): i
                    for i in todo}
         try:
             while pending:
@@ -129,6 +201,13 @@ def run_on_ray(spec: GridSpec, cells: list[Cell], out: Path, resume: bool, addre
         if started:  # only what this call started or connected; a caller's own ray.init stays
             ray.shutdown()
     return results
+
+
+def _task_cell(cell: Cell) -> Cell:
+    """The cell as its task gets it: its run folder and its config's paths absolute (a scratch cell's config is
+    made in the task, from the spec's base, already absolute)."""
+    return dataclasses.replace(cell, run_dir=Path(_absolute(cell.run_dir)),
+                               config=cluster_config(cell.config) if cell.config is not None else None)
 
 
 def _connect(ray, address: str | None, cpus_per_cell: int) -> bool:

@@ -102,6 +102,11 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
     return cls
 
 
+def unregister_family(name: str) -> None:
+    """Remove the family called `name` (nothing when there is none): what a test registered."""
+    _FAMILIES[:] = [f for f in _FAMILIES if f.name != name]
+
+
 def list_families() -> list[ModelFamily]:
     """The families in the order they are asked."""
     return list(_FAMILIES)

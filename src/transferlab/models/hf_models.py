@@ -215,13 +215,14 @@ def write_random_dir(source: str, seed: int, folder: Path) -> None:
     """A Hugging Face model folder with the config and tokenizer of `source` (a folder or hub id) but random
     weights drawn from `seed` alone; written beside `folder` and renamed into place (a complete folder or none)."""
     import shutil
-    import tempfile
 
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    from transferlab.safe_io import temp_folder_beside
+
     config = AutoConfig.from_pretrained(source)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_folder_beside(folder)  # follows the umask, as every other output
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         AutoModel.from_config(config).save_pretrained(tmp)

@@ -114,9 +114,10 @@ def register_module(name: str, build: Callable[[], nn.Module], *, groups: Groups
         source_classes = _check_head(spec, module).out_features if head else 0
         _detach_head(spec, module)
         depth_groups(spec, module)
-    cfg = PretrainedCfg(name=name, modality=modality, architecture=f"{build.__module__}.{build.__qualname__}",
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in input_cfg.items()}  # mean=[...] as a tuple
+    cfg = PretrainedCfg(name=name, modality=modality, architecture=_describe(build),
                         weights=spec.weights or "build() of register_module", num_source_classes=source_classes,
-                        classifier=head or "", **input_cfg)
+                        classifier=head or "", **fields)
     spec = dataclasses.replace(spec, cfg=cfg)
     _MODULES[name] = spec
     _CONFIGS[name] = cfg  # list_models() and pretrained_cfg() name it
@@ -124,6 +125,12 @@ def register_module(name: str, build: Callable[[], nn.Module], *, groups: Groups
     logger.info("registered module %s: %d depth groups, %s", name, len(spec.groups),
                 f"source classifier {head}" if head else f"features of width {feature_dim}")
     return cfg
+
+
+def _describe(build: Callable) -> str:
+    """`module.qualname` of the build function or class (a partial: its function's), for the config."""
+    target = getattr(build, "func", build)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__name__)}"
 
 
 def unregister_module(name: str) -> None:
@@ -139,8 +146,12 @@ def is_registered_module(name: str) -> bool:
 
 
 def _groups_spec(name: str, groups: GroupsSpec) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    items = list(groups.items()) if isinstance(groups, Mapping) else [("", g) for g in groups or ()] \
-        if isinstance(groups, (list, tuple)) else None
+    if isinstance(groups, Mapping):
+        items = list(groups.items())
+    elif isinstance(groups, (list, tuple)):
+        items = [("", g) for g in groups]
+    else:
+        items = []
     if not items:
         raise ConfigError(f"register_module {name!r}: groups must be a non-empty list (or dict) of module paths "
                           f"or parameter-name regexes, stem first")

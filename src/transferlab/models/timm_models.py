@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 
 import timm
 import torch
@@ -351,6 +350,3 @@ class TimmFamily(ModelFamily):
 
     def random_state(self, name: str, seed: int) -> dict[str, torch.Tensor]:
         return random_state(name, seed)
-
-    def path(self, name: str) -> Path | None:
-        return None

@@ -198,11 +198,12 @@ class GridTracking:
 
         run_dir = Path(os.path.realpath(run_dir))
         relative = run_dir.relative_to(self.grid_dir)
-        # a store whose parent could not be made is left out (its failure is the grid's)
-        tracks = [t for t in self.tracks
-                  if t.kind == "tensorboard" or (t.target or default_uri(self.grid_dir)) in self.parents]
-        logdirs = {t: self._tensorboard_root(t) / relative.relative_to("runs")
-                   for t in tracks if t.kind == "tensorboard"}
+        # the grid's store (`mlflow` alone: GRID/mlflow.db, not the cell's folder); a store whose parent could not
+        # be made is left out (its failure is the grid's)
+        stores = [Track("mlflow", t.target or default_uri(self.grid_dir)) for t in self.tracks if t.kind == "mlflow"]
+        boards = [t for t in self.tracks if t.kind == "tensorboard"]
+        tracks = [*(t for t in stores if t.target in self.parents), *boards]
+        logdirs = {t: self._tensorboard_root(t) / relative.relative_to("runs") for t in boards}
         return LiveTracking(tracks, run_name=f"{strategy} seed {seed}", kind="cell",
                             tags={STRATEGY_TAG: strategy, SEED_TAG: str(seed), CELL_TAG: relative.as_posix()},
                             parents=self.parents, logdirs=logdirs)

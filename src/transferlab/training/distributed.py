@@ -57,18 +57,48 @@ def is_main_process() -> bool:
 
 
 def init(device: torch.device) -> World:
-    """Join the job's process group (once per process): gloo for CPU training, NCCL for CUDA."""
+    """Join the job's process group (once per process), after taking this rank's GPU in a CUDA run.
+
+    The device is set first, before any collective (object collectives included): NCCL builds its communicator
+    on the current device, and a rank that has not set its own would take cuda:0 with every other rank."""
     import torch.distributed as dist
 
     place = world()
-    if not place.active or dist.is_initialized():
+    if not place.active:
         return place
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend == "nccl" and not dist.is_nccl_available():
-        backend = "gloo"
+    device = rank_device(device, place)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return place
+    backend = process_group_backend(device)
     dist.init_process_group(backend=backend)
     logger.debug("rank %d of %d joined the process group (%s)", place.rank, place.size, backend)
     return place
+
+
+def process_group_backend(device: torch.device) -> str:
+    """The process group's backends: gloo for CPU training; for CUDA, gloo for CPU tensors and NCCL for CUDA ones.
+
+    Why both on CUDA: NCCL takes CUDA tensors only (torch registers it for "cuda" alone), and what this module
+    reduces (per-epoch sums, example counts, finite flags) and gathers (RNG states, per-example results, the
+    decisions rank 0 sends) lives on the CPU. With "cpu:gloo,cuda:nccl" torch sends each tensor to the backend of
+    its device: DDP's gradients to NCCL, these float64 sums to gloo, exactly as a CPU run adds them (the same
+    numbers on both, and the CPU path unchanged: gloo alone); object collectives and barriers go to gloo too
+    (torch prefers the CPU backend of a group that has one), so no pickled buffer travels through a GPU.
+    Moving the sums to the GPU instead would add a host-device copy and a sync for a few numbers per step."""
+    if device.type == "cuda":
+        cuda = _cuda_backend()
+        if cuda is not None:
+            return f"cpu:gloo,cuda:{cuda}"
+    return "gloo"
+
+
+def _cuda_backend() -> str | None:
+    """The backend for CUDA tensors: NCCL where this torch has it (else gloo alone, which also takes them)."""
+    import torch.distributed as dist
+
+    return "nccl" if dist.is_nccl_available() else None
 
 
 def shutdown() -> None:
@@ -90,6 +120,7 @@ def all_sum(values: list[float]) -> list[float]:
         return list(values)
     import torch.distributed as dist
 
+    # a CPU tensor, which the group's gloo backend adds (also in a CUDA run: process_group_backend says why)
     tensor = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
@@ -142,10 +173,10 @@ def wrap(model, device: torch.device, find_unused_parameters: bool):
 
 # ---- the trainer's rank bookkeeping (training/trainer.py) -----------------------------------------------
 def rank_device(device: torch.device, place: World) -> torch.device:
-    """In a distributed CUDA run, each process of a machine takes the GPU of its local rank."""
+    """In a distributed CUDA run, each process of a machine takes the GPU of its local rank (`init` sets it as
+    the current device, before any collective)."""
     if place.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", place.local_rank % max(torch.cuda.device_count(), 1))
-        torch.cuda.set_device(device)
     return device
 
 
@@ -181,7 +212,7 @@ def reduce_sums(sums: dict, place: World) -> dict:
 
 def gather_rows(mine: torch.Tensor, place: World) -> torch.Tensor:
     """The ranks' (N_r, ...) blocks joined in rank order (this rank's block in one process)."""
-    return torch.cat(gather(mine) if place.active else [mine])
+    return torch.cat(gather(mine.cpu()) if place.active else [mine])  # a pickled CUDA tensor keeps its GPU
 
 
 def loss_share(n: int, place: World) -> float | None:
@@ -211,10 +242,37 @@ def share_strategy_state(strategy, place: World) -> None:
         strategy.load_state_dict(state)
 
 
-def rank_rng_states(place: World) -> dict:
-    """The other ranks' torch RNG states, for rank 0's checkpoint ("rank<r>.torch"): every rank's dropout stream."""
-    rng = gather(torch.get_rng_state()) if place.active else []
-    return {f"rank{r}.torch": state for r, state in enumerate(rng) if r > 0}
+def rank_rng_states(place: World, device: torch.device | None = None) -> dict:
+    """Every rank's generators, for rank 0's checkpoint: the other ranks' CPU generators ("rank<r>.torch"; rank
+    0's own is the checkpoint's "torch") and, in a CUDA run, each rank's generator of its own GPU ("rank<r>.cuda",
+    rank 0's included): every rank's dropout stream. Empty in one process (the checkpoint holds its own)."""
+    if not place.active:
+        return {}
+    mine = {"torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    out = {}
+    for r, states in enumerate(gather(mine)):
+        out.update({f"rank{r}.{k}": v for k, v in states.items() if r > 0 or k != "torch"})
+    return out
+
+
+def restore_rng_states(rng: dict, place: World, device: torch.device | None, trained_on: int) -> None:
+    """This rank's own generators from a checkpoint's `rng` (rank_rng_states' keys, and "torch" / "cuda<i>" as
+    one process saves them), when the run was trained on as many processes (`trained_on`); on another number
+    the other ranks' streams cannot be the same anyway, and only a one-process run's own are set."""
+    same = trained_on == place.size
+    own = rng["torch"] if place.rank == 0 else rng.get(f"rank{place.rank}.torch")
+    if own is not None and same:
+        torch.set_rng_state(own)
+    if place.active:
+        cuda = rng.get(f"rank{place.rank}.cuda")
+        if cuda is not None and same and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, device)
+        return
+    cuda_states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
+    if cuda_states and torch.cuda.is_available():  # a CPU machine resuming a GPU run has none to set
+        torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
 
 
 def batch_in_other_world(batch_in_epoch: int, batch_size: int, before: int, place: World) -> int:

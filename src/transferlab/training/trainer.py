@@ -239,15 +239,11 @@ class Trainer:
             self.optimizer.load_state_dict(opt_state)
             self.strategy.load_state_dict(strategy_state)
             self.state = FitState(**trainer_state)
-            own = rng["torch"] if self.world.rank == 0 else rng.get(f"rank{self.world.rank}.torch")
-            if own is not None and self.state.world_size == self.world.size:
-                torch.set_rng_state(own)
+            # this rank's own CPU and CUDA generators (each rank's, in a distributed run)
+            distributed.restore_rng_states(rng, self.world, self.device, trained_on=self.state.world_size)
             scaler = self.precision.scaler if self.precision is not None else None  # fp16's loss scale goes on
             if scaler is not None and self.state.scaler:
                 scaler.load_state_dict(self.state.scaler)
-            cuda_states = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda")), key=lambda k: int(k[4:]))]
-            if cuda_states and torch.cuda.is_available():  # a CPU machine resuming a GPU run has none to set
-                torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise UnsafeFileError(f"{path}: does not fit this run, cannot resume from it: "
                                   f"{_first_reason(exc)}") from None
@@ -515,7 +511,7 @@ class Trainer:
     def _save_last(self) -> None:
         if self.precision.scaler is not None:
             self.state.scaler = dict(self.precision.scaler.state_dict())
-        rng = distributed.rank_rng_states(self.world)  # every rank's dropout stream
+        rng = distributed.rank_rng_states(self.world, self.device)  # every rank's dropout stream (CPU and CUDA)
         if self.world.is_main:
             save_checkpoint(self.ckpt_dir / LAST, self.model, self.optimizer, vars(self.state),
                             self.strategy.state_dict(), extra_rng=rng)
