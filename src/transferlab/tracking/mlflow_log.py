@@ -273,7 +273,7 @@ def _artifact_location(uri: str) -> str | None:
 @contextlib.contextmanager
 def _mlflow_errors(uri: str):
     """MLflow's INFO lines (database set-up, migrations) and warnings kept out of the terminal; a store that
-    fails is one line: the run or grid is finished and on disk either way, so a traceback helps nobody."""
+    fails is one line (tracking.live stops that tracker; the run goes on and is on disk), not a traceback."""
     quiet = {name: logging.getLogger(name) for name in ("mlflow", "alembic")}
     levels = {name: lg.level for name, lg in quiet.items()}
     for lg in quiet.values():
