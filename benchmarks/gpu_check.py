@@ -234,7 +234,8 @@ def case_fp16_resume(ctx: Context) -> dict:
     every, kill = max(1, spe // 4), spe + spe // 2  # the kill falls in epoch 2, after a mid-epoch checkpoint
     precision = "fp16" if ctx.device.startswith("cuda") else "fp32"  # --device cpu: checks the script only
     ckpt = ("--precision", precision, "--checkpoint-every-steps", str(every))
-    plain_cmd, whole_cmd = ctx.finetune("fp16", "--precision", precision), ctx.finetune("fp16_whole", *ckpt)
+    plain_cmd = ctx.finetune(precision, "--precision", precision)  # the fp16 case's command: run once for both
+    whole_cmd = ctx.finetune("fp16_whole", *ckpt)
     killed_cmd = ctx.finetune("fp16_killed", *ckpt)
     killed = Command(killed_cmd.argv, env=(("TRANSFERLAB_FAULT", f"kill_at_step:{kill}"),), expect=-9)
     resume_cmd = Command((*killed_cmd.argv, "--resume"))
@@ -255,8 +256,8 @@ def case_fp16_resume(ctx: Context) -> dict:
     exact = noise_acc == 0 and noise_loss == 0
     tol_acc = 0.0 if exact else max(2 * noise_acc, 1 / n)
     tol_loss = 0.0 if exact else max(2 * noise_loss, RESUME_LOSS_FLOOR * abs(a["val"]["loss"]))
-    numbers = {"killed_at_step": kill, "checkpoint_every": every, "val_acc": r["val"]["accuracy"],
-               "uninterrupted_acc": a["val"]["accuracy"], "d_acc": round(d_acc, 4), "d_loss": f"{d_loss:.2e}",
+    numbers = {"killed_at_step": kill, "checkpoint_every": every, "val_acc": round(r["val"]["accuracy"], 4),
+               "uninterrupted_acc": round(a["val"]["accuracy"], 4), "d_acc": round(d_acc, 4), "d_loss": f"{d_loss:.2e}",
                "noise_acc": round(noise_acc, 4), "noise_loss": f"{noise_loss:.2e}", "bit_equal_runs": exact,
                "skipped_steps": f"{len(r.get('skipped_steps') or [])}/{len(a.get('skipped_steps') or [])}"}
     if d_acc > tol_acc or d_loss > tol_loss:
@@ -321,8 +322,8 @@ def case_cache(ctx: Context) -> dict:
 
     d_loss = abs(a["val"]["loss"] - b["val"]["loss"]) / abs(b["val"]["loss"])
     d_acc = abs(a["val"]["accuracy"] - b["val"]["accuracy"])
-    numbers = {"epochs": epochs, "cached_groups": cached, "val_acc": a["val"]["accuracy"],
-               "val_acc_nocache": b["val"]["accuracy"], "rel_d_loss": f"{d_loss:.1e}",
+    numbers = {"epochs": epochs, "cached_groups": cached, "val_acc": round(a["val"]["accuracy"], 4),
+               "val_acc_nocache": round(b["val"]["accuracy"], 4), "rel_d_loss": f"{d_loss:.1e}",
                "speedup": round(cost(b) / cost(a), 2), "wall_speedup": round(off.seconds / on.seconds, 2)}
     if not cached:
         raise CaseFailed(f"cache: no depth group was cached ({numbers})")

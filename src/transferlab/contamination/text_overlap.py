@@ -32,7 +32,9 @@ here, did not.)
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import re
 import sys
 import time
 import unicodedata
@@ -79,16 +81,102 @@ def normalize(text: str, strip_punctuation: bool = True) -> list[str]:
     return unicodedata.normalize("NFKC", text).lower().translate(_strip_table()).split()
 
 
-def choose_n(texts: Sequence[str], low: int = 8, high: int = 13, strip_punctuation: bool = True) -> int:
+NORMALIZATIONS = ("words", "gpt3", "whitespace")
+DEFAULT_NORMALIZATION = "words"
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
+_LONE_APOSTROPHE = re.compile(r"(?<![^\s'])'|'(?![^\s'])")  # one not between two word characters
+# a tag: <br>, </p>, <p class=x>, <br/>, <a href="...">; a comment. A letter must follow "<" or "</", so "a < b"
+# and "<3" are text.
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1)
+def _separator_table() -> dict[int, str | None]:
+    """Code points `normalize_words` turns into a space: punctuation (P*) and symbols (S*) except the
+    apostrophe (kept for the inside-a-word rule), and control characters (Cc). Format characters (Cf: soft
+    hyphen, zero-width joiner) are deleted: they sit inside words without separating them."""
+    table: dict[int, str | None] = {}
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        if ch == "'" or ch.isspace():
+            continue
+        cat = unicodedata.category(ch)
+        if cat[0] in "PS" or cat == "Cc":
+            table[cp] = " "
+        elif cat == "Cf":
+            table[cp] = None
+    return table
+
+
+def unescape_html(text: str, rounds: int = 5) -> str:
+    """`html.unescape` until the text stops changing (at most `rounds` times): "&amp;lt;b&amp;gt;" -> "<b>"."""
+    for _ in range(rounds):
+        if "&" not in text:
+            break
+        out = html.unescape(text)
+        if out == text:
+            break
+        text = out
+    return text
+
+
+def strip_tags(text: str) -> str:
+    """`text` with every markup tag and comment replaced by a space (after `unescape_html`, escaped tags too)."""
+    return _TAG.sub(" ", unescape_html(text)) if "<" in text or "&" in text else text
+
+
+def has_markup(texts: Sequence[str], min_rows: int = 2, min_share: float = 0.001) -> bool:
+    """Whether `texts` hold markup: tags (escaped or not) in at least `min_rows` rows and `min_share` of them.
+    Two rows, not one: a single "<i>" in a review is more likely a typo than a markup corpus."""
+    hits = sum(1 for t in texts if ("<" in t or "&" in t) and _TAG.search(unescape_html(t)))
+    return hits >= max(min_rows, min_share * len(texts))
+
+
+def normalize_words(text: str, strip_markup: bool = False) -> list[str]:
+    """The words of `text` with separators as word boundaries, for corpora as they come: HTML entities
+    unescaped until stable ("&amp;lt;" -> "<"), markup tags dropped when `strip_markup`, NFKC, lower case,
+    then every character that is not a letter, mark or number becomes a space, except an apostrophe between
+    two word characters, and whitespace splits. So "Islamic\\militants" -> ["islamic", "militants"],
+    "well-made" -> ["well", "made"], "and/or" -> ["and", "or"], "3.5" -> ["3", "5"], "don't" -> ["don't"]
+    (also with a typographic apostrophe), "'s" -> ["s"]; "&lt;br&gt;" -> ["br"], or nothing with strip_markup.
+    GPT-3's `normalize` deletes punctuation instead, which glues words that a separator without spaces joins
+    ("islamicmilitants") and loses every n-gram across it."""
+    text = unescape_html(text)
+    if strip_markup and "<" in text:
+        text = _TAG.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES).translate(_separator_table())
+    if "'" in text:
+        text = _LONE_APOSTROPHE.sub(" ", text)
+    return text.split()
+
+
+def tokenizer(normalization: str = DEFAULT_NORMALIZATION, strip_markup: bool = False):
+    """text -> words under one of NORMALIZATIONS: "words" (`normalize_words`, the default), "gpt3" (GPT-3's
+    `normalize`: punctuation deleted) or "whitespace" (`text.lower().split()`, the SST-2 README's counting).
+    strip_markup applies to every one (tags dropped before the words are read)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if normalization == "words":
+        return functools.partial(normalize_words, strip_markup=strip_markup)
+    strip = normalization == "gpt3"
+    if strip_markup:
+        return lambda text: normalize(strip_tags(text), strip)
+    return functools.partial(normalize, strip_punctuation=strip)
+
+
+def choose_n(texts: Sequence[str], low: int = 8, high: int = 13, strip_punctuation: bool = True,
+             words=None) -> int:
     """GPT-3's n for a target set: the 5th percentile of its example lengths in words, clamped to [low, high].
 
     The percentile is an actual example length (numpy method "lower": the length at sorted index
-    floor(0.05 * (k - 1))), so fewer than 5% of the examples are shorter than the unclamped value."""
+    floor(0.05 * (k - 1))), so fewer than 5% of the examples are shorter than the unclamped value.
+    `words`: the tokenizer (text -> words) that counts the lengths; default `normalize(t, strip_punctuation)`."""
     if not 1 <= low <= high:
         raise ValueError(f"choose_n needs 1 <= low <= high, got low={low}, high={high}")
     if len(texts) == 0:
         raise ValueError("choose_n needs at least one text")
-    lengths = np.array([len(normalize(t, strip_punctuation)) for t in texts])
+    words = words or functools.partial(normalize, strip_punctuation=strip_punctuation)
+    lengths = np.array([len(words(t)) for t in texts])
     p5 = int(np.percentile(lengths, 5, method="lower"))
     return min(max(p5, low), high)
 
@@ -110,6 +198,7 @@ class TextMatch:
     n_words: int  # words of the normalised target; < n means the short rule applied
     n: int
     shared_ngrams: tuple[str, ...]  # up to MAX_SHARED_NGRAMS shared n-grams (normalised words), in target order
+    boilerplate: int = 0  # distinct target n-grams found in the source but set aside (in > max_ngram_rows rows)
 
     def dirty_at(self, threshold: float = 0.0) -> bool:
         """Exact, or at least one shared n-gram and overlap >= threshold; threshold 0 is `dirty`."""
@@ -210,7 +299,17 @@ class TextOverlap:
         overlap.ngram_matches(test_texts)             # list[MethodMatch], method f"ngram{n}"
 
     n: words per n-gram; None chooses it per target set with `choose_n(targets, low, high)`.
-    strip_punctuation: `normalize`'s option (False: lower-cased whitespace split).
+    normalization: one of NORMALIZATIONS (`tokenizer`): "words" (separators are word boundaries, HTML
+        entities unescaped; the default), "gpt3" (GPT-3's: punctuation deleted) or "whitespace".
+    strip_markup: drop markup tags before reading the words (`has_markup` tells when a corpus has them).
+    strip_punctuation: the older spelling of the choice, kept for callers: True is "gpt3", False
+        "whitespace"; None (default) defers to `normalization`.
+    max_ngram_rows: boilerplate. An n-gram found in more than this many distinct source rows is set aside:
+        it is not shared, does not vote for `source_id`, and makes no target dirty on its own (the count is
+        `TextMatch.boilerplate`; `boilerplate_ngrams(n)` counts the source's). None: every n-gram counts
+        (GPT-3's overlap analysis). GPT-3's training-set filtering ignored 13-grams found in more than 10
+        documents for the same reason: phrases every document repeats (licences, headers, "this film is one
+        of the") are not evidence of a copy. Short targets (the short rule) and exact copies are unaffected.
     short_rule: "contained" (a target shorter than n words is dirty when its whole word sequence occurs in a
         source row: GPT-3 Section 4) or "exact" (only when it equals a source row).
     max_postings: occurrences of one n-gram examined for verification and the `source_id` vote.
@@ -218,10 +317,15 @@ class TextOverlap:
     The index for each n is built on first use and kept (16 bytes per source n-gram).
     """
 
-    def __init__(self, n: int | None = None, *, strip_punctuation: bool = True, short_rule: str = "contained",
-                 max_postings: int = 1000, low: int = 8, high: int = 13, hash_bits: int = 64):
+    def __init__(self, n: int | None = None, *, normalization: str = DEFAULT_NORMALIZATION,
+                 strip_markup: bool = False, strip_punctuation: bool | None = None, short_rule: str = "contained",
+                 max_postings: int = 1000, max_ngram_rows: int | None = None, low: int = 8, high: int = 13,
+                 hash_bits: int = 64):
         self.n = n
+        self.normalization = normalization
+        self.strip_markup = strip_markup
         self.strip_punctuation = strip_punctuation
+        self.max_ngram_rows = max_ngram_rows
         self.short_rule = short_rule
         self.max_postings = max_postings
         self.low = low
@@ -239,6 +343,17 @@ class TextOverlap:
             raise ValueError(f"need 1 <= low <= high, got low={self.low}, high={self.high}")
         if not 1 <= self.hash_bits <= 64:
             raise ValueError(f"hash_bits must be in 1..64, got {self.hash_bits!r}")
+        if self.max_ngram_rows is not None and (not isinstance(self.max_ngram_rows, (int, np.integer))
+                                                or self.max_ngram_rows < 1):
+            raise ValueError(f"max_ngram_rows must be a positive integer or None, got {self.max_ngram_rows!r}")
+        self.words_ = tokenizer(self.normalization_, self.strip_markup)
+
+    @property
+    def normalization_(self) -> str:
+        """The normalisation in use ("words", "gpt3" or "whitespace")."""
+        if self.strip_punctuation is None:
+            return self.normalization
+        return "gpt3" if self.strip_punctuation else "whitespace"
 
     # -- fitting
 
@@ -251,7 +366,7 @@ class TextOverlap:
         ids: list[int] = []
         starts = [0]
         for row, text in enumerate(source_texts):
-            tokens = normalize(text, self.strip_punctuation)
+            tokens = self.words_(text)
             ids.extend(self.vocab_.setdefault(w, len(self.vocab_)) for w in tokens)
             starts.append(len(ids))
             if tokens:
@@ -285,7 +400,7 @@ class TextOverlap:
         starts = [0]
         tokens_all = []
         for text in target_texts:
-            tokens = normalize(text, self.strip_punctuation)
+            tokens = self.words_(text)
             tokens_all.append(tokens)
             for w in tokens:
                 i = self.vocab_.get(w)
@@ -297,7 +412,7 @@ class TextOverlap:
         """The n a match of these targets uses: the given n, else `choose_n` over them."""
         if self.n is not None:
             return int(self.n)
-        return choose_n(target_texts, self.low, self.high, self.strip_punctuation)
+        return choose_n(target_texts, self.low, self.high, words=self.words_)
 
     # -- the two methods
 
