@@ -20,7 +20,7 @@ LAYERS = [
     {"runs", "predict"},  # a run directory: start, resume, load
     {"modules", "pretraining"},  # task modules: merge, export, several on one base; pre-training runs
     {"diagnostics", "contamination"},  # what fine-tuning did (each declares its report section); overlap
-    {"compare"},  # the grid and its report
+    {"compare", "ranking"},  # the grid and its report; ranking models before fine-tuning (its report renders alike)
     {"tracking", "labs"},  # runs and grids logged to MLflow or TensorBoard; the chapter's claims as labs
     {"cli", "__main__"},
 ]

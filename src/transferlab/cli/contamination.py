@@ -1,6 +1,8 @@
 """`transferlab contamination`: the target examples that a source data set already holds."""
 from __future__ import annotations
 
+import argparse
+
 
 def _thresholds(values: list[str] | None) -> dict[str, float]:
     """--threshold METHOD=VALUE items as {method: value}, each checked: a known method, given once, with a value it
@@ -74,9 +76,10 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="the evaluation data set (it may hold only --split)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="the target's split to check (default: test)")
-    p.add_argument("--methods", help=f"comma-separated; images: {', '.join(IMAGE_METHODS)}; text: exact, ngram "
-                                     "(default: all of the modality; aligned uses the embedding model too, to "
-                                     "find its candidates)")
+    p.add_argument("--methods", help=f"comma-separated; images: {', '.join(IMAGE_METHODS)}; text: exact, ngram, "
+                                     "minhash (default: all image methods; text: exact,ngram; aligned uses the "
+                                     "embedding model too, to find its candidates; minhash: word-set Jaccard of "
+                                     "edited copies, its threshold calibrated on the source at --fpr)")
     p.add_argument("--threshold", action="append", metavar="METHOD=VALUE",
                    help="an image method's threshold, repeatable; it wins over --threshold-mode for that method "
                         "(phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
@@ -101,6 +104,17 @@ def register(sub) -> None:
     p.add_argument("--embed-size", type=int, default=64, help="images are embedded at this side (default: 64)")
     p.add_argument("--ngram", type=int, help="text: n-gram length in words (default: GPT-3's rule, the 5th "
                                              "percentile of the target's lengths clamped to 8..13)")
+    p.add_argument("--normalization", default="words", choices=["words", "gpt3", "whitespace"],
+                   help="text: how words are read: words = every separator (backslash, slash, hyphen, markup) is a "
+                        "word boundary, HTML entities unescaped, apostrophes inside words kept; gpt3 = GPT-3's "
+                        "(punctuation deleted, so 'a\\b' is one word); whitespace = lower-cased split "
+                        "(default: words)")
+    p.add_argument("--strip-markup", action=argparse.BooleanOptionalAction, default=None,
+                   help="text: drop markup tags (<br>, <p class=x>, escaped &lt;b&gt; too) before reading words "
+                        "(default: on when the source or target holds markup; the summary says which)")
+    p.add_argument("--max-ngram-rows", type=int, default=50, metavar="N",
+                   help="text: an n-gram found in more than N source rows is boilerplate and makes no row dirty "
+                        "on its own (default: 50; 0: off, GPT-3's rule)")
     p.add_argument("--ngram-threshold", type=float, default=0.0,
                    help="text: dirty when at least this fraction of the target's n-grams is shared "
                         "(default 0: any shared n-gram, GPT-3's rule)")
@@ -172,7 +186,8 @@ def cmd_contamination(args) -> None:
                         thresholds=thresholds, threshold_mode=args.threshold_mode, fpr=args.fpr,
                         null_size=args.null_size, k=args.k, embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
-                        calibrate=args.calibrate, show=args.show)
+                        calibrate=args.calibrate, show=args.show, normalization=args.normalization,
+                        strip_markup=args.strip_markup, max_ngram_rows=args.max_ngram_rows or None)
     source = read_split(args.source, args.source_split, _options(args), args.source_classes or args.classes)
     target = read_split(args.target, args.split, _options(args), args.classes)
     if source.modality != target.modality:
@@ -214,6 +229,13 @@ def _print_summary(s: dict) -> None:
     long = s.get("long_examples")
     if long:
         print(f"  of the {long['n']} examples of {long['min_words']}+ words: {long['n_dirty']} dirty")
+    norm, boiler = s.get("normalization"), s.get("boilerplate")
+    if norm:
+        print(f"normalisation: {norm['mode']}; markup tags {'stripped' if norm['strip_markup'] else 'kept'} "
+              f"({norm['strip_markup_why']})")
+    if boiler and boiler["max_ngram_rows"]:
+        print(f"boilerplate: {boiler['source_ngrams']} source n-grams in more than {boiler['max_ngram_rows']} rows "
+              f"set aside ({boiler['target_rows']} target rows hold some)")
     cal = s.get("calibration")
     if not cal:
         return
@@ -228,6 +250,13 @@ def _print_summary(s: dict) -> None:
         print(f"  any method recall {_fmt(a['recall'])}, false-positive rate {_fmt(a['false_positive_rate'])}, "
               f"precision {_fmt(a['precision'])}")
     else:
+        mh = cal.get("minhash")
+        if mh:
+            by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in mh["recall_by_k"].items())
+            print(f"minhash calibration: {mh['positives']} edited copies of source texts: recall {_fmt(mh['recall'])} "
+                  f"({by_k}) at Jaccard >= {mh['threshold']:g}")
+        if "by_threshold" not in cal:
+            return
         row = cal["by_threshold"][0]
         by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in row["recall_by_k"].items())
         print(f"calibration (n={cal['n']}): {cal['positives']} edited copies of source rows, {cal['negatives']} "

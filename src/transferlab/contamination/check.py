@@ -48,7 +48,20 @@ from transferlab.contamination.fingerprint import split_fingerprint
 from transferlab.contamination.image_features import Embedder, ImageFeatures, features_from_arrays, image_features
 from transferlab.contamination.inputs import SplitExamples
 from transferlab.contamination.page import ShownPair, write_page
-from transferlab.contamination.text_overlap import TextOverlap, calibrate_text
+from transferlab.contamination.text_near import (
+    DEFAULT_MIN_WORDS,
+    MinHashIndex,
+    calibrate_minhash,
+    jaccard_threshold,
+    minhash_null,
+)
+from transferlab.contamination.text_overlap import (
+    DEFAULT_NORMALIZATION,
+    NORMALIZATIONS,
+    TextOverlap,
+    calibrate_text,
+    has_markup,
+)
 from transferlab.data._images import read_image
 from transferlab.errors import ConfigError
 from transferlab.outputs import CONTAMINATION_COLUMNS, CONTAMINATION_FORMAT
@@ -57,7 +70,9 @@ from transferlab.safe_io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-TEXT_METHODS = ("exact", "ngram")
+TEXT_METHODS = ("exact", "ngram", "minhash")
+DEFAULT_TEXT_METHODS = ("exact", "ngram")  # minhash on request (--methods exact,ngram,minhash): ~20 s on SST-2
+DEFAULT_MAX_NGRAM_ROWS = 50  # SST-2's most repeated 8-gram is in 18 training rows (nested phrases of a sentence)
 THUMB_SIDE = 96  # pixels: the page shows small copies, never the full photographs
 
 
@@ -80,13 +95,16 @@ class CheckOptions:
     embed_size: int = 64
     ngram: int | None = None
     ngram_threshold: float = 0.0
+    normalization: str = DEFAULT_NORMALIZATION  # text: "words", "gpt3" or "whitespace" (text_overlap.tokenizer)
+    strip_markup: bool | None = None  # text: drop markup tags; None: when either side holds markup
+    max_ngram_rows: int | None = DEFAULT_MAX_NGRAM_ROWS  # text: n-grams in more rows are boilerplate; None: off
     calibrate: int = 200
     show: int = 24
     batch: int = 256
 
     def check(self, modality: str) -> tuple[str, ...]:
         allowed = IMAGE_METHODS if modality == "image" else TEXT_METHODS
-        methods = tuple(self.methods) if self.methods else allowed
+        methods = tuple(self.methods) if self.methods else (allowed if modality == "image" else DEFAULT_TEXT_METHODS)
         unknown = [m for m in methods if m not in allowed]
         if unknown:
             raise ConfigError(f"unknown {modality} method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
@@ -112,6 +130,10 @@ class CheckOptions:
                               "--threshold-mode fixed or a --threshold for each")
         if not 0.0 <= self.ngram_threshold <= 1.0:
             raise ConfigError(f"--ngram-threshold must be in 0..1 (an overlap fraction), got {self.ngram_threshold}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+        if self.max_ngram_rows is not None and self.max_ngram_rows < 1:
+            raise ConfigError(f"--max-ngram-rows must be >= 1 (0 on the command line: off), got {self.max_ngram_rows}")
         if self.ngram is not None and not 1 <= self.ngram <= 50:
             raise ConfigError(f"--ngram must be in 1..50 words, got {self.ngram}")
         for name, value, low in (("--k", self.k, 1), ("--calibrate", self.calibrate, 0), ("--show", self.show, 0)):
@@ -298,10 +320,24 @@ def _image_pairs(results: dict[str, Found], tgt_ids, src_ids, readers, show: int
 
 
 # ---- text ---------------------------------------------------------------------------------------------------
+def _markup(source: SplitExamples, target: SplitExamples, opts: CheckOptions) -> tuple[bool, str]:
+    """Whether tags are stripped, and why (for the summary and the log)."""
+    if opts.strip_markup is not None:
+        return opts.strip_markup, "--strip-markup" if opts.strip_markup else "off (given)"
+    where = [name for name, ex in (("source", source), ("target", target)) if has_markup(ex.texts)]
+    if where:
+        return True, f"markup detected in the {' and '.join(where)}"
+    return False, "no markup detected"
+
+
 def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions):
     if not source.texts:
         raise ConfigError("the source holds no usable text rows")
-    index = TextOverlap(opts.ngram).fit(source.texts)
+    strip, why = _markup(source, target, opts)
+    logger.info("text normalisation %s, markup tags %s (%s)", opts.normalization, "stripped" if strip else "kept",
+                why)
+    index = TextOverlap(opts.ngram, normalization=opts.normalization, strip_markup=strip,
+                        max_ngram_rows=opts.max_ngram_rows).fit(source.texts)
     matches = index.match(target.texts)
     n = matches[0].n if matches else index.n_for(target.texts)
     results = {}
@@ -314,13 +350,41 @@ def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[st
             np.array([m.overlap for m in matches]), np.array([m.dirty_at(opts.ngram_threshold) for m in matches]),
             [m.shared_ngrams for m in matches])
     thresholds = {"exact": None, "ngram": opts.ngram_threshold}
+    text = {"normalization": opts.normalization, "strip_markup": strip, "strip_markup_why": why,
+            "boilerplate": {"max_ngram_rows": opts.max_ngram_rows,
+                            "source_ngrams": index.boilerplate_ngrams(n) if opts.max_ngram_rows else 0,
+                            "target_rows": sum(m.boilerplate > 0 for m in matches),
+                            "target_ngrams": sum(m.boilerplate for m in matches)}}
+    if text["boilerplate"]["source_ngrams"]:
+        logger.info("boilerplate: %d source %d-grams in more than %d rows set aside (%d target rows hold some)",
+                    text["boilerplate"]["source_ngrams"], n, opts.max_ngram_rows, text["boilerplate"]["target_rows"])
     calibration = None
     if opts.calibrate:
-        calibration = calibrate_text(source.texts, n, thresholds=(opts.ngram_threshold,), copies=opts.calibrate)
+        calibration = calibrate_text(source.texts, n, thresholds=(opts.ngram_threshold,), copies=opts.calibrate,
+                                     normalization=opts.normalization, strip_markup=strip,
+                                     max_ngram_rows=opts.max_ngram_rows)
+    if "minhash" in methods:
+        t0 = time.perf_counter()
+        near = MinHashIndex().fit([index.words_(t) for t in source.texts])
+        null = minhash_null(near, n=n, n_null=opts.null_size or 5000)
+        choice = jaccard_threshold(null, opts.fpr)
+        target_words = [index.words_(t) for t in target.texts]
+        rows, score = near.best(target_words)
+        dirty = score >= choice.threshold - 1e-9 if not choice.disabled else np.zeros(len(rows), bool)
+        shared = [tuple(sorted(set(w) & set(index.words_(source.texts[r])))) if r >= 0 else ()
+                  for w, r in zip(target_words, rows)]  # the shared words, for the page to mark
+        results["minhash"] = Found(rows, score, dirty, shared)
+        thresholds["minhash"] = choice.threshold
+        text["minhash"] = {"choice": choice, "min_words": near.min_words, "shingle": near.shingle,
+                           "num_perm": near.num_perm, "candidate_jaccard": near.candidate_jaccard}
+        if opts.calibrate and not choice.disabled:
+            rec = calibrate_minhash(near, source.texts, index.words_, choice.threshold, copies=opts.calibrate)
+            calibration = {**(calibration or {}), "minhash": rec}
+        text["minhash"]["seconds"] = round(time.perf_counter() - t0, 1)
     long = [m for m in matches if m.n_words >= n]  # GPT-3's n-gram rule proper (no short-example rule)
     long_stats = {"min_words": n, "n": len(long), "n_dirty": sum(m.dirty_at(opts.ngram_threshold) for m in long)}
     same = _same_content(source.texts, target.texts, "rows")
-    return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats, same
+    return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats, same, text
 
 
 def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitExamples, show: int) -> list[ShownPair]:
@@ -356,6 +420,11 @@ def _rule(modality: str, method: str, threshold, n: int | None, chosen: Threshol
         return match_rule(method, threshold)
     if method == "exact":
         return "normalised texts equal"
+    if method == "minhash":
+        if threshold is None:
+            return "disabled: no Jaccard threshold reaches the false-positive rate"
+        return (f"word-set Jaccard >= {threshold:g} (texts of {DEFAULT_MIN_WORDS}+ words; MinHash LSH candidates, "
+                "exact Jaccard)")
     rule = f"shares a {n}-gram" + (f" and overlap >= {threshold:g}" if threshold else "")
     return rule + f" (or, under {n} words, is contained in a source row)"
 
@@ -372,12 +441,13 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         raise ConfigError(f"--export-clean: {target.root} is bundled with scikit-learn, not files to copy")
     warnings = check_distinct(source, target)
     t_start = time.perf_counter()
-    ngram_n, long_stats, chosen = None, None, None
+    ngram_n, long_stats, chosen, text = None, None, None, None
     if target.modality == "image":
         tgt_ids, src_ids, results, thresholds, calibration, readers, chosen, same = _check_images(
             source, target, methods, opts)
     else:
-        results, thresholds, calibration, ngram_n, long_stats, same = _check_texts(source, target, methods, opts)
+        results, thresholds, calibration, ngram_n, long_stats, same, text = _check_texts(source, target, methods,
+                                                                                         opts)
         tgt_ids, src_ids = target.ids, source.ids
     warnings += same
     for warning in warnings:
@@ -401,7 +471,9 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                                                                           ngram_n, chosen)}
                     for m, f in results.items()},
         "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size}
-                    if target.modality == "image" else {"n": ngram_n, "ngram_threshold": opts.ngram_threshold}),
+                    if target.modality == "image" else
+                    {"n": ngram_n, "ngram_threshold": opts.ngram_threshold, "normalization": text["normalization"],
+                     "strip_markup": text["strip_markup"], "max_ngram_rows": opts.max_ngram_rows}),
         "calibration": calibration,
     }
     if chosen is not None:  # images: how each threshold was chosen, and what could not be
@@ -409,6 +481,19 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
             summary["methods"][m].update(entry)
         summary["thresholds"] = chosen.to_dict()
         warnings += chosen.warnings
+    if text is not None:  # how the words were read, what was set aside, how minhash's threshold was chosen
+        summary["normalization"] = {"mode": text["normalization"], "strip_markup": text["strip_markup"],
+                                    "strip_markup_why": text["strip_markup_why"]}
+        summary["boilerplate"] = text["boilerplate"]
+        if "minhash" in text:
+            mh = text.pop("minhash")
+            choice = mh.pop("choice")
+            rec = (calibration or {}).get("minhash") or {}
+            summary["methods"]["minhash"].update({**choice.to_dict(), "copy_recall": rec.get("recall"),
+                                                  "copy_recall_by_k": rec.get("recall_by_k"), **mh})
+            if choice.warning:
+                warnings.append(choice.warning)
+                logger.warning("%s", choice.warning)
     summary["warnings"] = warnings
     if long_stats is not None:
         summary["long_examples"] = long_stats  # the examples of at least n words, where n-grams decide

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transferlab.contamination.text_overlap import normalize
+from transferlab.contamination.text_overlap import normalize, tokenizer
 from transferlab.safe_io import atomic_write_text
 
 
@@ -59,9 +59,11 @@ def render_page(summary: dict, pairs: list[ShownPair], *, title: str = "Contamin
     by_method: dict[str, list[ShownPair]] = {}  # first-seen method order; the caller's order within each
     for pair in pairs:
         by_method.setdefault(pair.method, []).append(pair)
+    norm = summary.get("normalization") or {}  # texts: mark words as the check read them
+    words = tokenizer(norm["mode"], bool(norm.get("strip_markup"))) if norm.get("mode") else normalize
     for method, group in by_method.items():
         parts.append(f"<section class='method'><h2>{html.escape(method)}</h2>")
-        parts += ["<div class='pairs'>"] + [_pair_html(p) for p in group] + ["</div>"]  # image pairs wrap in rows
+        parts += ["<div class='pairs'>"] + [_pair_html(p, words) for p in group] + ["</div>"]  # image pairs wrap in rows
         parts.append("</section>")
     parts += [_SCRIPT, "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -101,7 +103,27 @@ def _summary_html(summary: dict) -> str:
     # the warnings first: one may say that the numbers below mean nothing (a data set checked against itself)
     warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in summary.get("warnings") or [])
     warned = f"<ul class='warnings'>{warnings}</ul>" if warnings else ""
-    return f"<section class='summary'><h2>Summary</h2>{warned}{overall}{sets}{methods}</section>"
+    return f"<section class='summary'><h2>Summary</h2>{warned}{overall}{sets}{methods}{_text_html_summary(summary)}</section>"
+
+
+def _text_html_summary(summary: dict) -> str:
+    """Texts: how the words were read, the boilerplate set aside, minhash's threshold and its recall."""
+    norm, boiler = summary.get("normalization"), summary.get("boilerplate")
+    if not norm:
+        return ""
+    rows = [["normalisation", f"{norm['mode']}; markup tags {'stripped' if norm['strip_markup'] else 'kept'} "
+                              f"({norm['strip_markup_why']})"]]
+    if boiler:
+        rows.append(["boilerplate", "off" if not boiler["max_ngram_rows"] else
+                     f"{boiler['source_ngrams']} source n-grams in more than {boiler['max_ngram_rows']} rows set "
+                     f"aside ({boiler['target_rows']} target rows hold some)"])
+    mh = (summary.get("methods") or {}).get("minhash")
+    if mh:
+        by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in (mh.get("copy_recall_by_k") or {}).items())
+        rows.append(["minhash threshold", f"{mh.get('chosen')}; null rate {_fmt(mh.get('null_rate'))} "
+                                          f"(95% bound {_fmt(mh.get('null_rate_upper95'))})"])
+        rows.append(["minhash recall of edited copies", f"{_fmt(mh.get('copy_recall'))} ({by_k})"])
+    return _table(["text", "value"], rows)
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -124,7 +146,7 @@ def _image_html(image: np.ndarray | None, role: str, ident: str) -> str:
     return f"<img class='{role}' alt=\"{alt}\" src='{_png_data_uri(image)}'>"
 
 
-def mark_shared(text: str, shared_ngrams: tuple[str, ...] | list[str]) -> str:
+def mark_shared(text: str, shared_ngrams: tuple[str, ...] | list[str], words=normalize) -> str:
     """`text`, HTML-escaped, with every word that belongs to a run of words equal to a shared n-gram wrapped
     in <mark>. Words are normalised one at a time with the n-gram finder's own `normalize`, so a run here is a
     run there; a word that normalises to nothing (",", "--") joins no run and is never marked."""
@@ -133,7 +155,7 @@ def mark_shared(text: str, shared_ngrams: tuple[str, ...] | list[str]) -> str:
     tokens: list[tuple[str, int]] = []  # (normalised word, index of its chunk)
     for i, chunk in enumerate(chunks):
         if not chunk.isspace():
-            tokens += [(word, i) for word in normalize(chunk)]
+            tokens += [(word, i) for word in words(chunk)]
     words = [w for w, _ in tokens]
     marked: set[int] = set()  # chunk indices
     grams = {tuple(g.split()) for g in shared_ngrams if g.split()}
@@ -145,21 +167,21 @@ def mark_shared(text: str, shared_ngrams: tuple[str, ...] | list[str]) -> str:
                    for i, c in enumerate(chunks))
 
 
-def _text_html(text: str | None, shared: tuple[str, ...], role: str) -> str:
+def _text_html(text: str | None, shared: tuple[str, ...], role: str, words=normalize) -> str:
     if text is None:
         return f"<div class='text {role} notext'>(no {role} text)</div>"
-    return f"<div class='text {role}'>{mark_shared(text, shared)}</div>"
+    return f"<div class='text {role}'>{mark_shared(text, shared, words)}</div>"
 
 
-def _pair_html(pair: ShownPair) -> str:
+def _pair_html(pair: ShownPair, words=normalize) -> str:
     verdict = "dirty" if pair.dirty else "clean"
     rows = []
     if pair.target_image is not None or pair.source_image is not None:
         rows.append("<div class='side'>" + _image_html(pair.target_image, "target", pair.target_id)
                     + _image_html(pair.source_image, "source", pair.source_id) + "</div>")
     if pair.target_text is not None or pair.source_text is not None:
-        rows.append("<div class='side'>" + _text_html(pair.target_text, pair.shared_ngrams, "target")
-                    + _text_html(pair.source_text, pair.shared_ngrams, "source") + "</div>")
+        rows.append("<div class='side'>" + _text_html(pair.target_text, pair.shared_ngrams, "target", words)
+                    + _text_html(pair.source_text, pair.shared_ngrams, "source", words) + "</div>")
     caption = (f"target <code>{html.escape(pair.target_id)}</code><br>source <code>{html.escape(pair.source_id)}"
                f"</code><br>{html.escape(pair.method)} score {pair.score:.4g} · <strong>{verdict}</strong>")
     return f"<figure class='pair {verdict}'>{''.join(rows)}<figcaption>{caption}</figcaption></figure>"

@@ -170,7 +170,7 @@ def choose_n(texts: Sequence[str], low: int = 8, high: int = 13, strip_punctuati
 
     The percentile is an actual example length (numpy method "lower": the length at sorted index
     floor(0.05 * (k - 1))), so fewer than 5% of the examples are shorter than the unclamped value.
-    `words`: the tokenizer (text -> words) that counts the lengths; default `normalize(t, strip_punctuation)`."""
+    `words`: the tokenizer (text -> words) that counts the lengths; default `words(t)`."""
     if not 1 <= low <= high:
         raise ValueError(f"choose_n needs 1 <= low <= high, got low={low}, high={high}")
     if len(texts) == 0:
@@ -374,6 +374,7 @@ class TextOverlap:
         self.source_ = _Encoded(np.array(ids, dtype=np.int64), np.array(starts, dtype=np.int64))
         self.n_rows_ = len(starts) - 1
         self._index: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._boiler: dict[int, tuple[np.ndarray, int]] = {}
         logger.debug("encoded %d source rows (%d words, %d distinct) in %.2fs", self.n_rows_, len(ids),
                      len(self.vocab_), time.perf_counter() - t0)
         return self
@@ -391,6 +392,33 @@ class TextOverlap:
             self._index[n] = (h[order], pos[order])
             logger.debug("indexed %d source %d-grams", len(pos), n)
         return self._index[n]
+
+    def _boilerplate(self, n: int) -> np.ndarray:
+        """(W,) bool over source word positions: the n-gram starting there is in more than `max_ngram_rows`
+        distinct source rows. Counted on the words themselves (not the hash), so it is exact."""
+        if n not in self._boiler:
+            src = self.source_
+            flag = np.zeros(len(src.words), dtype=bool)
+            n_grams = 0
+            pos = _windows(src.starts, n)
+            if self.max_ngram_rows is not None and len(pos):
+                _, gram = _distinct_rows(src.words[pos[:, None] + np.arange(n)])  # gram id per window
+                row = np.searchsorted(src.starts, pos, side="right") - 1
+                R = max(self.n_rows_, 1)
+                rows_of = np.bincount(np.unique(gram * R + row) // R, minlength=int(gram.max()) + 1)
+                heavy = rows_of > self.max_ngram_rows
+                flag[pos] = heavy[gram]
+                n_grams = int(heavy.sum())
+            self._boiler[n] = (flag, n_grams)
+            if n_grams:
+                logger.info("%d source %d-grams occur in more than %d rows: set aside as boilerplate", n_grams,
+                            n, self.max_ngram_rows)
+        return self._boiler[n][0]
+
+    def boilerplate_ngrams(self, n: int) -> int:
+        """How many distinct source n-grams are set aside as boilerplate (0 when max_ngram_rows is None)."""
+        self._boilerplate(n)
+        return self._boiler[n][1]
 
     def _encode_targets(self, target_texts: Sequence[str]) -> _Encoded:
         """Target rows in the source's word ids; words the source lacks get ids past the vocabulary."""
@@ -426,10 +454,11 @@ class TextOverlap:
         shared = np.zeros(T, dtype=np.int64)
         total = np.zeros(T, dtype=np.int64)
         best = np.full(T, -1, dtype=np.int64)
+        boiler_count = np.zeros(T, dtype=np.int64)
         strings: dict[int, list[str]] = {}
         tpos = _windows(tgt.starts, n)
         if len(tpos) == 0:
-            return shared, total, best, strings
+            return shared, total, best, strings, boiler_count
         trow = np.searchsorted(tgt.starts, tpos, side="right") - 1
         # distinct n-grams per target, compared on the words (not the hash), in order of first appearance
         grams = tgt.words[tpos[:, None] + np.arange(n)]  # (M, n)
@@ -442,6 +471,8 @@ class TextOverlap:
         lo = np.searchsorted(src_hash, qh, side="left")
         count = np.minimum(np.searchsorted(src_hash, qh, side="right") - lo, self.max_postings)
         found = np.zeros(len(tpos), dtype=bool)
+        boiler = np.zeros(len(tpos), dtype=bool)  # found, but in more than max_ngram_rows source rows
+        src_boiler = self._boilerplate(n)
         pair_q, pair_row = [], []
         cum = np.cumsum(count)
         budget = max(_PAIR_BUDGET, self.max_postings)
@@ -455,9 +486,14 @@ class TextOverlap:
             ok = _same_words(self.source_.words, spos, tgt.words, tpos[q], n)
             q, spos = q[ok], spos[ok]
             found[q] = True
+            heavy = src_boiler[spos]  # all occurrences of one n-gram agree: it is the same words
+            boiler[q[heavy]] = True
+            q, spos = q[~heavy], spos[~heavy]
             pair_q.append(q)
             pair_row.append(np.searchsorted(self.source_.starts, spos, side="right") - 1)
             start = stop
+        boiler_count = np.bincount(trow[found & boiler], minlength=T).astype(np.int64)
+        found &= ~boiler
         shared = np.bincount(trow[found], minlength=T).astype(np.int64)
 
         q = np.concatenate(pair_q)
@@ -480,7 +516,7 @@ class TextOverlap:
             if len(lst) < MAX_SHARED_NGRAMS:
                 off = int(p - tgt.starts[t])
                 lst.append(" ".join(tgt.tokens[t][off:off + n]))
-        return shared, total, best, strings
+        return shared, total, best, strings, boiler_count
 
     def _contained(self, tgt: _Encoded, rows: np.ndarray) -> np.ndarray:
         """(len(rows),) lowest source row holding each target's whole word sequence contiguously, -1 if none."""
@@ -531,7 +567,7 @@ class TextOverlap:
         if not want_ngrams:
             return tgt, exact, None
         n = self.n_for(target_texts) if len(target_texts) else (self.n or self.high)
-        shared, total, best, strings = self._ngrams(tgt, n)
+        shared, total, best, strings, boiler = self._ngrams(tgt, n)
         n_words = np.diff(tgt.starts)
         short = np.flatnonzero((n_words > 0) & (n_words < n))
         if len(short):
@@ -544,14 +580,14 @@ class TextOverlap:
             best[short] = row
             for t in short[row >= 0]:
                 strings[int(t)] = [" ".join(tgt.tokens[t])]
-        return tgt, exact, (n, shared, total, best, strings)
+        return tgt, exact, (n, shared, total, best, strings, boiler)
 
     # -- public matching
 
     def match(self, target_texts: Sequence[str]) -> list[TextMatch]:
         """One TextMatch per target row: exact copy, n-gram overlap, GPT-3's dirty flag."""
         t0 = time.perf_counter()
-        tgt, exact, (n, shared, total, best, strings) = self._compute(target_texts)
+        tgt, exact, (n, shared, total, best, strings, boiler) = self._compute(target_texts)
         out = []
         for t in range(len(tgt.tokens)):
             is_exact = bool(exact[t] >= 0)
@@ -560,7 +596,7 @@ class TextOverlap:
                 target_id=t, source_id=src, shared=int(shared[t]), total=int(total[t]),
                 overlap=float(shared[t] / total[t]) if total[t] else 0.0, exact=is_exact,
                 dirty=is_exact or bool(shared[t] >= 1), n_words=len(tgt.tokens[t]), n=n,
-                shared_ngrams=tuple(strings.get(t, ()))))
+                shared_ngrams=tuple(strings.get(t, ())), boilerplate=int(boiler[t])))
         logger.debug("matched %d targets (n=%d) in %.2fs", len(out), n, time.perf_counter() - t0)
         return out
 
@@ -573,31 +609,26 @@ class TextOverlap:
     def ngram_matches(self, target_texts: Sequence[str]) -> list[MethodMatch]:
         """Method f"ngram{n}": score = overlap, dirty = at least one shared n-gram (with the short rule);
         exact copies are not special here (see `exact_matches`)."""
-        tgt, _, (n, shared, total, best, _) = self._compute(target_texts)
+        tgt, _, (n, shared, total, best, _, _) = self._compute(target_texts)
         return [MethodMatch(t, f"ngram{n}", float(shared[t] / total[t]) if total[t] else 0.0, bool(shared[t] >= 1),
                             int(best[t]) if best[t] >= 0 else None) for t in range(len(tgt.tokens))]
 
 
-def text_overlap(source_texts: Sequence[str], target_texts: Sequence[str], n: int | None = None, *,
-                 strip_punctuation: bool = True, short_rule: str = "contained",
-                 max_postings: int = 1000) -> list[TextMatch]:
-    """One TextMatch per target row against `source_texts` (see `TextOverlap`)."""
-    return TextOverlap(n, strip_punctuation=strip_punctuation, short_rule=short_rule,
-                       max_postings=max_postings).fit(source_texts).match(target_texts)
+def text_overlap(source_texts: Sequence[str], target_texts: Sequence[str], n: int | None = None,
+                 **options) -> list[TextMatch]:
+    """One TextMatch per target row against `source_texts`; `options` are `TextOverlap`'s."""
+    return TextOverlap(n, **options).fit(source_texts).match(target_texts)
 
 
-def exact_matches(source_texts: Sequence[str], target_texts: Sequence[str], *,
-                  strip_punctuation: bool = True) -> list[MethodMatch]:
+def exact_matches(source_texts: Sequence[str], target_texts: Sequence[str], **options) -> list[MethodMatch]:
     """Method "exact" rows (see `TextOverlap.exact_matches`)."""
-    return TextOverlap(strip_punctuation=strip_punctuation).fit(source_texts).exact_matches(target_texts)
+    return TextOverlap(**options).fit(source_texts).exact_matches(target_texts)
 
 
-def ngram_matches(source_texts: Sequence[str], target_texts: Sequence[str], n: int | None = None, *,
-                  strip_punctuation: bool = True, short_rule: str = "contained",
-                  max_postings: int = 1000) -> list[MethodMatch]:
+def ngram_matches(source_texts: Sequence[str], target_texts: Sequence[str], n: int | None = None,
+                  **options) -> list[MethodMatch]:
     """Method f"ngram{n}" rows (see `TextOverlap.ngram_matches`)."""
-    return TextOverlap(n, strip_punctuation=strip_punctuation, short_rule=short_rule,
-                       max_postings=max_postings).fit(source_texts).ngram_matches(target_texts)
+    return TextOverlap(n, **options).fit(source_texts).ngram_matches(target_texts)
 
 
 # ---------------------------------------------------------------------------------------------- calibration
@@ -658,7 +689,9 @@ def _rate(num: int, den: int) -> float | None:
 def calibrate_text(source_texts: Sequence[str], n: int, thresholds: Sequence[float] = (0.0, 0.1, 0.25, 0.5),
                    rng: np.random.Generator | None = None, copies: int = 200, k_values: Sequence[int] = (1, 2, 3),
                    *, negative_texts: Sequence[str] | None = None, min_words: int | None = None,
-                   strip_punctuation: bool = True, short_rule: str = "contained") -> dict:
+                   strip_punctuation: bool | None = None, short_rule: str = "contained",
+                   normalization: str = DEFAULT_NORMALIZATION, strip_markup: bool = False,
+                   max_ngram_rows: int | None = None) -> dict:
     """Precision, recall and false-positive rate of "dirty at overlap >= threshold" (0: any shared n-gram,
     GPT-3's rule) on known positives and negatives.
 
@@ -676,11 +709,14 @@ def calibrate_text(source_texts: Sequence[str], n: int, thresholds: Sequence[flo
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     min_words = n if min_words is None else min_words
+    options = {"normalization": normalization, "strip_markup": strip_markup, "strip_punctuation": strip_punctuation,
+               "short_rule": short_rule, "max_ngram_rows": max_ngram_rows}
+    words = TextOverlap(n, **options).fit([]).words_
     k_values = [int(k) for k in k_values]
     seen: set[str] = set()
     rows: list[tuple[str, int]] = []  # (text, words)
     for text in source_texts:
-        key = " ".join(normalize(text, strip_punctuation))
+        key = " ".join(words(text))
         if key and key not in seen:
             seen.add(key)
             rows.append((text, key.count(" ") + 1))
@@ -689,23 +725,23 @@ def calibrate_text(source_texts: Sequence[str], n: int, thresholds: Sequence[flo
     source = [rows[i][0] for i in order[:half]]
     held = [rows[i] for i in order[half:]]
 
-    pool = [t for t in source if len(normalize(t, strip_punctuation)) >= min_words]
+    pool = [t for t in source if len(words(t)) >= min_words]
     chosen = [pool[i] for i in rng.choice(len(pool), size=min(copies, len(pool)), replace=False)]
-    vocab = sorted({w for t in source for w in normalize(t, strip_punctuation)})
+    vocab = sorted({w for t in source for w in words(t)})
     positives = [(perturb_sentence(t, k, rng, vocab), k) for k in k_values for t in chosen]
 
     if negative_texts is not None:
-        source_keys = {" ".join(normalize(t, strip_punctuation)) for t in source}
+        source_keys = {" ".join(words(t)) for t in source}
         cand = [t for t in negative_texts
-                if len(normalize(t, strip_punctuation)) >= min_words
-                and " ".join(normalize(t, strip_punctuation)) not in source_keys]
+                if len(words(t)) >= min_words
+                and " ".join(words(t)) not in source_keys]
         negatives_from = "negative_texts (rows equal to a source row dropped)"
     else:
         cand = [t for t, words in held if words >= min_words]
         negatives_from = "held-out half of source_texts (no exact text in common with the source half)"
     negatives = [cand[i] for i in rng.choice(len(cand), size=min(len(positives), len(cand)), replace=False)]
 
-    index = TextOverlap(n, strip_punctuation=strip_punctuation, short_rule=short_rule).fit(source)
+    index = TextOverlap(n, **options).fit(source)
     matches = index.match([t for t, _ in positives] + list(negatives))
     pos_m, neg_m = matches[:len(positives)], matches[len(positives):]
 

@@ -265,7 +265,7 @@ def rank_models(candidates: list[Candidate], data: str, options: RankOptions | N
             probs = None if options.layers else out.source_probs
             for metric in metrics:
                 row.metrics[metric.name] = _score(metric, MetricInput(feats, out.labels, probs, options.metric),
-                                                  options.layers, source_classes, row.name)
+                                                  options.layers, row.name)
             results.append(row)
         del model
         if device.type == "cuda":
@@ -283,7 +283,7 @@ def rank_models(candidates: list[Candidate], data: str, options: RankOptions | N
         candidates=results, options=_options_dict(options))
 
 
-def _score(metric: Metric, inputs: MetricInput, layers: bool, source_classes: int | None, name: str) -> MetricResult:
+def _score(metric: Metric, inputs: MetricInput, layers: bool, name: str) -> MetricResult:
     if metric.needs_source and layers:
         return MetricResult(None, None, 0.0, "per layer: a source head reads only the model's last features")
     start = time.perf_counter()
