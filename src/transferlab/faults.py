@@ -21,10 +21,13 @@ with that name. Actions:
                         PAUSE_LIMIT_S seconds): a test reads what a running process has written so far
 
 Under torchrun every rank inherits the spec; TRANSFERLAB_FAULT_RANK=R keeps it to the process of rank R (one
-rank of a distributed run killed while the others go on).
+rank of a distributed run killed while the others go on). TRANSFERLAB_FAULT_SCOPE=NAME keeps it to the code a
+`scope(NAME)` block runs: `compare --tune` runs each trial in `scope("trial:<entry>:<number>")`, so a test can kill
+a grid in the middle of one given trial.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -33,11 +36,24 @@ from collections import Counter
 ENV = "TRANSFERLAB_FAULT"
 RANK_ENV = "TRANSFERLAB_FAULT_RANK"
 RELEASE_ENV = "TRANSFERLAB_FAULT_RELEASE"
+SCOPE_ENV = "TRANSFERLAB_FAULT_SCOPE"
 PAUSE_LIMIT_S = 120.0
 _ACTIONS = ("kill_during_write", "kill_after_write", "enospc_on_write", "kill_at_step", "oom_at_step",
             "nan_at_step", "pause_at_step")
 _write_counts: Counter = Counter()  # writes seen in this process since the spec was set (or reset())
 _counted_spec: str | None = None
+_scope: str | None = None  # the innermost scope() block running now
+
+
+@contextlib.contextmanager
+def scope(name: str):
+    """Faults limited by TRANSFERLAB_FAULT_SCOPE apply only inside `with scope(that name):`."""
+    global _scope
+    previous, _scope = _scope, name
+    try:
+        yield
+    finally:
+        _scope = previous
 
 
 def reset() -> None:
@@ -51,6 +67,9 @@ def _plan() -> list[tuple[str, str | None, int]]:
     spec = os.environ.get(ENV, "")
     only = os.environ.get(RANK_ENV)
     if only is not None and only != os.environ.get("RANK", "0"):
+        return []
+    wanted = os.environ.get(SCOPE_ENV)
+    if wanted is not None and wanted != _scope:
         return []
     plan = []
     for item in filter(None, (s.strip() for s in spec.split(";"))):

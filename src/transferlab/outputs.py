@@ -297,7 +297,8 @@ GRID_FOLDER = FolderKind(
     name="comparison", marker="grid.json", formats=frozenset({GRID_FORMAT}),
     files=frozenset({"grid.json", "report.md", "report.html", "results.json", "results.csv", "runs.csv",
                      "tracking.json"}),  # the grid's parent run ids (tracking.live)
-    folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset()})
+    folders={"runs": frozenset(), "scratch_init": frozenset(), "plots": frozenset(), "feature_cache": frozenset(),
+             "tuning": frozenset(), "tuned": frozenset()})  # --tune: its studies and trials, the tuned runs
 
 
 # A contamination check (contamination): summary.json marks it and is written last; matches.csv's columns are read

@@ -22,13 +22,13 @@ class Prediction:
     error: str | None = None
 
 
-def predict_inputs(run_dir: str | Path, inputs: list[str]):
+def predict_inputs(run_dir: str | Path, inputs: list[str], task: str | None = None):
     """An iterator of one Prediction per input, in order; an input that cannot be read gets its error instead.
     Not a generator: the run is loaded, and a folder given to an image run refused (ConfigError), at the call,
     before a caller prints anything."""
     from transferlab.runs import load_run_model
 
-    config, model, _ = load_run_model(run_dir)
+    config, model, _ = load_run_model(run_dir, task=task)
     if model.cfg.modality == "vector":  # its inputs would need the training split's statistics, which no file keeps
         raise ConfigError(f"{run_dir} was trained on numeric vectors ({config.data}): predict takes image or text "
                           f"inputs; score its splits with `transferlab evaluate --run {run_dir}`")

@@ -347,10 +347,15 @@ def read_run_config(run_dir: str | Path) -> RunConfig | None:
         raise ConfigError(f"{cfg_file}: a run config without {exc}") from None
 
 
-def load_run_model(run_dir: str | Path):
+def load_run_model(run_dir: str | Path, task: str | None = None):
     """(config, model with the selected weights, strategy) of a run, without reading its data: the classes
-    are in the run's config."""
+    are in the run's config. A merged multi-task module (`modules merge A B ...`) gives `task`'s model."""
     run_dir = Path(run_dir)
+    config = _task_config(run_dir, task)
+    if config is not None:
+        model = build_model(config)
+        _apply_task(model, run_dir, task)
+        return config, model, parse_strategy(config.strategy)
     config = read_run_config(run_dir)
     if config is None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
@@ -362,13 +367,14 @@ def load_run_model(run_dir: str | Path):
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | None = None,
-             max_val: int | None = None):
+             max_val: int | None = None, task: str | None = None):
     """(config, data, model with the selected weights, strategy) of a finished or unfinished run; `augment=False`
     reads a run trained with --augment as it is evaluated (no random crops on its train split). `data_path`:
     other data with the run's classes, read with the run's data options except its --max-val, which capped the
     run's own validation split; `max_val`: a cap for this reading (either data set)."""
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    multitask = _task_config(run_dir, task)
+    config = multitask or read_run_config(run_dir)
     if config is None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
     if data_path and not _same_data(data_path, config.data):
@@ -387,8 +393,29 @@ def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | 
         raise ConfigError(f"{run_dir} records no data set (a model merged from a task module made outside a run): "
                           f"pass --data")
     data, model, strategy = prepare(config)
-    _load_selected_weights(run_dir, model)
+    if multitask is not None:
+        _apply_task(model, run_dir, task)
+    else:
+        _load_selected_weights(run_dir, model)
     return config, data, model, strategy
+
+
+def _task_config(run_dir: Path, task: str | None):
+    """The run config of `task` when run_dir is a merged multi-task module, else None (--task refused)."""
+    from transferlab.modules._combine import is_multitask, task_run_config
+
+    if is_multitask(run_dir):
+        return task_run_config(run_dir, task)
+    if task is not None:
+        raise ConfigError(f"--task {task}: {run_dir} is not a multi-task module (transferlab modules merge A B ... "
+                          f"writes one)")
+    return None
+
+
+def _apply_task(model, run_dir: Path, task: str) -> None:
+    from transferlab.modules._combine import apply_task
+
+    apply_task(model, run_dir, task)
 
 
 def _same_data(given: str, recorded: str) -> bool:

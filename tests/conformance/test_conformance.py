@@ -25,8 +25,14 @@ from transferlab.strategies import list_strategies
 
 # Strategy specs for 2-epoch runs (lp_ft must have an epoch after its probe).
 SPECS = {"lp_ft": "lp_ft:lp_epochs=1", "freeze": "freeze:k=1", "gradual_unfreeze": "gradual_unfreeze:every=1"}
-STRATEGIES = sorted(SPECS.get(c.name, c.name) for c in list_strategies())
+# peft:<type> (one registered strategy, `peft`): each layer method peft applies here, through its own config class.
+PEFT_SPECS = ["peft:boft", "peft:hra", "peft:ia3", "peft:loha", "peft:lokr", "peft:lora:use_dora=true", "peft:oft"]
+STRATEGIES = sorted(s for c in list_strategies() for s in (PEFT_SPECS if c.name == "peft" else [SPECS.get(c.name, c.name)]))
 NEEDS_SOURCE_HEAD = {"ewc", "lwf"}
+# (strategy, kind) pairs refused in one line, and a word of the reason: peft's DoRA fails on Conv2d in training.
+REFUSED = {("peft:lora:use_dora=true", k): "DoRA" for k in ("efficientnet_lite0", "timm resnet18", "timm convnext_atto")}
+# peft: methods on the registry's real models (minilm_l6, efficientnet_lite0) and the BERT folder: make test-all
+SLOW_KINDS = {"efficientnet_lite0", "minilm_l6", "HF BERT folder"}
 
 # model kind -> (model, data kind, timm architecture whose random weights (with a classifier) are saved first)
 MODELS = {
@@ -104,8 +110,23 @@ class _Watch:
         self.callback = _Cb()
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("kind", list(MODELS))
+# Open: peft 0.21's OFT/BOFT/HRA Conv2d layers fail in training here (a .view on a non-contiguous tensor on
+# resnet18; BOFT's unfold on ConvNeXt's 2x2 maps at 32 px). Not refused yet: known failures, see docs/peft.md.
+KNOWN_FAILURES = {("peft:oft", "timm resnet18"), ("peft:boft", "timm resnet18"), ("peft:hra", "timm resnet18"),
+                  ("peft:boft", "timm convnext_atto")}
+
+
+def _cases():
+    for kind in MODELS:
+        for strategy in STRATEGIES:
+            marks = [pytest.mark.slow] if strategy.startswith("peft:") and kind in SLOW_KINDS else []
+            if (strategy, kind) in KNOWN_FAILURES:
+                marks.append(pytest.mark.xfail(reason="peft Conv2d layer fails in training (docs/peft.md)",
+                                               strict=False))
+            yield pytest.param(kind, strategy, marks=marks, id=f"{strategy}-{kind}")
+
+
+@pytest.mark.parametrize("kind, strategy", list(_cases()))
 def test_model_strategy_contract(kind, strategy, weights, tiny_bert_dir, small_text_data, tmp_path):
     from transferlab.runs import finetune, load_run_model
     from transferlab.training.checkpoint import load_checkpoint
@@ -117,6 +138,9 @@ def test_model_strategy_contract(kind, strategy, weights, tiny_bert_dir, small_t
     try:
         metrics = finetune(config, tmp_path / "a", callbacks=[watch.callback])
     except ConfigError as exc:
+        if (strategy, kind) in REFUSED:
+            assert REFUSED[strategy, kind] in str(exc) and "\n" not in str(exc), exc
+            return
         assert base in NEEDS_SOURCE_HEAD and "source classifier" in str(exc), exc
         assert "\n" not in str(exc) and not (tmp_path / "a" / "checkpoint" / "last.safetensors").exists()
         return

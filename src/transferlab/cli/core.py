@@ -38,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--contamination", metavar="DIR",
                    help="an output folder of transferlab contamination for this split: adds the accuracy on its "
                         "clean and dirty examples")
+    p.add_argument("--task", metavar="NAME", help="a merged multi-task module's task (transferlab modules merge)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label and probability for each input (image path or text), as TSV with "
@@ -45,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (a shell glob such as DIR/*.png for a "
                                                               "folder's), or texts for a text run")
+    p.add_argument("--task", metavar="NAME", help="a merged multi-task module's task (transferlab modules merge)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -122,6 +124,9 @@ def cmd_strategies(args) -> None:
     for e in entries:
         params = ", ".join(f"{p['name']}={p['default']}" for p in e["params"])
         print(f"{e['name']}{':' + params if params else ''}  [{e['role']}]\n    {e['help']}")
+        for v in e.get("variants", []):  # peft:<type>: its config class's fields
+            fields = ", ".join(f"{p['name']}={p['default']}" for p in v["params"])
+            print(f"    {v['spec']} ({v['config']}): {fields}")
     print("\nCompose with '+', e.g. discriminative:decay=0.5+l2sp:alpha=0.01")
 
 
@@ -186,7 +191,7 @@ def cmd_evaluate(args) -> None:
         from transferlab.contamination.subsets import read_contamination
 
         contamination = read_contamination(args.contamination)
-    config, data, model, _ = load_run(args.run, args.data, max_val=args.max_val)
+    config, data, model, _ = load_run(args.run, args.data, max_val=args.max_val, task=getattr(args, "task", None))
     dataset = {"val": data.val, "test": data.test, "train": data.train}[args.split]
     if dataset is None:
         from transferlab.errors import ConfigError
@@ -197,7 +202,8 @@ def cmd_evaluate(args) -> None:
     if contamination is None:
         loader = ordered_loader(dataset, config.train.eval_batch_size, data.collate)
         result = evaluate(model, loader, device)
-        print_json({"run": str(args.run), "data": config.data, "split": args.split, **result,
+        print_json({"run": str(args.run), **({"task": args.task} if getattr(args, "task", None) else {}),
+                    "data": config.data, "split": args.split, **result,
                     "skipped_inputs": data.skipped.count})
         return
     from transferlab.contamination.subsets import score_contamination
@@ -216,7 +222,7 @@ def cmd_predict(args) -> None:
     from transferlab.predict import predict_inputs, tsv_field
 
     failed = 0
-    predictions = predict_inputs(args.run, args.inputs)  # a refused input (a folder): one line, no header
+    predictions = predict_inputs(args.run, args.inputs, task=getattr(args, "task", None))  # a refused input (a folder): one line, no header
     print("label\tprobability\tinput\terror")
     for p in predictions:
         failed += p.error is not None

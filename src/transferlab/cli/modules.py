@@ -21,9 +21,18 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_show)
 
-    q = commands.add_parser("merge", help="fold a LoRA or BitFit module into the base weights: a plain run "
-                                          "directory whose outputs equal the module's within 1e-5")
-    q.add_argument("module", metavar="PATH")
+    q = commands.add_parser("merge", help="one module: fold it (LoRA, BitFit, peft:<type>) into the base weights, "
+                                          "a plain run directory whose outputs equal the module's within 1e-5; "
+                                          "several: merge their backbone updates into one multi-task module "
+                                          "(each task keeps its head; predict/evaluate --task NAME)")
+    q.add_argument("module", metavar="PATH", nargs="+")
+    q.add_argument("--method", choices=["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "svd"],
+                   help="how several modules merge (default linear: the weighted mean; svd: LoRA only)")
+    q.add_argument("--weights", metavar="W1,W2,...", help="one weight per module (default 1/n for linear and svd, "
+                                                            "1 otherwise)")
+    q.add_argument("--density", type=float, metavar="D", help="share of each task vector kept by ties/dare "
+                                                              "(default 0.5)")
+    q.add_argument("--names", metavar="A,B,...", help="task names (default: each module's run folder name)")
     q.add_argument("--out", required=True, help="folder for config.json + checkpoint/best.safetensors")
     q.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     q.set_defaults(func=cmd_merge)
@@ -85,8 +94,24 @@ def cmd_show(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from transferlab.modules import write_merged
+    from transferlab.errors import ConfigError
+    from transferlab.modules import merge_modules, write_merged
 
+    if len(args.module) > 1 or args.method or args.weights or args.density is not None or args.names:
+        weights = None
+        if args.weights is not None:
+            try:
+                weights = [float(w) for w in args.weights.split(",")]
+            except ValueError:
+                raise ConfigError(f"--weights {args.weights!r}: give numbers separated by commas") from None
+        names = args.names.split(",") if args.names else None
+        report = merge_modules(args.module, args.out, method=args.method or "linear", weights=weights,
+                               density=args.density, names=names, overwrite=args.overwrite)
+        print_json(report)
+        print(f"multi-task module written to {args.out} (use it with: transferlab predict --run {args.out} "
+              f"--task {report['tasks'][0]} ..., transferlab evaluate --run {args.out} --task NAME)")
+        return
+    args.module = args.module[0]
     report = write_merged(args.module, args.out, overwrite=args.overwrite)
     print_json(report)
     data = "" if report.get("data") else " --data DATA"  # the module recorded no data set to evaluate on

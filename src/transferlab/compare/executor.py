@@ -31,6 +31,9 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
+    if spec.tune is not None and executor == "ray":
+        raise ConfigError("--tune runs its trials on this machine (sequentially or with --jobs N); it does not run "
+                          "on --executor ray yet: drop one of them")
     if executor == "ray" and address:  # before check_executor connects: a path that cannot work on a cluster
         check_cluster_paths(spec.base, address)
     check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
@@ -56,14 +59,20 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
             return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
                               gpus_per_cell=gpus_per_cell or 0, progress=progress)
         if jobs > 1:
-            return run_parallel(spec, cells, out, resume, jobs, progress)
-        grid_progress = GridProgress(len(cells), progress=progress)
-        caches = grid_caches(spec)
-        results = []
-        for i, cell in enumerate(cells):
-            grid_progress.start(i, cell)
-            results.append(run_cell(spec, cell, out, resume, grid_progress, caches))
-            grid_progress.done(results[-1])
+            results = run_parallel(spec, cells, out, resume, jobs, progress)
+            caches = None
+        else:
+            grid_progress = GridProgress(len(cells), progress=progress)
+            caches = grid_caches(spec)
+            results = []
+            for i, cell in enumerate(cells):
+                grid_progress.start(i, cell)
+                results.append(run_cell(spec, cell, out, resume, grid_progress, caches))
+                grid_progress.done(results[-1])
+        if spec.tune is not None:  # then every entry's trials and its chosen setting over the seeds
+            from transferlab.compare.tune import tune_grid
+
+            tune_grid(spec, out, resume, jobs=jobs, caches=caches)
         return results
     finally:
         if own:

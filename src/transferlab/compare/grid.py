@@ -6,6 +6,7 @@ DIR/runs/<strategy>/<seed>/error.json   written when that cell failed (removed w
 DIR/runs/scratch-<recipe>/<seed>/ the from-scratch baseline, one folder per candidate recipe (SCRATCH_SEARCH)
 DIR/scratch_init/                 random initial weights (or a random-init model folder) for the baseline
 DIR/feature_cache/                frozen-prefix outputs shared by the worker processes of `jobs > 1`
+DIR/tuning/, DIR/tuned/           with --tune: the Optuna studies and trials, the chosen settings' runs (tune.py)
 
 Every cell depends only on its own config and seed (torch is re-seeded before each), so a grid that was killed
 and continued with `resume=True` ends with the same numbers as one that ran straight through, and a grid run in
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from transferlab.compare.tune_space import TuneSpec, check_overrides
 from transferlab.errors import ConfigError
 from transferlab.outputs import GRID_FOLDER, GRID_FORMAT, foreign_message, folder_state
 from transferlab.progress import Progress
@@ -72,6 +74,9 @@ class GridSpec:
     # "random": the baseline gets random weights of the model's architecture; "given": the base model already
     # is a random init (a pretrain run's kept scratch entry), trained as it is
     scratch_init: str = "random"
+    # --tune TRIALS: every entry (and the baseline) gets TRIALS Optuna trials on validation first, and its chosen
+    # setting is run over the seeds beside the defaults (compare/tune.py); None: no tuning
+    tune: TuneSpec | None = None
 
     def __post_init__(self):
         if self.scratch_epochs is not None and (isinstance(self.scratch_epochs, bool)
@@ -94,11 +99,14 @@ class GridSpec:
         dupes = sorted({s for s in canonical if canonical.count(s) > 1})
         if dupes:
             raise ConfigError(f"strategy listed twice: {', '.join(dupes)}")
+        if self.tune is not None:
+            check_overrides(self.tune.overrides, self.strategies, self.scratch)
 
     def to_dict(self) -> dict:
         return {"format": GRID_FORMAT, "base": self.base.to_dict(), "strategies": self.strategies,
                 "seeds": self.seeds, "scratch": self.scratch, "scratch_epochs": self.scratch_epochs,
-                "scratch_search": self.scratch_search, "scratch_init": self.scratch_init}
+                "scratch_search": self.scratch_search, "scratch_init": self.scratch_init,
+                "tune": self.tune.to_dict() if self.tune else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GridSpec":
@@ -106,7 +114,8 @@ class GridSpec:
         legacy = [{"bn_stats": d["base"]["train"].get("bn_stats", "auto"), "lr_scale": 1.0}]
         return cls(base=RunConfig.from_dict(d["base"]), strategies=d["strategies"], seeds=d["seeds"],
                    scratch=d["scratch"], scratch_epochs=d.get("scratch_epochs"),
-                   scratch_search=d.get("scratch_search", legacy), scratch_init=d.get("scratch_init", "random"))
+                   scratch_search=d.get("scratch_search", legacy), scratch_init=d.get("scratch_init", "random"),
+                   tune=TuneSpec.from_dict(d.get("tune")))
 
     def scratch_candidates(self) -> list[str]:
         """The baseline's candidate names, in search order: `scratch:bn_stats=frozen,lr_scale=1`."""
@@ -129,11 +138,14 @@ def is_scratch(strategy: str) -> bool:
 
 def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategies: str | list[str] = DEFAULT_STRATEGIES,
               seeds: int | None = 1, scratch: bool = True, weights: str | None = None, source_data: str | None = None,
-              head: str | None = None, scratch_epochs: int | None = None, **options) -> GridSpec:
+              head: str | None = None, scratch_epochs: int | None = None, tune: int | None = None,
+              tune_space: str | None = None, **options) -> GridSpec:
     """The grid `transferlab compare` runs for these arguments: `options` are TrainConfig and DataOptions fields
     (epochs=3, image_size=64, ...); on digits, DIGITS_DEFAULTS fill the ones not given. `seeds` seeds per
     strategy, counting up from `seed`. The data split stays fixed (seeded by `seed`) across the grid's seeds,
-    so strategies and seeds are compared on the same validation set."""
+    so strategies and seeds are compared on the same validation set. `tune`: trials per entry (--tune), with
+    `tune_space` overrides (--tune-space); the baseline's 4-recipe search is then replaced by tuning (its default
+    entry is one recipe: the grid's BatchNorm mode and learning rate)."""
     from dataclasses import fields
 
     from transferlab.data import DataOptions
@@ -157,8 +169,12 @@ def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategie
     base = RunConfig(model=model, data=data, weights=weights, train=train, data_options=data_options,
                      strategy_options={"source_data": source_data} if source_data else {}, head=head or "linear")
     listed = split_strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
+    if tune is None and tune_space:
+        raise ConfigError("--tune-space needs --tune TRIALS")
+    tuning = TuneSpec(trials=tune, space=tune_space or "") if tune is not None else None
+    extra = {"scratch_search": [{"bn_stats": train.bn_stats, "lr_scale": 1.0}]} if tuning else {}
     return GridSpec(base=base, strategies=listed, seeds=[train.seed + i for i in range(seeds)], scratch=scratch,
-                    scratch_epochs=scratch_epochs)
+                    scratch_epochs=scratch_epochs, tune=tuning, **extra)
 
 
 @dataclass
@@ -317,6 +333,9 @@ def grid_differences(saved: GridSpec, new: GridSpec, given: set[str] | None = No
     for key in ("strategies", "seeds", "scratch", "scratch_epochs"):
         if (given is None or key in given) and getattr(saved, key) != getattr(new, key):
             out.append(f"--{key} {getattr(saved, key)!r} in the grid, {getattr(new, key)!r} now")
+    if (given is None or "tune" in given) and saved.tune != new.tune:
+        was, now = (t.to_dict() if t else None for t in (saved.tune, new.tune))
+        out.append(f"--tune {was!r} in the grid, {now!r} now")
     base = with_absolute_paths(copy.deepcopy(new.base))
     for key, (old, now) in resume_differences(with_absolute_paths(copy.deepcopy(saved.base)), base, given).items():
         out.append(f"{key} {old!r} in the grid, {now!r} now")

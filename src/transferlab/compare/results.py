@@ -90,6 +90,8 @@ class GridResults:
     summaries: dict[str, StrategySummary]
     grid: dict
     scratch_choice: dict | None = None  # how the baseline's recipe was chosen (select_scratch)
+    tuning: dict | None = None  # --tune: DIR/tuning/summary.json (every study, its trials, the chosen settings)
+    tuned: "GridResults | None" = None  # --tune: the chosen settings' runs over the seeds (DIR/tuned)
     # (run_dir, split) -> run_examples(...): each run's file read once, however many comparisons use it
     _examples: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -98,6 +100,7 @@ class GridResults:
                 "strategies": self.strategies, "grid": self.grid,
                 "summary": {k: v.to_dict() for k, v in self.summaries.items()},
                 "runs": [r.to_dict() for r in self.runs], "scratch_choice": self.scratch_choice,
+                "tuning": self.tuning,
                 "thresholds": {"overfit_gap": OVERFIT_THRESHOLD, "significance": stats.RULE}}
 
     @property
@@ -227,6 +230,10 @@ def collect(out: str | Path, grid: dict, cell_results: list[CellResult] | None =
                              SCRATCH: StrategySummary(**{**selected.__dict__, "strategy": SCRATCH})}
         results.strategies.append(SCRATCH)
     flag(results)
+    if spec.tune is not None:
+        from transferlab.compare.tune import attach
+
+        attach(results, out, spec)
     return results
 
 

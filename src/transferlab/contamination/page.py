@@ -63,7 +63,8 @@ def render_page(summary: dict, pairs: list[ShownPair], *, title: str = "Contamin
     words = tokenizer(norm["mode"], bool(norm.get("strip_markup"))) if norm.get("mode") else normalize
     for method, group in by_method.items():
         parts.append(f"<section class='method'><h2>{html.escape(method)}</h2>")
-        parts += ["<div class='pairs'>"] + [_pair_html(p, words) for p in group] + ["</div>"]  # image pairs wrap in rows
+        # image pairs wrap in rows
+        parts += ["<div class='pairs'>"] + [_pair_html(p, words) for p in group] + ["</div>"]
         parts.append("</section>")
     parts += [_SCRIPT, "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -103,7 +104,8 @@ def _summary_html(summary: dict) -> str:
     # the warnings first: one may say that the numbers below mean nothing (a data set checked against itself)
     warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in summary.get("warnings") or [])
     warned = f"<ul class='warnings'>{warnings}</ul>" if warnings else ""
-    return f"<section class='summary'><h2>Summary</h2>{warned}{overall}{sets}{methods}{_text_html_summary(summary)}</section>"
+    text = _text_html_summary(summary)
+    return f"<section class='summary'><h2>Summary</h2>{warned}{overall}{sets}{methods}{text}</section>"
 
 
 def _text_html_summary(summary: dict) -> str:

@@ -238,9 +238,10 @@ def calibrate_minhash(index: MinHashIndex, source_texts: Sequence[str], words: C
     """Recall of the threshold on edited copies made from the data: `copies` distinct source texts of at least
     `index.min_words` words, each with k words replaced, inserted or deleted (`perturb_sentence`, vocabulary =
     the source's words) for every k in k_values, matched against the whole source (their originals included).
-    A copy is found when its best Jaccard reaches the threshold (`recall`); `recall_original` counts those
-    whose best source is the original text itself. A copy that an edit leaves under min_words is not scored
-    and counts as missed. Returns numbers only."""
+    A copy is found when its best Jaccard reaches the threshold; `recall_original` counts those whose best
+    source is the original text itself. `recall` and `recall_by_k` are over the copies the method scores (of
+    at least min_words words: a deletion can take an 8-word text under it; `unscored` counts those), and
+    `recall_all` counts the unscored copies as missed. Returns numbers only."""
     from transferlab.contamination.text_overlap import perturb_sentence
 
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -259,6 +260,7 @@ def calibrate_minhash(index: MinHashIndex, source_texts: Sequence[str], words: C
                 "recall_by_k": {k: None for k in k_values}, "recall_original": None}
     ids, score, _ = index._best(made)
     own, kind = np.array(own), np.array(kind)
+    scored = np.array([len(w) >= index.min_words for w in made])
     found = score >= threshold - 1e-9
     to_original = found & (ids == own)
 
@@ -266,10 +268,11 @@ def calibrate_minhash(index: MinHashIndex, source_texts: Sequence[str], words: C
         return float(mask.mean()) if len(mask) else None
 
     return {"copies": len(chosen), "positives": len(made), "k_values": k_values, "threshold": threshold,
-            "min_words": index.min_words, "recall": rate(found),
-            "recall_by_k": {k: rate(found[kind == k]) for k in k_values},
-            "recall_original": rate(to_original),
-            "mean_jaccard_by_k": {k: float(score[kind == k].mean()) for k in k_values}}
+            "min_words": index.min_words, "unscored": int((~scored).sum()), "recall": rate(found[scored]),
+            "recall_by_k": {k: rate(found[scored & (kind == k)]) for k in k_values},
+            "recall_all": rate(found), "recall_original": rate(to_original[scored]),
+            "mean_jaccard_by_k": {k: float(score[scored & (kind == k)].mean()) if (scored & (kind == k)).any()
+                                  else None for k in k_values}}
 
 
 __all__ = ["MinHashIndex", "JaccardThreshold", "calibrate_minhash", "jaccard", "jaccard_threshold",

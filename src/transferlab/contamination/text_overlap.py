@@ -17,6 +17,13 @@ The rules follow GPT-3 (Brown et al. 2020, "Language Models are Few-Shot Learner
   source row. `TextMatch.n_words` lets a report set them apart either way.
 - Appendix C, "Initial training set filtering": a gram is "a lowercase, whitespace delimited word with no
   punctuation" -> `normalize`.
+  Real corpora glue words with separators that have no spaces around them (`Islamic\\militants`, escaped
+  markup `&lt;br&gt;`), which deleting punctuation turns into one word; `normalize_words` (the default
+  normalisation of `TextOverlap`, "words") makes every separator a word boundary, unescapes HTML entities and
+  can drop tags; "gpt3" keeps GPT-3's (`tokenizer`).
+- Boilerplate (`max_ngram_rows`): GPT-3's training-set filtering ignored 13-grams found in more than 10
+  documents; here an n-gram in more than `max_ngram_rows` source rows is set aside (off by default in the
+  library, 50 in the command).
 
 Index: every source n-gram is a 64-bit hash (word -> id -> splitmix64 code, then a polynomial over the n
 codes with an odd multiplier), kept in one sorted array beside the position it starts at: 16 bytes per source

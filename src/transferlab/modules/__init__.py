@@ -16,7 +16,8 @@ from transferlab.strategies.peft_methods.task_module import FORMAT, META, STATE,
     write_task_module
 from transferlab.modules._merge import export_module, merge_task_module, write_merged
 from transferlab.modules._multi import MultiTaskModel
+from transferlab.modules._combine import merge_modules
 
 __all__ = ["FORMAT", "META", "STATE", "MultiTaskModel", "base_fingerprint", "check_base", "check_module_files",
-           "export_module", "find_modules", "full_checkpoint_bytes", "load_task_module", "merge_task_module",
+           "export_module", "find_modules", "full_checkpoint_bytes", "load_task_module", "merge_modules", "merge_task_module",
            "module_summary", "read_meta", "resolve_module_dir", "write_merged", "write_task_module"]

@@ -32,6 +32,44 @@ class StrategyContext:
     resuming: bool = False  # a checkpoint's strategy state (load_state_dict) follows on_fit_start
 
 
+@dataclass(frozen=True)
+class Tunable:
+    """One parameter's range for `compare --tune` / `finetune --tune`: `low`..`high` (ints: an integer range;
+    `log`: sampled log-uniformly), or `choices`. Declarative, so strategies need not import the tuning engine."""
+
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+    def __post_init__(self):
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("a Tunable's choices must not be empty")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a Tunable needs low < high (or choices), got {self.low!r}..{self.high!r}")
+        elif self.log and not self.low > 0:
+            raise ValueError(f"a log-uniform range needs low > 0, got {self.low!r}")
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and isinstance(self.low, int) and isinstance(self.high, int) \
+            and not isinstance(self.low, bool)
+
+    def text(self) -> str:
+        if self.choices is not None:
+            return "|".join(map(_fmt, self.choices))
+        return f"{self.low:g}..{self.high:g}" + (":log" if self.log else "")
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a search space may depend on: the model's depth groups (head included) and the run's epochs."""
+
+    depth_groups: int
+    epochs: int
+
+
 class Strategy:
     """Base class; subclasses declare `name`, `role`, `help` and a `Params` dataclass."""
 
@@ -56,6 +94,12 @@ class Strategy:
         changed = [f"{f.name}={_fmt(getattr(self.params, f.name))}" for f in dataclasses.fields(self.params)
                    if getattr(self.params, f.name) != getattr(defaults, f.name)]
         return self.name + (":" + ",".join(changed) if changed else "")
+
+    @classmethod
+    def search_space(cls, ctx: SpaceContext) -> dict[str, Tunable]:
+        """The strategy's own parameters that `--tune` searches, by `Params` field name (the learning rate and
+        weight decay are searched for every strategy by the tuner itself). Default: none."""
+        return {}
 
     # ---- hooks (all optional) ----------------------------------------------------------------
     def check_epochs(self, total_epochs: int) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab.errors import ConfigError
-from transferlab.strategies.base import Strategy
+from transferlab.strategies.base import Strategy, Tunable
 from transferlab.strategies.registry import register_strategy
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class EWC(Strategy):
                 raise ValueError("lam must be >= 0")
             if self.samples < 1:
                 raise ValueError("samples must be >= 1")
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"lam": Tunable(1.0, 1e4, log=True)}
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -182,6 +186,10 @@ class LwF(Strategy):
                 raise ValueError("alpha must be >= 0")
             if self.temperature <= 0:
                 raise ValueError("temperature must be > 0")
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"alpha": Tunable(0.1, 10.0, log=True), "temperature": Tunable(1.0, 4.0)}
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -29,7 +29,7 @@ import torch
 
 from transferlab.errors import ConfigError
 from transferlab.nn_utils import is_batchnorm, pool_output
-from transferlab.strategies.base import Strategy
+from transferlab.strategies.base import Strategy, Tunable
 from transferlab.strategies.registry import register_strategy
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ class IBSelect(Strategy):
                 raise ValueError("layer must be -1 (the pooled features) or a depth group index >= 0")
             if self.samples < 2:
                 raise ValueError("samples must be >= 2")
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"lam": Tunable(0.01, 10.0, log=True)}
 
     def __init__(self, params=None):
         super().__init__(params)

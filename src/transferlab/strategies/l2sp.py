@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from transferlab.strategies.base import Strategy
+from transferlab.strategies.base import Strategy, Tunable
 from transferlab.strategies.registry import register_strategy
 
 
@@ -31,6 +31,10 @@ class L2SP(Strategy):
         def __post_init__(self):
             if self.alpha < 0 or self.beta < 0:
                 raise ValueError("alpha and beta must be >= 0")
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"alpha": Tunable(1e-4, 1.0, log=True), "beta": Tunable(1e-4, 0.1, log=True)}
 
     def __init__(self, params=None):
         super().__init__(params)

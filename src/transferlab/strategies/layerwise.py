@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from transferlab.errors import ConfigError
 from transferlab.nn_utils import is_batchnorm
-from transferlab.strategies.base import Strategy, backbone_names, head_names, names_in_groups
+from transferlab.strategies.base import Strategy, Tunable, backbone_names, head_names, names_in_groups
 from transferlab.strategies.registry import register_strategy
 
 
@@ -15,6 +15,8 @@ def _backbone_scales(model, backbone_lr: float) -> list[float]:
     return [backbone_lr] * (n - 1) + [1.0]
 
 
+# --tune: a backbone's rate relative to the head's, from a hundredth to the same rate
+BACKBONE_LR_RANGE = Tunable(0.01, 1.0, log=True)
 MAX_RATE_RATIO = 1e3  # a relative rate above this is a typo; with MAX_LR it keeps optimiser arithmetic finite
 
 
@@ -38,6 +40,10 @@ class Full(Strategy):
 
         def __post_init__(self):
             _check_positive("backbone_lr", self.backbone_lr)
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"backbone_lr": BACKBONE_LR_RANGE}
 
     def lr_scales(self, model, epoch):
         return _backbone_scales(model, self.params.backbone_lr)
@@ -73,6 +79,13 @@ class Freeze(Strategy):
             if self.k < 0:
                 raise ValueError(f"k must be >= 0, got {self.k}")
             _check_positive("backbone_lr", self.backbone_lr)
+
+    @classmethod
+    def search_space(cls, ctx):
+        space = {"backbone_lr": BACKBONE_LR_RANGE}
+        if ctx.depth_groups - 1 > 1:  # k from 1 (the stem frozen) to every backbone group (a linear probe)
+            space["k"] = Tunable(1, ctx.depth_groups - 1)
+        return space
 
     def trainable(self, model, epoch):
         n = len(model.depth_groups)
@@ -115,6 +128,13 @@ class GradualUnfreeze(Strategy):
                 raise ValueError(f"every must be >= 1, got {self.every}")
             _check_positive("backbone_lr", self.backbone_lr)
 
+    @classmethod
+    def search_space(cls, ctx):
+        space = {"backbone_lr": BACKBONE_LR_RANGE}
+        if ctx.epochs // 2 > 1:
+            space["every"] = Tunable(1, ctx.epochs // 2)
+        return space
+
     def unfrozen_groups(self, model, epoch: int) -> int:
         return min(len(model.depth_groups), 1 + epoch // self.params.every)
 
@@ -146,6 +166,13 @@ class LinearProbeThenFinetune(Strategy):
             if self.lp_epochs < 1:
                 raise ValueError(f"lp_epochs must be >= 1, got {self.lp_epochs}")
             _check_positive("ft_lr", self.ft_lr)
+
+    @classmethod
+    def search_space(cls, ctx):
+        space = {"ft_lr": Tunable(0.01, 1.0, log=True)}
+        if ctx.epochs - 1 > 1:  # at least one epoch of each phase
+            space["lp_epochs"] = Tunable(1, ctx.epochs - 1)
+        return space
 
     def check_epochs(self, total_epochs: int) -> None:
         if total_epochs <= self.params.lp_epochs:
@@ -191,6 +218,10 @@ class Discriminative(Strategy):
         def __post_init__(self):
             if not 0 < self.decay <= 1:
                 raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"decay": Tunable(0.1, 0.9)}
 
     def lr_scales(self, model, epoch):
         last = len(model.depth_groups) - 1

@@ -34,7 +34,11 @@ def describe(cls: type[Strategy]) -> dict:
     for f in dataclasses.fields(cls.Params):
         params.append({"name": f.name, "default": f.default, "type": _type_name(cls.Params, f),
                        "help": f.metadata.get("help", "")})
-    return {"name": cls.name, "role": cls.role, "help": cls.help, "params": params}
+    entry = {"name": cls.name, "role": cls.role, "help": cls.help, "params": params}
+    if hasattr(cls, "variants"):  # peft:<type>: each type with its config's fields
+        entry["params"] = []
+        entry["variants"] = cls.variants()
+    return entry
 
 
 def _type_name(params_cls, f) -> str:
@@ -48,6 +52,8 @@ def parse_one(text: str) -> Strategy:
     if name not in _STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}: choose from {', '.join(sorted(_STRATEGIES))}")
     cls = _STRATEGIES[name]
+    if hasattr(cls, "parse_spec"):  # a spec of its own shape (peft:<type>[:key=value,...])
+        return cls.parse_spec(arg_text)
     params = parse_params(name, cls.Params, arg_text)
     return cls(params)
 

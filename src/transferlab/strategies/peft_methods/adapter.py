@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
+from transferlab.strategies.base import Tunable
 from transferlab.strategies.peft_methods._base import PeftStrategy, claim_prefix
 from transferlab.strategies.peft_methods._registry import register_method
 
@@ -99,6 +100,10 @@ class Adapter(PeftStrategy):
             if self.kind not in KINDS:
                 raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
+
+    @classmethod
+    def search_space(cls, ctx):
+        return {"reduction": Tunable(choices=(8, 16, 32))}
     def resolved_kind(self, model) -> str:
         """auto: Houlsby adapters in a transformer's layers (text models, timm ViTs), parallel residual
         adapters beside a CNN's blocks."""

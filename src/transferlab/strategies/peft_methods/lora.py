@@ -19,16 +19,15 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
+from transferlab.strategies.base import Tunable
 from transferlab.strategies.peft_methods._base import PeftStrategy
 from transferlab.strategies.peft_methods._registry import register_method
+from transferlab.strategies.peft_methods._targets import TEXT_TARGETS, choose_targets, ends_with  # noqa: F401
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
 _PEFT_PREFIX = "base_model.model."
 
-# Attention projections of transformer encoders, matched at the end of a path: timm ViT (qkv, attn.proj), BERT-like.
-TEXT_TARGETS = (r"qkv|attn\.proj|query|key|value|attention\.output\.dense|q_proj|k_proj|v_proj|o_proj|out_proj"
-                r"|q_lin|k_lin|v_lin|out_lin")
 
 
 @register_method
@@ -41,8 +40,8 @@ class LoRA(PeftStrategy):
     files = (PEFT_CONFIG, PEFT_WEIGHTS)
     mergeable = True  # W <- W + (alpha/r) B A
     help = ("LoRA (Hu et al. 2021) via peft: low-rank updates (alpha/r) B A beside frozen Linear/Conv2d "
-            "layers; default targets are the attention projections (transformers) or every pointwise 1x1 "
-            "convolution (CNNs). The new head trains alongside. Saves a peft-format task module.")
+            "layers; default targets are the attention projections (transformers) or, for CNNs, the Linear and "
+            "non-grouped Conv2d layers where the update has under 1/4 of the layer's weights. The new head trains alongside. Saves a peft-format task module.")
 
     @dataclass
     class Params:
@@ -50,7 +49,7 @@ class LoRA(PeftStrategy):
         alpha: float = field(default=16.0, metadata={"help": "scaling numerator: the update is (alpha/r) B A"})
         dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input"})
         targets: str = field(default="auto", metadata={
-            "help": "auto (attention projections / pointwise convolutions), or a regex matched at the end of "
+            "help": "auto (attention projections / layers where a rank-r update is < 1/4 of the layer), or a regex matched at the end of "
                     "backbone module paths, names separated by |, e.g. query|value"})
 
         def __post_init__(self):
@@ -68,39 +67,21 @@ class LoRA(PeftStrategy):
                 except re.error as exc:
                     raise ValueError(f"targets={self.targets!r} is not a valid regex: {exc}") from None
 
+    @classmethod
+    def search_space(cls, ctx):
+        return {"r": Tunable(choices=(4, 8, 16)), "alpha": Tunable(choices=(8.0, 16.0, 32.0))}
+
     # ---- structure ---------------------------------------------------------------------------
     def target_modules(self, model) -> list[str]:
-        """Backbone module paths (relative to the backbone) that get a LoRA branch."""
-        from peft.tuners.lora import LoraLayer
+        """Backbone module paths (relative to the backbone) that get a LoRA branch: `_targets.choose_targets`
+        (CNNs: the Linear / non-grouped Conv2d layers where r * (in * k * k + out) < in * out * k * k / 4;
+        transformers: the attention projections), or the layers `targets` names."""
+        from peft import LoraConfig
 
-        candidates = []
-        for name, module in model.backbone.named_modules():
-            if isinstance(module, LoraLayer):
-                module = module.get_base_layer()
-                candidates.append((name, module))
-            elif isinstance(module, (nn.Linear, nn.Conv2d)) and not _inside_lora(name) \
-                    and not model.is_new_param(f"backbone.{name}"):  # never LoRA on another method's adapter
-                candidates.append((name, module))
-        if self.params.targets == "auto":
-            # A CNN's 1x1 convolutions; a transformer's (text or timm ViT) attention projections.
-            chosen = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-                      and m.groups == 1]
-            if not chosen:
-                chosen = [n for n, m in candidates if isinstance(m, nn.Linear) and _ends_with(TEXT_TARGETS, n)]
-        else:
-            chosen = [n for n, m in candidates if _ends_with(self.params.targets, n)
-                      and not (isinstance(m, nn.Conv2d) and m.groups != 1)]
-        if not chosen:
-            # the examples are layers LoRA can wrap: a grouped (depthwise) convolution has no low-rank update here
-            targetable = [n for n, m in candidates if not (isinstance(m, nn.Conv2d) and m.groups != 1)]
-            grouped = [n for n, m in candidates if isinstance(m, nn.Conv2d) and m.groups != 1
-                       and self.params.targets != "auto" and _ends_with(self.params.targets, n)]
-            why = (f"; it matches only grouped (depthwise) convolutions such as {grouped[0]}, which LoRA cannot "
-                   f"target" if grouped else "")
-            raise ConfigError(f"lora: targets={self.params.targets!r} matches no Linear or (non-grouped) Conv2d "
-                              f"layer of {model.cfg.name}{why}; the layers LoRA can target look like: "
-                              f"{', '.join(targetable[:6]) or '(none)'}")
-        return sorted(chosen)
+        def make(names):
+            return LoraConfig(r=self.params.r, lora_alpha=self.params.alpha, target_modules=names)
+
+        return choose_targets(model, "lora", make, self.params.targets)
 
     def lora_config(self, model, targets: list[str]):
         from peft import LoraConfig
@@ -215,14 +196,6 @@ _README = """
 The backbone then gives the features transferlab's model gives; the head is `module.safetensors`'
 `head.weight`/`head.bias` (features pooled by {pooling}{pool_note}).
 """
-
-
-def _ends_with(pattern: str, name: str) -> bool:
-    return re.search(rf"(?:^|\.)(?:{pattern})$", name) is not None
-
-
-def _inside_lora(name: str) -> bool:
-    return ".lora_" in f".{name}" or ".base_layer" in f".{name}"
 
 
 def _base_name(model) -> str:
