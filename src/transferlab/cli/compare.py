@@ -51,6 +51,13 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-cell", type=float, metavar="G",
                    help="with --executor ray: GPUs Ray reserves for each cell; 0.5 puts two cells on one GPU "
                         "(default: 0, the cells run on CPU)")
+    p.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="first give every strategy (and the from-scratch baseline) TRIALS Optuna trials (TPE, "
+                        "seeded; median pruning) on validation accuracy, then run each one's best setting over the "
+                        "seeds; the report shows the default and the tuned comparison side by side")
+    p.add_argument("--tune-space", metavar="SPEC",
+                   help="with --tune: override search ranges, 'strategy:param=low..high[:log],...' or "
+                        "'strategy:param=a|b|c' (e.g. l2sp:alpha=1e-3..1:log,beta=1e-4..0.1:log,scratch:lr=1e-4..1e-2:log)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs in --out")
     from transferlab.tracking import TRACK_HELP
 
@@ -76,7 +83,7 @@ def grid_spec_from_args(args):
     args.data = args.data or "digits"
     return grid_spec(model=args.model, data=args.data, strategies=args.strategies or DEFAULT_STRATEGIES,
                      seeds=args.seeds, scratch=args.scratch is not False, scratch_epochs=args.scratch_epochs,
-                     weights=args.weights,
+                     weights=args.weights, tune=args.tune, tune_space=args.tune_space,
                      source_data=args.source_data, head=args.head, **options)
 
 
@@ -85,6 +92,8 @@ def _given(args) -> set[str]:
 
     given = given_keys(args)
     given |= {key for key in ("strategies", "scratch", "scratch_epochs") if getattr(args, key) is not None}
+    if args.tune is not None or args.tune_space is not None:
+        given.add("tune")
     if args.seeds is not None or args.seed is not None:  # the seed list follows from both
         given.add("seeds")
     return given

@@ -98,6 +98,12 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=DEFAULT_K,
                    help=f"candidates per target for the aligned method, by embedding and by thumbnail (default: "
                         f"{DEFAULT_K} each)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="images: do not search horizontally flipped copies (the aligned method scores each "
+                        "target mirrored too, by default)")
+    p.add_argument("--no-crop-views", dest="crop_views", action="store_false",
+                   help="images: do not retrieve the aligned method's candidates by crop views (centre and four "
+                        "corners), which find cropped copies among many sources")
     p.add_argument("--embed-model", default="efficientnet_lite0",
                    help="the embedding's model: a registry name, timm architecture, pretrained folder or a run "
                         "folder (default: efficientnet_lite0)")
@@ -184,7 +190,8 @@ def cmd_contamination(args) -> None:
         check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
                         thresholds=thresholds, threshold_mode=args.threshold_mode, fpr=args.fpr,
-                        null_size=args.null_size, k=args.k, embed_model=args.embed_model,
+                        null_size=args.null_size, k=args.k, flip=args.flip, crop_views=args.crop_views,
+                        embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
                         calibrate=args.calibrate, show=args.show, normalization=args.normalization,
                         strip_markup=args.strip_markup, max_ngram_rows=args.max_ngram_rows or None)

@@ -48,6 +48,7 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
         tracker.start(out)  # before any cell: each cell's run is a child of the grid's
         for cell in cells:
             cell.tracker = tracker
+    tune_jobs = jobs  # the trials' processes: not limited by the grid's cells still to run
     to_run = sum(run_state(cell.run_dir) != "finished" for cell in cells)
     if jobs > 1 and jobs > to_run:
         logger.info("--jobs %d: %d run(s) to do, so %d process(es)", jobs, to_run, max(to_run, 1))
@@ -72,7 +73,7 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
         if spec.tune is not None:  # then every entry's trials and its chosen setting over the seeds
             from transferlab.compare.tune import tune_grid
 
-            tune_grid(spec, out, resume, jobs=jobs, caches=caches)
+            tune_grid(spec, out, resume, jobs=tune_jobs, caches=caches)
         return results
     finally:
         if own:

@@ -89,7 +89,7 @@ def _param_type(strategy: str, key: str):
 def _parse_range(strategy: str, key: str, raw: str, hint) -> Tunable:
     where = f"--tune-space {strategy}:{key}={raw}"
     try:
-        if "|" in raw:
+        if "|" in raw or (hint not in (int, float) and ".." not in raw):  # choices (one: fixed)
             choices = tuple(_convert(c.strip(), hint, where) for c in raw.split("|"))
             if len(set(choices)) != len(choices):
                 raise ConfigError(f"{where}: a choice is listed twice")
@@ -101,7 +101,9 @@ def _parse_range(strategy: str, key: str, raw: str, hint) -> Tunable:
                                                                       " (this parameter takes a|b|c choices)"))
         low, high = _convert(low_text.strip(), hint, where), _convert(high_text.strip(), hint, where)
         return Tunable(low, high, log=log)
-    except ValueError as exc:
+    except ConfigError:
+        raise
+    except ValueError as exc:  # Tunable's own checks
         raise ConfigError(f"{where}: {exc}") from None
 
 

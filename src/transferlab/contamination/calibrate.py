@@ -55,13 +55,14 @@ from transferlab.contamination.detect import (
     DEFAULT_THRESHOLDS,
     HIGHER_IS_CLOSER,
     THRESHOLD_RANGES,
+    aligned_candidates,
     best_aligned,
+    hamming_rows,
     match_rule,
-    thumbnails,
     within,
 )
 from transferlab.contamination.image_features import ImageFeatures
-from transferlab.contamination.image_matching import _popcount, cosine_nearest
+from transferlab.contamination.image_matching import cosine_nearest
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,10 @@ class NullScores:
 
 
 def null_scores(source: ImageFeatures, methods: Sequence[str], k: int = DEFAULT_K, n_null: int = DEFAULT_NULL_SIZE,
-                seed: int = 0) -> NullScores:
+                seed: int = 0, flip: bool = True, crops: bool = True) -> NullScores:
     """Each method's best-match score for a seeded sample of min(n_null, S) source images, each searched against
-    the source without itself and its exact twins (module docstring). `methods`: thresholded image methods."""
+    the source without itself and its exact twins (module docstring). `methods`: thresholded image methods;
+    `flip`, `crops`: the aligned method's search, as the targets get it (`detect.aligned_candidates`)."""
     methods = [m for m in methods if m in THRESHOLD_RANGES]
     n_source = len(source)
     if n_source < 2:
@@ -105,51 +107,30 @@ def null_scores(source: ImageFeatures, methods: Sequence[str], k: int = DEFAULT_
     q_group = group[queries]
     if (sizes[q_group] == n_source).any():
         raise ValueError("every source image is an exact twin of the others: no distinct images to calibrate on")
-    scores, nearest = {}, []
+    twins = int(sizes.max())  # the most rows a query must skip
+    exclude = (q_group, group, twins)
+    scores, nearest = {}, {}
     for name in ("phash", "dhash"):
         if name in methods or "aligned" in methods:
-            index, distance = _hamming_nearest_other(getattr(source, name), queries, group)
-            nearest.append(index[:, None])  # a candidate of the aligned method, as in the real search
+            index, distance = hamming_rows(getattr(source, name)[queries], getattr(source, name), exclude)
+            nearest[name] = index  # a candidate of the aligned method, as in the real search
             if name in methods:
                 scores[name] = distance.astype(np.float64)
-    twins = int(sizes.max())  # the most rows a query must skip
     if "embedding" in methods:
         scores["embedding"] = _cosine_nearest_other(source.embedding, queries, group, 1, twins)[1][:, 0]
     if "aligned" in methods:
-        kk = min(k, n_source - 1)
-        cand = [_cosine_nearest_other(thumbnails(source.grey), queries, group, kk, twins)[0]]
-        if source.embedding is not None:
-            cand.append(_cosine_nearest_other(source.embedding, queries, group, kk, twins)[0])
-        cand = torch.from_numpy(np.concatenate(cand + nearest, axis=1))  # (N, C) source rows
-        scores["aligned"] = best_aligned(source.grey[torch.from_numpy(queries)], source.grey, cand).score
+        pick = torch.from_numpy(queries)
+        q_emb = None if source.embedding is None else source.embedding[pick]
+        cand = aligned_candidates(source.grey[pick], q_emb, source, min(k, n_source - 1), flip, crops, exclude,
+                                  hashes=nearest)
+        scores["aligned"] = best_aligned(source.grey[pick], source.grey, torch.from_numpy(cand.plain),
+                                         flip_cand=None if cand.flipped is None else
+                                         torch.from_numpy(cand.flipped)).score
     seconds = time.perf_counter() - t0
     share = float(np.mean(n_source - sizes[q_group])) / n_source
     logger.info("null of %d source images, each against the %.1f %% of the source that is not itself: %.1fs",
                 len(queries), 100 * share, seconds)
     return NullScores({m: scores[m] for m in methods}, n_source, share, seed, round(seconds, 1))
-
-
-def _hamming_nearest_other(hashes: np.ndarray, queries: np.ndarray, group: np.ndarray, chunk: int = 256,
-                           source_chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, the nearest hash of another group (not itself, no exact twin): (index, distance),
-    ties to the lowest row, as `image_matching.hamming_nearest`; chunk x source_chunk tiles (~9 bytes each)."""
-    hashes = np.ascontiguousarray(hashes.astype(np.uint64))
-    index = np.zeros(len(queries), dtype=np.int64)
-    distance = np.zeros(len(queries), dtype=np.int64)
-    for a in range(0, len(queries), chunk):
-        q = queries[a:a + chunk]
-        best_d = np.full(len(q), 255, dtype=np.uint8)
-        best_i = np.zeros(len(q), dtype=np.int64)
-        rows = np.arange(len(q))
-        for b in range(0, len(hashes), source_chunk):
-            d = _popcount(hashes[q, None] ^ hashes[None, b:b + source_chunk])  # (c, sc) uint8
-            d[group[q][:, None] == group[None, b:b + source_chunk]] = 255  # itself and its twins: never
-            j = d.argmin(axis=1)
-            dj = d[rows, j]
-            better = dj < best_d
-            best_d[better], best_i[better] = dj[better], j[better] + b
-        index[a:a + chunk], distance[a:a + chunk] = best_i, best_d
-    return index, distance
 
 
 def _cosine_nearest_other(vectors: torch.Tensor, queries: np.ndarray, group: np.ndarray, k: int,
@@ -307,7 +288,7 @@ class Thresholds:
 
 def choose_thresholds(source: ImageFeatures, methods: Sequence[str], mode: str = "data", fpr: float = DEFAULT_FPR,
                       given: dict[str, float] | None = None, k: int = DEFAULT_K, n_null: int = DEFAULT_NULL_SIZE,
-                      seed: int = 0) -> Thresholds:
+                      seed: int = 0, flip: bool = True, crops: bool = True) -> Thresholds:
     """Each thresholded method's threshold: `given` (--threshold) wins; else, in mode "data", from the null at
     `fpr`, in mode "fixed", the CIFAR-10 default. The null is computed whenever n_null > 0 and the source holds
     2 images or more (in mode "fixed" too: it reports the fixed thresholds' rate on this data)."""
@@ -317,7 +298,7 @@ def choose_thresholds(source: ImageFeatures, methods: Sequence[str], mode: str =
     thresholded = [m for m in methods if m in THRESHOLD_RANGES]
     null = None
     if thresholded and n_null > 0 and len(source) >= 2:
-        null = null_scores(source, thresholded, k, n_null, seed)
+        null = null_scores(source, thresholded, k, n_null, seed, flip, crops)
     choices = {}
     for m in thresholded:
         if m in given or mode == "fixed":

@@ -91,6 +91,8 @@ class CheckOptions:
     fpr: float = DEFAULT_FPR
     null_size: int = DEFAULT_NULL_SIZE
     k: int = DEFAULT_K
+    flip: bool = True  # images: the aligned method also scores each target mirrored (flipped copies)
+    crop_views: bool = True  # images: candidates also by crop views' thumbnails (cropped copies)
     embed_model: str = "efficientnet_lite0"
     embed_size: int = 64
     ngram: int | None = None
@@ -271,9 +273,10 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
         raise ConfigError(f"no target image could be read ({target.skipped.count} skipped)")
     logger.info("features of %d source and %d target images: %.0fs", len(src), len(tgt), time.perf_counter() - t0)
     t0 = time.perf_counter()
-    found = match_images(tgt, src, methods, opts.k)
+    found = match_images(tgt, src, methods, opts.k, opts.flip, opts.crop_views)
     logger.info("matched in %.0fs", time.perf_counter() - t0)
-    chosen = choose_thresholds(src, methods, opts.threshold_mode, opts.fpr, opts.thresholds, opts.k, opts.null_size)
+    chosen = choose_thresholds(src, methods, opts.threshold_mode, opts.fpr, opts.thresholds, opts.k, opts.null_size,
+                               flip=opts.flip, crops=opts.crop_views)
     choices = chosen.choices
     thresholds = {m: choices[m].threshold if m in choices else None for m in methods}
     enabled = [m for m in methods if m not in choices or not choices[m].disabled]
@@ -284,7 +287,7 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
         t0 = time.perf_counter()
         calibration = calibrate_images(src, _rgb_reader(source, src), embedder, enabled,
                                        {m: thresholds[m] for m in enabled if thresholds[m] is not None},
-                                       n_copied=opts.calibrate, k=opts.k)
+                                       n_copied=opts.calibrate, k=opts.k, flip=opts.flip, crops=opts.crop_views)
         calibration["seconds"] = round(time.perf_counter() - t0, 1)
     readers = (_thumb_reader(target, tgt), _thumb_reader(source, src))
     same = _same_content(src.keys, tgt.keys, "images")  # keys: the sha256 of each image's decoded pixels
@@ -300,6 +303,8 @@ def _method_choices(chosen: Thresholds, calibration: dict | None) -> dict[str, d
         out[m] = {key: entry[key] for key in ("chosen", "disabled", "fpr", "n_null", "null_rate", "null_rate_upper95",
                                               "warning")}
         out[m]["copy_recall"] = recall.get(m)
+        # a method that cannot reach the rate on this data is switched off, never a mass of false "dirty" flags
+        out[m]["unusable"] = c.disabled_because if c.disabled else None
     return out
 
 
@@ -470,7 +475,8 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                         "threshold": thresholds.get(m), "match_if": _rule(target.modality, m, thresholds.get(m),
                                                                           ngram_n, chosen)}
                     for m, f in results.items()},
-        "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size}
+        "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size,
+                     "flip": opts.flip, "crop_views": opts.crop_views}
                     if target.modality == "image" else
                     {"n": ngram_n, "ngram_threshold": opts.ngram_threshold, "normalization": text["normalization"],
                      "strip_markup": text["strip_markup"], "max_ngram_rows": opts.max_ngram_rows}),

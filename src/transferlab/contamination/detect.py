@@ -14,7 +14,9 @@ Methods (`image_matching` and `aligned` hold the formulas):
 - embedding  cosine similarity of a model's pooled features (the bundled EfficientNet-Lite0 by default);
 - aligned    normalised cross-correlation over shifts and crop scales (`aligned.aligned_scores`) of the
              target with each of its candidates: the top `k` sources by embedding cosine, the top `k` by a
-             grey 8 x 8 thumbnail's cosine, and the two hashes' nearest sources. Retrieval by both the
+             grey 8 x 8 thumbnail's cosine, and the two hashes' nearest sources; the top few by the
+             thumbnails of crop views (centre and four corners: cropped copies, either way round); and the
+             same for the target mirrored left to right, scored mirrored (flipped copies). Retrieval by both the
              embedding (roughly shift-invariant) and the thumbnail (exact on blurred and recoloured copies)
              is what makes shifted and cropped copies findable; the correlation is what tells them from
              strangers (docs/contamination.md shows both measured).
@@ -38,6 +40,8 @@ from transferlab.contamination.image_features import (
 )
 from transferlab.contamination.image_matching import (
     COPY_KINDS,
+    HASH_METHODS,
+    _popcount,
     cosine_nearest,
     exact_matches,
     hamming_nearest,
@@ -59,6 +63,7 @@ DEFAULT_THRESHOLDS = {"phash": 4, "dhash": 5, "embedding": 0.93, "aligned": 0.90
 HIGHER_IS_CLOSER = {"exact": True, "phash": False, "dhash": False, "embedding": True, "aligned": True}
 THRESHOLD_RANGES = {"phash": (0, 64), "dhash": (0, 64), "embedding": (-1.0, 1.0), "aligned": (-1.0, 1.0)}
 DEFAULT_K = 10
+CROP_VIEW = 0.8  # the crop views' side, as a fraction of the image's (the near-copies' crops: 0.75-0.9)
 
 
 def match_rule(method: str, threshold: float | None) -> str:
@@ -108,42 +113,149 @@ def thumbnails(grey: torch.Tensor) -> torch.Tensor:
     return F.normalize(t - t.mean(1, keepdim=True), dim=1, eps=1e-12)
 
 
+def crop_thumbnails(grey: torch.Tensor, fraction: float = CROP_VIEW) -> torch.Tensor:
+    """(N, 32, 32) grey -> (N * 5, 64): the `thumbnails` of each image's centre and four corner crops of
+    `fraction` x its side (rows 5 n .. 5 n + 4 belong to image n). A crop of 75-90 % of a photograph, resized
+    back, has a thumbnail close to the matching crop view of its original, and the original's thumbnail is
+    close to one crop view of a copy that holds more than it: retrieval of cropped copies both ways round."""
+    h, w = grey.shape[-2:]
+    ch, cw = round(h * fraction), round(w * fraction)
+    tops, lefts = (0, (h - ch) // 2, h - ch), (0, (w - cw) // 2, w - cw)
+    views = [(tops[1], lefts[1]), (tops[0], lefts[0]), (tops[0], lefts[2]), (tops[2], lefts[0]), (tops[2], lefts[2])]
+    crops = torch.stack([grey[:, a:a + ch, b:b + cw] for a, b in views], 1)  # (N, 5, ch, cw)
+    return thumbnails(crops.reshape(-1, ch, cw))
+
+
+def nearest_rows(query: torch.Tensor, index: torch.Tensor, k: int, rep: int = 1, exclude=None) -> np.ndarray:
+    """Top-k source rows per query by cosine: (N, k) int64, `index` row r being source row r // rep (rep views
+    per source image). `exclude` (q_group (N,), group (S,), twins): leave out the sources of the query's own group
+    (the null: itself and its exact twins); where fewer than k others exist, the first one repeats."""
+    n = len(index)
+    if exclude is None:
+        return cosine_nearest(query, index, k=min(k, n))[0].numpy() // rep
+    q_group, group, twins = exclude
+    idx = cosine_nearest(query, index, k=min(k + twins * rep, n))[0].numpy() // rep
+    other = group[idx] != q_group[:, None]
+    order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # the others first, in their rank order
+    idx, other = np.take_along_axis(idx, order, 1), np.take_along_axis(other, order, 1)
+    return np.where(other, idx, idx[:, :1])
+
+
+def hamming_rows(query: np.ndarray, source: np.ndarray, exclude=None, chunk: int = 256,
+                 source_chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest source hash per query hash: (row (N,), distance (N,)), ties to the lowest row; `exclude` as in
+    `nearest_rows` (sources of the query's own group never count)."""
+    if exclude is None:
+        return hamming_nearest(query, source, chunk, source_chunk)
+    q_group, group, _ = exclude
+    query, source = (np.ascontiguousarray(np.asarray(h).astype(np.uint64)) for h in (query, source))
+    index, distance = np.zeros(len(query), np.int64), np.zeros(len(query), np.int64)
+    for a in range(0, len(query), chunk):
+        q = query[a:a + chunk, None]
+        best_d, best_i = np.full(len(q), 255, np.uint8), np.zeros(len(q), np.int64)
+        rows = np.arange(len(q))
+        for b in range(0, len(source), source_chunk):
+            d = _popcount(q ^ source[None, b:b + source_chunk])  # (c, sc) uint8
+            d[q_group[a:a + chunk, None] == group[None, b:b + source_chunk]] = 255  # itself and its twins: never
+            j = d.argmin(axis=1)
+            dj = d[rows, j]
+            better = dj < best_d  # strict: an earlier tile (lower rows) keeps its ties
+            best_d[better], best_i[better] = dj[better], j[better] + b
+        index[a:a + chunk], distance[a:a + chunk] = best_i, best_d
+    return index, distance
+
+
+@dataclass
+class Candidates:
+    """Source rows the aligned method scores for each query: `plain` (N, C) with the query as it is, `flipped`
+    (N, C') with the query mirrored left to right (None: flips not searched)."""
+
+    plain: np.ndarray
+    flipped: np.ndarray | None
+
+
+def aligned_candidates(q_grey: torch.Tensor, q_emb: torch.Tensor | None, source: ImageFeatures, k: int = DEFAULT_K,
+                       flip: bool = True, crops: bool = True, exclude=None,
+                       hashes: dict[str, np.ndarray] | None = None) -> Candidates:
+    """The aligned method's candidates (module docstring): for the query as it is, the top k sources by
+    thumbnail and by embedding and the two hashes' nearest; with `crops`, the top k_c = max(2, k // 4) by the
+    query's thumbnail against the sources' five crop views and the top k_c of each of the query's five crop views
+    against the sources' thumbnails; with `flip`, for the mirrored query, its top k by thumbnail, its hashes'
+    nearest and the embedding's top k (pooled CNN features hardly change under a mirror). `hashes`: the plain
+    query's nearest rows per hash, when the caller has them already."""
+    k = min(k, len(source))
+    s_thumb = thumbnails(source.grey)
+    plain = [nearest_rows(thumbnails(q_grey), s_thumb, k, exclude=exclude)]
+    emb = None
+    if q_emb is not None and source.embedding is not None:
+        emb = nearest_rows(q_emb, source.embedding, k, exclude=exclude)
+        plain.append(emb)
+    for name in ("phash", "dhash"):
+        if hashes is not None and name in hashes:
+            plain.append(np.asarray(hashes[name]).reshape(-1, 1))
+        else:
+            plain.append(hamming_rows(HASH_METHODS[name](q_grey.float().numpy()), getattr(source, name),
+                                      exclude)[0][:, None])
+    if crops:
+        kc = max(2, k // 4)
+        plain.append(nearest_rows(thumbnails(q_grey), crop_thumbnails(source.grey), kc, rep=5, exclude=exclude))
+        q_views = crop_thumbnails(q_grey)  # (N * 5, 64)
+        view_excl = None if exclude is None else (np.repeat(exclude[0], 5), exclude[1], exclude[2])
+        plain.append(nearest_rows(q_views, s_thumb, kc, exclude=view_excl).reshape(len(q_grey), 5 * kc))
+    flipped = None
+    if flip:
+        mirror = q_grey.flip(-1)
+        flipped = [nearest_rows(thumbnails(mirror), s_thumb, k, exclude=exclude)]
+        m_np = mirror.float().numpy()
+        flipped += [hamming_rows(HASH_METHODS[n](m_np), getattr(source, n), exclude)[0][:, None]
+                    for n in ("phash", "dhash")]
+        if emb is not None:
+            flipped.append(emb)
+        flipped = np.concatenate(flipped, axis=1)
+    return Candidates(np.concatenate(plain, axis=1), flipped)
+
+
 def _hash_result(method: str, target: np.ndarray, source: np.ndarray) -> MethodResult:
     index, distance = hamming_nearest(target, source)
     return MethodResult(method, index, distance.astype(np.float64))
 
 
-def _aligned(target: ImageFeatures, source: ImageFeatures, k: int, extra: list[np.ndarray],
-             pair_chunk: int = 8192) -> MethodResult:
-    """Best aligned correlation over each target's candidates (top-k thumbnails, top-k embeddings, extra)."""
-    k = min(k, len(source))
-    cand = [cosine_nearest(thumbnails(target.grey), thumbnails(source.grey), k=k)[0]]
-    if target.embedding is not None and source.embedding is not None:
-        cand.append(cosine_nearest(target.embedding, source.embedding, k=k)[0])
-    cand.extend(torch.as_tensor(e).view(-1, 1) for e in extra)
-    return best_aligned(target.grey, source.grey, torch.cat(cand, dim=1), pair_chunk)
+def _aligned(target: ImageFeatures, source: ImageFeatures, k: int, hashes: dict[str, np.ndarray],
+             flip: bool = True, crops: bool = True, pair_chunk: int = 8192) -> MethodResult:
+    """Best aligned correlation over each target's candidates (`aligned_candidates`)."""
+    cand = aligned_candidates(target.grey, target.embedding, source, k, flip, crops, hashes=hashes)
+    return best_aligned(target.grey, source.grey, torch.from_numpy(cand.plain), pair_chunk,
+                        None if cand.flipped is None else torch.from_numpy(cand.flipped))
+
+
+def _pairs(cand: torch.Tensor, n_s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each distinct (target, source) pair of cand (T, C) once, sorted by target then source."""
+    pairs = torch.unique(torch.arange(len(cand))[:, None] * n_s + cand.long())
+    return pairs // n_s, pairs % n_s
 
 
 def best_aligned(target_grey: torch.Tensor, source_grey: torch.Tensor, cand: torch.Tensor,
-                 pair_chunk: int = 8192) -> MethodResult:
+                 pair_chunk: int = 8192, flip_cand: torch.Tensor | None = None) -> MethodResult:
     """The aligned method's result from candidates: cand (T, C) source rows per target (repeats allowed); each
-    distinct (target, source) pair scored once by `symmetric_pair_scores`, the best kept."""
+    distinct (target, source) pair scored once by `symmetric_pair_scores`, the best kept. flip_cand (T, C'):
+    pairs scored with the target mirrored left to right (a flipped copy). Ties: the lowest source row."""
     n_t, n_s = len(target_grey), len(source_grey)
-    # each distinct (target, source) pair once: the lists overlap (a copy is often first in all of them)
-    pairs = torch.unique(torch.arange(n_t)[:, None] * n_s + cand.long())
-    t_rows, s_rows = pairs // n_s, pairs % n_s
+    t_rows, s_rows = _pairs(cand, n_s)
     scores = symmetric_pair_scores(target_grey, source_grey, t_rows, s_rows, chunk=pair_chunk)
+    if flip_cand is not None:
+        ft, fs = _pairs(flip_cand, n_s)
+        f_scores = symmetric_pair_scores(target_grey.flip(-1), source_grey, ft, fs, chunk=pair_chunk)
+        t_rows, s_rows, scores = torch.cat([t_rows, ft]), torch.cat([s_rows, fs]), torch.cat([scores, f_scores])
     best = torch.full((n_t,), -2.0, dtype=torch.float32).scatter_reduce(0, t_rows, scores, "amax")
-    # the best pair's source; on a tie the lowest source row (pairs are sorted by target, then source)
     is_best = scores >= best[t_rows]
-    first = torch.full((n_t,), len(pairs), dtype=torch.int64).scatter_reduce(
-        0, t_rows[is_best], torch.arange(len(pairs))[is_best], "amin")
-    return MethodResult("aligned", s_rows[first].numpy().astype(np.int64), best.double().numpy())
+    first = torch.full((n_t,), n_s, dtype=torch.int64).scatter_reduce(0, t_rows[is_best], s_rows[is_best], "amin")
+    return MethodResult("aligned", first.numpy().astype(np.int64), best.double().numpy())
 
 
 def match_images(target: ImageFeatures, source: ImageFeatures, methods: Sequence[str] = IMAGE_METHODS,
-                 k: int = DEFAULT_K) -> dict[str, MethodResult]:
-    """Each method's best source for each target image (see the module docstring)."""
+                 k: int = DEFAULT_K, flip: bool = True, crops: bool = True) -> dict[str, MethodResult]:
+    """Each method's best source for each target image (see the module docstring). `flip`: the aligned method
+    also scores the mirrored target; `crops`: it also retrieves candidates by crop views (`aligned_candidates`)."""
     unknown = [m for m in methods if m not in IMAGE_METHODS]
     if unknown:
         raise ValueError(f"unknown image method(s) {unknown}; choose from {', '.join(IMAGE_METHODS)}")
@@ -169,7 +281,7 @@ def match_images(target: ImageFeatures, source: ImageFeatures, methods: Sequence
         out["embedding"] = MethodResult("embedding", idx[:, 0].numpy().astype(np.int64),
                                         score[:, 0].double().numpy())
     if "aligned" in methods:
-        out["aligned"] = _aligned(target, source, k, [h.source for h in hashes.values()])
+        out["aligned"] = _aligned(target, source, k, {n: h.source for n, h in hashes.items()}, flip, crops)
     return {m: out[m] for m in methods}
 
 
@@ -181,7 +293,8 @@ def _rate(num: int, den: int) -> float | None:
 def calibrate_images(source: ImageFeatures, read_rgb: Callable[[int], np.ndarray], embedder: Embedder | None,
                      methods: Sequence[str] = IMAGE_METHODS, thresholds: dict[str, float] | None = None,
                      n_copied: int = 200, n_negatives: int = 500, k: int = DEFAULT_K, seed: int = 0,
-                     sweep: dict[str, Sequence[float]] | None = None) -> dict:
+                     sweep: dict[str, Sequence[float]] | None = None, flip: bool = True,
+                     crops: bool = True) -> dict:
     """Recall, false-positive rate and precision of each method, and of "any method", at `thresholds`.
 
     n_negatives source images are held out of the index: their nearest sources are strangers, unless the
@@ -212,8 +325,8 @@ def calibrate_images(source: ImageFeatures, read_rgb: Callable[[int], np.ndarray
             kind_of.append(kind)
     own, kind_of = np.array(own, dtype=np.int64), np.array(kind_of)
     copy_feats = features_from_arrays(copies, [f"copy{i}" for i in range(len(copies))], embedder)
-    pos = match_images(copy_feats, index, methods, k)
-    neg = match_images(source.subset(held), index, methods, k) if n_negatives else None
+    pos = match_images(copy_feats, index, methods, k, flip, crops)
+    neg = match_images(source.subset(held), index, methods, k, flip, crops) if n_negatives else None
 
     def stats(found_pos: np.ndarray, found_neg: np.ndarray | None) -> dict:
         tp, fp = int(found_pos.sum()), int(found_neg.sum()) if found_neg is not None else 0

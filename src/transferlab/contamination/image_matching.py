@@ -316,7 +316,7 @@ def cosine_nearest(target_emb: torch.Tensor, source_emb: torch.Tensor, k: int = 
 
 
 # ---- near-copies --------------------------------------------------------------------------------------------
-COPY_KINDS = ("shift", "crop", "rescale", "jitter", "jpeg", "combo")
+COPY_KINDS = ("shift", "crop", "rescale", "jitter", "jpeg", "combo", "flip")
 
 
 def _shift(rgb: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -373,6 +373,7 @@ def near_copies(rgb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarr
     jitter   brightness x 0.75-1.25, contrast x 0.75-1.25, saturation x 0.6-1.4 (PIL ImageEnhance, in order)
     jpeg     re-encoded as JPEG at quality 30-50
     combo    shift by -2..2 px, then jitter, then JPEG at quality 40-60
+    flip     mirrored left to right (no draw from rng: the other kinds are those made before it was added)
 
     Deterministic: the draws from rng are made in this order, so the same seed gives the same copies."""
     arr = np.asarray(rgb)
@@ -385,4 +386,5 @@ def near_copies(rgb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarr
     out["jpeg"] = _jpeg(arr, int(rng.integers(30, 51)))
     combo = _jitter(_shift(arr, *_offset(rng, 2)), rng)
     out["combo"] = _jpeg(combo, int(rng.integers(40, 61)))
+    out["flip"] = np.ascontiguousarray(arr[:, ::-1])
     return out
