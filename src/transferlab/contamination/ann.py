@@ -12,8 +12,9 @@ the exact search would have proposed, never make one. What is lost is measured i
 Kinds (inner product = cosine on L2-normalised rows):
 - "flat": `faiss.IndexFlatIP`, exact (the reference);
 - "ivf": `faiss.IndexIVFFlat` with nlist = 4 sqrt(N) lists (clamped to 16..65,536) trained by k-means on at most
-  256 x nlist of the vectors, searched in `nprobe` lists (default 32): vectors stored uncompressed, so memory is
-  N x D x 4 bytes plus the list ids (8 bytes a vector); added chunk by chunk from the store;
+  40 x nlist of the vectors (faiss asks for 39 or more a list), searched in `nprobe` lists (default 32): vectors
+  stored uncompressed, so memory is N x D x 4 bytes plus the list ids (8 bytes a vector); added chunk by
+  chunk from the store;
 - "hnsw": `faiss.IndexHNSWFlat` (M = 32, efSearch 128): no training, more memory (the graph: about M x 2 x 4
   bytes a vector) and a slower build.
 """
@@ -71,7 +72,7 @@ class EmbeddingIndex:
             quantizer = faiss.IndexFlatIP(d)
             self.index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             if train is None:
-                train = self._sample(chunks, n, min(n, 256 * nlist))
+                train = self._sample(chunks, n, min(n, 40 * nlist))
             self.index.cp.seed = self.seed
             self.index.train(np.ascontiguousarray(train, dtype=np.float32))
             self.index.nprobe = min(self.nprobe, nlist)
