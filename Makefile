@@ -12,7 +12,7 @@ endif
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q -e ".[test,cluster,track,docs]"
+	$(PIP) install -q -e ".[test,cluster,track,docs,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -280,7 +280,7 @@ MODULE_FILES = frozenset({"transferlab_module.json", "module.safetensors", "adap
 # A run (finetune, adapt-bn, modules merge): config.json marks it; the rest is what those commands write.
 RUN_FOLDER = FolderKind(
     name="run", marker="config.json", formats=frozenset({RUN_FORMAT}),
-    files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "merge.json",
+    files=frozenset({"config.json", "metrics.json", "history.jsonl", "error.json", "adabn.json", "adapt.json", "merge.json",
                      "pretrain.json", "examples.safetensors",
                      "tracking.json"}),  # the run's MLflow run ids (tracking.live)
     folders={"checkpoint": frozenset({"last.safetensors", "best.safetensors"}), "task_module": MODULE_FILES,

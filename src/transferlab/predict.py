@@ -70,3 +70,33 @@ def tsv_field(text: str) -> str:
     text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return escape_control(text)
 
+
+
+def predict_exported(model_path: str | Path, inputs: list[str]):
+    """predict_inputs for a model written by `transferlab export --format onnx` (run with ONNX Runtime, its
+    preprocessing and classes read from the files beside it)."""
+    path = Path(model_path)
+    if path.suffix != ".onnx" or not path.is_file():
+        raise ConfigError(f"--model {model_path}: give an exported model.onnx (transferlab export --format onnx)")
+    for name in ("preprocess.json", "classes.json"):
+        if not (path.parent / name).is_file():
+            raise ConfigError(f"--model {model_path}: no {name} beside it (transferlab export writes both)")
+    from transferlab.export.runtime import OnnxPredictor, softmax
+
+    predictor = OnnxPredictor(path)
+    if predictor.pre["modality"] == "image":
+        folders = [item for item in inputs if Path(item).is_dir()]
+        if folders:
+            raise ConfigError(f"{escape_control(folders[0])} is a folder: give image files")
+    return _exported_predictions(predictor, inputs, softmax)
+
+
+def _exported_predictions(predictor, inputs: list[str], softmax):
+    for item in inputs:
+        try:
+            probs = softmax(predictor.logits([item]))[0]
+        except (OSError, ValueError) as exc:
+            yield Prediction(item, error=str(exc))
+            continue
+        index = int(probs.argmax())
+        yield Prediction(item, str(predictor.classes[index]), float(probs[index]))

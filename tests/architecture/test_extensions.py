@@ -296,4 +296,4 @@ def test_existing_diagnostics_declare_their_commands_and_sections():
 
     table = {d.name: d.section.key if d.section else None for d in list_diagnostics()}
     assert table == {"drift": "cka", "forgetting": "forgetting", "bn-shift": "bn_shift", "frequency": "frequency",
-                     "probe": "probe"}
+                     "probe": "probe", "domain-gap": "domain_gap"}

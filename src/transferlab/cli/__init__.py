@@ -10,7 +10,8 @@ from transferlab.cli._common import fail
 
 COMMAND_MODULES = ["transferlab.cli.core", "transferlab.cli.diagnose", "transferlab.cli.data_cmds",
                    "transferlab.cli.compare", "transferlab.cli.modules", "transferlab.cli.pretrain",
-                   "transferlab.cli.contamination", "transferlab.cli.labs", "transferlab.cli.rank"]
+                   "transferlab.cli.contamination", "transferlab.cli.labs", "transferlab.cli.rank",
+                   "transferlab.cli.export"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -43,7 +43,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("predict", help="label and probability for each input (image path or text), as TSV with "
                                        "an error column; exit 2 when an input could not be read")
-    p.add_argument("--run", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run")
+    which.add_argument("--model", metavar="FILE.onnx", help="an exported model (transferlab export): run with ONNX "
+                                                           "Runtime, using the preprocess.json and classes.json beside it")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (a shell glob such as DIR/*.png for a "
                                                               "folder's), or texts for a text run")
     p.add_argument("--task", metavar="NAME", help="a merged multi-task module's task (transferlab modules merge)")
@@ -222,7 +225,12 @@ def cmd_predict(args) -> None:
     from transferlab.predict import predict_inputs, tsv_field
 
     failed = 0
-    predictions = predict_inputs(args.run, args.inputs, task=getattr(args, "task", None))  # a refused input (a folder): one line, no header
+    if getattr(args, "model", None):
+        from transferlab.predict import predict_exported
+
+        predictions = predict_exported(args.model, args.inputs)
+    else:
+        predictions = predict_inputs(args.run, args.inputs, task=getattr(args, "task", None))  # a refused input (a folder): one line, no header
     print("label\tprobability\tinput\terror")
     for p in predictions:
         failed += p.error is not None

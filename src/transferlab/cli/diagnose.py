@@ -1,5 +1,6 @@
 """Diagnostics commands: `diagnose NAME` for every registered diagnostic (drift, forgetting, bn-shift, frequency,
-probe: each declared with its options in its own file, transferlab.diagnostics.registry), `adapt-bn`,
+probe, domain-gap: each declared with its options in its own file, transferlab.diagnostics.registry), `adapt-bn`,
+`adapt` (test-time adaptation: adabn, tent),
 `export-source`."""
 from __future__ import annotations
 
@@ -26,6 +27,24 @@ def register(sub) -> None:
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_adapt_bn)
 
+    t = sub.add_parser("adapt", help="test-time adaptation to shifted, unlabelled data: adabn or tent")
+    t.add_argument("--run", required=True)
+    t.add_argument("--data", required=True, help="shifted data with the run's classes (labels are not used to adapt)")
+    t.add_argument("--method", choices=["adabn", "tent"], required=True,
+                   help="adabn: re-estimate BatchNorm statistics; tent: entropy minimisation of the BatchNorm "
+                        "weights and biases (Wang et al. 2021)")
+    t.add_argument("--split", choices=["train", "val", "test"], default="val",
+                   help="the split adapted on (its images, in order) and scored (accuracy before and after)")
+    t.add_argument("--steps", type=int, default=1, help="tent: updates per batch (--online) or passes (offline)")
+    t.add_argument("--lr", type=float, default=1e-3, help="tent: Adam learning rate")
+    t.add_argument("--online", action="store_true", help="tent: adapt on each batch, then predict it")
+    t.add_argument("--reset", action="store_true", help="tent --online: restore the source weights before each "
+                                                        "batch (episodic)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    t.add_argument("--out", required=True, help="new run directory (transferlab evaluate --run OUT works on it)")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=cmd_adapt)
+
     e = sub.add_parser("export-source", help="a run's backbone + head as a --weights file whose head becomes "
                                              "the source head (sequential-task experiments)")
     e.add_argument("--run", required=True)
@@ -41,6 +60,19 @@ def cmd_adapt_bn(args) -> None:
                      source_weight=args.source_weight)
     print_json(r.to_dict())
     print(f"adapted run written to {args.out}; evaluate it with: transferlab evaluate --run {args.out}")
+
+
+def cmd_adapt(args) -> None:
+    from transferlab.diagnostics.tta import TentConfig, adapt_run
+
+    tent = None
+    if args.method == "tent" or (args.steps, args.lr, args.online, args.reset) != (1, 1e-3, False, False):
+        tent = TentConfig(steps=args.steps, lr=args.lr, online=args.online, reset=args.reset)
+    r = adapt_run(args.run, args.data, args.out, method=args.method, split=args.split, tent=tent,
+                  batch_size=args.batch_size, overwrite=args.overwrite)
+    print_json(r.to_dict())
+    print(f"accuracy on {args.data} ({r.split}, {r.examples} examples): {r.accuracy_before:.3f} -> "
+          f"{r.accuracy_after:.3f} ({r.method}); adapted run written to {args.out}")
 
 
 def cmd_export_source(args) -> None:

@@ -6,7 +6,9 @@ Entry points (each returns a dataclass with `.to_dict()`):
     forgetting_for_run(run_dir, source_data=None)         -> ForgettingResult
     bn_shift_for(data, run_dir=... | model_name=...)      -> BNShiftResult
     adapt_bn_run(run_dir, data, out)                      -> AdaBNResult
-    corrupt_folder(src, out, kind, severity, seed)        -> CorruptResult
+    corrupt_folder(src, out, kind, severity, seed)        -> CorruptResult   (the 15 ImageNet-C corruptions)
+    adapt_run(run_dir, data, out, method="tent")          -> AdaptResult     (test-time adaptation: adabn, tent)
+    domain_gap_for(run_dir, source_data, target_data)     -> DomainGapResult (proxy A-distance per depth group)
 Imports are lazy: `transferlab.strategies` imports from this package while it is being set up.
 """
 from __future__ import annotations
@@ -19,7 +21,9 @@ _EXPORTS = {
     "forgetting_for_run": "forgetting", "ForgettingResult": "forgetting",
     "bn_shift_for": "bn", "BNShiftResult": "bn", "plot_bn_shift": "bn",
     "adapt_bn_run": "adabn", "AdaBNResult": "adabn",
-    "corrupt_folder": "corrupt", "CorruptResult": "corrupt",
+    "corrupt_folder": "corrupt", "CorruptResult": "corrupt", "corrupt_image": "corrupt",
+    "adapt_run": "tta", "AdaptResult": "tta", "TentConfig": "tta",
+    "domain_gap_for": "domain_gap", "DomainGapResult": "domain_gap",
     "export_source_weights": "source",
     "probe_for": "probe", "ProbeResult": "probe",
     "frequency_for": "frequency", "FrequencyResult": "frequency",

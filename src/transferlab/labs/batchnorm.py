@@ -54,7 +54,7 @@ def _shifted(ctx: LabContext, folder: str, severity: int) -> str:
     out = ctx.out / "data" / f"{KIND}_{severity}"
     done = out.parent / f"{out.name}.json"
     if not done.is_file():
-        result = corrupt_folder(folder, out, KIND, severity, seed=0)
+        result = corrupt_folder(folder, out, KIND, severity, seed=0, params="imagenet")  # as measured
         done.write_text(json.dumps(result.to_dict()), encoding="utf-8")
     return str(out)
 

@@ -1,0 +1,32 @@
+"""`transferlab export`: a finished run as ONNX, TorchScript or safetensors, verified (transferlab.export)."""
+from __future__ import annotations
+
+from transferlab.cli._common import print_json
+
+
+def register(sub) -> None:
+    from transferlab.export import DEFAULT_MAX_DROP, FORMATS, FP32_TOLERANCE
+
+    p = sub.add_parser("export", help="a finished run as a deployable model (PEFT merged, preprocessing and "
+                                      "classes beside it), verified against the run on its validation split")
+    p.add_argument("--run", required=True, help="a finished run folder")
+    p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--quantize", metavar="int8", help="also write model.int8.onnx (ONNX only): dynamic quantisation "
+                                                      "for text, static (calibrated on training images) for images")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                   help=f"int8: the largest accuracy drop allowed on the validation split, as a fraction "
+                        f"(default {DEFAULT_MAX_DROP:g}: one point); fp32 exports must match within "
+                        f"{FP32_TOLERANCE:g} on every logit and in every prediction")
+    p.add_argument("--max-val", type=int, metavar="N", help="verify on at most N validation examples")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> None:
+    from transferlab.export import export_run
+
+    report = export_run(args.run, args.format, args.out, quantize_mode=args.quantize, opset=args.opset,
+                        max_drop=args.max_drop, max_val=args.max_val)
+    print_json(report)
+    print(f"exported to {args.out} (verified on {report['verified_on']['examples']} validation examples)")
