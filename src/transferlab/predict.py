@@ -81,7 +81,7 @@ def predict_exported(model_path: str | Path, inputs: list[str]):
     for name in ("preprocess.json", "classes.json"):
         if not (path.parent / name).is_file():
             raise ConfigError(f"--model {model_path}: no {name} beside it (transferlab export writes both)")
-    from transferlab.export.runtime import OnnxPredictor, softmax
+    from transferlab.onnx_predictor import OnnxPredictor, softmax
 
     predictor = OnnxPredictor(path)
     if predictor.pre["modality"] == "image":

@@ -402,10 +402,10 @@ def load_run(run_dir: str | Path, data_path: str | None = None, augment: bool | 
 
 def _task_config(run_dir: Path, task: str | None):
     """The run config of `task` when run_dir is a merged multi-task module, else None (--task refused)."""
-    from transferlab.modules._combine import is_multitask, task_run_config
+    from transferlab.strategies.peft_methods.multitask_module import is_multitask, task_entry
 
     if is_multitask(run_dir):
-        return task_run_config(run_dir, task)
+        return RunConfig.from_dict(task_entry(run_dir, task)["run_config"])
     if task is not None:
         raise ConfigError(f"--task {task}: {run_dir} is not a multi-task module (transferlab modules merge A B ... "
                           f"writes one)")
@@ -413,7 +413,7 @@ def _task_config(run_dir: Path, task: str | None):
 
 
 def _apply_task(model, run_dir: Path, task: str) -> None:
-    from transferlab.modules._combine import apply_task
+    from transferlab.strategies.peft_methods.multitask_module import apply_task
 
     apply_task(model, run_dir, task)
 

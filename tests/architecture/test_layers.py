@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parents[2] / "src" / "transferlab"
 LAYERS = [
     # errors and I/O, and small pure helpers every layer may use
     {"errors", "faults", "units", "figures", "nn_utils", "safe_io", "outputs", "sections", "specs", "stats",
-     "progress", "console"},
+     "progress", "console", "onnx_predictor"},
     {"models", "data"},  # what a model is, and what data is
     {"strategies"},  # how a model adapts (PEFT methods own their saved format)
     {"training"},  # the loop
     {"runs", "predict"},  # a run directory: start, resume, load
-    {"modules", "pretraining"},  # task modules: merge, export, several on one base; pre-training runs
+    {"modules", "pretraining", "export"},  # task modules: merge, several on one base; pre-training runs; deployable exports
     {"diagnostics", "contamination"},  # what fine-tuning did (each declares its report section); overlap
     {"compare", "ranking"},  # the grid and its report; ranking models before fine-tuning (its report renders alike)
     {"tracking", "labs"},  # runs and grids logged to MLflow or TensorBoard; the chapter's claims as labs

@@ -112,7 +112,8 @@ def test_strategies_change_exactly_the_intended_parameters(own_model, trained, s
 
 
 def test_lora_refuses_a_network_without_linear_or_conv2d_layers(own_model, trained):
-    with pytest.raises(ConfigError, match="lora: .*matches no Linear or \\(non-grouped\\) Conv2d") as info:
+    with pytest.raises(ConfigError,
+                       match="lora does not apply to .*: its backbone has no Linear or \\(non-grouped\\) Conv2d") as info:
         trained(own_model, TARGET, "lora")
     assert "\n" not in str(info.value)
 

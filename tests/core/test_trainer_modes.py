@@ -87,6 +87,7 @@ def test_resume_restores_the_cuda_rng_state_when_a_gpu_is_there(monkeypatch, tmp
     trainer.model, trainer.optimizer, trainer.strategy = _Stub(), _Stub(), _Stub()
     trainer.precision = None
     trainer.world = trainer_module.distributed.World()  # one process
+    trainer.device = torch.device("cpu")
     rng = {"torch": torch.get_rng_state(), "cuda1": states[1], "cuda0": states[0]}
     monkeypatch.setattr(trainer_module, "load_checkpoint", lambda path: ({}, {}, {}, {}, rng))
     trainer._restore(tmp_path / "last.safetensors")

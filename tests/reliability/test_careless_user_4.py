@@ -154,7 +154,7 @@ def test_lora_refusal_lists_only_targetable_layers(tmp_path, capsys):
     assert code == 2 and not out.exists()
     line = error_line(err)
     assert "grouped (depthwise)" in line
-    listed = line.rsplit("look like: ", 1)[1].split(", ")
+    listed = line.rsplit("look like: ", 1)[1].rstrip(")").split(", ")
     layers = dict(create_model("test_convnext", 10).backbone.named_modules())
     assert listed and all(isinstance(layers[n], (nn.Linear, nn.Conv2d)) and getattr(layers[n], "groups", 1) == 1
                           for n in listed), listed

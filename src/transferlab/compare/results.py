@@ -231,10 +231,21 @@ def collect(out: str | Path, grid: dict, cell_results: list[CellResult] | None =
         results.strategies.append(SCRATCH)
     flag(results)
     if spec.tune is not None:
-        from transferlab.compare.tune import attach
-
-        attach(results, out, spec)
+        _attach_tuning(results, out, spec)
     return results
+
+
+def _attach_tuning(results: "GridResults", out: Path, spec) -> None:
+    """Give a grid's results its tuning: the summary and the tuned runs' own results (DIR/tuned)."""
+    from transferlab.compare.tune import TUNED, read_summary, tuned_spec
+
+    summary = read_summary(out)
+    if summary is None:
+        return
+    results.tuning = summary
+    tuned = tuned_spec(spec, summary)
+    if tuned.strategies or tuned.scratch:
+        results.tuned = collect(out / TUNED, tuned.to_dict())
 
 
 def select_scratch(summaries: dict[str, StrategySummary], candidates: list[str], spec) -> dict:

@@ -393,16 +393,3 @@ def _worker_trial(task: TuneTask) -> str:
 def read_summary(out: str | Path) -> dict | None:
     path = Path(out) / TUNING / SUMMARY
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def attach(results, out: Path, spec: GridSpec) -> None:
-    """Give a grid's results its tuning: the summary and the tuned runs' own results (DIR/tuned)."""
-    from transferlab.compare.results import collect
-
-    summary = read_summary(out)
-    if summary is None:
-        return
-    results.tuning = summary
-    tuned = tuned_spec(spec, summary)
-    if tuned.strategies or tuned.scratch:
-        results.tuned = collect(out / TUNED, tuned.to_dict())

@@ -37,11 +37,9 @@ from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
 from transferlab.strategies.peft_methods._slots import DEFAULT_SLOT, batchnorm_buffers, plain_name
 from transferlab.strategies.peft_methods.task_module import apply_overrides, build_base, check_base, head_from, \
     load_task_module, plain_state_dict, read_meta, read_module_tensors, strategy_for
+from transferlab.strategies.peft_methods.multitask_module import BACKBONE, FORMAT, MARKER, TASKS, apply_task, \
+    is_multitask, read_multitask, task_entry  # noqa: F401  (re-exported: the merge writes what these read)
 
-FORMAT = "transferlab-multitask-1"
-MARKER = "multitask.json"
-BACKBONE = "backbone.safetensors"
-TASKS = "tasks.safetensors"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MULTITASK_FOLDER = FolderKind(name="multi-task module", marker=MARKER, formats=frozenset({FORMAT}),
                               files=frozenset({MARKER, BACKBONE, TASKS, *PEFT_FILES}))
@@ -50,10 +48,6 @@ METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "svd
 # our method -> add_weighted_adapter's combination_type (task_arithmetic: "cat" sums the weighted B_i A_i exactly)
 _LORA_COMBINATION = {"linear": "linear", "task_arithmetic": "cat", "ties": "ties", "dare_linear": "dare_linear",
                      "dare_ties": "dare_ties", "svd": "svd"}
-
-
-def is_multitask(path: str | Path) -> bool:
-    return (Path(path) / MARKER).is_file()
 
 
 def task_name(directory: Path) -> str:
@@ -237,54 +231,3 @@ def _merge_tensors(vectors: list[dict], weights, method, density) -> dict[str, t
     finally:
         torch.random.set_rng_state(gen_state)
     return out
-
-
-# ---- reading ---------------------------------------------------------------------------------------
-def read_multitask(path: str | Path) -> dict:
-    marker = Path(path) / MARKER
-    try:
-        meta = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ConfigError(f"{marker}: not a readable multi-task module") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ConfigError(f"{marker}: not a {FORMAT} file")
-    return meta
-
-
-def task_run_config(path: str | Path, task: str | None):
-    """The RunConfig of one task of a multi-task module (strategy full, the task's classes and data)."""
-    from transferlab.runs import RunConfig
-
-    meta = read_multitask(path)
-    if task is None:
-        raise ConfigError(f"{path} is a multi-task module (tasks {', '.join(meta['tasks'])}): pass --task NAME")
-    if task not in meta["tasks"]:
-        raise ConfigError(f"{path} has no task {task!r}; tasks: {', '.join(meta['tasks'])}")
-    return RunConfig.from_dict(meta["tasks"][task]["run_config"])
-
-
-def apply_task(model, path: str | Path, task: str) -> None:
-    """Turn `model` (the plain base built from the task's run config) into the merged model for `task`."""
-    path = Path(path)
-    meta = read_multitask(path)
-    entry = meta["tasks"][task]
-    fake_meta = {"base": meta["base"]}
-    check_base(fake_meta, model, path)
-    backbone = load_tensors(path / BACKBONE)
-    tasks = load_tensors(path / TASKS)
-    if meta["backbone"]["kind"] == "module":
-        from transferlab.strategies.registry import parse_one
-
-        strategy = parse_one(meta["backbone"]["spec"])
-        strategy.add_slot(model, DEFAULT_SLOT)
-        strategy.set_active(model, DEFAULT_SLOT)
-        apply_overrides(model, strategy.load_slot(model, DEFAULT_SLOT, path, backbone))
-    else:
-        apply_overrides(model, backbone)
-    own = {k.split("/", 1)[1]: v for k, v in tasks.items() if k.startswith(f"{task}/")}
-    apply_overrides(model, {k: own[k] for k in entry["batchnorm"]})
-    head_meta = {"head": entry["head"]}
-    model.head = head_from(head_meta, own).to(next(model.parameters()).device)
-    model.num_classes = model.head.out_features
-    model.class_names = list(entry["classes"])
-    model.eval()

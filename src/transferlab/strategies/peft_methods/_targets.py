@@ -96,13 +96,16 @@ def choose_targets(model, label: str, make_config, targets: str = "auto") -> lis
     """Sorted backbone paths the method `label` (e.g. "lora", "peft:loha") wraps; ConfigError (one line) when
     none, or when `targets` names a grouped convolution or a layer peft cannot wrap for this method."""
     layers = candidates(model)
+    # a few whole names of layers it can wrap, for the refusals below
+    targetable = ", ".join([n for n, m in layers if not is_grouped(m)][:6]) or "(none)"
     if targets != "auto":
         named = [(n, m) for n, m in layers if ends_with(targets, n)]
         grouped = [n for n, m in named if is_grouped(m)]
         if grouped:
             raise ConfigError(f"{label}: targets={targets!r} names grouped (depthwise) convolutions such as "
                               f"{grouped[0]}: a low-rank update there has more parameters than the layer (peft "
-                              f"PR #2202) and peft cannot merge it; leave them out")
+                              f"PR #2202) and peft cannot merge it; leave them out (the layers it can target "
+                              f"look like: {targetable})")
         chosen = []
         for name, module in named:
             cost = probe(make_config, module)
@@ -111,8 +114,7 @@ def choose_targets(model, label: str, make_config, targets: str = "auto") -> lis
             chosen.append(name)
         if not chosen:
             raise ConfigError(f"{label}: targets={targets!r} matches no Linear or (non-grouped) Conv2d layer of "
-                              f"{model.cfg.name}; the layers it can target look like: "
-                              f"{', '.join(n for n, m in layers if not is_grouped(m))[:200] or '(none)'}")
+                              f"{model.cfg.name}; the layers it can target look like: {targetable}")
         return sorted(chosen)
     if is_transformer(model):
         named = [(n, m) for n, m in layers if isinstance(m, nn.Linear) and ends_with(TEXT_TARGETS, n)]
@@ -131,6 +133,9 @@ def choose_targets(model, label: str, make_config, targets: str = "auto") -> lis
         if not fits and named:
             raise ConfigError(f"{label} does not apply to {model.cfg.name}: peft cannot wrap its "
                               f"{'/'.join(kinds)} layers ({why})")
+    if not layers:
+        raise ConfigError(f"{label} does not apply to {model.cfg.name}: its backbone has no Linear or (non-grouped) "
+                          f"Conv2d layer to wrap")
     if not chosen:
         raise ConfigError(f"{label} does not apply to {model.cfg.name}: no layer where its update is smaller than "
                           f"the layer{f' ({why})' if why else ''}")
