@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/transferlab_pretraining_study}
-CIFAR=../shared/data/cifar10
+source benchmarks/_data.sh  # the data sets: $TRANSFERLAB_DATA (docs/data.md)
+data_set CIFAR cifar10
 TL=.venv/bin/transferlab
 PY=.venv/bin/python
 SOURCE=airplane,automobile,bird,cat,deer

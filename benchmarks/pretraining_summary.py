@@ -44,8 +44,12 @@ def curve_table(out: Path, name: str, title: str) -> None:
     scratch = s["scratch"]
     print(f"### {title} ({s['metric'].replace('_', ' ')}, step wall time {seconds(out, name + '_curve')})\n")
     if scratch:
-        print(f"From scratch (`full` from random weights): {scratch['mean']:.3f} ± {scratch['std']:.3f} "
-              f"({scratch['n']} seeds).\n")
+        choice = result.get("scratch_choice") or {}
+        recipe = choice.get("recipe")
+        how = (f"`{choice['strategy']}` from the architecture's random weights, BatchNorm {recipe['bn_stats']}, "
+               f"{recipe['lr_scale']:g}x the grid's learning rate: the best of {len(choice['candidates'])} recipes "
+               f"on validation" if recipe else "`full` from random weights")
+        print(f"From scratch ({how}): {scratch['mean']:.3f} ± {scratch['std']:.3f} ({scratch['n']} seeds).\n")
     epochs = [c["epoch"] for c in s["source_curve"]]
     print("| strategy | " + " | ".join(f"epoch {e}" for e in epochs) + " |")
     print("|---|" + "---|" * len(epochs))
@@ -53,15 +57,17 @@ def curve_table(out: Path, name: str, title: str) -> None:
     print("| (source val acc) | " + " | ".join(f"{src[e]:.3f}" for e in epochs) + " |")
     for strategy, v in s["strategies"].items():
         by = {p["epoch"]: p for p in v["points"]}
-        cells = [f"{by[e]['mean']:.3f} ± {by[e]['std']:.3f}" + (" *" if by[e]["verdict"] == "hurts" else "")
+        mark = {"hurts": " *", "helps": " +"}
+        cells = [f"{by[e]['mean']:.3f} ± {by[e]['std']:.3f}" + mark.get(by[e]["verdict"], "")
                  if e in by else "" for e in epochs]
         print(f"| `{strategy}` | " + " | ".join(cells) + " |")
-    print("\nmean ± std over seeds; * = below scratch beyond noise (negative transfer).\n")
+    print("\nmean ± std over seeds; + = above scratch beyond noise, * = below scratch beyond noise (negative "
+          "transfer), by the statistics rule (paired on the test examples, Holm over the curve's gaps).\n")
     for strategy, v in s["strategies"].items():
         e, b = v["early_vs_last"], v["best"]
         print(f"- `{strategy}`: best checkpoint by target validation: epoch {b['epoch']} ({b['mean']:.3f}); "
-              f"early-stopped (epoch {e['epoch']}) minus last (epoch {e['last_epoch']}): {e['difference']:+.3f} ± "
-              f"{e['se']:.3f} ({'beyond noise' if e['significant'] else 'within noise'})")
+              f"early-stopped (epoch {e['epoch']}) minus last (epoch {e['last_epoch']}): {e['difference']:+.3f} "
+              f"[{e['low']:+.3f}, {e['high']:+.3f}] ({'beyond noise' if e['significant'] else 'within noise'})")
     print()
 
 
