@@ -21,12 +21,11 @@ from transferlab.errors import ConfigError
 from transferlab.safe_io import atomic_write_json, load_tensors, save_tensors
 from transferlab.strategies.base import Tunable
 from transferlab.strategies.peft_methods._base import PeftStrategy
+from transferlab.strategies.peft_methods._peft_format import PEFT_CONFIG, PEFT_PREFIX as _PEFT_PREFIX, \
+    PEFT_WEIGHTS, load_peft_slot, merge_peft_slot
 from transferlab.strategies.peft_methods._registry import register_method
 from transferlab.strategies.peft_methods._targets import TEXT_TARGETS, choose_targets, ends_with  # noqa: F401
 
-PEFT_WEIGHTS = "adapter_model.safetensors"
-PEFT_CONFIG = "adapter_config.json"
-_PEFT_PREFIX = "base_model.model."
 
 
 
@@ -136,36 +135,11 @@ class LoRA(PeftStrategy):
         return {}  # the LoRA weights live in peft's file; module.safetensors holds head and statistics
 
     def load_slot(self, model, slot, directory: Path, tensors):
-        from peft import set_peft_model_state_dict
-
-        saved = json.loads((directory / PEFT_CONFIG).read_text())
-        wanted = sorted(saved.get("target_modules") or [])
-        have = sorted(model.backbone.peft_config[slot].target_modules)
-        if wanted != have:
-            raise ConfigError(f"{directory}: the module's LoRA targets differ from what lora "
-                              f"{self.spec()!r} builds on this model")
-        state = {k.removeprefix(_PEFT_PREFIX): v for k, v in load_tensors(directory / PEFT_WEIGHTS).items()}
-        result = set_peft_model_state_dict(model.backbone, state, adapter_name=slot)
-        expected = {n.removeprefix("backbone.") for n in self.slot_parameter_names(model, slot)}
-        missing = sorted(expected & set(result.missing_keys))
-        if result.unexpected_keys or missing:
-            raise ConfigError(f"{directory}: LoRA weights do not fit the model (missing {missing[:3]}, "
-                              f"unexpected {list(result.unexpected_keys)[:3]})")
-        return {}
+        return load_peft_slot(self, model, slot, directory, "LoRA")
 
     def merge_slot(self, model, slot):
-        """W <- W + (alpha/r) B A for every wrapped layer (peft's merge), then drop the wrappers."""
-        from peft.tuners.lora import LoraLayer
-
-        wrapped = [(n, m) for n, m in model.backbone.named_modules() if isinstance(m, LoraLayer)]
-        for name, module in wrapped:
-            if slot in module.lora_A:
-                module.merge(adapter_names=[slot])
-            parent_name, _, child = name.rpartition(".")
-            parent = model.backbone.get_submodule(parent_name) if parent_name else model.backbone
-            setattr(parent, child, module.get_base_layer())
-        if hasattr(model.backbone, "peft_config"):
-            del model.backbone.peft_config
+        """Fold the slot into every wrapped layer (peft's `merge`), then drop the wrappers."""
+        merge_peft_slot(model, slot)
 
 
     @classmethod
