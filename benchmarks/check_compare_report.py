@@ -35,14 +35,19 @@ def main(out: Path) -> int:
     results = json.loads((out / "results.json").read_text())
     csv_rows = {r["strategy"]: r for r in csv.DictReader((out / "results.csv").open())}
     table = report_table((out / "report.md").read_text())
-    col = table["header"].index("val accuracy")
+    col = next(i for i, h in enumerate(table["header"]) if h.startswith("val accuracy"))
     by_strategy: dict[str, list[float]] = {}
     for run in results["runs"]:
         if run["status"] == "finished":
             metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
             by_strategy.setdefault(run["strategy"], []).append(metrics["val"]["accuracy"])
+    selected = (results.get("scratch_choice") or {}).get("selected")
+    if selected in by_strategy:  # the baseline's chosen recipe is the report's scratch row
+        by_strategy["scratch"] = by_strategy.pop(selected)
     bad = 0
     for strategy, accs in by_strategy.items():
+        if strategy not in table:  # a baseline recipe that was not chosen: in its own table, not this one
+            continue
         mean = statistics.fmean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0  # sample std, as the report's
         in_json = results["summary"][strategy]["mean"]["val_accuracy"]
