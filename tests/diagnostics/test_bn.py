@@ -46,11 +46,16 @@ def test_corrupt_copies_the_layout_and_is_deterministic_per_seed(small_folder, t
     assert fa != fc and fa["README.txt"] == fc["README.txt"]
 
 
+# The published elastic_transform levels are not ordered by how much they change an image (at severity 1 it moves
+# pixels most); tests/diagnostics/test_corruptions15.py checks every kind against its published parameters.
+UNORDERED = {"elastic_transform"}
+
+
 def test_every_kind_corrupts_more_with_severity(small_folder):
     path = next((small_folder / "train" / "ants").iterdir())
     with Image.open(path) as img:
         clean = np.asarray(img.convert("RGB"), dtype=np.float32)
-        for kind in KINDS:
+        for kind in (k for k in KINDS if k not in UNORDERED):
             dist = []
             for severity in (1, 5):
                 out = corrupt_image(img, kind, severity, np.random.default_rng(0))
@@ -58,7 +63,7 @@ def test_every_kind_corrupts_more_with_severity(small_folder):
                 dist.append(np.abs(np.asarray(out, dtype=np.float32) - clean).mean())
             assert dist[1] > dist[0] > 0, kind
     with pytest.raises(ConfigError):
-        corrupt_image(img, "fog", 1)
+        corrupt_image(img, "smoke", 1)
     with pytest.raises(ConfigError):
         corrupt_image(img, "blur", 6)
 
