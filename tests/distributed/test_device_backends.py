@@ -242,7 +242,7 @@ def test_resumed_ranks_get_their_own_generators(tmp_path):
                            str(WORLD), str(job), str(tmp_path), weights], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for state in states:
         assert len(state["restored"]) == 1 and len(state["saved"]) == 2
         assert torch.equal(state["restored"][0], state["saved"][0])  # its own, from the first checkpoint

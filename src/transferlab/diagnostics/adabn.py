@@ -90,10 +90,9 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
     from transferlab.data import DataOptions
     from transferlab.runs import load_run
     from transferlab.safe_io import atomic_write_json
-    from transferlab.training.checkpoint import save_weights
-    from transferlab.training.trainer import BEST, resolve_device
+    from transferlab.training.trainer import resolve_device
 
-    from transferlab.outputs import RUN_FOLDER, check_output_path, remove_owned, require_writable
+    from transferlab.outputs import RUN_FOLDER, check_output_path, require_writable
 
     run_dir = Path(run_dir)
     from transferlab.data._digits import is_digits_spec
@@ -111,15 +110,27 @@ def adapt_bn_run(run_dir: str | Path, data_path: str, out: str | Path, split: st
     model.to(device)
     loader = make_loader(data, split_of(data, split), batch_size or config.train.batch_size)
     layers, batches, images = adapt_batchnorm(model, loader, device, source_weight=source_weight)
-    if out.exists():  # only now, with the adapted model in hand: a failure above leaves --out as it was
+    write_adapted_run(out, run_dir, data_path, model)
+    result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, source_weight=source_weight, layers=layers,
+                         batches=batches, images=images)
+    atomic_write_json(out / "adabn.json", {"method": "AdaBN (Li et al. 2016), cumulative average",
+                                           **result.to_dict()})
+    return result
+
+
+def write_adapted_run(out: Path, run_dir: Path, data_path, model) -> None:
+    """The adapted model as a run in `out`: its weights, and the source run's config pointing at the shifted data.
+    Called only with the adapted model in hand, so a failure before leaves --out as it was."""
+    from transferlab.data._digits import is_digits_spec
+    from transferlab.outputs import RUN_FOLDER, remove_owned
+    from transferlab.safe_io import atomic_write_json
+    from transferlab.training.checkpoint import save_weights
+    from transferlab.training.trainer import BEST
+
+    if out.exists():
         remove_owned(out, RUN_FOLDER)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     save_weights(out / "checkpoint" / BEST, model)
     saved = json.loads((run_dir / "config.json").read_text())
     saved["data"] = data_path if is_digits_spec(str(data_path)) else str(Path(data_path).resolve())
     atomic_write_json(out / "config.json", saved)
-    result = AdaBNResult(run=str(run_dir), out=str(out), data=str(data_path), split=split, source_weight=source_weight, layers=layers,
-                         batches=batches, images=images)
-    atomic_write_json(out / "adabn.json", {"method": "AdaBN (Li et al. 2016), cumulative average",
-                                           **result.to_dict()})
-    return result

@@ -18,7 +18,6 @@ order (TENT assumes batches that mix the classes, as CIFAR-10-C's arrays do; a f
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -195,13 +194,12 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     from transferlab.data import DataOptions, load_data
     from transferlab.data._digits import is_digits_spec
     from transferlab.diagnostics._common import make_loader, split_of
-    from transferlab.diagnostics.adabn import adapt_batchnorm
-    from transferlab.outputs import RUN_FOLDER, check_output_path, remove_owned, require_writable
+    from transferlab.diagnostics.adabn import adapt_batchnorm, write_adapted_run
+    from transferlab.outputs import RUN_FOLDER, check_output_path, require_writable
     from transferlab.runs import load_run
     from transferlab.safe_io import atomic_write_json
-    from transferlab.training.checkpoint import save_weights
     from transferlab.training.evaluate import to_device
-    from transferlab.training.trainer import BEST, resolve_device
+    from transferlab.training.trainer import resolve_device
     from torch.utils.data import Subset
 
     if method not in METHODS:
@@ -259,13 +257,7 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
         accuracy_after=_accuracy(after, labels), accuracy_saved=_accuracy(saved, labels),
         entropy_before=float(torch.cat([entropy(x) for x in before]).mean()),
         entropy_after=float(torch.cat([entropy(x) for x in after]).mean()), entropy_history=history)
-    if out.exists():  # only now, with the adapted model in hand: a failure above leaves --out as it was
-        remove_owned(out, RUN_FOLDER)
-    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    save_weights(out / "checkpoint" / BEST, model)
-    saved_config = json.loads((run_dir / "config.json").read_text())
-    saved_config["data"] = data_path if is_digits_spec(str(data_path)) else str(Path(data_path).resolve())
-    atomic_write_json(out / "config.json", saved_config)
+    write_adapted_run(out, run_dir, data_path, model)
     atomic_write_json(out / "adapt.json", result.to_dict())
     return result
 
