@@ -77,9 +77,10 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="the target's split to check (default: test)")
     p.add_argument("--methods", help=f"comma-separated; images: {', '.join(IMAGE_METHODS)}; text: exact, ngram, "
-                                     "minhash (default: all image methods; text: exact,ngram; aligned uses the "
-                                     "embedding model too, to find its candidates; minhash: word-set Jaccard of "
-                                     "edited copies, its threshold calibrated on the source at --fpr)")
+                                     "minhash, embedding (default: all image methods; text: exact,ngram; aligned "
+                                     "uses the embedding model too, to find its candidates; minhash: word-set "
+                                     "Jaccard of edited copies; text embedding: cosine of minilm_l6 sentence "
+                                     "embeddings; both with their threshold calibrated on the source at --fpr)")
     p.add_argument("--threshold", action="append", metavar="METHOD=VALUE",
                    help="an image method's threshold, repeatable; it wins over --threshold-mode for that method "
                         "(phash/dhash: Hamming distance 0-64, at most; embedding/aligned: similarity -1..1, at least)")
@@ -104,6 +105,18 @@ def register(sub) -> None:
     p.add_argument("--no-crop-views", dest="crop_views", action="store_false",
                    help="images: do not retrieve the aligned method's candidates by crop views (centre and four "
                         "corners), which find cropped copies among many sources")
+    p.add_argument("--index", default="auto", choices=["auto", "exact", "faiss"],
+                   help="images: how the source is searched: exact = its features in memory, searched exactly; "
+                        "faiss = its features written shard by shard to OUT/source_features/ (a killed run, "
+                        "started again with the same arguments, continues after the last complete shard) and "
+                        "searched through faiss indexes, every candidate re-verified exactly, so memory is bounded "
+                        "by the indexes; auto = exact up to 50000 source images, faiss above (default: auto)")
+    p.add_argument("--ann", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
+                   help="--index faiss (and text --methods ...,embedding): the faiss index: flat = exact, ivf = "
+                        "inverted lists (approximate: may miss a candidate, never makes a match), hnsw = graph; "
+                        "auto = flat under 20000 rows, ivf from there (default: auto)")
+    p.add_argument("--shard-size", type=int, default=4096, metavar="N",
+                   help="--index faiss: source images per shard of the feature store (default: 4096)")
     p.add_argument("--embed-model", default="efficientnet_lite0",
                    help="the embedding's model: a registry name, timm architecture, pretrained folder or a run "
                         "folder (default: efficientnet_lite0)")
@@ -146,6 +159,21 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_contamination)
 
 
+def _resumable(out) -> str | None:
+    """'resume' for a folder that a killed `--index faiss` run left: its feature store (a manifest) and at most
+    the outputs written before summary.json (which is written last) or temporaries; else None (the usual checks)."""
+    from transferlab.contamination.check import STORE_FOLDER
+    from transferlab.contamination.feature_store import MANIFEST
+    from transferlab.outputs import CONTAMINATION_FOLDER, TEMP_SUFFIX
+
+    if not out.is_dir() or (out / "summary.json").exists() or not (out / STORE_FOLDER / MANIFEST).is_file():
+        return None
+    others = [p.name for p in out.iterdir() if p.name != STORE_FOLDER]
+    ok = all(n in CONTAMINATION_FOLDER.files or n in CONTAMINATION_FOLDER.residue
+             or n.startswith(".") and n.endswith(TEMP_SUFFIX) for n in others)
+    return "resume" if ok else None
+
+
 def _options(args):
     from transferlab.data import DataOptions
 
@@ -185,7 +213,7 @@ def cmd_contamination(args) -> None:
     # both outputs against the inputs and each other (equal or nested: refused), new paths included
     paths = check_outputs({"--out": args.out, "--export-clean": args.export_clean}, inputs)
     out, clean = paths["--out"], paths.get("--export-clean")
-    state = require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
+    state = _resumable(out) or require_writable(out, CONTAMINATION_FOLDER, args.overwrite)
     if clean is not None:
         check_export_folder(clean)  # before any work
     opts = CheckOptions(methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
@@ -194,7 +222,8 @@ def cmd_contamination(args) -> None:
                         embed_model=args.embed_model,
                         embed_size=args.embed_size, ngram=args.ngram, ngram_threshold=args.ngram_threshold,
                         calibrate=args.calibrate, show=args.show, normalization=args.normalization,
-                        strip_markup=args.strip_markup, max_ngram_rows=args.max_ngram_rows or None)
+                        strip_markup=args.strip_markup, max_ngram_rows=args.max_ngram_rows or None,
+                        index=args.index, ann=args.ann, shard_size=args.shard_size)
     source = read_split(args.source, args.source_split, _options(args), args.source_classes or args.classes)
     target = read_split(args.target, args.split, _options(args), args.classes)
     if source.modality != target.modality:
@@ -205,6 +234,9 @@ def cmd_contamination(args) -> None:
     check_distinct(source, target)
     if state == "ours":  # --overwrite: our three files only, so that a failed rerun cannot mix two checks
         remove_owned(out, CONTAMINATION_FOLDER)
+    elif state == "resume":  # a killed --index faiss run: its store stays, to be continued; any partial output goes
+        for name in sorted(CONTAMINATION_FOLDER.files):
+            (out / name).unlink(missing_ok=True)
     summary = check_contamination(source, target, opts, out, args.source, args.target, export_to=clean)
     _print_summary(summary)
     if clean is not None:
@@ -262,6 +294,11 @@ def _print_summary(s: dict) -> None:
             by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in mh["recall_by_k"].items())
             print(f"minhash calibration: {mh['positives']} edited copies of source texts: recall {_fmt(mh['recall'])} "
                   f"({by_k}) at Jaccard >= {mh['threshold']:g}")
+        emb = cal.get("embedding")
+        if emb:
+            by_k = ", ".join(f"{k} edit(s) {_fmt(v)}" for k, v in emb["recall_by_k"].items())
+            print(f"embedding calibration: {emb['positives']} edited copies of source texts: recall "
+                  f"{_fmt(emb['recall'])} ({by_k}) at cosine >= {emb['threshold']:g}")
         if "by_threshold" not in cal:
             return
         row = cal["by_threshold"][0]

@@ -92,11 +92,24 @@ class EmbeddingIndex:
             start += len(c)
         return np.concatenate(out)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (Q, k) float32, rows (Q, k) int64), best first; row -1 (score -inf) where fewer than k found."""
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (Q, k) float32, rows (Q, k) int64), best first; row -1 (score -inf) where fewer than k found.
+        `exclude`: rows never returned (the calibration's held-out images), by a faiss ID selector."""
         if self.index is None:
             raise RuntimeError("build the index first")
-        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if exclude is not None and len(exclude):
+            faiss = _faiss()
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
+            if self.kind == "ivf":
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe)
+            elif self.kind == "hnsw":
+                params = faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
+            else:
+                params = faiss.SearchParameters(sel=sel)
+            scores, rows = self.index.search(queries, k, params=params)
+        else:
+            scores, rows = self.index.search(queries, k)
         scores[rows < 0] = -np.inf
         return scores, rows.astype(np.int64)
 

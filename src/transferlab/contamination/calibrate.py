@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -288,17 +288,19 @@ class Thresholds:
 
 def choose_thresholds(source: ImageFeatures, methods: Sequence[str], mode: str = "data", fpr: float = DEFAULT_FPR,
                       given: dict[str, float] | None = None, k: int = DEFAULT_K, n_null: int = DEFAULT_NULL_SIZE,
-                      seed: int = 0, flip: bool = True, crops: bool = True) -> Thresholds:
+                      seed: int = 0, flip: bool = True, crops: bool = True,
+                      null_scorer: Callable[..., NullScores] | None = None) -> Thresholds:
     """Each thresholded method's threshold: `given` (--threshold) wins; else, in mode "data", from the null at
     `fpr`, in mode "fixed", the CIFAR-10 default. The null is computed whenever n_null > 0 and the source holds
-    2 images or more (in mode "fixed" too: it reports the fixed thresholds' rate on this data)."""
+    2 images or more (in mode "fixed" too: it reports the fixed thresholds' rate on this data). `null_scorer`:
+    `null_scores` by default; the store's search (`indexed.StoreIndex.null_scores`, `source` the StoreIndex)."""
     if mode not in THRESHOLD_MODES:
         raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
     given = given or {}
     thresholded = [m for m in methods if m in THRESHOLD_RANGES]
     null = None
     if thresholded and n_null > 0 and len(source) >= 2:
-        null = null_scores(source, thresholded, k, n_null, seed, flip, crops)
+        null = (null_scorer or null_scores)(source, thresholded, k, n_null, seed, flip, crops)
     choices = {}
     for m in thresholded:
         if m in given or mode == "fixed":

@@ -44,8 +44,10 @@ from transferlab.contamination.detect import (
     match_images,
     match_rule,
 )
+from transferlab.contamination.feature_store import MANIFEST, FeatureStore, describe_embedder, inputs_fingerprint
 from transferlab.contamination.fingerprint import split_fingerprint
 from transferlab.contamination.image_features import Embedder, ImageFeatures, features_from_arrays, image_features
+from transferlab.contamination.indexed import ANN_KINDS, StoreIndex, ann_kind
 from transferlab.contamination.inputs import SplitExamples
 from transferlab.contamination.page import ShownPair, write_page
 from transferlab.contamination.text_near import (
@@ -70,7 +72,13 @@ from transferlab.safe_io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-TEXT_METHODS = ("exact", "ngram", "minhash")
+TEXT_METHODS = ("exact", "ngram", "minhash", "embedding")
+INDEX_MODES = ("auto", "exact", "faiss")
+# "auto": the in-memory exact search up to this many source images (CIFAR-10's 50,000 training images included:
+# every measurement in docs/contamination.md was made on it, and it writes nothing but the three outputs), the
+# feature store and faiss above (the exact search holds about 7 KB of features per source image in memory)
+EXACT_UP_TO = 50_000
+STORE_FOLDER = "source_features"  # OUT/source_features/: the store of --index faiss (kept: a rerun resumes from it)
 DEFAULT_TEXT_METHODS = ("exact", "ngram")  # minhash on request (--methods exact,ngram,minhash): ~20 s on SST-2
 DEFAULT_MAX_NGRAM_ROWS = 50  # SST-2's most repeated 8-gram is in 18 training rows (nested phrases of a sentence)
 THUMB_SIDE = 96  # pixels: the page shows small copies, never the full photographs
@@ -103,6 +111,10 @@ class CheckOptions:
     calibrate: int = 200
     show: int = 24
     batch: int = 256
+    index: str = "auto"  # images: "exact" (in memory), "faiss" (the feature store and faiss indexes), "auto"
+    ann: str = "auto"  # the faiss index: "flat" (exact), "ivf", "hnsw"; "auto": flat under IVF_FROM sources
+    shard_size: int = 4096  # --index faiss: source images per shard of the store (a killed run resumes after one)
+    text_model: str = "minilm_l6"  # text embedding method: the sentence model
 
     def check(self, modality: str) -> tuple[str, ...]:
         allowed = IMAGE_METHODS if modality == "image" else TEXT_METHODS
@@ -143,7 +155,18 @@ class CheckOptions:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
         if not 16 <= self.embed_size <= 1024:
             raise ConfigError(f"--embed-size must be in 16..1024 pixels, got {self.embed_size}")
+        if self.index not in INDEX_MODES:
+            raise ConfigError(f"--index must be one of {', '.join(INDEX_MODES)}, got {self.index!r}")
+        if self.ann not in ANN_KINDS:
+            raise ConfigError(f"--ann must be one of {', '.join(ANN_KINDS)}, got {self.ann!r}")
+        if self.shard_size < 1:
+            raise ConfigError(f"--shard-size must be >= 1, got {self.shard_size}")
         return methods
+
+    def use_store(self, n_source: int) -> bool:
+        """Whether the image search goes through the feature store and faiss (`index`; "auto": from
+        EXACT_UP_TO source images on)."""
+        return self.index == "faiss" or self.index == "auto" and n_source > EXACT_UP_TO
 
 
 @dataclass
@@ -262,8 +285,13 @@ def _thumb_reader(ex: SplitExamples, feats: ImageFeatures) -> Callable[[int], np
     return lambda row: _thumb(feats.paths[row])
 
 
-def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions):
+def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...], opts: CheckOptions,
+                  out: Path | None = None):
     embedder = load_embedder(opts.embed_model, opts.embed_size) if {"embedding", "aligned"} & set(methods) else None
+    if opts.use_store(len(source)):
+        if out is None:
+            raise ValueError("--index faiss keeps the source's features in the output folder: give `out`")
+        return _check_images_indexed(source, target, methods, opts, embedder, out / STORE_FOLDER)
     t0 = time.perf_counter()
     src = _features(source, embedder, opts.batch, "source")
     if len(src) == 0:
@@ -277,11 +305,7 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
     logger.info("matched in %.0fs", time.perf_counter() - t0)
     chosen = choose_thresholds(src, methods, opts.threshold_mode, opts.fpr, opts.thresholds, opts.k, opts.null_size,
                                flip=opts.flip, crops=opts.crop_views)
-    choices = chosen.choices
-    thresholds = {m: choices[m].threshold if m in choices else None for m in methods}
-    enabled = [m for m in methods if m not in choices or not choices[m].disabled]
-    results = {m: Found(r.source, r.score, r.dirty(thresholds[m]) if m in enabled else np.zeros(len(r.source), bool))
-               for m, r in found.items()}
+    results, thresholds, enabled = _decide(found, chosen, methods)
     calibration = None
     if opts.calibrate and len(src) >= 3 and enabled:
         t0 = time.perf_counter()
@@ -291,7 +315,110 @@ def _check_images(source: SplitExamples, target: SplitExamples, methods: tuple[s
         calibration["seconds"] = round(time.perf_counter() - t0, 1)
     readers = (_thumb_reader(target, tgt), _thumb_reader(source, src))
     same = _same_content(src.keys, tgt.keys, "images")  # keys: the sha256 of each image's decoded pixels
-    return tgt.ids, src.ids, results, thresholds, calibration, readers, chosen, same
+    return tgt.ids, src.ids, results, thresholds, calibration, readers, chosen, same, {"index": "exact"}
+
+
+def _decide(found: dict, chosen: Thresholds, methods: tuple[str, ...]):
+    """Each method's dirty flags at its chosen threshold (none for a disabled method)."""
+    choices = chosen.choices
+    thresholds = {m: choices[m].threshold if m in choices else None for m in methods}
+    enabled = [m for m in methods if m not in choices or not choices[m].disabled]
+    results = {m: Found(r.source, r.score, r.dirty(thresholds[m]) if m in enabled else np.zeros(len(r.source), bool))
+               for m, r in found.items()}
+    return results, thresholds, enabled
+
+
+def source_store(source: SplitExamples, embedder: Embedder | None, root: Path, shard_size: int,
+                 batch: int = 256) -> FeatureStore:
+    """The source's features in the store at `root`, shard by shard: a store of the same inputs (ids, paths,
+    embedder, shard size) left by a killed run is continued after its last complete shard, one of other inputs
+    (a rerun with --overwrite on other data) is replaced. The files skipped in every shard join `source.skipped`."""
+    import json
+
+    paths = source.paths if source.arrays is None else [""] * len(source)
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old.get("inputs") != inputs_fingerprint(source.ids, paths, describe_embedder(embedder)) \
+                or old.get("shard_size") != shard_size:
+            logger.info("%s holds the features of other inputs: computing them again", root)
+            shutil.rmtree(root)
+    elif root.exists():
+        shutil.rmtree(root)  # a store that never recorded its manifest: nothing to continue
+    n_shards = -(-len(source) // shard_size)
+    t0 = time.perf_counter()
+
+    def done(i: int) -> None:
+        logger.info("source features: shard %d of %d written (%.0fs)", i + 1, n_shards, time.perf_counter() - t0)
+
+    store = FeatureStore.extract(root, None if source.arrays is not None else paths, source.ids, embedder,
+                                 shard_size=shard_size, batch=batch, arrays=source.arrays, on_shard=done)
+    for entry in store.manifest["shards"]:
+        skipped = root / entry["name"] / "skipped.json"
+        for item in json.loads(skipped.read_text(encoding="utf-8")) if skipped.is_file() else []:
+            source.skipped.add(item["path"], item["reason"], log=False)
+    return store
+
+
+class _StoreNames:
+    """Store row -> the source's id (matches.csv and the page), without a list of every id."""
+
+    def __init__(self, ids: Sequence[str], input_rows: np.ndarray):
+        self.ids, self.input_rows = ids, input_rows
+
+    def __getitem__(self, row: int) -> str:
+        return self.ids[int(self.input_rows[row])]
+
+
+def _check_images_indexed(source: SplitExamples, target: SplitExamples, methods: tuple[str, ...],
+                          opts: CheckOptions, embedder: Embedder | None, root: Path):
+    """`_check_images` through the feature store and faiss (`indexed.StoreIndex`)."""
+    t0 = time.perf_counter()
+    store = source_store(source, embedder, root, opts.shard_size, opts.batch)
+    kind = ann_kind(opts.ann, len(store))
+    index = StoreIndex(store, kind, crops=opts.crop_views)
+    if index.n == 0:
+        raise ConfigError(f"no source image could be read ({source.skipped.count} skipped)")
+    tgt = _features(target, embedder, opts.batch, "target")
+    if len(tgt) == 0:
+        raise ConfigError(f"no target image could be read ({target.skipped.count} skipped)")
+    logger.info("store and %s indexes of %d source images, features of %d targets: %.0fs", kind, index.n, len(tgt),
+                time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    found = index.match(tgt, methods, opts.k, opts.flip, opts.crop_views)
+    logger.info("matched in %.0fs", time.perf_counter() - t0)
+    chosen = choose_thresholds(index, methods, opts.threshold_mode, opts.fpr, opts.thresholds, opts.k, opts.null_size,
+                               flip=opts.flip, crops=opts.crop_views,
+                               null_scorer=lambda _source, *args: index.null_scores(*args))
+    results, thresholds, enabled = _decide(found, chosen, methods)
+    rows = index.input_rows
+    if source.arrays is not None:
+        def rgb(row: int) -> np.ndarray:
+            return source.arrays[int(rows[row])]
+
+        def thumb(row: int) -> np.ndarray:
+            return _thumb_array(source.arrays[int(rows[row])])
+    else:
+        def rgb(row: int) -> np.ndarray:
+            return np.asarray(read_image(source.paths[int(rows[row])]))
+
+        def thumb(row: int) -> np.ndarray:
+            return _thumb(source.paths[int(rows[row])])
+    calibration = None
+    if opts.calibrate and index.n >= 3 and enabled:
+        t0 = time.perf_counter()
+        calibration = index.calibrate(rgb, embedder, enabled,
+                                      {m: thresholds[m] for m in enabled if thresholds[m] is not None},
+                                      n_copied=opts.calibrate, k=opts.k, flip=opts.flip, crops=opts.crop_views)
+        calibration["seconds"] = round(time.perf_counter() - t0, 1)
+    readers = (_thumb_reader(target, tgt), thumb)
+    same = _same_content(index.keys(), tgt.keys, "images") if index.n == len(tgt) else []
+    info = {"index": "faiss", "ann": kind, "store": STORE_FOLDER, "shard_size": opts.shard_size,
+            "shards": len(store.manifest["shards"])}
+    return tgt.ids, _StoreNames(source.ids, rows), results, thresholds, calibration, readers, chosen, same, info
 
 
 def _method_choices(chosen: Thresholds, calibration: dict | None) -> dict[str, dict]:
@@ -386,10 +513,37 @@ def _check_texts(source: SplitExamples, target: SplitExamples, methods: tuple[st
             rec = calibrate_minhash(near, source.texts, index.words_, choice.threshold, copies=opts.calibrate)
             calibration = {**(calibration or {}), "minhash": rec}
         text["minhash"]["seconds"] = round(time.perf_counter() - t0, 1)
+    if "embedding" in methods:
+        results["embedding"], thresholds["embedding"], text["embedding"], rec = _text_embedding(
+            source, target, index, n, opts)
+        if rec is not None:
+            calibration = {**(calibration or {}), "embedding": rec}
     long = [m for m in matches if m.n_words >= n]  # GPT-3's n-gram rule proper (no short-example rule)
     long_stats = {"min_words": n, "n": len(long), "n_dirty": sum(m.dirty_at(opts.ngram_threshold) for m in long)}
     same = _same_content(source.texts, target.texts, "rows")
     return results, {m: thresholds[m] for m in methods}, calibration, n, long_stats, same, text
+
+
+def _text_embedding(source: SplitExamples, target: SplitExamples, overlap: TextOverlap, n: int, opts: CheckOptions):
+    """The text `embedding` method (`text_embed.py`): (Found, threshold, summary entry, recall of edited copies)."""
+    from transferlab.contamination.text_embed import TextEmbedder, TextEmbeddingIndex
+
+    t0 = time.perf_counter()
+    near = TextEmbeddingIndex(TextEmbedder(opts.text_model), opts.ann).fit(
+        source.texts, [overlap.words_(t) for t in source.texts])
+    null = near.null(n=n, n_null=opts.null_size or 5000)
+    choice = jaccard_threshold(null, opts.fpr, floor=0.0, method="embedding")
+    target_words = [overlap.words_(t) for t in target.texts]
+    rows, score = near.best(target.texts, target_words)
+    dirty = (score >= choice.threshold - 1e-9) & (rows >= 0) if not choice.disabled else np.zeros(len(rows), bool)
+    shared = [tuple(sorted(set(w) & set(overlap.words_(source.texts[r])))) if r >= 0 else ()
+              for w, r in zip(target_words, rows)]  # the shared words, for the page to mark
+    rec = None
+    if opts.calibrate and not choice.disabled:
+        rec = near.recall(overlap.words_, choice.threshold, copies=opts.calibrate)
+    entry = {"choice": choice, "model": opts.text_model, "pooling": "mean", "ann": near.kind_,
+             "min_words": near.min_words, "seconds": round(time.perf_counter() - t0, 1)}
+    return Found(rows, score, dirty, shared), choice.threshold, entry, rec
 
 
 def _text_pairs(results: dict[str, Found], target: SplitExamples, source: SplitExamples, show: int) -> list[ShownPair]:
@@ -425,6 +579,11 @@ def _rule(modality: str, method: str, threshold, n: int | None, chosen: Threshol
         return match_rule(method, threshold)
     if method == "exact":
         return "normalised texts equal"
+    if method == "embedding":
+        if threshold is None:
+            return "disabled: no cosine threshold reaches the false-positive rate"
+        return (f"cosine of minilm_l6 sentence embeddings >= {threshold:g} (texts of {DEFAULT_MIN_WORDS}+ words; "
+                "faiss nearest, exact cosine)")
     if method == "minhash":
         if threshold is None:
             return "disabled: no Jaccard threshold reaches the false-positive rate"
@@ -446,10 +605,10 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         raise ConfigError(f"--export-clean: {target.root} is bundled with scikit-learn, not files to copy")
     warnings = check_distinct(source, target)
     t_start = time.perf_counter()
-    ngram_n, long_stats, chosen, text = None, None, None, None
+    ngram_n, long_stats, chosen, text, search = None, None, None, None, None
     if target.modality == "image":
-        tgt_ids, src_ids, results, thresholds, calibration, readers, chosen, same = _check_images(
-            source, target, methods, opts)
+        tgt_ids, src_ids, results, thresholds, calibration, readers, chosen, same, search = _check_images(
+            source, target, methods, opts, out)
     else:
         results, thresholds, calibration, ngram_n, long_stats, same, text = _check_texts(source, target, methods,
                                                                                          opts)
@@ -476,7 +635,7 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
                                                                           ngram_n, chosen)}
                     for m, f in results.items()},
         "options": ({"k": opts.k, "embed_model": opts.embed_model, "embed_size": opts.embed_size,
-                     "flip": opts.flip, "crop_views": opts.crop_views}
+                     "flip": opts.flip, "crop_views": opts.crop_views, "search": search}
                     if target.modality == "image" else
                     {"n": ngram_n, "ngram_threshold": opts.ngram_threshold, "normalization": text["normalization"],
                      "strip_markup": text["strip_markup"], "max_ngram_rows": opts.max_ngram_rows}),
@@ -491,12 +650,14 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
         summary["normalization"] = {"mode": text["normalization"], "strip_markup": text["strip_markup"],
                                     "strip_markup_why": text["strip_markup_why"]}
         summary["boilerplate"] = text["boilerplate"]
-        if "minhash" in text:
-            mh = text.pop("minhash")
+        for near in ("minhash", "embedding"):
+            if near not in text:
+                continue
+            mh = text.pop(near)
             choice = mh.pop("choice")
-            rec = (calibration or {}).get("minhash") or {}
-            summary["methods"]["minhash"].update({**choice.to_dict(), "copy_recall": rec.get("recall"),
-                                                  "copy_recall_by_k": rec.get("recall_by_k"), **mh})
+            rec = (calibration or {}).get(near) or {}
+            summary["methods"][near].update({**choice.to_dict(), "copy_recall": rec.get("recall"),
+                                             "copy_recall_by_k": rec.get("recall_by_k"), **mh})
             if choice.warning:
                 warnings.append(choice.warning)
                 logger.warning("%s", choice.warning)

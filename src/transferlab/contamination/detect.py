@@ -303,8 +303,28 @@ def calibrate_images(source: ImageFeatures, read_rgb: Callable[[int], np.ndarray
     *found* by a method when the method's best source is its own original and within the threshold. Precision
     holds at the mix of positives and negatives returned. `sweep`: method -> thresholds at which recall per
     kind and FPR are also returned (to choose defaults). Returns numbers only (JSON-ready)."""
+    cache: dict[str, ImageFeatures] = {}
+
+    def search(queries: ImageFeatures, held: np.ndarray, keep: np.ndarray) -> dict[str, MethodResult]:
+        if "index" not in cache:
+            cache["index"] = source.subset(keep)
+        found = match_images(queries, cache["index"], methods, k, flip, crops)
+        return {m: MethodResult(m, np.where(r.source >= 0, keep[np.maximum(r.source, 0)], -1), r.score)
+                for m, r in found.items()}  # rows of the source, as `near_copy_report` counts them
+
+    return near_copy_report(len(source), read_rgb, embedder, search, source.subset, methods, thresholds, n_copied,
+                            n_negatives, seed, sweep)
+
+
+def near_copy_report(n: int, read_rgb: Callable[[int], np.ndarray], embedder: Embedder | None,
+                     search: Callable[[ImageFeatures, np.ndarray, np.ndarray], dict[str, MethodResult]],
+                     features_of: Callable[[np.ndarray], ImageFeatures], methods: Sequence[str] = IMAGE_METHODS,
+                     thresholds: dict[str, float] | None = None, n_copied: int = 200, n_negatives: int = 500,
+                     seed: int = 0, sweep: dict[str, Sequence[float]] | None = None) -> dict:
+    """`calibrate_images` for any search: `search(queries, held, keep)` matches query features against the n
+    source rows without the held-out ones (`keep`: the others, sorted) and returns results in source rows;
+    `features_of(rows)`: the source's own features of those rows (the negatives)."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    n = len(source)
     if n < 3:
         raise ValueError(f"calibration needs at least 3 source images, got {n}")
     n_negatives = min(n_negatives, n // 3)
@@ -313,20 +333,17 @@ def calibrate_images(source: ImageFeatures, read_rgb: Callable[[int], np.ndarray
     order = rng.permutation(n)
     held, copied = np.sort(order[:n_negatives]), order[n_negatives:n_negatives + n_copied]
     keep = np.sort(order[n_negatives:])
-    index = source.subset(keep)
-    row_in_index = np.full(n, -1, dtype=np.int64)
-    row_in_index[keep] = np.arange(len(keep))
 
     copies, own, kind_of = [], [], []
     for row in copied:
         for kind, img in near_copies(np.asarray(read_rgb(int(row))), rng).items():
             copies.append(img)
-            own.append(row_in_index[row])
+            own.append(int(row))
             kind_of.append(kind)
     own, kind_of = np.array(own, dtype=np.int64), np.array(kind_of)
     copy_feats = features_from_arrays(copies, [f"copy{i}" for i in range(len(copies))], embedder)
-    pos = match_images(copy_feats, index, methods, k, flip, crops)
-    neg = match_images(source.subset(held), index, methods, k, flip, crops) if n_negatives else None
+    pos = search(copy_feats, held, keep)
+    neg = search(features_of(held), held, keep) if n_negatives else None
 
     def stats(found_pos: np.ndarray, found_neg: np.ndarray | None) -> dict:
         tp, fp = int(found_pos.sum()), int(found_neg.sum()) if found_neg is not None else 0

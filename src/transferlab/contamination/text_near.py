@@ -199,11 +199,12 @@ class JaccardThreshold:
 
 
 def jaccard_threshold(null: np.ndarray, fpr: float = DEFAULT_FPR,
-                      floor: float = DEFAULT_CANDIDATE_JACCARD) -> JaccardThreshold:
+                      floor: float = DEFAULT_CANDIDATE_JACCARD, method: str = "minhash") -> JaccardThreshold:
     """The loosest Jaccard threshold that at most m = floor(fpr N) of the N null scores reach: just above the
     (m + 1)-th highest, rounded up to 4 decimals (the rule of the image thresholds, `calibrate.data_threshold`),
     and never below `floor` (the LSH's candidate threshold: scores under it are not all seen). With N < 1 / fpr,
-    m = 0 and the threshold lies beyond every null score. Disabled when that passes 1."""
+    m = 0 and the threshold lies beyond every null score. Disabled when that passes 1. `method`: the name in the
+    messages (the text `embedding` method uses the same rule on cosines, floor 0)."""
     from transferlab.contamination.calibrate import upper95
 
     if not 0 < fpr < 1:
@@ -212,7 +213,7 @@ def jaccard_threshold(null: np.ndarray, fpr: float = DEFAULT_FPR,
     n = len(null)
     if n == 0:
         return JaccardThreshold(None, "disabled: no source text of enough words to calibrate on", fpr, 0,
-                                warning="minhash disabled: the source has no text long enough for its null")
+                                warning=f"{method} disabled: the source has no text long enough for its null")
     allowed = math.floor(n * fpr + 1e-9)
     v = np.sort(null)[::-1][allowed]
     step = 10.0 ** _DECIMALS
@@ -220,10 +221,11 @@ def jaccard_threshold(null: np.ndarray, fpr: float = DEFAULT_FPR,
     profile = {"null_median": float(np.median(null)), "null_closest": float(null.max())}
     if t > 1.0:
         return JaccardThreshold(None, f"disabled: no threshold reaches fpr {fpr:g} ({int((null >= v).sum())} of {n} "
-                                "null texts have an identical word set elsewhere)", fpr, n, **profile,
-                                warning="minhash disabled: distinct texts of this source share their whole word sets")
+                                "null texts are that close to another)", fpr, n, **profile,
+                                warning=f"{method} disabled: distinct texts of this source are as close as "
+                                "copies (identical word sets, or cosine 1)")
     hits = int((null >= t - 1e-9).sum())
-    warning = (f"minhash: {n} null texts are fewer than 1 / fpr: the threshold lies beyond every null score; the "
+    warning = (f"{method}: {n} null texts are fewer than 1 / fpr: the threshold lies beyond every null score; the "
                f"rate's 95% upper bound is {upper95(hits, n):.4f}") if n * fpr < 1 else None
     return JaccardThreshold(t, f"data-calibrated at fpr {fpr:g} from {n} null texts", fpr, n, hits / n,
                             upper95(hits, n), **profile, warning=warning)

@@ -44,6 +44,11 @@ def stratified_split(targets: Sequence[int], fraction: float, seed: int,
     Every class with at least 2 examples puts at least one in each part, so validation sees
     every class it can; a class with a single example stays in the kept part.
     Each class draws from its own seeded stream, so adding a class leaves the others' splits alone.
+
+    Written by hand rather than with scikit-learn's ``train_test_split(stratify=...)``: that refuses any data set
+    with a one-example class ("The least populated class in y has only 1 member"), which small image folders
+    often have, and it allocates hold-out counts across classes jointly, so one class's examples change the
+    others' splits.
     """
     kept: list[int] = []
     held: list[int] = []

@@ -15,6 +15,13 @@ DIR/export.json      the exporter, opset, tolerance, and the verification: max l
 
 Every export is verified before it is kept: written into a temporary folder beside DIR, run on the validation
 split, and renamed to DIR only when it passes (ExportMismatch otherwise, and nothing is left).
+
+A multi-task module (`transferlab modules merge A B ... --out M`) exports one task at a time, as a run does:
+
+    export_run("M", "onnx", "deploy/low", task="low")     # the merged backbone + task low's head and classes
+    export_run("M", "onnx", "deploy/all", task="all")     # deploy/all/<task>/model.onnx ..., one folder a task
+
+each verified on its task's validation split (the data its run recorded, or `data`).
 """
 from __future__ import annotations
 
@@ -39,8 +46,9 @@ EXPORT_FORMAT = "transferlab-export-1"
 FP32_TOLERANCE = 1e-3  # absolute, on logits: float32 kernels of two runtimes differ by ~1e-6..1e-4
 DEFAULT_MAX_DROP = 0.01  # int8: at most one accuracy point lost on the validation split
 CALIBRATION_IMAGES = 256
+ALL_TASKS = "all"  # --task all: every task of a multi-task module, one subfolder each
 
-__all__ = ["DEFAULT_MAX_DROP", "FORMATS", "FP32_TOLERANCE", "ExportMismatch", "export_run"]
+__all__ = ["ALL_TASKS", "DEFAULT_MAX_DROP", "FORMATS", "FP32_TOLERANCE", "ExportMismatch", "export_run"]
 
 
 class ExportMismatch(TransferlabError):
@@ -48,11 +56,14 @@ class ExportMismatch(TransferlabError):
 
 
 def check_request(run_dir: str | Path, fmt: str, out: str | Path, quantize_mode: str | None = None,
-                  opset: int | None = None) -> tuple[Path, Path]:
-    """(run folder, output folder) after every check that needs no model: a finished run, a known format, an
-    opset the exporters write, int8 only for ONNX, --out new or empty and clear of the run and its data."""
+                  opset: int | None = None, task: str | None = None,
+                  data: str | None = None) -> tuple[Path, Path, list[str | None]]:
+    """(run folder, output folder, tasks to export) after every check that needs no model: a finished run (or a
+    multi-task module and a task of it, or ALL_TASKS), a known format, an opset the exporters write, int8 only for
+    ONNX, --out new or empty and clear of the run and its data. Tasks: [None] for a run."""
     from transferlab.outputs import check_output_path
     from transferlab.runs import read_run_config, run_inputs, run_state
+    from transferlab.strategies.peft_methods.multitask_module import is_multitask
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -64,51 +75,141 @@ def check_request(run_dir: str | Path, fmt: str, out: str | Path, quantize_mode:
         if fmt != "onnx":
             raise ConfigError(f"--opset applies to --format onnx, not {fmt}")
         check_opset(opset)
+    if data is not None and not str(data).strip():
+        raise ConfigError("--data is empty (an unset shell variable?): give a data set")
     run_dir = Path(run_dir)
-    state = run_state(run_dir) if run_dir.is_dir() else "missing"
-    if state != "finished":
-        why = {"missing": "no such folder", "empty": "not a run", "foreign": "not a transferlab run",
-               "unfinished": "the run is not finished (no metrics.json)"}[state]
-        raise ConfigError(f"--run {run_dir}: {why}; export takes a finished run")
-    config = read_run_config(run_dir)
-    out_path = check_output_path(out, "--out", {"--run": str(run_dir), **run_inputs(config)})
+    if task is not None or (run_dir.is_dir() and is_multitask(run_dir)):
+        tasks, inputs = _multitask_request(run_dir, task, data)
+    else:
+        state = run_state(run_dir) if run_dir.is_dir() else "missing"
+        if state != "finished":
+            why = {"missing": "no such folder", "empty": "not a run", "foreign": "not a transferlab run",
+                   "unfinished": "the run is not finished (no metrics.json)"}[state]
+            raise ConfigError(f"--run {run_dir}: {why}; export takes a finished run")
+        tasks, inputs = [None], run_inputs(read_run_config(run_dir))
+    if data is not None:
+        from transferlab.data import is_builtin_spec
+
+        inputs["--data"] = None if is_builtin_spec(data) else data
+    out_path = check_output_path(out, "--out", {"--run": str(run_dir), **inputs})
     if out_path.exists() and any(out_path.iterdir()):
         raise ConfigError(f"--out {out_path} is not empty; choose a new or empty folder (nothing was changed)")
-    return run_dir, out_path
+    return run_dir, out_path, tasks
+
+
+def _multitask_request(run_dir: Path, task: str | None, data: str | None) -> tuple[list[str], dict]:
+    """(the tasks `task` selects, the paths their runs read) of the multi-task module at run_dir."""
+    from transferlab.runs import RunConfig, run_inputs
+    from transferlab.strategies.peft_methods.multitask_module import is_multitask, read_multitask
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"--run {run_dir}: no such folder")
+    if not is_multitask(run_dir):
+        raise ConfigError(f"--task {task}: --run {run_dir} is not a multi-task module (transferlab modules merge "
+                          f"A B ... --out DIR writes one); --task applies to those only")
+    meta = read_multitask(run_dir)
+    names = list(meta.get("tasks") or {})
+    if task is None:
+        raise ConfigError(f"--run {run_dir} is a multi-task module (tasks {', '.join(names)}): pass --task NAME "
+                          f"or --task {ALL_TASKS}")
+    if task in names:
+        selected = [task]
+    elif task == ALL_TASKS:
+        selected = names
+    else:
+        raise ConfigError(f"--task {task}: {run_dir} has no such task; tasks: {', '.join(names)} "
+                          f"(or {ALL_TASKS})")
+    inputs: dict[str, object] = {}
+    for name in selected:
+        config = RunConfig.from_dict(meta["tasks"][name]["run_config"])
+        if data is None and not str(config.data).strip():
+            raise ConfigError(f"--task {name}: the module records no data set for this task (its module was made "
+                              f"outside a run): pass --data with its validation inputs")
+        inputs |= {f"{option} (task {name})": value for option, value in run_inputs(config).items()}
+    return selected, inputs
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, quantize_mode: str | None = None,
-               opset: int | None = None, max_drop: float = DEFAULT_MAX_DROP, max_val: int | None = None) -> dict:
+               opset: int | None = None, max_drop: float = DEFAULT_MAX_DROP, max_val: int | None = None,
+               task: str | None = None, data: str | None = None) -> dict:
     """Export, verify and write a finished run (see the module docstring); returns export.json's content.
-    `max_val`: verify on at most this many validation examples (default: all the run validated on)."""
-    run_dir, out_path = check_request(run_dir, fmt, out, quantize_mode, opset)
+    `max_val`: verify on at most this many validation examples (default: all the run validated on).
+    `task`: a task of the multi-task module at `run_dir`, or ALL_TASKS (one subfolder per task; export.json at
+    the top holds every task's report under `tasks`). `data`: verify on this data set's validation split (with
+    the run's classes) instead of the one the run recorded."""
+    run_dir, out_path, tasks = check_request(run_dir, fmt, out, quantize_mode, opset, task, data)
     opset = opset or DEFAULT_OPSET
-    from transferlab.runs import load_run
-
     started = time.perf_counter()
-    config, data, model, strategy = load_run(run_dir, augment=False, max_val=max_val)
-    model.eval()
-    exported, merged, kept = merged_copy(model, strategy)
-    graph = graph_module(exported)
-    text = model.cfg.modality == "text"
-    val_batches = _batches(data.val, data.collate, config.train.eval_batch_size)
-    if not val_batches:
-        raise ConfigError(f"{run_dir}: the validation split has no readable examples to verify the export on")
+    made = [d for d in out_path.parents if not d.exists()]  # innermost first: removed again if the export fails
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".export-tmp", dir=out_path.parent))
     try:
-        report = _write_and_verify(tmp, fmt, config, data, model, exported, graph, text, merged, kept,
-                                   val_batches, quantize_mode, opset, max_drop)
-        report["export_seconds"] = round(time.perf_counter() - started, 2)
-        report["run"] = str(run_dir.resolve())
-        (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        one = dict(fmt=fmt, quantize_mode=quantize_mode, opset=opset, max_drop=max_drop, max_val=max_val, data=data)
+        if task == ALL_TASKS and tasks != [ALL_TASKS]:
+            reports = {name: _export_one(tmp / name, run_dir, name, **one) for name in tasks}
+            report = {"format": EXPORT_FORMAT, "multitask": str(run_dir.resolve()), "tasks": reports,
+                      "export_seconds": round(time.perf_counter() - started, 2)}
+            (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        else:
+            report = _export_one(tmp, run_dir, tasks[0], **one)
         if out_path.exists():
             out_path.rmdir()  # empty (checked); the rename below takes its place
         tmp.rename(out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return report
+
+
+def _export_one(folder: Path, run_dir: Path, task: str | None, fmt: str, quantize_mode, opset: int,
+                max_drop: float, max_val: int | None, data: str | None) -> dict:
+    """Load the run (or one task of a multi-task module), write and verify its export into `folder`."""
+    from transferlab.runs import load_run
+
+    started = time.perf_counter()
+    config, dataset, model, strategy = load_run(run_dir, data, augment=False, max_val=max_val, task=task)
+    model.eval()
+    exported, merged, kept = merged_copy(model, strategy)
+    multitask = None
+    if task is not None:
+        multitask, merged, kept = _multitask_parts(run_dir, task)
+    graph = graph_module(exported)
+    text = model.cfg.modality == "text"
+    val_batches = _batches(dataset.val, dataset.collate, config.train.eval_batch_size)
+    if not val_batches:
+        where = f"--task {task}: " if task else ""
+        raise ConfigError(f"{where}{run_dir}: the validation split has no readable examples to verify the export on")
+    folder.mkdir(parents=True, exist_ok=True)
+    report = _write_and_verify(folder, fmt, config, dataset, model, exported, graph, text, merged, kept,
+                               val_batches, quantize_mode, opset, max_drop)
+    report["verified_on"]["data"] = str(config.data)
+    report["export_seconds"] = round(time.perf_counter() - started, 2)
+    report["run"] = str(run_dir.resolve())
+    if multitask is not None:
+        report["task"] = task
+        report["multitask"] = multitask
+    (folder / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _multitask_parts(run_dir: Path, task: str) -> tuple[dict, list[str], list[str]]:
+    """(what export.json says of the module, merged methods, methods kept in the graph) for one task of a
+    multi-task module: its backbone update is folded into the weights (kind 'weights') or is a merged adapter
+    layer (kind 'module', part of the graph); the task's head and BatchNorm statistics are its own."""
+    from transferlab.strategies.peft_methods.multitask_module import read_multitask
+
+    meta = read_multitask(run_dir)
+    backbone = meta["backbone"]
+    in_graph = backbone["kind"] == "module"
+    about = {"module": str(run_dir.resolve()), "task": task, "tasks": list(meta["tasks"]),
+             "merge_method": meta.get("method"), "module_method": meta.get("module_method"),
+             "backbone": backbone["kind"]}
+    return about, ([] if in_graph else [str(meta.get("module_method"))]), ([backbone["spec"]] if in_graph else [])
 
 
 def _batches(dataset, collate, batch_size: int) -> list[dict]:
