@@ -28,6 +28,8 @@ from transferlab.strategies import parse_strategy
 from transferlab.training import distributed
 from transferlab.training.batches import check_batchnorm_batch_size
 from transferlab.training.config import TrainConfig
+from transferlab.training.evaluate import ordered_loader
+from transferlab.training.precision import use_channels_last
 from transferlab.training.prefix_cache import FeatureStore
 from transferlab.training.trainer import BEST, Trainer, resolve_device
 
@@ -42,7 +44,9 @@ class RunConfig:
     weights: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     data_options: DataOptions = field(default_factory=DataOptions)
-    strategy_options: dict = field(default_factory=dict)  # e.g. {"source_data": PATH} for ewc
+    # e.g. {"source_data": PATH} for ewc; {"target_data": PATH}: unlabelled target data (--target-data), read by
+    # the domain adaptation strategies and by Deep Embedded Validation at the run's end
+    strategy_options: dict = field(default_factory=dict)
     classes: list[str] | None = None  # the target classes, filled in once the data is read
     head: str = "linear"  # the new head's spec: linear, or mlp[:hidden=256,dropout=0.0] (models.heads)
     # PretrainedCfg fields that replace the model's (pretrain: the normalisation measured on its source data,
@@ -97,6 +101,9 @@ def run_inputs(config: RunConfig) -> dict[str, object]:
 
     inputs = {"--data": None if is_builtin_spec(config.data) else config.data, "--weights": config.weights,
               "--source-data": config.strategy_options.get("source_data")}
+    target = config.strategy_options.get("target_data")
+    if target and not is_builtin_spec(target):
+        inputs["--target-data"] = target
     path = _model_path(config.model)
     if path is not None:
         inputs["--model"] = str(path)
@@ -139,9 +146,10 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     path = _model_path(config.model)
     if path is not None and path.exists():  # RUN@4 is recorded as the folder it names (checkpoints may be added)
         config.model = str(path.resolve())
-    source = config.strategy_options.get("source_data")
-    if source and not is_builtin_spec(source):
-        config.strategy_options = {**config.strategy_options, "source_data": absolute(source)}
+    for key in ("source_data", "target_data"):
+        value = config.strategy_options.get(key)
+        if value and not is_builtin_spec(value):
+            config.strategy_options = {**config.strategy_options, key: absolute(value)}
     return config
 
 
@@ -246,6 +254,7 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     if len(data.train) < 2:
         raise ConfigError(f"{config.data}: {len(data.train)} training example(s) after subsampling; a run needs at "
                           f"least 2")
+    target = load_target(config, model, data, decoded=caches.decoded if caches else None)
     # The strategy's checks against this model's depth groups (freeze:k beyond them, ...): a refusal comes before
     # config.json, so the corrected command needs no --resume. Both calls only compute names and scales.
     strategy.ever_trainable(model, config.train.epochs)
@@ -254,14 +263,21 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
     # torch's error at the first step after config.json
     check_batchnorm_batch_size(model, strategy, data, config.train.batch_size, config.train.epochs,
                                config.train.bn_stats)
+    # a method whose layers fail in a training step on this model (peft's, probed on two real examples through a
+    # copy of the model): one line here, not a traceback mid-epoch
+    strategy.check_training(model, lambda: _first_examples(data, 2),
+                            use_channels_last(config.train.memory_format, model))
     if place.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())
     trainer = Trainer(model, strategy, data, config.train, out, callbacks=callbacks,
-                      strategy_options=config.strategy_options, feature_store=caches.features if caches else None)
+                      strategy_options=config.strategy_options, feature_store=caches.features if caches else None,
+                      target=target)
     metrics = trainer.fit(resume=resume)
     if place.is_main:
         metrics.update(strategy.save_task_module(model, out) or {})
+        if target is not None:  # the selected weights' target risk, estimated without target labels
+            metrics["dev"] = _dev(model, data, target, config, trainer.device)
     metrics = {"model": config.model, "strategy": strategy.spec(), "data": config.data,
                "classes": list(data.classes), "seed": config.train.seed, **metrics,
                "skipped_inputs": data.skipped.count, "skipped_files": data.skipped.to_list(),
@@ -270,6 +286,68 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
         atomic_write_json(out / "metrics.json", metrics)
     distributed.barrier()  # the run folder is complete when any rank returns
     return metrics
+
+
+def load_target(config: RunConfig, model, data, decoded: DecodedImages | None = None):
+    """The unlabelled target set of a run (`--target-data`, None without): the training split of any data set
+    `load_data` reads, with the run's preprocessing (image size, text columns, max length; --augment), its labels
+    ignored; --max-train caps it too (a seeded uniform subsample: no labels read). DataError or ConfigError (one
+    line) for another modality, examples of another shape than the training data's, or an empty set."""
+    from transferlab.data import DataError
+    from transferlab.training.target import TargetData
+
+    path = config.strategy_options.get("target_data")
+    if not path:
+        return None
+    options = replace(config.data_options, classes=None, max_train=None, max_val=None, test_fraction=None)
+    tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
+    try:
+        bundle = load_data(path, model.cfg, options, tokenizer=tokenizer, decoded=decoded)
+    except DataError as exc:
+        raise DataError(f"--target-data: {exc}") from None
+    dataset = bundle.train
+    cap = config.data_options.max_train
+    if cap is not None and len(dataset) > cap:
+        keep = np.sort(np.random.default_rng(config.train.seed).choice(len(dataset), cap, replace=False))
+        dataset = dataset.subset([int(i) for i in keep])
+    if len(dataset) == 0:
+        raise DataError(f"--target-data {path}: no examples in its training split")
+    mine, theirs = _example_shape(data.train), _example_shape(dataset)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ConfigError(f"--target-data {path}: its examples are {'x'.join(map(str, theirs))} after the run's "
+                          f"preprocessing, the training data's {'x'.join(map(str, mine))}; give target data the "
+                          f"model reads as it reads --data")
+    logger.info("target data %s: %d unlabelled examples", path, len(dataset))
+    return TargetData(dataset, bundle.collate, source=str(path))
+
+
+def _example_shape(dataset) -> tuple | None:
+    """The tensor shape of a dataset's first readable example (None for texts)."""
+    with torch.random.fork_rng(devices=[]):  # an augmented item draws: keep the run's stream
+        for i in range(min(len(dataset), 8)):
+            item = dataset[i]
+            if item is not None:
+                return tuple(item[0].shape) if isinstance(item[0], torch.Tensor) else None
+    return None
+
+
+def _dev(model, data, target, config: RunConfig, device) -> dict:
+    """Deep Embedded Validation of the selected weights on the source validation split (training/dev.py)."""
+    from transferlab.training.dev import deep_embedded_validation
+
+    with torch.random.fork_rng(devices=[]):  # augmented source items draw: later work in the process keeps its stream
+        torch.manual_seed(config.train.seed)
+        return deep_embedded_validation(model, data.train, data.val, target.dataset, data.collate, target.collate,
+                                        device, batch_size=config.train.eval_batch_size, seed=config.train.seed)
+
+
+def _first_examples(data, n: int) -> dict | None:
+    """The first `n` training examples as one batch, off the run's random stream (None: none readable)."""
+    with torch.random.fork_rng(devices=[]):  # augmentation draws
+        for batch in ordered_loader(data.train, n, data.collate):
+            if batch["labels"].numel():  # an unreadable image is dropped by the collate
+                return batch
+    return None
 
 
 def check_run_folder(config: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -286,7 +364,11 @@ def check_run_folder(config: RunConfig, out: str | Path, resume: bool = False, o
     if resume and state == "unfinished":
         config = _resumed_config(out, config, given)
     resolve_device(config.train.device)  # a device that is not here: one line, before anything is written
-    parse_strategy(config.strategy).check_epochs(config.train.epochs)
+    strategy = parse_strategy(config.strategy)
+    strategy.check_epochs(config.train.epochs)
+    if strategy.needs_target and not config.strategy_options.get("target_data"):
+        raise ConfigError(f"{strategy.spec()} learns from unlabelled target data: pass --target-data PATH (target "
+                          f"images or texts in a layout --data accepts; their labels are not read)")
     from transferlab.models import model_cfg
     from transferlab.models.heads import parse_head
 

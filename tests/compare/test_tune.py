@@ -236,6 +236,6 @@ def test_a_bad_tune_space_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_w
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "tune-space" in err[0], err
         assert not out.exists()
-    with pytest.raises(SystemExit) as exc:  # Ray runs no trials yet: refused before anything is written
-        main(tune_args(out, tiny_weights, "--executor", "ray"))
-    assert exc.value.code == 2 and "--tune" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # Ray runs the trials (test_tune_ray.py), sized by --cpus-per-cell
+        main(tune_args(out, tiny_weights, "--executor", "ray", "--cpus-per-cell", "0"))
+    assert exc.value.code == 2 and "--cpus-per-cell" in capsys.readouterr().err and not out.exists()

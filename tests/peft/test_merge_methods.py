@@ -87,15 +87,21 @@ def test_bitfit_modules_merge_as_task_vectors(method, task_runs, tmp_path, capsy
         assert json.loads(capsys.readouterr().out)["task"] == name
 
 
-def test_bad_inputs_are_one_line_and_write_nothing(task_runs, tmp_path, other_tiny_base, capsys):
+def test_bad_inputs_are_one_line_and_write_nothing(task_runs, tmp_path, tiny_base, other_tiny_base, capsys):
     other = train(tmp_path / "other", TINY_IMAGE_MODEL, "digits:0-2", "lora", weights=str(other_tiny_base),
+                  epochs=1, image_size=16, max_train=30).out
+    rank4 = train(tmp_path / "rank4", TINY_IMAGE_MODEL, "digits:0-2", "lora:r=4", weights=str(tiny_base),
                   epochs=1, image_size=16, max_train=30).out
     lora = [str(task_runs["lora", n]) for n in SUBSETS]
     bitfit = [str(task_runs["bitfit", n]) for n in SUBSETS]
     cases = [([*lora[:2], str(other), "--names", "a,b,c"], "different bases"),
+             ([*lora[1:], str(rank4), "--method", "linear"], "--method linear cannot merge these LoRA modules"),
              ([*bitfit, "--method", "svd"], "svd"),
              ([*lora, "--weights", "0.5,0.5"], "--weights"),
-             ([lora[0], bitfit[1]], "different methods")]
+             ([lora[0], bitfit[1]], "different methods"),
+             ([*lora, "--method", "ties", "--density", "0"], "--density must be in (0, 1]"),
+             ([*bitfit, "--method", "dare_ties", "--density", "1.5"], "--density must be in (0, 1]"),
+             ([*lora, "--method", "dare_linear", "--density", "nan"], "--density must be in (0, 1]")]
     for i, (argv, words) in enumerate(cases):
         out = tmp_path / f"out{i}"
         with pytest.raises(SystemExit) as info:
@@ -106,3 +112,31 @@ def test_bad_inputs_are_one_line_and_write_nothing(task_runs, tmp_path, other_ti
     with pytest.raises(SystemExit):
         main(["evaluate", "--run", lora[0], "--task", "low"])  # --task on a plain run
     assert "not a multi-task module" in capsys.readouterr().err
+
+
+def test_out_that_exists_is_refused_and_left_as_it_was(task_runs, tmp_path, capsys):
+    """An earlier merge (without --overwrite), someone else's folder, a file: one line, exit 2, not touched."""
+    lora = [str(task_runs["lora", n]) for n in SUBSETS]
+    merged = tmp_path / "merged"
+    main(["modules", "merge", *lora, "--out", str(merged)])
+    capsys.readouterr()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for out, words in ((merged, "already holds a transferlab multi-task module"),
+                       (foreign, "holds files that are not a transferlab multi-task module"),
+                       (a_file, "is an existing file")):
+        before = _tree(out)
+        with pytest.raises(SystemExit) as info:
+            main(["modules", "merge", *lora, "--method", "ties", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert _tree(out) == before
+
+
+def _tree(path) -> dict:
+    """Every file under `path` (or `path` itself) with its bytes and modification time."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in files}

@@ -24,6 +24,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="first run TRIALS Optuna trials of the strategy (TPE, seeded; median pruning on each epoch's "
+                        "validation accuracy; the study in OUT/tuning/, continued by --resume), then train the best "
+                        "setting into --out; the study's summary goes to OUT/tune.json")
+    p.add_argument("--tune-space", metavar="SPEC",
+                   help="with --tune: override search ranges, 'strategy:param=low..high[:log],...' or "
+                        "'strategy:param=a|b|c' (e.g. l2sp:alpha=1e-3..1:log,lr=1e-4..1e-2:log)")
     add_nproc_option(p)
     p.add_argument("--track", action="append", metavar="SPEC", help=_track_help())
     p.set_defaults(func=cmd_finetune)
@@ -65,6 +72,10 @@ def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) 
                                   "vib[:dim=384,beta=1e-5,annealing=linear,learnable_prior=true] (an information "
                                   "bottleneck)")
     p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
+    p.add_argument("--target-data", metavar="PATH",
+                   help="unlabelled target-domain data in any layout --data accepts, its labels never read: what the "
+                        "domain adaptation strategies (dann, cdan, mcc) adapt to; every run given it reports Deep "
+                        "Embedded Validation's target risk estimate (docs/domain-adaptation.md)")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, DataOptions, exclude=("seed",))  # --seed seeds both
 
@@ -73,6 +84,8 @@ def run_config_from_args(args, strategy: str | None = None):
     from transferlab.runs import RunConfig
 
     options = {"source_data": args.source_data} if getattr(args, "source_data", None) else {}
+    if getattr(args, "target_data", None):
+        options["target_data"] = args.target_data
     return RunConfig(model=args.model, data=args.data, strategy=strategy or getattr(args, "strategy", None) or "full",
                      weights=args.weights, head=getattr(args, "head", None) or "linear",
                      train=dataclass_from_args(TrainConfig, args),
@@ -90,6 +103,8 @@ def given_keys(args) -> set[str]:
             given.add(key)
     if getattr(args, "source_data", None):
         given.add("strategy_options.source_data")
+    if getattr(args, "target_data", None):
+        given.add("strategy_options.target_data")
     for section, cls in (("train", TrainConfig), ("data_options", DataOptions)):
         given |= {f"{section}.{f.name}" for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     return given
@@ -148,6 +163,10 @@ def cmd_finetune(args) -> None:
     from transferlab.models._factory import check_input_size
 
     check_input_size(config.model, config.weights, config.data_options.image_size)  # a ViT's fixed size
+    if args.tune is not None or args.tune_space is not None:  # a study first, then the best setting's run
+        from transferlab.cli._finetune_tune import cmd_finetune_tune
+
+        return cmd_finetune_tune(args, config, tracks, given_keys(args), _print_summary)
     if wants_launch(args):  # the checks that need no data, here; then the processes run this command
         _, out = check_run_folder(config, args.out, resume=args.resume, overwrite=args.overwrite,
                                   given=given_keys(args), dry=True)
@@ -177,7 +196,7 @@ def _print_summary(metrics: dict, out: str) -> None:
     summary = {k: metrics[k] for k in ("model", "strategy", "val", "test", "trainable_params", "total_params",
                                        "trainable_share", "train_seconds", "epochs_run", "best_epoch",
                                        "skipped_inputs") if k in metrics}
-    for key in ("task_module_bytes", "full_checkpoint_bytes", "world_size", "global_batch_size"):
+    for key in ("task_module_bytes", "full_checkpoint_bytes", "world_size", "global_batch_size", "dev"):
         if key in metrics:
             summary[key] = metrics[key]
     print_json(summary)

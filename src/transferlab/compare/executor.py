@@ -31,9 +31,6 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (the number of worker processes running the grid's cells), "
                           f"got {jobs}")
-    if spec.tune is not None and executor == "ray":
-        raise ConfigError("--tune runs its trials on this machine (sequentially or with --jobs N); it does not run "
-                          "on --executor ray yet: drop one of them")
     if executor == "ray" and address:  # before check_executor connects: a path that cannot work on a cluster
         check_cluster_paths(spec.base, address)
     check_executor(executor, jobs, address, cpus_per_cell, gpus_per_cell, spec.base.train.device)
@@ -56,9 +53,19 @@ def run_grid(spec: GridSpec, out: str | Path, resume: bool = False, given: set[s
     own = progress is None
     progress = progress or Progress(logging.getLogger("transferlab.compare.grid"))
     try:
-        if executor == "ray":
+        if executor == "ray" and spec.tune is None:
             return run_on_ray(spec, cells, out, resume, address=address, cpus_per_cell=cpus_per_cell or 1,
                               gpus_per_cell=gpus_per_cell or 0, progress=progress)
+        if executor == "ray":  # the cells, then the trials and the chosen settings' runs, on one Ray connection
+            from transferlab.compare.ray_tune import RayTuning, ray_session
+            from transferlab.compare.tune import tune_grid
+
+            ray_options = {"address": address, "cpus_per_cell": cpus_per_cell or 1,
+                           "gpus_per_cell": gpus_per_cell or 0}
+            with ray_session(address, cpus_per_cell or 1):
+                results = run_on_ray(spec, cells, out, resume, progress=progress, **ray_options)
+                tune_grid(spec, out, resume, runner=RayTuning(spec, out, resume, progress=progress, **ray_options))
+            return results
         if jobs > 1:
             results = run_parallel(spec, cells, out, resume, jobs, progress)
             caches = None

@@ -280,6 +280,13 @@ def _run_cell_task(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: i
                    gpus: float, log_level: int) -> CellResult:
     """One cell in a Ray worker. Workers are reused across tasks (and across grids sent to a long-lived cluster),
     so what `grid._init_worker` does once per process is done here per task, cheaply."""
+    prepare_worker(spec, out, threads, gpus, log_level)
+    return grid._worker_run_cell(spec, cell, out, resume, index, total)
+
+
+def prepare_worker(spec: GridSpec, out: Path, threads: int, gpus: float, log_level: int) -> RunCaches:
+    """What a task does first in a Ray worker (a cell's, or a tuning trial's: ray_tune): its torch threads, no GPU
+    unless it reserved one, logging, and the grid's caches in this process (also set as `grid._worker_caches`)."""
     global _worker_logging
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
@@ -298,4 +305,4 @@ def _run_cell_task(spec: GridSpec, cell: Cell, out: Path, resume: bool, index: i
     if key not in _worker_caches:
         _worker_caches[key] = grid.grid_caches(spec, folder=folder)
     grid._worker_caches = _worker_caches[key]  # what _worker_run_cell reads, as after _init_worker
-    return grid._worker_run_cell(spec, cell, out, resume, index, total)
+    return _worker_caches[key]

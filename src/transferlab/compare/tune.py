@@ -13,6 +13,10 @@ was killed and resumed proposes what an uninterrupted one proposes. Finished (an
 in the study; a trial left RUNNING by a kill is marked FAIL (`interrupted`) on resume and does not count, so its
 place in the budget is asked again. A MedianPruner stops a trial whose validation accuracy at an epoch is below
 the median of the finished trials' at that epoch.
+
+A trial is asked (ask_trial), run (execute_trial) and told (tell_trial) in three steps, so that the asking and
+telling process need not be the running one: `--jobs N` workers do all three; under `--executor ray` the driver asks
+and tells and a Ray task runs (ray_tune.py). `finetune --tune` runs one such study for one strategy (tune_one.py).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -164,46 +168,80 @@ def trial_config(task: TuneTask, params: dict) -> RunConfig:
     return cfg
 
 
-def run_trial(task: TuneTask, caches: RunCaches | None = None, study=None) -> str:
-    """Ask one trial, run it, tell its outcome; returns its state's name."""
+@dataclass
+class TrialOutcome:
+    """What running one asked trial came to, for the process that tells the study (picklable: a Ray task returns
+    it to the driver). `attrs`: user attributes the trial keeps (seconds, an error)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL
+    value: float | None = None
+    attrs: dict = field(default_factory=dict)
+
+
+def ask_trial(task: TuneTask, study):
+    """Ask the study for its next trial with the sampler seeded for the trial's place in the budget (the trials
+    spent, plus those running: a proposal is a function of the seed and the trials finished before it)."""
     from optuna.trial import TrialState
 
-    study = study or open_study(task)
     index = len(counted(study)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     study.sampler = _sampler(task, index)
     trial = study.ask(distributions(task.space))
+    trial.set_user_attr("run_dir", str(task.trial_dir(trial.number)))
+    trial.set_user_attr("index", index)
+    return trial
+
+
+def execute_trial(task: TuneTask, trial, caches: RunCaches | None = None) -> TrialOutcome:
+    """Run an asked trial (its run folder, each epoch's validation accuracy reported to it, the pruner's word
+    taken); the study is told nothing here (tell_trial does it)."""
+    import optuna
+
     run_dir = task.trial_dir(trial.number)
     start = time.perf_counter()
-    trial.set_user_attr("run_dir", str(run_dir))
     try:
         cfg = trial_config(task, trial.params)
         trial.set_user_attr("strategy", cfg.strategy)
         torch.manual_seed(cfg.train.seed)
-        logger.info("tuning %s: trial %d (%d/%d) %s", task.entry, trial.number, index + 1, task.trials,
-                    _params_text(trial.params))
+        logger.info("tuning %s: trial %d (%d/%d) %s", task.entry, trial.number,
+                    trial.user_attrs.get("index", trial.number) + 1, task.trials, _params_text(trial.params))
         with faults.scope(f"trial:{task.key}:{trial.number}"):
             metrics = finetune(cfg, run_dir, overwrite=True, callbacks=[ReportToTrial(trial)], caches=caches)
     except Exception as exc:  # optuna.TrialPruned, or a setting that does not train
         seconds = time.perf_counter() - start
-        trial.set_user_attr("seconds", seconds)
-        import optuna
-
         if isinstance(exc, optuna.TrialPruned):
             atomic_write_json(run_dir / "pruned.json", {"trial": trial.number, "reason": str(exc)})
-            study.tell(trial, state=TrialState.PRUNED)
             logger.info("tuning %s: trial %d %s", task.entry, trial.number, exc)
-            return "PRUNED"
+            return TrialOutcome(trial.number, "PRUNED", attrs={"seconds": seconds})
         error = f"{type(exc).__name__}: {exc}".strip()
         logger.error("tuning %s: trial %d failed: %s", task.entry, trial.number, error)
         logger.debug("%s", traceback.format_exc())
-        trial.set_user_attr("error", error)
         with contextlib.suppress(OSError):
             atomic_write_json(run_dir / "error.json", {"trial": trial.number, "error": error})
-        study.tell(trial, state=TrialState.FAIL)
-        return "FAIL"
-    trial.set_user_attr("seconds", time.perf_counter() - start)
-    study.tell(trial, metrics["val"]["accuracy"])
-    return "COMPLETE"
+        return TrialOutcome(trial.number, "FAIL", attrs={"seconds": seconds, "error": error})
+    return TrialOutcome(trial.number, "COMPLETE", metrics["val"]["accuracy"],
+                        attrs={"seconds": time.perf_counter() - start})
+
+
+def tell_trial(study, trial, outcome: TrialOutcome) -> str:
+    """The outcome's attributes to the trial, then its state (and value) to the study; returns the state's name.
+    `trial`: the asked `optuna.Trial`."""
+    from optuna.trial import TrialState
+
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+    if outcome.state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=TrialState[outcome.state])
+    return outcome.state
+
+
+def run_trial(task: TuneTask, caches: RunCaches | None = None, study=None) -> str:
+    """Ask one trial, run it, tell its outcome; returns its state's name."""
+    study = study or open_study(task)
+    trial = ask_trial(task, study)
+    return tell_trial(study, trial, execute_trial(task, trial, caches))
 
 
 def _params_text(params: dict) -> str:
@@ -280,18 +318,25 @@ def grid_tasks(spec: GridSpec, out: Path) -> list[TuneTask]:
     return tasks
 
 
-def tune_grid(spec: GridSpec, out: Path, resume: bool, jobs: int = 1, caches: RunCaches | None = None) -> dict:
+def tune_grid(spec: GridSpec, out: Path, resume: bool, jobs: int = 1, caches: RunCaches | None = None,
+              runner=None) -> dict:
     """Tune every entry (the remaining trials), run the chosen settings over the seeds in DIR/tuned/, and write
-    DIR/tuning/summary.json. Returns the summary."""
+    DIR/tuning/summary.json. Returns the summary. `runner`: runs the trials and the tuned cells elsewhere instead
+    (`runner.trials(tasks)`, `runner.cells(cells)`: ray_tune.RayTuning, Ray tasks)."""
     tasks = grid_tasks(spec, out)
-    if jobs > 1:
+    if runner is not None:
+        runner.trials(tasks)
+    elif jobs > 1:
         _tune_parallel(spec, tasks, out, jobs)
     else:
         for task in tasks:
             tune_task(task, caches)
     summaries = {task.entry: study_summary(task) for task in tasks}
     cells = tuned_cells(spec, out, summaries)
-    if jobs > 1 and cells:
+    if runner is not None:
+        if cells:
+            runner.cells(cells)
+    elif jobs > 1 and cells:
         run_parallel(spec, cells, out, resume, min(jobs, len(cells)))
     else:
         for cell in cells:

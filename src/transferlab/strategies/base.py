@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
@@ -30,6 +30,7 @@ class StrategyContext:
     device: torch.device | str = "cpu"
     options: dict = dataclasses.field(default_factory=dict)  # e.g. {"source_data": path}
     resuming: bool = False  # a checkpoint's strategy state (load_state_dict) follows on_fit_start
+    seed: int = 0  # the run's --seed: what a strategy's own modules (a domain discriminator) start from
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class Strategy:
     # True when loss_terms reads the batch's inputs (LwF runs its teacher on them): the trainer's frozen-prefix
     # cache, whose batches hold what the frozen groups computed instead of the inputs, then stays off.
     reads_inputs: ClassVar[bool] = False
+    # True when the strategy learns from unlabelled target data (--target-data): the trainer then draws one
+    # target batch beside each training batch and hands it to `target_loss_terms` (strategies/domain/).
+    needs_target: ClassVar[bool] = False
 
     @dataclass
     class Params:
@@ -107,6 +111,12 @@ class Strategy:
 
     def prepare_model(self, model: "TransferModel") -> None:
         """Change the model's structure (add LoRA or adapter modules). Called before checkpoints load."""
+
+    def check_training(self, model: "TransferModel", batch: Callable[[], dict | None], channels_last: bool) -> None:
+        """Raise ConfigError when the prepared model cannot train with this strategy (peft layers that fail in a
+        training step on this model), before the run folder is written. `batch()`: the first two training
+        examples (None: none readable); `channels_last`: the run's image layout. Must leave no trace: weights,
+        statistics, gradients, the random stream."""
 
     def on_fit_start(self, model: "TransferModel", ctx: StrategyContext) -> None:
         """Snapshot what the strategy needs (pre-trained weights, teacher outputs, Fisher information)."""
@@ -144,6 +154,18 @@ class Strategy:
     def loss_terms(self, model: "TransferModel", batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra loss terms added to the cross-entropy, by name (logged per epoch)."""
         return {}
+
+    def target_loss_terms(self, model: "TransferModel", batch: dict, logits: torch.Tensor, target: dict,
+                          progress: float) -> dict[str, torch.Tensor]:
+        """Extra loss terms that also read an unlabelled target batch (`needs_target`): `target` holds inputs
+        only (no "labels"), `progress` is the share of the run's optimiser steps done, in [0, 1)."""
+        return {}
+
+    def own_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Parameters the strategy trains that are not the model's (a domain discriminator), by name: the
+        optimiser holds them beside the model's, with the head's learning rate; they are checkpointed through
+        `state_dict` and never saved with the model's weights. Exist from `on_fit_start` on."""
+        return []
 
     def save_task_module(self, model: "TransferModel", out_dir) -> dict | None:
         """After training: write the strategy's small task module (PEFT) under `out_dir`.

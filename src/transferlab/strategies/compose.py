@@ -25,6 +25,7 @@ class ComposedStrategy(Strategy):
             raise ConfigError(f"strategy given twice in {'+'.join(names)}")
         self.parts = parts
         self.reads_inputs = any(p.reads_inputs for p in parts)
+        self.needs_target = any(p.needs_target for p in parts)
 
     def spec(self) -> str:
         return "+".join(p.spec() for p in self.parts)
@@ -36,6 +37,10 @@ class ComposedStrategy(Strategy):
     def prepare_model(self, model):
         for p in self.parts:
             p.prepare_model(model)
+
+    def check_training(self, model, batch, channels_last):
+        for p in self.parts:
+            p.check_training(model, batch, channels_last)
 
     def on_fit_start(self, model, ctx: StrategyContext):
         for p in self.parts:
@@ -80,6 +85,15 @@ class ComposedStrategy(Strategy):
         for p in self.parts:
             terms.update(p.loss_terms(model, batch, logits))
         return terms
+
+    def target_loss_terms(self, model, batch, logits, target, progress):
+        terms: dict[str, torch.Tensor] = {}
+        for p in self.parts:
+            terms.update(p.target_loss_terms(model, batch, logits, target, progress))
+        return terms
+
+    def own_parameters(self):
+        return [(f"{p.name}.{n}", param) for p in self.parts for n, param in p.own_parameters()]
 
     def save_task_module(self, model, out_dir):
         facts = {}

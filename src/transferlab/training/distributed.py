@@ -233,6 +233,20 @@ def all_finite(finite: bool, place: World) -> bool:
     return all_sum([not finite])[0] == 0
 
 
+def average_gradients(params: list, place: World) -> None:
+    """The ranks' mean gradient in each of `params` (parameters outside the DDP wrapper: a strategy's domain
+    discriminator), as DDP averages the model's; a parameter without a gradient counts as zeros."""
+    if not place.active or not params:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(place.size)
+
+
 def share_strategy_state(strategy, place: World) -> None:
     """Rank 0's strategy state on every rank (EWC's Fisher is computed once, not once per rank)."""
     if not place.active:

@@ -10,11 +10,13 @@ from transferlab.training.config import TrainConfig
 
 
 def build_optimizer(model, trainable: set[str] | None, config: TrainConfig,
-                    anchored: set[str] = frozenset()) -> torch.optim.Optimizer:
+                    anchored: set[str] = frozenset(), own: list | None = None) -> torch.optim.Optimizer:
     """Parameter groups per (depth group, decayed or not); each remembers its depth group index.
 
     Biases and normalisation weights (1-d tensors) get no weight decay, the usual practice; nor do `anchored`
-    parameters, which a regulariser pulls towards their pre-trained values (l2sp, ewc).
+    parameters, which a regulariser pulls towards their pre-trained values (l2sp, ewc). `own`: the strategy's
+    own (name, parameter) pairs (a domain discriminator), in groups of their own after the model's, at the head's
+    learning rate scale.
     """
     groups = []
     for index, named in enumerate(model.grouped_parameters()):
@@ -26,6 +28,13 @@ def build_optimizer(model, trainable: set[str] | None, config: TrainConfig,
             if params:
                 groups.append({"params": params, "weight_decay": wd, "lr": config.lr, "base_lr": config.lr,
                                "depth_group": index, "name": name + suffix})
+    head = len(model.depth_groups) - 1
+    decay = [p for _, p in own or [] if p.ndim > 1]
+    no_decay = [p for _, p in own or [] if p.ndim <= 1]
+    for params, wd, suffix in ((decay, config.weight_decay, ""), (no_decay, 0.0, "/no_decay")):
+        if params:
+            groups.append({"params": params, "weight_decay": wd, "lr": config.lr, "base_lr": config.lr,
+                           "depth_group": head, "name": "strategy" + suffix})
     if not groups:
         raise ValueError("the strategy leaves no parameter to train")
     if config.optimizer == "sgd":

@@ -44,6 +44,7 @@ from transferlab.training.optim import apply_schedule, build_optimizer, group_lr
     schedule_factor, set_group_base_lrs
 from transferlab.training.precision import Precision, to_channels_last, use_channels_last
 from transferlab.training.prefix_cache import CacheSession, FeatureStore, cached_loader
+from transferlab.training.target import TargetData, TargetStream
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class FitState:
 class Trainer:
     def __init__(self, model, strategy, data, config: TrainConfig, out_dir: str | Path,
                  callbacks: list[Callback] | None = None, strategy_options: dict | None = None,
-                 objective=None, feature_store: FeatureStore | None = None):
+                 objective=None, feature_store: FeatureStore | None = None, target: TargetData | None = None):
         self.model = model
         self.strategy = strategy
         self.data = data
@@ -108,6 +109,8 @@ class Trainer:
         self.cache: CacheSession | None = None  # the run's frozen-prefix cache (built in setup)
         self.ddp = distributed.Wrapper()  # DistributedDataParallel over the model, for its trainable set now
         self._restarts: list[int] = []  # global steps where the schedule restarts (set in _fit from the strategy)
+        self.target = target  # unlabelled target data (--target-data), read by strategies that need it
+        self.target_stream: TargetStream | None = None  # its batch for each global step (built in setup)
 
     # ---- the run: set up, for each epoch train / evaluate / checkpoint, finish ---------------------
     def fit(self, resume: bool = False) -> dict:
@@ -187,10 +190,12 @@ class Trainer:
 
             init_head_from_source(self.model, self.eval_loader(self.data.train), self.device)
         resuming = resume and (self.ckpt_dir / LAST).is_file()
+        self._start_target()
         self._start_strategy(resuming)
         trainable = self.strategy.ever_trainable(self.model, self.config.epochs)
         self.optimizer = build_optimizer(self.model, trainable, self.config,
-                                         anchored=self.strategy.anchored_parameters(self.model))
+                                         anchored=self.strategy.anchored_parameters(self.model),
+                                         own=self.strategy.own_parameters())
         if resuming:
             distributed.barrier()  # rank 0 may have just removed a stale temporary file beside it
             self._restore(self.ckpt_dir / LAST)
@@ -218,12 +223,26 @@ class Trainer:
         # Frozen BatchNorm layers stay in eval mode (_train_mode), so their statistics are not synchronised.
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
 
+    def _start_target(self) -> None:
+        """The target batches of a strategy that learns from unlabelled target data: a function of the global
+        step (training/target.py), so the checkpoint's step is the loader's position."""
+        if not getattr(self.strategy, "needs_target", False):
+            return
+        if self.target is None:
+            raise ConfigError(f"{self.strategy.spec()} learns from unlabelled target data: pass --target-data PATH")
+        if len(self.target.dataset) < self.world.size:
+            raise ConfigError(f"--target-data {self.target.source}: {len(self.target.dataset)} example(s) for "
+                              f"{self.world.size} processes: each process needs at least one")
+        self.target_stream = TargetStream(self.target, self.global_batch_size, self.config.seed, self.world.rank,
+                                          self.world.size, self._worker_options())
+
     def _start_strategy(self, resuming: bool) -> None:
         # Other ranks take rank 0's strategy state (EWC's Fisher is computed once, not once per rank), as a
         # resumed run takes its checkpoint's: on_fit_start is told that the state follows.
         follows = resuming or not self.world.is_main
         ctx = StrategyContext(total_epochs=self.config.epochs, train_batches=self._plain_train_batches,
-                              device=self.device, options=self.strategy_options, resuming=follows)
+                              device=self.device, options=self.strategy_options, resuming=follows,
+                              seed=self.config.seed)
         self.strategy.on_fit_start(self.model, ctx)
         if not resuming:
             distributed.share_strategy_state(self.strategy, self.world)
@@ -365,17 +384,21 @@ class Trainer:
             self.state.step += 1
             return
         apply_schedule(self.optimizer, schedule_factor(self.state.step, total_steps, self.config, self._restarts))
-        logits, task_loss, terms, loss = self._loss(batch, poison)
+        logits, task_loss, terms, loss = self._loss(batch, poison, progress=self.state.step / max(total_steps, 1))
         stepped = self._optimise(loss, share, epoch)
         self.state.step += 1
         if stepped:
             self._add_to_sums(sums, term_sums, logits, batch["labels"], task_loss, terms)
 
-    def _loss(self, batch: dict, poison: bool):
-        """Logits (B, C) and the task loss, the extra loss terms and their sum, in float32."""
+    def _loss(self, batch: dict, poison: bool, progress: float = 0.0):
+        """Logits (B, C) and the task loss, the extra loss terms and their sum, in float32. `progress`: the share
+        of the run's steps done (a domain adversary's schedule)."""
         with self.precision.autocast():
             logits = (self.ddp.module or self.model)(batch)
             terms = {**self.model.head.loss_terms(), **self.strategy.loss_terms(self.model, batch, logits)}
+            if self.target_stream is not None:  # this step's unlabelled target batch (no labels in it)
+                target = self._prepare(self.target_stream.batch(self.state.step))
+                terms.update(self.strategy.target_loss_terms(self.model, batch, logits, target, progress))
         logits = logits.float()  # the loss and its terms in float32
         task_loss = self.objective.loss(logits, batch["labels"])
         terms = {name: term.float() for name, term in terms.items()}
@@ -393,11 +416,13 @@ class Trainer:
         scaler = self.precision.scaler
         weighted = loss * share if share != 1.0 else loss
         (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        own = [p for _, p in self.strategy.own_parameters()]  # a discriminator: outside DDP, averaged here
+        distributed.average_gradients(own, self.world)
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         # A finite loss can still give inf/NaN gradients; one such step would poison every weight.
         # (max_norm=inf only measures: the clip coefficient is clamped to exactly 1.)
-        norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad] + own,
                                               self.config.grad_clip if self.config.grad_clip > 0 else math.inf)
         if scaler is not None and not torch.isfinite(norm):  # fp16 overflow: the scaler skips the step and backs off
             scaler.step(self.optimizer)

@@ -221,6 +221,19 @@ class PeftGeneric(PeftStrategy):
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ConfigError(f"{self.spec()} on {model.cfg.name}: {first}") from None
 
+    def check_training(self, model, batch, channels_last) -> None:
+        """One training step's forward and backward on two real examples through a copy of the model
+        (`_probe.py`): a peft layer that fails in training on this model (peft 0.21: OFT, BOFT and HRA Conv2d on
+        resnet18, BOFT on ConvNeXt) is refused here in one line, before the run folder."""
+        from transferlab.strategies.peft_methods._probe import probe_training
+
+        examples = batch()
+        if examples is None:
+            return
+        other = "lora or peft:ia3" if self.params.type == "lora" else "peft:lora or lora"
+        probe_training(model, examples, channels_last, self.trainable(model, 0), f"{self.spec()} on {model.cfg.name}",
+                       other)
+
     def _segments(self) -> tuple[str, ...]:
         return TYPES[self.params.type][1]
 
