@@ -135,3 +135,15 @@ def test_a_run_already_in_out_needs_resume_or_overwrite(tuned_run, tiny_weights,
                                          "--tune-space", "l2sp:alpha=1e-2..1:log"), capsys)
     assert code == 2 and "contradict" in error_line(err)
     assert sorted(p.name for p in tuned_run.iterdir()) == before
+
+
+def test_a_strategy_without_parameters_of_its_own_tunes_learning_rate_and_weight_decay(tmp_path, tiny_weights):
+    # as `compare --tune` does: linear_probe has no parameters of its own, so its study searches lr and wd
+    from transferlab.cli import main
+
+    out = tmp_path / "probe"
+    assert main(finetune_args(out, tiny_weights, "--tune", "2", strategy="linear_probe")) == 0
+    s = study(out, "linear_probe")
+    assert all(set(t.params) == {"lr", "weight_decay"} for t in s.trials)
+    assert len({t.params["lr"] for t in s.trials}) == 2  # two settings tried, not one default twice
+    assert load_json(out / "tune.json")["best"]["params"].keys() == {"lr", "weight_decay"}
