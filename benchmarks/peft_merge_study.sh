@@ -16,8 +16,9 @@ OPTS="--model efficientnet_lite0 --data $CIFAR --image-size 64 --epochs 3 --max-
 for task in $TASKS; do
   for strategy in lora full; do
     dir="$OUT/$strategy/$task"
+    mkdir -p "$OUT/$strategy"
     [ -f "$dir/metrics.json" ] || $TL finetune $OPTS --classes "${CLASSES[$task]}" --strategy $strategy \
-        --out "$dir" --overwrite > "$dir.log" 2>&1
+        --out "$dir" --overwrite > "$dir.log" 2>&1 || { echo "$dir FAILED"; tail -3 "$dir.log"; exit 1; }
   done
 done
 METHODS="linear task_arithmetic ties dare_linear dare_ties svd"
