@@ -55,6 +55,21 @@ class _Interrupt(BaseException):
     """Stands for a kill after the first epoch's checkpoint (the reliability suite does real SIGKILLs)."""
 
 
+def interrupted_then_resumed(config, folder) -> None:
+    """Train `config` into `folder`, stopped after epoch 1 as a kill would stop it, then `--resume` it."""
+    from transferlab.runs import finetune
+    from transferlab.training.trainer import Callback
+
+    class Stop(Callback):
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 1:
+                raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        finetune(config, folder, callbacks=[Stop()])
+    finetune(config, folder, resume=True)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Random timm weights with a 10-class classifier, saved once: the run's pre-trained start and source head."""
@@ -127,7 +142,6 @@ def _cases():
 def test_model_strategy_contract(kind, strategy, weights, tiny_bert_dir, small_text_data, tmp_path):
     from transferlab.runs import finetune, load_run_model
     from transferlab.training.checkpoint import load_checkpoint
-    from transferlab.training.trainer import Callback
 
     config = _config(kind, strategy, weights, tiny_bert_dir, small_text_data)
     watch = _Watch()
@@ -165,14 +179,7 @@ def test_model_strategy_contract(kind, strategy, weights, tiny_bert_dir, small_t
                     assert torch.equal(watch.before[key], last[key]), f"{key} moved though frozen"
 
     # interrupted after epoch 1, resumed: the same run
-    class Stop(Callback):
-        def on_epoch_end(self, trainer, record):
-            if record["epoch"] == 1:
-                raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        finetune(config, tmp_path / "b", callbacks=[Stop()])
-    finetune(config, tmp_path / "b", resume=True)
+    interrupted_then_resumed(config, tmp_path / "b")
     last_a = load_checkpoint(tmp_path / "a" / "checkpoint" / "last.safetensors")
     last_b = load_checkpoint(tmp_path / "b" / "checkpoint" / "last.safetensors")
     assert last_a[0].keys() == last_b[0].keys()

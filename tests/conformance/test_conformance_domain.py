@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conformance.test_conformance import _Interrupt, _Watch
+from tests.conformance.test_conformance import _Watch, interrupted_then_resumed
 from tests.conftest import TINY_IMAGE_MODEL, error_line, run_cli
 from tests.reliability.conftest import strip_timing
 from transferlab.strategies.domain._common import DomainDiscriminator, domain_loss, grl_coefficient, \
@@ -236,14 +236,7 @@ def _check_contract(config, tmp_path, own: str | None):
     dev = metrics["dev"]
     assert math.isfinite(dev["risk"]) and dev["n_val"] == metrics["val"]["n"] and dev["mean_weight"] > 0
 
-    class Stop(Callback):
-        def on_epoch_end(self, trainer, record):
-            if record["epoch"] == 1:
-                raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        finetune(config, tmp_path / "b", callbacks=[Stop()])
-    finetune(config, tmp_path / "b", resume=True)
+    interrupted_then_resumed(config, tmp_path / "b")
     model_b, opt_b, _, strategy_b, _ = load_checkpoint(tmp_path / "b" / "checkpoint" / "last.safetensors")
     for a, b, what in ((model_a, model_b, "weights"), (strategy_a, strategy_b, "discriminator")):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"resumed {what} differ"
