@@ -71,6 +71,7 @@ def _study(out: Path, key: str):
 
 
 @needs_ray
+@pytest.mark.slow  # starts a local Ray instance and tunes two grids: minutes on 2 cores
 def test_ray_trials_choose_as_a_sequential_local_grid(tuned_grids):
     from transferlab.compare.grid import safe_name
     from transferlab.compare.tune import counted
