@@ -27,12 +27,7 @@ from transferlab.contamination.image_matching import cosine_nearest
 THRESHOLDED = ("phash", "dhash", "embedding", "aligned")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

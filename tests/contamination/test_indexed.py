@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.conftest import shared_data
 from transferlab.cli import main
@@ -24,12 +23,7 @@ DIGITS = ["contamination", "--source", "digits", "--target", "digits", "--split"
 SHARDS = ["--shard-size", "300"]  # 4 shards of the 1,151 training digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
