@@ -8,7 +8,7 @@ training images of the *other* classes (a photograph is rarely in two classes, s
 For each method: recall per copy kind, false-positive rates and precision over a sweep of thresholds.
 
     .venv/bin/python benchmarks/contamination_calibration.py [--max-source N] [--out calibration.json]
-        [--no-flip] [--no-crop-views] [--retrieval-compare]
+        [--no-flip] [--no-crop-views] [--retrieval-compare [--larger-k K ...]]
 
 `--retrieval-compare` measures the aligned method's candidate retrieval instead (docs/contamination.md,
 "Retrieval"): the same copies and negatives, once with the plain candidates (top k by thumbnail and embedding,
@@ -16,7 +16,7 @@ the hashes' nearest) and once with crop views and flips added; recall per kind a
 49,000-source number of the docs is measured by
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/contamination_calibration.py --copied 500 --negatives 1000 \
-        --retrieval-compare --out retrieval_49000.json
+        --retrieval-compare --larger-k 20 40 --out retrieval_49000.json
 """
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def main() -> None:
                     help="no candidates by the crop views' thumbnails")
     ap.add_argument("--retrieval-compare", action="store_true",
                     help="plain retrieval against crop views + flips, on the same copies (no sweep, no cross-class)")
+    ap.add_argument("--larger-k", type=int, nargs="*", default=[],
+                    help="with --retrieval-compare: also crop views + flips with these k (the larger set's cost)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     root = Path(args.data) if args.data else dataset("cifar10", "--data")
@@ -117,10 +119,12 @@ def retrieval_compare(src, embedder, args) -> None:
     """The aligned method at the fixed threshold, plain retrieval against crop views + flips: recall per kind,
     held-out false-positive rate and seconds (features not counted: computed once, above)."""
     out = {"n_sources": None, "k": args.k, "runs": {}}
-    for name, flip, crops in (("plain", False, False), ("crop_views", False, True), ("crop_views+flip", True, True)):
+    runs = [("plain", False, False, args.k), ("crop_views", False, True, args.k), ("crop_views+flip", True, True, args.k)]
+    runs += [(f"crop_views+flip k={k}", True, True, k) for k in args.larger_k]  # a larger candidate set: its cost
+    for name, flip, crops, k in runs:
         t0 = time.perf_counter()
         rep = calibrate_images(src, lambda i: np.asarray(read_image(src.paths[i])), embedder, methods=("aligned",),
-                               n_copied=args.copied, n_negatives=args.negatives, k=args.k, flip=flip, crops=crops)
+                               n_copied=args.copied, n_negatives=args.negatives, k=k, flip=flip, crops=crops)
         e = rep["methods"]["aligned"]
         out["n_sources"] = rep["n_sources"]
         out["runs"][name] = {"seconds": round(time.perf_counter() - t0, 1), "recall": e["recall"],

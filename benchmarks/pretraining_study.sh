@@ -41,29 +41,7 @@ step near_curve $TL transfer-curve --pretrained "$OUT/source" --data $CIFAR --cl
   --max-val 500 --strategies "$STRATEGIES" --seeds "$SEEDS" $TARGET_OPTS --source-data $CIFAR \
   --out "$OUT/near" $(resume_flag "$OUT/near/curve.json")
 
-if [ ! -d "$OUT/digits_folder/test" ]; then  # digits as an image folder: train/<digit>/ and a held-out test/<digit>/
-  "$PY" - "$OUT/digits_folder" <<'PY'
-import sys
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
-
-root = Path(sys.argv[1])
-digits = load_digits()
-rng = np.random.default_rng(0)
-for label in range(10):
-    idx = rng.permutation(np.flatnonzero(digits.target == label))
-    n_test = int(round(0.4 * len(idx)))
-    for split, part in (("test", idx[:n_test]), ("train", idx[n_test:])):
-        folder = root / split / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in part:  # 0..16 grey levels -> 0..255, lossless PNG
-            Image.fromarray((digits.images[i] * 255 / 16).round().astype(np.uint8)).save(folder / f"{i:04d}.png")
-print("digits folder:", root)
-PY
-fi
+[ -d "$OUT/digits_folder/test" ] || "$PY" benchmarks/_digits_folder.py "$OUT/digits_folder"
 
 step distant_curve $TL transfer-curve --pretrained "$OUT/source" --data "$OUT/digits_folder" --strategies \
   "$STRATEGIES" --seeds "$SEEDS" $TARGET_OPTS --out "$OUT/distant" $(resume_flag "$OUT/distant/curve.json")
