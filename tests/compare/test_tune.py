@@ -104,6 +104,7 @@ def test_the_report_sets_the_default_and_the_tuned_comparison_side_by_side_on_te
     assert isinstance(section["best_changed"], bool) or section["best_default"] is None
     report = (tuned_grid / "report.md").read_text()
     assert "## Default and tuned hyperparameters" in report and "tuned - default" in report
+    assert "Every strategy, and the from-scratch baseline, got the same budget" in report  # it was tuned too
 
 
 def _folder(out: Path, name: str) -> str:

@@ -97,6 +97,8 @@ def test_ray_trials_choose_as_a_sequential_local_grid(tuned_grids):
         assert tuned[0]["test"] == tuned[1]["test"] and tuned[0]["val"] == tuned[1]["val"]
         assert tuned[0]["config"]["train"]["lr"] == ours["entries"][name]["best"]["lr"]
     assert load_json(on_ray / "results.json")["sections"]["tuning"]["strategies"].keys() >= set(ENTRIES)
+    report = (on_ray / "report.md").read_text()  # --no-scratch: the budget sentence names no baseline
+    assert "Every strategy got the same budget" in report and "from-scratch baseline, got" not in report
 
 
 def test_a_studys_first_trials_may_be_asked_at_once_and_the_later_ones_may_not(tmp_path):

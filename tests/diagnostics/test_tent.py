@@ -140,6 +140,38 @@ def test_adapt_cli_tent_and_adabn_leave_the_run_unchanged(tiny_run, tmp_path):
     assert exc.value.code == 2 and not (tmp_path / "bad2").exists()
 
 
+def test_adapt_records_per_example_correctness_in_the_split_order(tiny_run, tmp_path):
+    """correct_before/after: one entry per example, in the split's order whatever the stream's seed, so runs with
+    different seeds pair example by example; their means are the reported accuracies."""
+    import json
+
+    from transferlab.cli import main
+    from transferlab.runs import load_run
+
+    results = []
+    for seed in (0, 1):
+        out = tmp_path / f"tent{seed}"
+        main(["adapt", "--run", str(tiny_run), "--data", "digits:5-9", "--method", "tent", "--seed", str(seed),
+              "--out", str(out)])
+        results.append(json.loads((out / "adapt.json").read_text()))
+    for r in results:
+        assert len(r["correct_before"]) == len(r["correct_after"]) == r["examples"]
+        assert sum(r["correct_before"]) / r["examples"] == pytest.approx(r["accuracy_before"])
+        assert sum(r["correct_after"]) / r["examples"] == pytest.approx(r["accuracy_after"])
+    # the source model in eval mode does not depend on the order: the same examples right, whatever the seed
+    assert results[0]["correct_before"] == results[1]["correct_before"] and results[0]["seed"] == 0
+    assert results[1]["seed"] == 1 and results[0]["entropy_history"] != results[1]["entropy_history"]
+    # and it is the split's order: the evaluation in order scores the same examples right
+    from transferlab.diagnostics._common import make_loader
+
+    _, data, model, _ = load_run(tiny_run, "digits:5-9", augment=False)
+    model.eval()
+    with torch.no_grad():
+        right = [int(x) for b in make_loader(data, data.val, 16)
+                 for x in model({"pixel_values": b["pixel_values"]}).argmax(1) == b["labels"]]
+    assert right == results[0]["correct_before"]
+
+
 def test_tent_refuses_a_model_without_batchnorm():
     from torch import nn
 

@@ -41,6 +41,7 @@ def register(sub) -> None:
     t.add_argument("--reset", action="store_true", help="tent --online: restore the source weights before each "
                                                         "batch (episodic)")
     t.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    t.add_argument("--seed", type=int, default=0, help="the order of the stream: the split is shuffled by it")
     t.add_argument("--out", required=True, help="new run directory (transferlab evaluate --run OUT works on it)")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_adapt)
@@ -69,8 +70,8 @@ def cmd_adapt(args) -> None:
     if args.method == "tent" or (args.steps, args.lr, args.online, args.reset) != (1, 1e-3, False, False):
         tent = TentConfig(steps=args.steps, lr=args.lr, online=args.online, reset=args.reset)
     r = adapt_run(args.run, args.data, args.out, method=args.method, split=args.split, tent=tent,
-                  batch_size=args.batch_size, overwrite=args.overwrite)
-    print_json(r.to_dict())
+                  batch_size=args.batch_size, overwrite=args.overwrite, seed=args.seed)
+    print_json({k: v for k, v in r.to_dict().items() if not k.startswith("correct_")})  # those: adapt.json
     print(f"accuracy on {args.data} ({r.split}, {r.examples} examples): {r.accuracy_before:.3f} -> "
           f"{r.accuracy_after:.3f} ({r.method}); adapted run written to {args.out}")
 

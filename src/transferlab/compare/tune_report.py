@@ -84,7 +84,8 @@ def tuning_section(ctx) -> Section | None:
                                     "pruned": entry.get("pruned"), "failed": entry.get("failed"),
                                     "interrupted": entry.get("interrupted"), "seconds": entry.get("seconds"),
                                     "chosen": entry.get("best")}
-    text = (f"Every strategy, and the from-scratch baseline, got the same budget: {summary['trials']} Optuna trial(s) "
+    who = "Every strategy, and the from-scratch baseline," if SCRATCH in entries else "Every strategy"
+    text = (f"{who} got the same budget: {summary['trials']} Optuna trial(s) "
             f"({summary['sampler']}; pruning: {summary['pruner']}), each an ordinary run of seed {summary['seed']} "
             "selected on validation accuracy. The learning rate is searched from a tenth to ten times the grid's "
             "(log-uniform), the weight decay from 1e-5 to 0.1, and each strategy's own parameters over the space it "

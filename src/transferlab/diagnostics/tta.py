@@ -167,6 +167,11 @@ class AdaptResult:
     entropy_before: float  # mean prediction entropy (nats) before and after
     entropy_after: float
     entropy_history: list
+    seed: int = 0  # the stream's order
+    # per example of the split, in the split's order (not the stream's): 1 where the prediction was right; what
+    # paired statistics over the same examples read (empty when examples were dropped as unreadable)
+    correct_before: list = field(default_factory=list)
+    correct_after: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,6 +180,17 @@ class AdaptResult:
 def _accuracy(logits: list, labels: list) -> float:
     pred = torch.cat(logits).argmax(1)
     return float((pred == torch.cat(labels)).float().mean())
+
+
+def _correct_in_split_order(logits: list, labels: list, order: list[int]) -> list[int]:
+    """1/0 per example, moved from the stream's order back to the split's; [] when the counts differ."""
+    hit = (torch.cat(logits).argmax(1) == torch.cat(labels)).int().tolist()
+    if len(hit) != len(order):
+        return []
+    out = [0] * len(order)
+    for position, index in enumerate(order):
+        out[index] = hit[position]
+    return out
 
 
 @torch.no_grad()
@@ -256,7 +272,9 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
         examples=int(sum(len(x) for x in labels)), accuracy_before=_accuracy(before, labels),
         accuracy_after=_accuracy(after, labels), accuracy_saved=_accuracy(saved, labels),
         entropy_before=float(torch.cat([entropy(x) for x in before]).mean()),
-        entropy_after=float(torch.cat([entropy(x) for x in after]).mean()), entropy_history=history)
+        entropy_after=float(torch.cat([entropy(x) for x in after]).mean()), entropy_history=history, seed=seed,
+        correct_before=_correct_in_split_order(before, labels, order),
+        correct_after=_correct_in_split_order(after, labels, order))
     write_adapted_run(out, run_dir, data_path, model)
     atomic_write_json(out / "adapt.json", result.to_dict())
     return result
