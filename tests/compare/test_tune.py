@@ -200,6 +200,9 @@ def test_every_strategy_declares_a_space_of_its_own_parameters():
     assert set(spaces["discriminative"]) == {"decay"}
     assert spaces["l2sp"]["alpha"].log and spaces["l2sp"]["beta"].log
     assert set(spaces["lp_ft"]) >= {"lp_epochs"} and spaces["lp_ft"]["lp_epochs"].high == 4
+    # two epochs: one of each phase is the only setting that runs (the default lp_epochs=2 leaves no fine-tuning)
+    lp_ft = next(cls for cls in list_strategies() if cls.name == "lp_ft")
+    assert lp_ft.search_space(SpaceContext(depth_groups=7, epochs=2))["lp_epochs"].choices == (1,)
     assert spaces["lora"]["r"].choices == (4, 8, 16)
     assert spaces["freeze"]["k"].high == 6  # every backbone group, never the head
 

@@ -66,6 +66,10 @@ def register(sub) -> None:
                                      "no duplicates")
     p.add_argument("--source-data", help="source-task data, in the source model's label space (e.g. class folders "
                    "named by ImageNet class): used by ewc, and the report measures every strategy's forgetting on it")
+    p.add_argument("--target-data", metavar="PATH",
+                   help="unlabelled target-domain data for every cell (its labels never read): what dann, cdan and "
+                        "mcc adapt to; every cell reports Deep Embedded Validation's target risk, and the report "
+                        "lists it beside source-validation accuracy (docs/domain-adaptation.md)")
     p.add_argument("--contamination", metavar="DIR",
                    help="an output folder of transferlab contamination for the data's test split: the report adds "
                         "every strategy's test accuracy on its clean and dirty examples")
@@ -84,7 +88,7 @@ def grid_spec_from_args(args):
     return grid_spec(model=args.model, data=args.data, strategies=args.strategies or DEFAULT_STRATEGIES,
                      seeds=args.seeds, scratch=args.scratch is not False, scratch_epochs=args.scratch_epochs,
                      weights=args.weights, tune=args.tune, tune_space=args.tune_space,
-                     source_data=args.source_data, head=args.head, **options)
+                     source_data=args.source_data, target_data=args.target_data, head=args.head, **options)
 
 
 def _given(args) -> set[str]:
@@ -128,7 +132,7 @@ def cmd_compare(args) -> None:
         given = _given(args)  # before the defaults below fill in what was not passed
         args.model = args.model or "efficientnet_lite0"
         args.data = args.data or "digits"
-        _check_model_and_data(args.model, args.data, args.source_data)
+        _check_model_and_data(args.model, args.data, args.source_data, args.target_data)
         spec = grid_spec_from_args(args)
         _check_grid_paths(args.out, {**run_inputs(spec.base), "--contamination": args.contamination}, tracks,
                           spec.base.train.cache_dir)
@@ -180,7 +184,8 @@ def _saved_grid_inputs(out: str) -> dict[str, object]:
         return {}
 
 
-def _check_model_and_data(model: str, data: str, source_data: str | None = None) -> None:
+def _check_model_and_data(model: str, data: str, source_data: str | None = None,
+                          target_data: str | None = None) -> None:
     """Cheap checks before any run: every cell would fail the same way otherwise."""
     from pathlib import Path
 
@@ -191,7 +196,7 @@ def _check_model_and_data(model: str, data: str, source_data: str | None = None)
     if family_of(model) is None:  # no model family claims the name
         raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(list_models())}, a timm "
                           "architecture name, a Hugging Face model directory, or hf:<hub id>")
-    for path in (data, source_data):
+    for path in (data, source_data, target_data):
         if path and not is_builtin_spec(path) and not Path(path).expanduser().exists():
             raise ConfigError(f"{path}: no such file or folder; give an image folder, a text file or folder, "
                               "a .npz file, 'digits' or 'sklearn:NAME'")

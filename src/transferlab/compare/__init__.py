@@ -23,6 +23,7 @@ from transferlab.progress import Progress
 from transferlab.diagnostics import report as _diagnostic_sections  # noqa: E402,F401  isort: skip
 from transferlab.contamination import subsets as _contamination_section  # noqa: E402,F401  isort: skip
 from transferlab.compare import tune_report as _tune_section  # noqa: E402,F401  isort: skip
+from transferlab.compare import target_report as _target_section  # noqa: E402,F401  isort: skip
 
 __all__ = ["DEFAULT_STRATEGIES", "SCRATCH", "grid_spec", "GridSpec", "GridResults", "Section", "collect", "compare",
            "register_section", "report_from_dir", "run_grid", "split_strategy_list", "write_report"]

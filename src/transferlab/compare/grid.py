@@ -139,13 +139,14 @@ def is_scratch(strategy: str) -> bool:
 def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategies: str | list[str] = DEFAULT_STRATEGIES,
               seeds: int | None = 1, scratch: bool = True, weights: str | None = None, source_data: str | None = None,
               head: str | None = None, scratch_epochs: int | None = None, tune: int | None = None,
-              tune_space: str | None = None, **options) -> GridSpec:
+              tune_space: str | None = None, target_data: str | None = None, **options) -> GridSpec:
     """The grid `transferlab compare` runs for these arguments: `options` are TrainConfig and DataOptions fields
     (epochs=3, image_size=64, ...); on digits, DIGITS_DEFAULTS fill the ones not given. `seeds` seeds per
     strategy, counting up from `seed`. The data split stays fixed (seeded by `seed`) across the grid's seeds,
     so strategies and seeds are compared on the same validation set. `tune`: trials per entry (--tune), with
     `tune_space` overrides (--tune-space); the baseline's 4-recipe search is then replaced by tuning (its default
-    entry is one recipe: the grid's BatchNorm mode and learning rate)."""
+    entry is one recipe: the grid's BatchNorm mode and learning rate). `target_data`: unlabelled target-domain data
+    given to every cell (--target-data), as `source_data` is."""
     from dataclasses import fields
 
     from transferlab.data import DataOptions
@@ -166,8 +167,10 @@ def grid_spec(model: str = "efficientnet_lite0", data: str = "digits", strategie
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
     train = TrainConfig(**{k: v for k, v in options.items() if k in train_names})
     data_options = DataOptions(seed=train.seed, **{k: v for k, v in options.items() if k in data_names})
+    strategy_options = {key: value for key, value in (("source_data", source_data), ("target_data", target_data))
+                        if value}
     base = RunConfig(model=model, data=data, weights=weights, train=train, data_options=data_options,
-                     strategy_options={"source_data": source_data} if source_data else {}, head=head or "linear")
+                     strategy_options=strategy_options, head=head or "linear")
     listed = split_strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
     if tune is None and tune_space:
         raise ConfigError("--tune-space needs --tune TRIALS")

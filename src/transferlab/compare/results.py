@@ -37,6 +37,7 @@ RUN_FIELDS = {
     "task_module_bytes": lambda m: m.get("task_module_bytes"),
     "best_epoch": lambda m: m["best_epoch"],
     "epochs_run": lambda m: m["epochs_run"],
+    "dev_risk": lambda m: (m.get("dev") or {}).get("risk"),  # --target-data: Deep Embedded Validation
     "final_train_accuracy": lambda m: m["final_train_accuracy"],
 }
 # Read from history.jsonl's record of the selected (best) epoch, so the overfitting gap compares one epoch.

@@ -172,6 +172,8 @@ class LinearProbeThenFinetune(Strategy):
         space = {"ft_lr": Tunable(0.01, 1.0, log=True)}
         if ctx.epochs - 1 > 1:  # at least one epoch of each phase
             space["lp_epochs"] = Tunable(1, ctx.epochs - 1)
+        elif ctx.epochs == 2:  # one epoch of each: the only setting that runs (the default, 2, leaves no fine-tuning)
+            space["lp_epochs"] = Tunable(choices=(1,))
         return space
 
     def check_epochs(self, total_epochs: int) -> None:
