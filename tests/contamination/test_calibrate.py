@@ -242,6 +242,26 @@ def test_summary_records_how_each_threshold_was_chosen(capsys, tmp_path, digit_f
     assert any(w.startswith("the null holds 300 images, fewer than 1 / fpr") for w in s["warnings"])
     assert "disabled: no threshold reaches fpr 0.001" in (out / "contamination.html").read_text(encoding="utf-8")
     assert "warning: dhash disabled for this run" in printed
+    # 8x8 digits: the tool's near-copies (3 px shifts, crops, rescales) are harsh, so few are found: said so
+    recall = s["calibration"]["any"]["recall"]
+    low = [w for w in s["warnings"] if w.startswith("the data-calibrated thresholds find")]
+    assert (recall < 0.9) == bool(low) and recall < 0.9, recall
+    assert f"find {recall:.2f} of the near-copies" in low[0] and "--threshold-mode fixed" in low[0]
+
+
+def test_low_copy_recall_warns_only_for_data_calibrated_thresholds():
+    from transferlab.contamination.calibrate import ThresholdChoice, Thresholds, low_recall_warnings
+
+    def thresholds(mode):
+        return Thresholds(mode, 0.001, {"aligned": ThresholdChoice("aligned", 0.99, mode, 0.001 if mode == "data"
+                                                                   else None)}, None, [])
+
+    calibration = {"any": {"recall": 0.78, "recall_by_kind": {"shift": 0.985, "crop": 0.24, "flip": 1.0}}}
+    (warning,) = low_recall_warnings(thresholds("data"), calibration)
+    assert "find 0.78 of the near-copies" in warning and "crop 0.24" in warning and "shift" not in warning
+    assert low_recall_warnings(thresholds("fixed"), calibration) == []  # fixed thresholds: the user's choice
+    assert low_recall_warnings(thresholds("data"), {"any": {"recall": 0.95, "recall_by_kind": {}}}) == []
+    assert low_recall_warnings(thresholds("data"), None) == []  # no calibration (--calibrate 0): nothing to say
 
 
 def test_a_threshold_given_on_the_command_line_wins(capsys, tmp_path, digit_folder):

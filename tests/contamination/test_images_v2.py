@@ -115,12 +115,14 @@ def test_flipped_copies_are_found_either_way_round(digits):
     assert (back.source == np.arange(40)).mean() >= 0.95
 
 
-def test_crop_views_are_the_centre_and_four_corners():
+def test_crop_views_are_a_three_by_three_grid_of_places():
     grey = torch.rand(3, 32, 32) * 255
-    views = crop_thumbnails(grey)
-    assert views.shape == (15, 64)
-    assert torch.allclose(views[1], thumbnails(grey[:1, 0:26, 0:26])[0], atol=1e-5)  # image 0, top-left corner
-    assert torch.allclose(views[5 + 4], thumbnails(grey[1:2, 6:32, 6:32])[0], atol=1e-5)  # image 1, bottom-right
+    views = crop_thumbnails(grey)  # 26 x 26 crops (0.8 of 32) at offsets 0, 3, 6 down and across
+    assert views.shape == (27, 64)
+    assert torch.allclose(views[0], thumbnails(grey[:1, 0:26, 0:26])[0], atol=1e-5)  # image 0, top-left corner
+    assert torch.allclose(views[4], thumbnails(grey[:1, 3:29, 3:29])[0], atol=1e-5)  # image 0, centre
+    assert torch.allclose(views[9 + 5], thumbnails(grey[1:2, 3:29, 6:32])[0], atol=1e-5)  # image 1, right middle
+    assert torch.allclose(views[9 + 8], thumbnails(grey[1:2, 6:32, 6:32])[0], atol=1e-5)  # image 1, bottom-right
 
 
 # ---- the faiss index -----------------------------------------------------------------------------------------

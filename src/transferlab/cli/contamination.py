@@ -103,8 +103,8 @@ def register(sub) -> None:
                    help="images: do not search horizontally flipped copies (the aligned method scores each "
                         "target mirrored too, by default)")
     p.add_argument("--no-crop-views", dest="crop_views", action="store_false",
-                   help="images: do not retrieve the aligned method's candidates by crop views (centre and four "
-                        "corners), which find cropped copies among many sources")
+                   help="images: do not retrieve the aligned method's candidates by crop views (a 3 x 3 grid "
+                        "of places), which find cropped copies among many sources")
     p.add_argument("--index", default="auto", choices=["auto", "exact", "faiss"],
                    help="images: how the source is searched: exact = its features in memory, searched exactly; "
                         "faiss = its features written shard by shard to OUT/source_features/ (a killed run, "

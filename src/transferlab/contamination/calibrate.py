@@ -286,6 +286,29 @@ class Thresholds:
                 "null_rate_any": self.null_rate_any()}
 
 
+LOW_COPY_RECALL = 0.9  # below this share of the run's own near-copies found, a data-calibrated run warns
+
+
+def low_recall_warnings(chosen: Thresholds, calibration: dict | None) -> list[str]:
+    """A warning when the data-calibrated thresholds find fewer than LOW_COPY_RECALL of the near-copies the run made
+    from its own source ("any method" recall of the calibration). A clean verdict is then weak evidence for the
+    copy kinds it misses. Two causes were measured (docs/contamination.md): images too small for the copy kinds
+    (8x8 digits), and a source that holds near-duplicates of itself, whose null then scores like copies and lifts
+    the thresholds above them (CIFAR-10: "any method" recall 0.78, crops 0.24, at 50,000 sources)."""
+    overall = (calibration or {}).get("any") or {}
+    recall = overall.get("recall")
+    calibrated = [m for m, c in chosen.choices.items() if c.mode == "data" and not c.disabled]
+    if recall is None or recall >= LOW_COPY_RECALL or not calibrated:
+        return []
+    missed = ", ".join(f"{kind} {r:.2f}" for kind, r in (overall.get("recall_by_kind") or {}).items()
+                       if r is not None and r < LOW_COPY_RECALL)
+    return [f"the data-calibrated thresholds find {recall:.2f} of the near-copies made from this source (below "
+            f"{LOW_COPY_RECALL}; by kind: {missed}): copies of those kinds may go unflagged. The usual causes are "
+            "images too small for those edits, or a source holding near-duplicates of itself, which the null "
+            "counts as strangers and which lift the thresholds; --threshold-mode fixed or --threshold shows what "
+            "looser thresholds flag"]
+
+
 def choose_thresholds(source: ImageFeatures, methods: Sequence[str], mode: str = "data", fpr: float = DEFAULT_FPR,
                       given: dict[str, float] | None = None, k: int = DEFAULT_K, n_null: int = DEFAULT_NULL_SIZE,
                       seed: int = 0, flip: bool = True, crops: bool = True,

@@ -33,6 +33,7 @@ from transferlab.contamination.calibrate import (
     THRESHOLD_MODES,
     Thresholds,
     choose_thresholds,
+    low_recall_warnings,
 )
 from transferlab.contamination.detect import (
     DEFAULT_K,
@@ -646,6 +647,9 @@ def check_contamination(source: SplitExamples, target: SplitExamples, opts: Chec
             summary["methods"][m].update(entry)
         summary["thresholds"] = chosen.to_dict()
         warnings += chosen.warnings
+        for warning in low_recall_warnings(chosen, calibration):
+            logger.warning("%s", warning)
+            warnings.append(warning)
     if text is not None:  # how the words were read, what was set aside, how minhash's threshold was chosen
         summary["normalization"] = {"mode": text["normalization"], "strip_markup": text["strip_markup"],
                                     "strip_markup_why": text["strip_markup_why"]}

@@ -15,7 +15,7 @@ Methods (`image_matching` and `aligned` hold the formulas):
 - aligned    normalised cross-correlation over shifts and crop scales (`aligned.aligned_scores`) of the
              target with each of its candidates: the top `k` sources by embedding cosine, the top `k` by a
              grey 8 x 8 thumbnail's cosine, and the two hashes' nearest sources; the top few by the
-             thumbnails of crop views (centre and four corners: cropped copies, either way round); and the
+             thumbnails of crop views (a 3 x 3 grid of places: cropped copies, either way round); and the
              same for the target mirrored left to right, scored mirrored (flipped copies). Retrieval by both the
              embedding (roughly shift-invariant) and the thumbnail (exact on blurred and recoloured copies)
              is what makes shifted and cropped copies findable; the correlation is what tells them from
@@ -64,6 +64,10 @@ HIGHER_IS_CLOSER = {"exact": True, "phash": False, "dhash": False, "embedding": 
 THRESHOLD_RANGES = {"phash": (0, 64), "dhash": (0, 64), "embedding": (-1.0, 1.0), "aligned": (-1.0, 1.0)}
 DEFAULT_K = 10
 CROP_VIEW = 0.8  # the crop views' side, as a fraction of the image's (the near-copies' crops: 0.75-0.9)
+# Crop views per image: a 3 x 3 grid of places (corners, edge middles, centre). Five places (centre and corners)
+# found 0.950 of the calibration's crops against 49,000 CIFAR-10 sources; docs/contamination.md has the grid's.
+CROP_GRID = 3
+N_CROP_VIEWS = CROP_GRID * CROP_GRID
 
 
 def match_rule(method: str, threshold: float | None) -> str:
@@ -114,15 +118,16 @@ def thumbnails(grey: torch.Tensor) -> torch.Tensor:
 
 
 def crop_thumbnails(grey: torch.Tensor, fraction: float = CROP_VIEW) -> torch.Tensor:
-    """(N, 32, 32) grey -> (N * 5, 64): the `thumbnails` of each image's centre and four corner crops of
-    `fraction` x its side (rows 5 n .. 5 n + 4 belong to image n). A crop of 75-90 % of a photograph, resized
-    back, has a thumbnail close to the matching crop view of its original, and the original's thumbnail is
-    close to one crop view of a copy that holds more than it: retrieval of cropped copies both ways round."""
+    """(N, 32, 32) grey -> (N * N_CROP_VIEWS, 64): the `thumbnails` of each image's crops of `fraction` x its side
+    at a CROP_GRID x CROP_GRID grid of places, from corner to corner (rows N_CROP_VIEWS n .. N_CROP_VIEWS (n + 1) - 1
+    belong to image n). A crop of 75-90 % of a photograph, resized back, has a thumbnail close to the nearest crop
+    view of its original, and the original's thumbnail is close to one crop view of a copy that holds more than
+    it: retrieval of cropped copies both ways round."""
     h, w = grey.shape[-2:]
     ch, cw = round(h * fraction), round(w * fraction)
-    tops, lefts = (0, (h - ch) // 2, h - ch), (0, (w - cw) // 2, w - cw)
-    views = [(tops[1], lefts[1]), (tops[0], lefts[0]), (tops[0], lefts[2]), (tops[2], lefts[0]), (tops[2], lefts[2])]
-    crops = torch.stack([grey[:, a:a + ch, b:b + cw] for a, b in views], 1)  # (N, 5, ch, cw)
+    tops = [round(i * (h - ch) / (CROP_GRID - 1)) for i in range(CROP_GRID)]
+    lefts = [round(i * (w - cw) / (CROP_GRID - 1)) for i in range(CROP_GRID)]
+    crops = torch.stack([grey[:, a:a + ch, b:b + cw] for a in tops for b in lefts], 1)  # (N, views, ch, cw)
     return thumbnails(crops.reshape(-1, ch, cw))
 
 
@@ -179,7 +184,7 @@ def aligned_candidates(q_grey: torch.Tensor, q_emb: torch.Tensor | None, source:
                        hashes: dict[str, np.ndarray] | None = None) -> Candidates:
     """The aligned method's candidates (module docstring): for the query as it is, the top k sources by
     thumbnail and by embedding and the two hashes' nearest; with `crops`, the top k_c = max(2, k // 4) by the
-    query's thumbnail against the sources' five crop views and the top k_c of each of the query's five crop views
+    query's thumbnail against the sources' nine crop views and the top k_c of each of the query's nine crop views
     against the sources' thumbnails; with `flip`, for the mirrored query, its top k by thumbnail, its hashes'
     nearest and the embedding's top k (pooled CNN features hardly change under a mirror). `hashes`: the plain
     query's nearest rows per hash, when the caller has them already."""
@@ -198,10 +203,11 @@ def aligned_candidates(q_grey: torch.Tensor, q_emb: torch.Tensor | None, source:
                                       exclude)[0][:, None])
     if crops:
         kc = max(2, k // 4)
-        plain.append(nearest_rows(thumbnails(q_grey), crop_thumbnails(source.grey), kc, rep=5, exclude=exclude))
-        q_views = crop_thumbnails(q_grey)  # (N * 5, 64)
-        view_excl = None if exclude is None else (np.repeat(exclude[0], 5), exclude[1], exclude[2])
-        plain.append(nearest_rows(q_views, s_thumb, kc, exclude=view_excl).reshape(len(q_grey), 5 * kc))
+        plain.append(nearest_rows(thumbnails(q_grey), crop_thumbnails(source.grey), kc, rep=N_CROP_VIEWS,
+                                  exclude=exclude))
+        q_views = crop_thumbnails(q_grey)  # (N * N_CROP_VIEWS, 64)
+        view_excl = None if exclude is None else (np.repeat(exclude[0], N_CROP_VIEWS), exclude[1], exclude[2])
+        plain.append(nearest_rows(q_views, s_thumb, kc, exclude=view_excl).reshape(len(q_grey), N_CROP_VIEWS * kc))
     flipped = None
     if flip:
         mirror = q_grey.flip(-1)

@@ -7,7 +7,7 @@
     report = index.calibrate(read_rgb, embedder, methods, thresholds, n_copied=200)   # as detect.calibrate_images
 
 What is held in memory, per source image: the indexes' vectors (the embedding, D floats; the 8 x 8 thumbnail, 64
-floats; its five crop views, 5 x 64 floats; float32, plus the index's own lists or graph) and 32 bytes (the two
+floats; its nine crop views, 9 x 64 floats; float32, plus the index's own lists or graph) and 32 bytes (the two
 hashes, a group id for the pixel key, the input row). The grey images (2 KB each), the pixel keys and the
 embeddings on disk are read shard by shard: memory is bounded by the indexes whatever the source size.
 
@@ -36,6 +36,7 @@ from transferlab.contamination.ann import EmbeddingIndex
 from transferlab.contamination.calibrate import DEFAULT_NULL_SIZE, NullScores
 from transferlab.contamination.detect import (
     DEFAULT_K,
+    N_CROP_VIEWS,
     THRESHOLD_RANGES,
     Candidates,
     MethodResult,
@@ -203,8 +204,8 @@ class StoreIndex:
                                              held)[0][:, None])
         if crops and self.crop is not None:
             kc = max(2, k // 4)
-            plain.append(self._rows(self.crop, q_thumb, kc, 5, exclude, held))
-            view_excl = None if exclude is None else (np.repeat(exclude[0], 5), exclude[1], exclude[2])
+            plain.append(self._rows(self.crop, q_thumb, kc, N_CROP_VIEWS, exclude, held))
+            view_excl = None if exclude is None else (np.repeat(exclude[0], N_CROP_VIEWS), exclude[1], exclude[2])
             views = self._rows(self.thumb, crop_thumbnails(q_grey).numpy(), kc, 1, view_excl, held)
             plain.append(views.reshape(len(q_grey), -1))
         flipped = None
