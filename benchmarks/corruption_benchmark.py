@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -49,9 +50,9 @@ def sh(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def link_subset(src: Path, dests: list[Path], split: str, per_class: int, seed: int) -> None:
-    """Each dest/<split>/<class>/ gets links to its own `per_class` images of src/<split>/<class>/ (seeded, the
-    dests disjoint)."""
+def copy_subset(src: Path, dests: list[Path], split: str, per_class: int, seed: int) -> None:
+    """Each dest/<split>/<class>/ gets copies of its own `per_class` images of src/<split>/<class>/ (seeded, the
+    dests disjoint). Copies, not links: `data corrupt` leaves out links that point outside its --data."""
     rng = np.random.default_rng(seed)
     for folder in sorted((src / split).iterdir()):
         files = sorted(folder.iterdir())
@@ -59,7 +60,7 @@ def link_subset(src: Path, dests: list[Path], split: str, per_class: int, seed: 
         for d, dest in enumerate(dests):
             (dest / split / folder.name).mkdir(parents=True, exist_ok=True)
             for i in np.sort(pick[d * per_class:(d + 1) * per_class]):
-                os.symlink(files[i], dest / split / folder.name / files[i].name)
+                shutil.copyfile(files[i], dest / split / folder.name / files[i].name)
 
 
 def prepare(out: Path, args) -> None:
@@ -73,9 +74,9 @@ def prepare(out: Path, args) -> None:
         (out / "source.seconds").write_text(f"{t:.1f}")
     clean = out / "clean"
     if not clean.exists():  # test/: the images scored; train/: a few, because a folder needs a training split
-        link_subset(cifar, [clean], "test", args.test_per_class, 0)
-        link_subset(cifar, [clean], "train", 10, 0)
-        link_subset(cifar, [out / "target_clean" / k for k in KINDS], "train", args.target_per_kind // 10, 1)
+        copy_subset(cifar, [clean], "test", args.test_per_class, 0)
+        copy_subset(cifar, [clean], "train", 10, 0)
+        copy_subset(cifar, [out / "target_clean" / k for k in KINDS], "train", args.target_per_kind // 10, 1)
     for kind in KINDS:
         for name, folder in (("corrupt", clean), ("target_parts", out / "target_clean" / kind)):
             dest = out / name / kind
@@ -90,7 +91,7 @@ def prepare(out: Path, args) -> None:
             for folder in sorted((out / "target_parts" / kind / "train").iterdir()):
                 (target / "train" / folder.name).mkdir(parents=True, exist_ok=True)
                 for f in sorted(folder.iterdir()):
-                    os.symlink(f.resolve(), target / "train" / folder.name / f"{kind}_{f.name}")
+                    shutil.copyfile(f, target / "train" / folder.name / f"{kind}_{f.name}")
 
 
 def adapt_all(out: Path, args) -> dict:
