@@ -10,12 +10,13 @@ Steps (each skipped when its output exists, so a killed study continues):
      the source's own accuracy is `accuracy_before` of the same call), in process;
   4. the unlabelled target for domain adaptation: `--target-per-kind` CIFAR-10 *training* images corrupted by each
      kind (the test images are never adapted on), pooled; `finetune` from the source with `full` (source-only) and
-     `dann`, `cdan`, `mcc`, each on `--max-train` labelled source images, `--seeds` seeds; every run scored on
+     `dann`, `cdan`, `mcc`, each on `--max-train` labelled source images, `--uda-seeds` seeds; every run scored on
      every corrupted test set;
   5. per kind and averaged: error of each method, and each method against the source (paired on the same
      examples over seeds, `transferlab.stats.paired_runs`, Holm over the comparisons), the time of each method.
 
-Usage: python benchmarks/corruption_benchmark.py [OUT_DIR] [--test-per-class 200] [--seeds 3]   (run it alone)
+Usage: python benchmarks/corruption_benchmark.py [OUT_DIR] [--test-per-class 200] [--seeds 3] [--uda-seeds N]
+(run it alone)
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def uda_all(out: Path, args) -> dict:
     path = out / "uda.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     for strategy in UDA:
-        for seed in range(args.seeds):
+        for seed in range(args.uda_seeds):
             key = f"{strategy}/{seed}"
             if key in done:
                 continue
@@ -133,6 +134,7 @@ def uda_all(out: Path, args) -> dict:
             run.parent.mkdir(parents=True, exist_ok=True)
             t = sh([TL, "finetune", "--model", f"{out / 'source'}@last", "--data", str(DATA / "cifar10"),
                     "--target-data", str(out / "target"), "--strategy", strategy, "--max-train", str(args.max_train),
+                    "--max-val", str(args.max_val),
                     "--epochs", str(args.uda_epochs), "--seed", str(seed), "--out", str(run), "--overwrite"],
                    run.parent / f"{seed}.log")
             scores = {}
@@ -160,8 +162,9 @@ def summarise(out: Path, adapted: dict, uda: dict, args) -> None:
         for m in ("adabn", "tent"):
             per[m][kind] = [adapted[f"{kind}/{m}/{s}"]["after"] for s in seeds]
     for strategy in UDA:
-        per[strategy] = {kind: [uda[f"{strategy}/{s}"]["correct"][kind] for s in seeds] for kind in KINDS}
-    pooled = {m: [np.concatenate([per[m][k][s] for k in KINDS]) for s in seeds] for m in per}
+        per[strategy] = {kind: [uda[f"{strategy}/{s}"]["correct"][kind] for s in range(args.uda_seeds)]
+                         for kind in KINDS}
+    pooled = {m: [np.concatenate([per[m][k][s] for k in KINDS]) for s in range(len(per[m][KINDS[0]]))] for m in per}
     error = {m: {k: 100 * (1 - np.mean(per[m][k])) for k in KINDS} for m in per}
     comparisons = [("adabn", "source"), ("tent", "source"), ("tent", "adabn"), ("dann", "full"), ("cdan", "full"),
                    ("mcc", "full"), ("full", "source")]
@@ -172,9 +175,11 @@ def summarise(out: Path, adapted: dict, uda: dict, args) -> None:
               "seconds": {"source_pretrain": float((out / "source.seconds").read_text()),
                           "adabn_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/adabn/" in k])),
                           "tent_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/tent/" in k])),
-                          **{f"{s}_run": float(np.mean([uda[f"{s}/{i}"]["seconds"] for i in seeds])) for s in UDA}},
-              "uda_selection": {s: {"val": [uda[f"{s}/{i}"]["val"] for i in seeds],
-                                    "dev": [uda[f"{s}/{i}"]["dev"] for i in seeds]} for s in UDA},
+                          **{f"{s}_run": float(np.mean([uda[f"{s}/{i}"]["seconds"] for i in range(args.uda_seeds)]))
+                             for s in UDA}},
+              "uda_selection": {s: {"val": [uda[f"{s}/{i}"]["val"] for i in range(args.uda_seeds)],
+                                    "dev": [uda[f"{s}/{i}"]["dev"] for i in range(args.uda_seeds)]} for s in UDA},
+              "uda_seeds": args.uda_seeds,
               "tent_paper": TENT_PAPER}
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     methods = list(per)
@@ -198,9 +203,12 @@ def main() -> None:
     ap.add_argument("--target-per-kind", type=int, default=300, help="corrupted training images per kind")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--source-epochs", type=int, default=10)
+    ap.add_argument("--uda-seeds", type=int, default=None, help="seeds of the UDA runs (default: --seeds)")
     ap.add_argument("--max-train", type=int, default=5000, help="labelled source images of the UDA runs")
+    ap.add_argument("--max-val", type=int, default=2000, help="source validation images of the UDA runs")
     ap.add_argument("--uda-epochs", type=int, default=2)
     args = ap.parse_args()
+    args.uda_seeds = args.uda_seeds or args.seeds
     if not (DATA / "cifar10").is_dir():
         sys.exit(f"needs $TRANSFERLAB_DATA/cifar10 (not under {DATA}): see docs/data.md")
     out = Path(args.out)
