@@ -118,10 +118,8 @@ def adapt_all(out: Path, args) -> dict:
 
 
 def uda_all(out: Path, args) -> dict:
-    import torch
-
-    from transferlab.diagnostics._common import make_loader
     from transferlab.runs import load_run
+    from transferlab.training.evaluate import evaluate_examples
 
     path = out / "uda.json"
     done = json.loads(path.read_text()) if path.exists() else {}
@@ -140,10 +138,8 @@ def uda_all(out: Path, args) -> dict:
             scores = {}
             for kind in KINDS:
                 _, data, model, _ = load_run(run, str(out / "corrupt" / kind), augment=False)
-                model.eval()
-                with torch.no_grad():
-                    scores[kind] = [int(x) for b in make_loader(data, data.test, 256)
-                                    for x in model({"pixel_values": b["pixel_values"]}).argmax(1) == b["labels"]]
+                found = evaluate_examples(model, data.test, data.collate, "cpu", 256)
+                scores[kind] = [int(bool(c)) for c in found.correct]
             metrics = json.loads((run / "metrics.json").read_text())
             done[key] = {"correct": scores, "seconds": t, "val": metrics["val"]["accuracy"],
                          "dev": metrics.get("dev")}

@@ -3,16 +3,14 @@ labels. Per strategy, source-validation accuracy and Deep Embedded Validation's 
 training/dev.py), mean ± std over seeds; the test labels of the target are never part of the choice."""
 from __future__ import annotations
 
-import numpy as np
-
 from transferlab.compare.report import Bullets, Section, Table, Text, register_section
 
 
-def _mean_std(values: list) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
+def _mean_std(summary, key: str) -> tuple[float, float] | None:
+    """(mean, std) over the strategy's finished seeds, from its StrategySummary; None when no run has `key`."""
+    if summary is None or summary.mean.get(key) is None:
         return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return summary.mean[key], summary.std[key]
 
 
 def _cell(pair) -> str:
@@ -23,14 +21,12 @@ def _cell(pair) -> str:
 def target_selection_section(ctx) -> Section | None:
     r = ctx.results
     target = (r.grid.get("base") or {}).get("strategy_options", {}).get("target_data")
-    by_strategy = {name: [run for run in r.runs if run.strategy == name and run.status == "finished"]
-                   for name in r.strategies}
-    if not target and not any(run.values.get("dev_risk") is not None for runs in by_strategy.values() for run in runs):
+    if not target and not any(s.mean.get("dev_risk") is not None for s in r.summaries.values()):
         return None
     rows, data = [], {"target_data": target, "strategies": {}}
-    for name, runs in by_strategy.items():
-        val = _mean_std([run.values.get("val_accuracy") for run in runs])
-        dev = _mean_std([run.values.get("dev_risk") for run in runs])
+    for name in r.strategies:
+        val = _mean_std(r.summaries.get(name), "val_accuracy")
+        dev = _mean_std(r.summaries.get(name), "dev_risk")
         data["strategies"][name] = {"val_accuracy": val, "dev_risk": dev}
         rows.append([name, _cell(val), _cell(dev)])
     ranked = [n for n in data["strategies"] if data["strategies"][n]["dev_risk"] is not None]

@@ -131,6 +131,11 @@ def crop_thumbnails(grey: torch.Tensor, fraction: float = CROP_VIEW) -> torch.Te
     return thumbnails(crops.reshape(-1, ch, cw))
 
 
+def crop_view_exclude(exclude):
+    """`exclude` for the queries' crop views (N_CROP_VIEWS rows per query, each with its query's group)."""
+    return None if exclude is None else (np.repeat(exclude[0], N_CROP_VIEWS), exclude[1], exclude[2])
+
+
 def nearest_rows(query: torch.Tensor, index: torch.Tensor, k: int, rep: int = 1, exclude=None) -> np.ndarray:
     """Top-k source rows per query by cosine: (N, k) int64, `index` row r being source row r // rep (rep views
     per source image). `exclude` (q_group (N,), group (S,), twins): leave out the sources of the query's own group
@@ -206,8 +211,8 @@ def aligned_candidates(q_grey: torch.Tensor, q_emb: torch.Tensor | None, source:
         plain.append(nearest_rows(thumbnails(q_grey), crop_thumbnails(source.grey), kc, rep=N_CROP_VIEWS,
                                   exclude=exclude))
         q_views = crop_thumbnails(q_grey)  # (N * N_CROP_VIEWS, 64)
-        view_excl = None if exclude is None else (np.repeat(exclude[0], N_CROP_VIEWS), exclude[1], exclude[2])
-        plain.append(nearest_rows(q_views, s_thumb, kc, exclude=view_excl).reshape(len(q_grey), N_CROP_VIEWS * kc))
+        plain.append(nearest_rows(q_views, s_thumb, kc, exclude=crop_view_exclude(exclude))
+                     .reshape(len(q_grey), N_CROP_VIEWS * kc))
     flipped = None
     if flip:
         mirror = q_grey.flip(-1)

@@ -42,6 +42,7 @@ from transferlab.contamination.detect import (
     MethodResult,
     best_aligned,
     crop_thumbnails,
+    crop_view_exclude,
     hamming_rows,
     near_copy_report,
     thumbnails,
@@ -205,8 +206,7 @@ class StoreIndex:
         if crops and self.crop is not None:
             kc = max(2, k // 4)
             plain.append(self._rows(self.crop, q_thumb, kc, N_CROP_VIEWS, exclude, held))
-            view_excl = None if exclude is None else (np.repeat(exclude[0], N_CROP_VIEWS), exclude[1], exclude[2])
-            views = self._rows(self.thumb, crop_thumbnails(q_grey).numpy(), kc, 1, view_excl, held)
+            views = self._rows(self.thumb, crop_thumbnails(q_grey).numpy(), kc, 1, crop_view_exclude(exclude), held)
             plain.append(views.reshape(len(q_grey), -1))
         flipped = None
         if flip:

@@ -184,13 +184,12 @@ def _accuracy(logits: list, labels: list) -> float:
 
 def _correct_in_split_order(logits: list, labels: list, order: list[int]) -> list[int]:
     """1/0 per example, moved from the stream's order back to the split's; [] when the counts differ."""
-    hit = (torch.cat(logits).argmax(1) == torch.cat(labels)).int().tolist()
+    hit = (torch.cat(logits).argmax(1) == torch.cat(labels)).int()
     if len(hit) != len(order):
         return []
-    out = [0] * len(order)
-    for position, index in enumerate(order):
-        out[index] = hit[position]
-    return out
+    out = torch.empty_like(hit)
+    out[torch.tensor(order)] = hit  # stream position p holds split example order[p]
+    return out.tolist()
 
 
 @torch.no_grad()
