@@ -290,10 +290,10 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
 
 def load_target(config: RunConfig, model, data, decoded: DecodedImages | None = None):
     """The unlabelled target set of a run (`--target-data`, None without): the training split of any data set
-    `load_data` reads, with the run's preprocessing (image size, text columns, max length; --augment), its labels
+    `load_data` reads or a flat folder of images (`load_unlabelled`), with the run's preprocessing (image size, text columns, max length; --augment), its labels
     ignored; --max-train caps it too (a seeded uniform subsample: no labels read). DataError or ConfigError (one
     line) for another modality, examples of another shape than the training data's, or an empty set."""
-    from transferlab.data import DataError
+    from transferlab.data import DataError, load_unlabelled
     from transferlab.training.target import TargetData
 
     path = config.strategy_options.get("target_data")
@@ -302,10 +302,9 @@ def load_target(config: RunConfig, model, data, decoded: DecodedImages | None = 
     options = replace(config.data_options, classes=None, max_train=None, max_val=None, test_fraction=None)
     tokenizer = _tokenizer_for(config.model) if model.cfg.modality == "text" else None
     try:
-        bundle = load_data(path, model.cfg, options, tokenizer=tokenizer, decoded=decoded)
+        dataset, collate = load_unlabelled(path, model.cfg, options, tokenizer=tokenizer, decoded=decoded)
     except DataError as exc:
         raise DataError(f"--target-data: {exc}") from None
-    dataset = bundle.train
     cap = config.data_options.max_train
     if cap is not None and len(dataset) > cap:
         keep = np.sort(np.random.default_rng(config.train.seed).choice(len(dataset), cap, replace=False))
@@ -318,7 +317,7 @@ def load_target(config: RunConfig, model, data, decoded: DecodedImages | None = 
                           f"preprocessing, the training data's {'x'.join(map(str, mine))}; give target data the "
                           f"model reads as it reads --data")
     logger.info("target data %s: %d unlabelled examples", path, len(dataset))
-    return TargetData(dataset, bundle.collate, source=str(path))
+    return TargetData(dataset, collate, source=str(path))
 
 
 def _example_shape(dataset) -> tuple | None:

@@ -73,7 +73,8 @@ def add_run_options(p: argparse.ArgumentParser, strategy_required: bool = True) 
                                   "bottleneck)")
     p.add_argument("--source-data", help="source-task data (for ewc and forgetting)")
     p.add_argument("--target-data", metavar="PATH",
-                   help="unlabelled target-domain data in any layout --data accepts, its labels never read: what the "
+                   help="unlabelled target-domain data in any layout --data accepts (its labels never read) or a flat "
+                        "folder of images: what the "
                         "domain adaptation strategies (dann, cdan, mcc) adapt to; every run given it reports Deep "
                         "Embedded Validation's target risk estimate (docs/domain-adaptation.md)")
     add_dataclass_options(p, TrainConfig)
