@@ -15,8 +15,15 @@ Steps (each skipped when its output exists, so a killed study continues):
   5. per kind and averaged: error of each method, and each method against the source (paired on the same
      examples over seeds, `transferlab.stats.paired_runs`, Holm over the comparisons), the time of each method.
 
-Usage: python benchmarks/corruption_benchmark.py [OUT_DIR] [--test-per-class 200] [--seeds 3] [--uda-seeds N]
-(run it alone)
+With `--dataset hymenoptera` the same study on photographs: the source is `efficientnet_lite0` (ImageNet weights)
+fine-tuned (`full`) on hymenoptera train; every image is first resized to 256 px and centre-cropped to 224 px, as
+ImageNet-C prepares its images, so the corruptions take ImageNet-C's parameters; the scored images are the whole
+validation split; the unlabelled target is the training images, each corrupted by one kind (a seeded assignment,
+about 16 per kind); the domain adaptation runs start from the ImageNet weights, as the source did, on all of
+hymenoptera train.
+
+Usage: python benchmarks/corruption_benchmark.py [OUT_DIR] [--dataset cifar10|hymenoptera] [--test-per-class 200]
+[--seeds 3] [--uda-seeds N]   (run it alone)
 """
 from __future__ import annotations
 
@@ -64,7 +71,7 @@ def copy_subset(src: Path, dests: list[Path], split: str, per_class: int, seed: 
                 shutil.copyfile(files[i], dest / split / folder.name / files[i].name)
 
 
-def prepare(out: Path, args) -> None:
+def prepare_cifar(out: Path, args) -> None:
     cifar = DATA / "cifar10"
     if not (out / "source.seconds").exists():
         print("pretrain the source on CIFAR-10 train", flush=True)
@@ -86,6 +93,10 @@ def prepare(out: Path, args) -> None:
                 t = sh([TL, "data", "corrupt", "--data", str(folder), "--kind", kind, "--severity",
                         str(args.severity), "--out", str(dest), "--seed", "0"], out / name / f"{kind}.log")
                 (out / name / f"{kind}.seconds").write_text(f"{t:.1f}")
+    pool_target(out)
+
+
+def pool_target(out: Path) -> None:
     target = out / "target"
     if not target.exists():  # each kind corrupted its own training images: pooled into one target
         for kind in KINDS:
@@ -93,6 +104,56 @@ def prepare(out: Path, args) -> None:
                 (target / "train" / folder.name).mkdir(parents=True, exist_ok=True)
                 for f in sorted(folder.iterdir()):
                     shutil.copyfile(f, target / "train" / folder.name / f"{kind}_{f.name}")
+
+
+def imagenet_c_crop(src: Path, dest: Path) -> None:
+    """ImageNet-C's preparation of an image: resize the shorter side to 256 px (bilinear), centre-crop 224 px."""
+    from PIL import Image
+
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        scale = 256 / min(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        left, top = (img.width - 224) // 2, (img.height - 224) // 2
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        img.crop((left, top, left + 224, top + 224)).save(dest.with_suffix(".png"))
+
+
+def prepare_hymenoptera(out: Path, args) -> None:
+    hym = DATA / "hymenoptera"
+    if not (out / "source.seconds").exists():
+        print("fine-tune the source: efficientnet_lite0 on hymenoptera train", flush=True)
+        t = sh([TL, "finetune", "--model", "efficientnet_lite0", "--data", str(hym), "--strategy", "full",
+                "--epochs", str(args.uda_epochs), "--seed", "0", "--out", str(out / "source"), "--overwrite"],
+               out / "source.log")
+        (out / "source.seconds").write_text(f"{t:.1f}")
+    clean = out / "clean"
+    if not clean.exists():  # test/: the validation images, scored; train/: two per class (a folder needs one)
+        for folder in sorted((hym / "val").iterdir()):
+            for f in sorted(folder.iterdir()):
+                imagenet_c_crop(f, clean / "test" / folder.name / f.name)
+            for f in sorted((hym / "train" / folder.name).iterdir())[:2]:
+                imagenet_c_crop(f, clean / "train" / folder.name / f.name)
+        files = sorted(f for folder in (hym / "train").iterdir() for f in folder.iterdir())
+        kind_of = np.random.default_rng(1).permutation(len(files)) % len(KINDS)
+        for f, k in zip(files, kind_of):
+            imagenet_c_crop(f, out / "target_clean" / KINDS[k] / "train" / f.parent.name / f.name)
+    for kind in KINDS:
+        for name, folder in (("corrupt", clean), ("target_parts", out / "target_clean" / kind)):
+            if not (out / name / f"{kind}.seconds").exists():
+                (out / name).mkdir(parents=True, exist_ok=True)
+                t = sh([TL, "data", "corrupt", "--data", str(folder), "--kind", kind, "--severity",
+                        str(args.severity), "--out", str(out / name / kind), "--seed", "0"], out / name / f"{kind}.log")
+                (out / name / f"{kind}.seconds").write_text(f"{t:.1f}")
+    pool_target(out)
+
+
+def uda_command(out: Path, args) -> list[str]:
+    """The finetune arguments of a domain adaptation run, without strategy, seed and output."""
+    if args.dataset == "hymenoptera":
+        return [TL, "finetune", "--model", "efficientnet_lite0", "--data", str(DATA / "hymenoptera")]
+    return [TL, "finetune", "--model", f"{out / 'source'}@last", "--data", str(DATA / "cifar10"), "--max-train",
+            str(args.max_train), "--max-val", str(args.max_val)]
 
 
 def adapt_all(out: Path, args) -> dict:
@@ -108,7 +169,7 @@ def adapt_all(out: Path, args) -> dict:
                     continue
                 t0 = time.perf_counter()
                 r = adapt_run(out / "source", str(out / "corrupt" / kind), out / "adapted" / kind / method / str(seed),
-                              method=method, split="test", seed=seed, overwrite=True,
+                              method=method, split="test", seed=seed, overwrite=True, batch_size=args.tta_batch,
                               tent=TentConfig(online=True) if method == "tent" else None)
                 done[key] = {"before": r.correct_before, "after": r.correct_after,
                              "seconds": time.perf_counter() - t0}
@@ -130,9 +191,7 @@ def uda_all(out: Path, args) -> dict:
                 continue
             run = out / "uda" / strategy / str(seed)
             run.parent.mkdir(parents=True, exist_ok=True)
-            t = sh([TL, "finetune", "--model", f"{out / 'source'}@last", "--data", str(DATA / "cifar10"),
-                    "--target-data", str(out / "target"), "--strategy", strategy, "--max-train", str(args.max_train),
-                    "--max-val", str(args.max_val),
+            t = sh([*uda_command(out, args), "--target-data", str(out / "target"), "--strategy", strategy,
                     "--epochs", str(args.uda_epochs), "--seed", str(seed), "--out", str(run), "--overwrite"],
                    run.parent / f"{seed}.log")
             scores = {}
@@ -165,10 +224,11 @@ def summarise(out: Path, adapted: dict, uda: dict, args) -> None:
     comparisons = [("adabn", "source"), ("tent", "source"), ("tent", "adabn"), ("dann", "full"), ("cdan", "full"),
                    ("mcc", "full"), ("full", "source")]
     tested = stats.holm([stats.paired_runs(pooled[a], pooled[b]) for a, b in comparisons])
-    result = {"kinds": KINDS, "severity": args.severity, "seeds": args.seeds, "test_per_class": args.test_per_class,
+    result = {"dataset": args.dataset, "kinds": KINDS, "severity": args.severity, "seeds": args.seeds,
+              "test_per_class": args.test_per_class,
               "error": error, "mean_error": {m: float(np.mean(list(error[m].values()))) for m in per},
               "comparisons": {f"{a} - {b}": c.to_dict() for (a, b), c in zip(comparisons, tested)},
-              "seconds": {"source_pretrain": float((out / "source.seconds").read_text()),
+              "seconds": {"source_training": float((out / "source.seconds").read_text()),
                           "adabn_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/adabn/" in k])),
                           "tent_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/tent/" in k])),
                           **{f"{s}_run": float(np.mean([uda[f"{s}/{i}"]["seconds"] for i in range(args.uda_seeds)]))
@@ -194,6 +254,7 @@ def summarise(out: Path, adapted: dict, uda: dict, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="/tmp/transferlab_corruption_benchmark")
+    ap.add_argument("--dataset", choices=["cifar10", "hymenoptera"], default="cifar10")
     ap.add_argument("--severity", type=int, default=5)
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--target-per-kind", type=int, default=300, help="corrupted training images per kind")
@@ -202,14 +263,15 @@ def main() -> None:
     ap.add_argument("--uda-seeds", type=int, default=None, help="seeds of the UDA runs (default: --seeds)")
     ap.add_argument("--max-train", type=int, default=5000, help="labelled source images of the UDA runs")
     ap.add_argument("--max-val", type=int, default=2000, help="source validation images of the UDA runs")
-    ap.add_argument("--uda-epochs", type=int, default=2)
+    ap.add_argument("--uda-epochs", type=int, default=2, help="epochs of the UDA runs (hymenoptera: and the source)")
+    ap.add_argument("--tta-batch", type=int, default=None, help="batch of the test-time stream (default: the run's)")
     args = ap.parse_args()
     args.uda_seeds = args.uda_seeds or args.seeds
-    if not (DATA / "cifar10").is_dir():
-        sys.exit(f"needs $TRANSFERLAB_DATA/cifar10 (not under {DATA}): see docs/data.md")
+    if not (DATA / args.dataset).is_dir():
+        sys.exit(f"needs $TRANSFERLAB_DATA/{args.dataset} (not under {DATA}): see docs/data.md")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prepare(out, args)
+    (prepare_hymenoptera if args.dataset == "hymenoptera" else prepare_cifar)(out, args)
     adapted = adapt_all(out, args)
     uda = uda_all(out, args)
     summarise(out, adapted, uda, args)
