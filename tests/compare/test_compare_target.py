@@ -32,6 +32,8 @@ def test_every_cell_gets_the_target_and_the_report_lists_dev(tmp_path):
     section = results["sections"]["target_selection"]
     assert section["best_by_dev"] in ("full", "mcc", "dann") and section["target_data"] == "digits:2-3"
     assert "## Selecting for the target domain without its labels" in (out / "report.md").read_text()
+    gap = results["sections"]["domain_gap"]  # the grid's data against its target, in each strategy's features
+    assert all(len(gap[s]["the grid's data vs its target data"]["groups"]) >= 3 for s in ("full", "mcc", "dann"))
 
 
 def test_a_grid_without_target_data_has_no_such_section(tmp_path):

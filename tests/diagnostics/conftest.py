@@ -50,5 +50,6 @@ def report_ctx(tiny_run):
     from types import SimpleNamespace
 
     run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
-    results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run])
+    results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run],
+                              grid={"base": {}})
     return SimpleNamespace(results=results, cache={}, source_data=None)

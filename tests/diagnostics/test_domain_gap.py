@@ -48,4 +48,36 @@ def test_report_section(report_ctx):
     assert domain_gap_section(report_ctx) is None  # no --source-data: nothing to compare
     report_ctx.source_data = "digits:0-4"
     s = domain_gap_section(report_ctx)
-    assert s is not None and "full" in s.data
+    assert s is not None and list(s.data["full"]) == ["source data vs the grid's data"]
+
+
+def test_report_section_measures_the_grids_target(report_ctx, tiny_run, inverted_digits):
+    """A grid given --target-data: the section measures the grid's data against it, as `diagnose domain-gap` does."""
+    from transferlab.diagnostics.domain_gap import domain_gap_for, domain_gap_section
+
+    report_ctx.results.grid = {"base": {"strategy_options": {"target_data": str(inverted_digits)}}}
+    s = domain_gap_section(report_ctx)
+    found = s.data["full"]["the grid's data vs its target data"]
+    direct = domain_gap_for(tiny_run, "digits:5-9", str(inverted_digits), max_examples=200).to_dict()
+    assert found["groups"] == direct["groups"] and found["examples"] == 40
+
+
+@pytest.fixture(scope="module")
+def inverted_digits(tmp_path_factory):
+    """40 digits inverted (white on black becomes black on white), as a flat folder of PNG files: a target with
+    no labels and an obvious shift."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("inverted")
+    for i, image in enumerate(load_digits().images[:40]):
+        Image.fromarray((255 - image * 255 / 16).astype(np.uint8)).resize((32, 32)).save(root / f"{i:02d}.png")
+    return root
+
+
+def test_a_flat_target_folder_is_read_whole(tiny_run, inverted_digits):
+    from transferlab.diagnostics.domain_gap import domain_gap_for
+
+    r = domain_gap_for(tiny_run, "digits:5-9", str(inverted_digits), max_examples=500)
+    assert r.examples == 40  # every image of the folder (the source's val split has more)
+    assert r.groups[0].a_distance > 1.5  # inverted pixels: the first group tells the domains apart

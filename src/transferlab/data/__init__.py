@@ -21,10 +21,10 @@ from ._images import DecodedImages
 from ._load import is_builtin_spec, load_data, load_single_image
 from ._options import DataOptions
 from ._source import load_source_data, source_label_map
-from ._unlabelled import NO_LABEL, load_unlabelled
+from ._unlabelled import NO_LABEL, is_flat_image_folder, load_unlabelled
 from ._vectors import SKLEARN_SETS, is_vector_spec
 
 __all__ = ["DATA_ENV", "SKLEARN_SETS", "DataBundle", "DataError", "DataOptions", "DecodedImages", "NO_LABEL", "SkipLog",
-           "data_root", "example_ids", "image_id", "is_builtin_spec", "is_vector_spec", "load_data",
+           "data_root", "example_ids", "image_id", "is_builtin_spec", "is_flat_image_folder", "is_vector_spec", "load_data",
            "load_single_image", "load_source_data", "load_unlabelled", "shared_dataset", "shared_datasets", "source_label_map",
            "split_file"]

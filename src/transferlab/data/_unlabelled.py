@@ -31,7 +31,7 @@ def load_unlabelled(path: str, cfg: PretrainedCfg, options: DataOptions | None =
     DataError (one line) as `load_data` raises it."""
     options = options if options is not None else DataOptions()
     root = Path(str(path)).expanduser()
-    if not _is_flat_image_folder(root):
+    if not is_flat_image_folder(root):
         bundle = load_data(str(path), cfg, options, tokenizer=tokenizer, decoded=decoded)
         return bundle.train, bundle.collate
     _check_modality(cfg, "image", str(path))
@@ -53,8 +53,9 @@ def load_unlabelled(path: str, cfg: PretrainedCfg, options: DataOptions | None =
     return dataset, ImageCollate(size)
 
 
-def _is_flat_image_folder(root: Path) -> bool:
+def is_flat_image_folder(path: str | Path) -> bool:
     """A folder that holds image files directly and neither class folders nor a text data set."""
+    root = Path(str(path)).expanduser()
     if not root.is_dir() or find_text_splits(root) is not None:
         return False
     return not class_folders(root) and any(is_image_file(f.name) and f.is_file() for f in root.iterdir())
