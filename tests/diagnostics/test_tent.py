@@ -172,6 +172,41 @@ def test_adapt_records_per_example_correctness_in_the_split_order(tiny_run, tmp_
     assert right == results[0]["correct_before"]
 
 
+def test_adapt_on_a_flat_folder_adapts_as_on_the_same_images_with_labels(tiny_run, tmp_path, capsys):
+    """A stream with no labels at all (a flat folder of images): the same adapted weights and entropies as the
+    same images, in the same order, in class folders; no accuracy is claimed."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from transferlab.cli import main
+
+    _, noisy = _noisy_folder(tmp_path)
+    labelled, flat = tmp_path / "labelled", tmp_path / "flat"
+    flat.mkdir()
+    for c in "56789":  # the run's classes; named so that both layouts list the images in one order
+        shutil.copytree(noisy / "val" / c, labelled / "val" / c)
+        shutil.copytree(noisy / "train" / c, labelled / "train" / c)
+        for f in sorted((noisy / "val" / c).iterdir()):
+            shutil.copyfile(f, flat / f"{c}_{f.name}")
+    digest = _hash_tree(tiny_run)
+    found = {}
+    for name, data in (("labelled", labelled), ("flat", flat)):
+        main(["adapt", "--run", str(tiny_run), "--data", str(data), "--method", "tent", "--online", "--seed", "3",
+              "--out", str(tmp_path / f"out_{name}")])
+        found[name] = (json.loads((tmp_path / f"out_{name}" / "adapt.json").read_text()),
+                       load_file(str(tmp_path / f"out_{name}" / "checkpoint" / "best.safetensors")))
+    (with_labels, weights), (without, flat_weights) = found["labelled"], found["flat"]
+    assert without["examples"] == with_labels["examples"] == len(list(flat.iterdir()))
+    assert without["accuracy_before"] is None and without["accuracy_after"] is None and without["split"] == "all"
+    assert without["correct_before"] == [] and with_labels["accuracy_after"] is not None
+    assert without["entropy_after"] == pytest.approx(with_labels["entropy_after"])
+    assert without["entropy_after"] < without["entropy_before"]  # what TENT minimises, measured without labels
+    assert all(torch.equal(weights[k], flat_weights[k]) for k in weights)
+    assert "unlabelled examples" in capsys.readouterr().out and _hash_tree(tiny_run) == digest
+
+
 def test_tent_refuses_a_model_without_batchnorm():
     from torch import nn
 

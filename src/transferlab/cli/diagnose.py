@@ -72,6 +72,10 @@ def cmd_adapt(args) -> None:
     r = adapt_run(args.run, args.data, args.out, method=args.method, split=args.split, tent=tent,
                   batch_size=args.batch_size, overwrite=args.overwrite, seed=args.seed)
     print_json({k: v for k, v in r.to_dict().items() if not k.startswith("correct_")})  # those: adapt.json
+    if r.accuracy_before is None:  # a stream without labels
+        print(f"mean prediction entropy on {args.data} ({r.examples} unlabelled examples): {r.entropy_before:.3f} "
+              f"-> {r.entropy_after:.3f} nats ({r.method}); adapted run written to {args.out}")
+        return
     print(f"accuracy on {args.data} ({r.split}, {r.examples} examples): {r.accuracy_before:.3f} -> "
           f"{r.accuracy_after:.3f} ({r.method}); adapted run written to {args.out}")
 

@@ -161,9 +161,10 @@ class AdaptResult:
     method: str
     settings: dict
     examples: int
-    accuracy_before: float  # the source run, as deployed, on the split
-    accuracy_after: float  # the method's own predictions (TENT: batch statistics; AdaBN: the adapted model)
-    accuracy_saved: float  # the written run in eval mode (`transferlab evaluate --run OUT --split SPLIT`)
+    # None for a stream without labels (a flat folder of images): then only the entropies tell what changed
+    accuracy_before: float | None  # the source run, as deployed, on the split
+    accuracy_after: float | None  # the method's own predictions (TENT: batch statistics; AdaBN: the adapted model)
+    accuracy_saved: float | None  # the written run in eval mode (`transferlab evaluate --run OUT --split SPLIT`)
     entropy_before: float  # mean prediction entropy (nats) before and after
     entropy_after: float
     entropy_history: list
@@ -177,13 +178,18 @@ class AdaptResult:
         return asdict(self)
 
 
-def _accuracy(logits: list, labels: list) -> float:
+def _accuracy(logits: list, labels: list) -> float | None:
+    if not labels:
+        return None
     pred = torch.cat(logits).argmax(1)
     return float((pred == torch.cat(labels)).float().mean())
 
 
 def _correct_in_split_order(logits: list, labels: list, order: list[int]) -> list[int]:
-    """1/0 per example, moved from the stream's order back to the split's; [] when the counts differ."""
+    """1/0 per example, moved from the stream's order back to the split's; [] when the counts differ or there
+    are no labels."""
+    if not labels:
+        return []
     hit = (torch.cat(logits).argmax(1) == torch.cat(labels)).int()
     if len(hit) != len(order):
         return []
@@ -201,19 +207,20 @@ def _eval_logits(model, batches) -> list:
 def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str = "tent", split: str = "val",
               tent: TentConfig | None = None, batch_size: int | None = None, overwrite: bool = False,
               seed: int = 0) -> AdaptResult:
-    """Adapt a run to `data_path` (same classes, labels unused) by `method`; write the adapted run to `out`.
+    """Adapt a run to `data_path` (same classes, labels unused; or a flat folder of images without labels, all of
+    it the stream and no accuracy measured) by `method`; write the adapted run to `out`.
 
     `out` gets the run's config.json (data set to `data_path`), checkpoint/best.safetensors and adapt.json (this
     result). The split `split` of `data_path` is both the unlabelled stream adapted on and the one scored: the
     accuracies before and after are on the same examples, in the same order."""
-    from transferlab.data import DataOptions, load_data
+    from transferlab.data import DataOptions, is_flat_image_folder, load_data, load_unlabelled
     from transferlab.data._digits import is_digits_spec
-    from transferlab.diagnostics._common import make_loader, split_of
+    from transferlab.diagnostics._common import split_of
     from transferlab.diagnostics.adabn import adapt_batchnorm, write_adapted_run
     from transferlab.outputs import RUN_FOLDER, check_output_path, require_writable
-    from transferlab.runs import load_run
+    from transferlab.runs import load_run, load_run_model
     from transferlab.safe_io import atomic_write_json
-    from transferlab.training.evaluate import to_device
+    from transferlab.training.evaluate import ordered_loader, to_device
     from transferlab.training.trainer import resolve_device
     from torch.utils.data import Subset
 
@@ -228,13 +235,20 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     out = check_output_path(out, "--out", {"--run": run_dir,
                                             "--data": None if is_digits_spec(str(data_path)) else data_path})
     require_writable(out, RUN_FOLDER, overwrite)
-    config, data, model, _ = load_run(run_dir, data_path)  # refuses data of another modality or other classes
-    if config.data_options.augment:  # adapt on the images as evaluated, not augmented ones
-        data = load_data(data_path, model.cfg, DataOptions(**{**config.data_options.__dict__, "augment": False}),
-                         tokenizer=model.tokenizer)
+    unlabelled = is_flat_image_folder(data_path)
+    if unlabelled:  # a folder of images and nothing else: adapted on, and scored by entropy only
+        config, model, _ = load_run_model(run_dir)
+        dataset, collate = load_unlabelled(data_path, model.cfg,
+                                           DataOptions(**{**config.data_options.__dict__, "augment": False}))
+        split = "all"  # a flat folder has no splits
+    else:
+        config, data, model, _ = load_run(run_dir, data_path)  # refuses data of another modality or other classes
+        if config.data_options.augment:  # adapt on the images as evaluated, not augmented ones
+            data = load_data(data_path, model.cfg, DataOptions(**{**config.data_options.__dict__, "augment": False}),
+                             tokenizer=model.tokenizer)
+        dataset, collate = split_of(data, split), data.collate
     if not batchnorm_layers(model):
         raise ConfigError(NO_BN)
-    dataset = split_of(data, split)
     if len(dataset) == 0:
         raise ConfigError(f"{data_path} has no examples in its {split} split: nothing to adapt on")
     torch.manual_seed(seed)
@@ -243,11 +257,12 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     # The stream: the split in a seeded random order. Batch statistics assume mixed batches; a folder read in
     # order gives batches of one class, on which TENT's normalisation erases the class (measured: 0.26 accuracy).
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    loader = make_loader(data, Subset(dataset, order), batch_size or config.train.batch_size)
+    loader = ordered_loader(Subset(dataset, order), batch_size or config.train.batch_size, collate)
     batches = [to_device(b, device) for b in loader if b["labels"].numel() > 0]
     if not batches:
         raise ConfigError(f"{data_path}: no readable example in its {split} split")
-    labels = [b["labels"].cpu() for b in batches]  # read for scoring only
+    examples = sum(len(b["labels"]) for b in batches)
+    labels = [] if unlabelled else [b["labels"].cpu() for b in batches]  # read for scoring only
     before = _eval_logits(model, batches)
     history: list = []
     if method == "adabn":
@@ -268,7 +283,7 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     saved = _eval_logits(model, batches)
     result = AdaptResult(
         run=str(run_dir), out=str(out), data=str(data_path), split=split, method=method, settings=settings,
-        examples=int(sum(len(x) for x in labels)), accuracy_before=_accuracy(before, labels),
+        examples=int(examples), accuracy_before=_accuracy(before, labels),
         accuracy_after=_accuracy(after, labels), accuracy_saved=_accuracy(saved, labels),
         entropy_before=float(torch.cat([entropy(x) for x in before]).mean()),
         entropy_after=float(torch.cat([entropy(x) for x in after]).mean()), entropy_history=history, seed=seed,
