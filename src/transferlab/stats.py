@@ -148,13 +148,17 @@ class Comparison:
 
     @property
     def text(self) -> str:
-        """'+0.020 [95% CI -0.003, +0.043] (McNemar exact): within noise'."""
+        """'+0.020 [95% CI -0.003, +0.043] (McNemar exact): within noise'; in a Holm family the interval is marked
+        unadjusted and the adjusted p that decides is given: '+0.030 [95% CI, unadjusted +0.001, +0.059] (McNemar
+        exact; Holm over 3, adjusted p 0.11): within noise'."""
         notes = [self.method]
         if self.claim != "difference":
             notes.append(f"{self.claim}, margin {self.margin:g}")
-        if self.family > 1:
-            notes.append(f"Holm over {self.family}")
-        ci = f"[{self.level * 100:.0f}% CI {_num(self.low)}, {_num(self.high)}]"
+        unadjusted = ""
+        if self.family > 1:  # the interval is the comparison's own; the verdict reads the Holm-adjusted p
+            notes.append(f"Holm over {self.family}, adjusted p {self.p_adjusted:.3g}")
+            unadjusted = ", unadjusted"
+        ci = f"[{self.level * 100:.0f}% CI{unadjusted} {_num(self.low)}, {_num(self.high)}]"
         return f"{_num(self.estimate)} {ci} ({'; '.join(notes)}): {self.verdict}"
 
     def to_dict(self) -> dict:

@@ -246,6 +246,9 @@ def test_holm_controls_the_family_and_the_verdicts_follow_it():
     assert all(c.family == 3 and c.p_adjusted == pytest.approx(3 * one.p_value) for c in family)
     assert all(c.verdict == "within noise" for c in family)
     assert "Holm over 3" in family[0].text and family[0].p_value == one.p_value
+    # the interval shown is the comparison's own, so the text says it is unadjusted and gives the p that decides
+    assert f"[95% CI, unadjusted {one.low:+.3f}, {one.high:+.3f}]" in family[0].text
+    assert f"adjusted p {3 * one.p_value:.3g}" in family[0].text and "unadjusted" not in one.text
 
 
 # --- verdicts, text and the degenerate cases ---------------------------------------------------------------------
