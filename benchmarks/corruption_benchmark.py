@@ -229,8 +229,8 @@ def summarise(out: Path, adapted: dict, uda: dict, args) -> None:
               "error": error, "mean_error": {m: float(np.mean(list(error[m].values()))) for m in per},
               "comparisons": {f"{a} - {b}": c.to_dict() for (a, b), c in zip(comparisons, tested)},
               "seconds": {"source_training": float((out / "source.seconds").read_text()),
-                          "adabn_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/adabn/" in k])),
-                          "tent_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items() if "/tent/" in k])),
+                          **{f"{m}_per_kind": float(np.mean([v["seconds"] for k, v in adapted.items()
+                                                             if f"/{m}/" in k])) for m in ("adabn", "tent")},
                           **{f"{s}_run": float(np.mean([uda[f"{s}/{i}"]["seconds"] for i in range(args.uda_seeds)]))
                              for s in UDA}},
               "uda_selection": {s: {"val": [uda[f"{s}/{i}"]["val"] for i in range(args.uda_seeds)],

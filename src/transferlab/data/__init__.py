@@ -5,7 +5,8 @@ files), as train/val/test splits.
     loader = DataLoader(bundle.train, batch_size=32, shuffle=True, collate_fn=bundle.collate)
 
 ``load_unlabelled(path, cfg, options)``: unlabelled examples (a domain-adaptation target), also from a flat folder
-of images. ``shared_dataset("hymenoptera")`` finds a real data set under --data-root or $TRANSFERLAB_DATA (docs/data.md).
+of images. ``shared_dataset("hymenoptera")`` finds a real data set under --data-root or $TRANSFERLAB_DATA
+(docs/data.md).
 ``example_ids(bundle, dataset)`` names each example as `transferlab contamination` does (an image's path
 under the data set's folder, a text row's index in its file, a vector's row); ``split_file(dataset)`` names a text
 split's file. ``is_builtin_spec(spec)``: ``digits`` or ``sklearn:NAME``, a name and not a path.
@@ -24,7 +25,7 @@ from ._source import load_source_data, source_label_map
 from ._unlabelled import NO_LABEL, is_flat_image_folder, load_unlabelled
 from ._vectors import SKLEARN_SETS, is_vector_spec
 
-__all__ = ["DATA_ENV", "SKLEARN_SETS", "DataBundle", "DataError", "DataOptions", "DecodedImages", "NO_LABEL", "SkipLog",
-           "data_root", "example_ids", "image_id", "is_builtin_spec", "is_flat_image_folder", "is_vector_spec", "load_data",
-           "load_single_image", "load_source_data", "load_unlabelled", "shared_dataset", "shared_datasets", "source_label_map",
-           "split_file"]
+__all__ = ["DATA_ENV", "NO_LABEL", "SKLEARN_SETS", "DataBundle", "DataError", "DataOptions", "DecodedImages",
+           "SkipLog", "data_root", "example_ids", "image_id", "is_builtin_spec", "is_flat_image_folder",
+           "is_vector_spec", "load_data", "load_single_image", "load_source_data", "load_unlabelled", "shared_dataset",
+           "shared_datasets", "source_label_map", "split_file"]
