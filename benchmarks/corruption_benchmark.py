@@ -20,7 +20,8 @@ fine-tuned (`full`) on hymenoptera train; every image is first resized to 256 px
 ImageNet-C prepares its images, so the corruptions take ImageNet-C's parameters; the scored images are the whole
 validation split; the unlabelled target is the training images, each corrupted by one kind (a seeded assignment,
 about 16 per kind); the domain adaptation runs start from the ImageNet weights, as the source did, on all of
-hymenoptera train.
+hymenoptera train. Hymenoptera has no third split: every run chooses its epoch on the clean validation images, whose
+corrupted copies are scored (no corrupted image takes part in any choice).
 
 Usage: python benchmarks/corruption_benchmark.py [OUT_DIR] [--dataset cifar10|hymenoptera] [--test-per-class 200]
 [--seeds 3] [--uda-seeds N]   (run it alone)
