@@ -102,9 +102,16 @@ def _cuda_backend() -> str | None:
 
 
 def shutdown() -> None:
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # Objects of the finished command that hold the process group (a DDP wrapper's reducer, in a reference
+        # cycle) are freed now, while the interpreter is whole: freed during its finalisation instead, gloo's
+        # threads can abort the process ("terminate called without an active exception", seen rarely on a rank
+        # after its run had finished; pytorch/pytorch#179291 describes the same exit race).
+        gc.collect()
         dist.destroy_process_group()
 
 
