@@ -86,18 +86,19 @@ def prepare_cifar(out: Path, args) -> None:
         copy_subset(cifar, [clean], "test", args.test_per_class, 0)
         copy_subset(cifar, [clean], "train", 10, 0)
         copy_subset(cifar, [out / "target_clean" / k for k in KINDS], "train", args.target_per_kind // 10, 1)
+    corrupt_all(out, clean, args)
+
+
+def corrupt_all(out: Path, clean: Path, args) -> None:
+    """`data corrupt` with every kind: the scored images (clean/ to corrupt/KIND) and each kind's own unlabelled
+    target images (target_clean/KIND to target_parts/KIND), which are then pooled into target/."""
     for kind in KINDS:
         for name, folder in (("corrupt", clean), ("target_parts", out / "target_clean" / kind)):
-            dest = out / name / kind
             if not (out / name / f"{kind}.seconds").exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                (out / name).mkdir(parents=True, exist_ok=True)
                 t = sh([TL, "data", "corrupt", "--data", str(folder), "--kind", kind, "--severity",
-                        str(args.severity), "--out", str(dest), "--seed", "0"], out / name / f"{kind}.log")
+                        str(args.severity), "--out", str(out / name / kind), "--seed", "0"], out / name / f"{kind}.log")
                 (out / name / f"{kind}.seconds").write_text(f"{t:.1f}")
-    pool_target(out)
-
-
-def pool_target(out: Path) -> None:
     target = out / "target"
     if not target.exists():  # each kind corrupted its own training images: pooled into one target
         for kind in KINDS:
@@ -124,9 +125,8 @@ def prepare_hymenoptera(out: Path, args) -> None:
     hym = DATA / "hymenoptera"
     if not (out / "source.seconds").exists():
         print("fine-tune the source: efficientnet_lite0 on hymenoptera train", flush=True)
-        t = sh([TL, "finetune", "--model", "efficientnet_lite0", "--data", str(hym), "--strategy", "full",
-                "--epochs", str(args.uda_epochs), "--seed", "0", "--out", str(out / "source"), "--overwrite"],
-               out / "source.log")
+        t = sh([*uda_command(out, args), "--strategy", "full", "--epochs", str(args.uda_epochs), "--seed", "0",
+                "--out", str(out / "source"), "--overwrite"], out / "source.log")
         (out / "source.seconds").write_text(f"{t:.1f}")
     clean = out / "clean"
     if not clean.exists():  # test/: the validation images, scored; train/: two per class (a folder needs one)
@@ -139,14 +139,7 @@ def prepare_hymenoptera(out: Path, args) -> None:
         kind_of = np.random.default_rng(1).permutation(len(files)) % len(KINDS)
         for f, k in zip(files, kind_of):
             imagenet_c_crop(f, out / "target_clean" / KINDS[k] / "train" / f.parent.name / f.name)
-    for kind in KINDS:
-        for name, folder in (("corrupt", clean), ("target_parts", out / "target_clean" / kind)):
-            if not (out / name / f"{kind}.seconds").exists():
-                (out / name).mkdir(parents=True, exist_ok=True)
-                t = sh([TL, "data", "corrupt", "--data", str(folder), "--kind", kind, "--severity",
-                        str(args.severity), "--out", str(out / name / kind), "--seed", "0"], out / name / f"{kind}.log")
-                (out / name / f"{kind}.seconds").write_text(f"{t:.1f}")
-    pool_target(out)
+    corrupt_all(out, clean, args)
 
 
 def uda_command(out: Path, args) -> list[str]:

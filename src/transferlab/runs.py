@@ -290,8 +290,9 @@ def finetune(config: RunConfig, out: str | Path, resume: bool = False, overwrite
 
 def load_target(config: RunConfig, model, data, decoded: DecodedImages | None = None):
     """The unlabelled target set of a run (`--target-data`, None without): the training split of any data set
-    `load_data` reads or a flat folder of images (`load_unlabelled`), with the run's preprocessing (image size, text columns, max length; --augment), its labels
-    ignored; --max-train caps it too (a seeded uniform subsample: no labels read). DataError or ConfigError (one
+    `load_data` reads or a flat folder of images (`load_unlabelled`), with the run's preprocessing (image size,
+    text columns, max length; --augment), its labels ignored; --max-train caps it too (a seeded uniform subsample:
+    no labels read). DataError or ConfigError (one
     line) for another modality, examples of another shape than the training data's, or an empty set."""
     from transferlab.data import DataError, load_unlabelled
     from transferlab.training.target import TargetData

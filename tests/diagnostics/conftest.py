@@ -51,5 +51,5 @@ def report_ctx(tiny_run):
 
     run = SimpleNamespace(run_dir=str(tiny_run), seed=0)
     results = SimpleNamespace(strategies=["full"], data="digits:5-9", finished_runs=lambda name: [run],
-                              grid={"base": {}})
+                              target_data=None)
     return SimpleNamespace(results=results, cache={}, source_data=None)

@@ -55,7 +55,7 @@ def test_report_section_measures_the_grids_target(report_ctx, tiny_run, inverted
     """A grid given --target-data: the section measures the grid's data against it, as `diagnose domain-gap` does."""
     from transferlab.diagnostics.domain_gap import domain_gap_for, domain_gap_section
 
-    report_ctx.results.grid = {"base": {"strategy_options": {"target_data": str(inverted_digits)}}}
+    report_ctx.results.target_data = str(inverted_digits)
     s = domain_gap_section(report_ctx)
     found = s.data["full"]["the grid's data vs its target data"]
     direct = domain_gap_for(tiny_run, "digits:5-9", str(inverted_digits), max_examples=200).to_dict()

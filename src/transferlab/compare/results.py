@@ -105,6 +105,11 @@ class GridResults:
                 "thresholds": {"overfit_gap": OVERFIT_THRESHOLD, "significance": stats.RULE}}
 
     @property
+    def target_data(self) -> str | None:
+        """The unlabelled target every cell was given (`compare --target-data`), None without."""
+        return (self.grid.get("base") or {}).get("strategy_options", {}).get("target_data")
+
+    @property
     def transfer(self) -> list[StrategySummary]:
         return [s for k, s in self.summaries.items() if k != SCRATCH]
 

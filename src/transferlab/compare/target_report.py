@@ -20,7 +20,7 @@ def _cell(pair) -> str:
 @register_section("target_selection", order=18)
 def target_selection_section(ctx) -> Section | None:
     r = ctx.results
-    target = (r.grid.get("base") or {}).get("strategy_options", {}).get("target_data")
+    target = r.target_data
     if not target and not any(s.mean.get("dev_risk") is not None for s in r.summaries.values()):
         return None
     rows, data = [], {"target_data": target, "strategies": {}}

@@ -137,9 +137,8 @@ def domain_gap_section(ctx) -> Section | None:
     pairs = []  # (what is compared, first data, second data)
     if getattr(ctx, "source_data", None):
         pairs.append(("source data vs the grid's data", ctx.source_data, r.data))
-    target = (r.grid.get("base") or {}).get("strategy_options", {}).get("target_data")
-    if target:
-        pairs.append(("the grid's data vs its target data", r.data, target))
+    if r.target_data:
+        pairs.append(("the grid's data vs its target data", r.data, r.target_data))
     if not pairs:
         return None
     rows, data, notes = [], {}, []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -213,7 +213,7 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     `out` gets the run's config.json (data set to `data_path`), checkpoint/best.safetensors and adapt.json (this
     result). The split `split` of `data_path` is both the unlabelled stream adapted on and the one scored: the
     accuracies before and after are on the same examples, in the same order."""
-    from transferlab.data import DataOptions, is_flat_image_folder, load_data, load_unlabelled
+    from transferlab.data import is_flat_image_folder, load_data, load_unlabelled
     from transferlab.data._digits import is_digits_spec
     from transferlab.diagnostics._common import split_of
     from transferlab.diagnostics.adabn import adapt_batchnorm, write_adapted_run
@@ -238,13 +238,12 @@ def adapt_run(run_dir: str | Path, data_path: str, out: str | Path, method: str 
     unlabelled = is_flat_image_folder(data_path)
     if unlabelled:  # a folder of images and nothing else: adapted on, and scored by entropy only
         config, model, _ = load_run_model(run_dir)
-        dataset, collate = load_unlabelled(data_path, model.cfg,
-                                           DataOptions(**{**config.data_options.__dict__, "augment": False}))
+        dataset, collate = load_unlabelled(data_path, model.cfg, replace(config.data_options, augment=False))
         split = "all"  # a flat folder has no splits
     else:
         config, data, model, _ = load_run(run_dir, data_path)  # refuses data of another modality or other classes
         if config.data_options.augment:  # adapt on the images as evaluated, not augmented ones
-            data = load_data(data_path, model.cfg, DataOptions(**{**config.data_options.__dict__, "augment": False}),
+            data = load_data(data_path, model.cfg, replace(config.data_options, augment=False),
                              tokenizer=model.tokenizer)
         dataset, collate = split_of(data, split), data.collate
     if not batchnorm_layers(model):
